@@ -1,0 +1,67 @@
+// Engine: the one interface every stage implements, and the checks every stage shares.
+//
+//   Prefill(tokens)  appends tokens at the current position; returns the last position's logits
+//                    ([vocab]) or, with all_logits, every position's ([n, vocab]), row-major fp32.
+//   Decode(token)    appends one token; returns its logits [vocab].
+//   Reset()          forgets the sequence (position 0); weights stay loaded.
+//
+// The base class validates input (token ids, context length, empty prompt) and times each call;
+// a stage implements Forward() only. Stage implementations must return only after the logits are
+// on the host (so the timings are wall-clock true for GPU engines too).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cc/core/config.h"
+
+namespace lab {
+
+struct EngineStats {
+  uint64_t weight_bytes = 0;      // weights as held by the engine (host or device)
+  uint64_t kv_cache_bytes = 0;    // KV cache allocation at max_context
+  uint64_t activation_bytes = 0;  // other per-sequence buffers
+  double last_prefill_s = 0, last_decode_s = 0;
+  int64_t last_prefill_tokens = 0;
+  int64_t prefill_tokens = 0, decode_tokens = 0;  // totals since creation
+  double prefill_s = 0, decode_s = 0;
+};
+
+class Engine {
+ public:
+  Engine(const ModelConfig& cfg, int64_t max_context);
+  virtual ~Engine() = default;
+
+  std::vector<float> Prefill(const std::vector<int32_t>& tokens, bool all_logits = false);
+  std::vector<float> Decode(int32_t token);
+  void Reset();
+
+  const ModelConfig& config() const { return cfg_; }
+  int64_t pos() const { return pos_; }
+  int64_t max_context() const { return max_context_; }
+  virtual std::string name() const = 0;
+  EngineStats stats() const { return stats_; }
+
+ protected:
+  // Runs tokens[0..n) at positions pos..pos+n; writes logits of every position (all_logits) or of the
+  // last one into `logits` ([n or 1, vocab]). `n` >= 1 and pos + n <= max_context are guaranteed.
+  virtual void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) = 0;
+  virtual void OnReset() {}
+
+  ModelConfig cfg_;
+  int64_t max_context_;
+  int64_t pos_ = 0;
+  EngineStats stats_;
+
+ private:
+  void Check(const int32_t* tokens, int64_t n) const;
+};
+
+// Creates an engine by name ("cpu_fp32", "cpu_opt", "gpu_naive", "gpu_opt", ...) from a model
+// directory holding config.json and model.bin. max_context <= 0 means the config's
+// max_position_embeddings. Throws ModelFormatError / InputError / DeviceError.
+std::unique_ptr<Engine> CreateEngine(const std::string& name, const std::string& model_dir, int64_t max_context);
+std::vector<std::string> EngineNames();
+
+}  // namespace lab

@@ -1,0 +1,1 @@
+"""The LLM inference lab: engines, model files, tokenizers, tools."""
