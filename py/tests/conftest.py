@@ -1,0 +1,46 @@
+"""Shared pytest set-up: import path outside Bazel, the `gpu` marker, and common fixtures."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+_PY = Path(__file__).resolve().parents[1]
+if str(_PY) not in sys.path:  # outside Bazel (GPU bundle, plain pytest): import lab from py/
+    sys.path.insert(0, str(_PY))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason where none is present")
+
+
+def _gpu_present() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - torch missing or broken means no GPU for us
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _gpu_present():
+        return
+    skip = pytest.mark.skip(reason="GPU test: no CUDA GPU on this machine (run the GPU bundle on a GPU host)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tmp_data_dir(tmp_path_factory):
+    """A private LAB_DATA_DIR for tests that prepare models."""
+    d = tmp_path_factory.mktemp("data")
+    old = os.environ.get("LAB_DATA_DIR")
+    os.environ["LAB_DATA_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("LAB_DATA_DIR", None)
+    else:
+        os.environ["LAB_DATA_DIR"] = old
