@@ -100,7 +100,7 @@ def lab_py_test(name, srcs, deps = [], data = [], args = [], size = "medium", ta
         name = name,
         srcs = srcs + ["//py/tests:pytest_main.py"],
         main = "//py/tests:pytest_main.py",
-        args = ["$(location %s)" % s for s in srcs] + args,
+        args = ["$(location %s)" % s for s in srcs if s.split("/")[-1].startswith("test_")] + args,
         deps = deps + ["//py/tests:conftest"],
         data = data,
         size = size,
