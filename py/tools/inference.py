@@ -1,0 +1,88 @@
+"""Generate text with one of the lab's engines, streaming tokens as they come.
+
+  bazel run //py:inference -- --prompt "The capital of France is" --max_tokens 64
+  bazel run //py:inference -- --tokenizer_dir data/tokenizers/X --model_dir data/models/X_fp16 \
+      --engine cpu_opt --prompt "..." --temperature 0.8 --top_p 0.95 --seed 1
+
+With no model flags it uses the embedded default (SmolLM2-135M-Instruct), preparing it on first use.
+Ends with TTFT, prefill tok/s and decode tok/s.
+"""
+
+import sys
+
+from absl import app, flags
+
+from lab import paths
+from lab.engine import engine_names, open_engine
+from lab.generate import generate
+from lab.sampler import Sampler
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Hub-style model name; resolves --model_dir/--tokenizer_dir under data/.")
+flags.DEFINE_string("precision", "fp16", "Precision of the model file to use with --model or the default model.")
+flags.DEFINE_string("tokenizer_dir", None, "Folder with tokenizer.json.")
+flags.DEFINE_string("model_dir", None, "Folder with config.json and model.bin.")
+flags.DEFINE_string("engine", None, "Engine name; default: cpu_opt if built, else cpu_fp32.")
+flags.DEFINE_string("prompt", "The three most useful things to know about the moon are", "Prompt text.")
+flags.DEFINE_integer("max_tokens", 128, "Most tokens to generate.")
+flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
+flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = off).")
+flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
+flags.DEFINE_integer("seed", 0, "Sampling seed: same seed, same text.")
+flags.DEFINE_integer("max_context", 0, "KV-cache length (0 = min(model's, 4096)).")
+flags.DEFINE_boolean("chat", False, "Wrap the prompt in the tokenizer's chat template, if it has one.")
+
+
+def resolve_dirs():
+    if FLAGS.model_dir or FLAGS.tokenizer_dir:
+        if not (FLAGS.model_dir and FLAGS.tokenizer_dir):
+            raise app.UsageError("give both --model_dir and --tokenizer_dir (or --model, or neither)")
+        return FLAGS.model_dir, FLAGS.tokenizer_dir
+    if FLAGS.model:
+        return paths.model_dir(FLAGS.model, FLAGS.precision), paths.tokenizer_dir(FLAGS.model)
+    from lab.prepare import ensure_default_model
+
+    return ensure_default_model(FLAGS.precision)
+
+
+def main(argv):
+    del argv
+    from lab.tokenizer import load_tokenizer
+
+    model_dir, tok_dir = resolve_dirs()
+    engine_name = FLAGS.engine or ("cpu_opt" if "cpu_opt" in engine_names() else "cpu_fp32")
+    tok = load_tokenizer(tok_dir)
+    eng = open_engine(engine_name, model_dir, FLAGS.max_context)
+    prompt = FLAGS.prompt
+    if FLAGS.chat:
+        prompt = tok.apply_chat_template(prompt)
+    ids = tok.encode(prompt)
+    sampler = Sampler(FLAGS.temperature, FLAGS.top_k, FLAGS.top_p, FLAGS.seed)
+    eos = eng.config["eos_token_ids"]
+    print(f"[{engine_name} on {model_dir}: {len(ids)} prompt tokens]", file=sys.stderr)
+    sys.stdout.write(FLAGS.prompt)
+    sys.stdout.flush()
+    generated, shown = [], ""
+
+    def on_token(t):
+        nonlocal shown
+        generated.append(t)
+        text = tok.decode(generated)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            return
+        sys.stdout.write(text[len(shown):])
+        sys.stdout.flush()
+        shown = text
+
+    res = generate(eng, ids, FLAGS.max_tokens, sampler, eos, on_token)
+    print()
+    print(
+        f"TTFT {res.ttft_s * 1000:.1f} ms | prefill {res.prefill_tok_s:.1f} tok/s | "
+        f"decode {res.decode_tok_s:.1f} tok/s | {len(res.tokens)} tokens"
+        + (" (EOS)" if res.stopped_on_eos else ""),
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
