@@ -1,0 +1,59 @@
+// The SIMD kernels of stage 2, one implementation per instruction set, chosen once at run time.
+//
+//   kernels_avx2.cc    AVX2 + FMA + F16C, 8 floats per register: the readable lesson
+//   kernels_avx512.cc  AVX-512F, 16 floats per register and 32 registers: the same loops, wider
+//   kernels.cc         a portable scalar fallback, and SelectKernels() (the dispatcher)
+//
+// Every kernel is single-threaded; the engine splits the work across OpenMP threads (rows of a
+// weight matrix, heads of attention) and calls a kernel on each piece. Weight matrices are fp16
+// ("uint16_t" bits), row-major [rows, n]; activations are fp32. The SIMD files mark each function
+// with __attribute__((target(...))) so the library itself runs on any x86-64 CPU: only the
+// dispatcher decides, after asking the CPU (__builtin_cpu_supports), which table is used.
+#pragma once
+#include <cstdint>
+
+namespace lab {
+namespace cpu_opt {
+
+struct Kernels {
+  const char* isa;     // "avx512", "avx2" or "scalar"
+  int64_t token_tile;  // prefill: tokens per register tile; xt is padded to a multiple of this
+
+  // Decode (matrix-vector): out[i] = W[i, :] . x  for rows i in [i0, i1).
+  // Streams the fp16 rows once, converting to fp32 in registers; memory-bound.
+  void (*matvec)(float* out, const float* x, const uint16_t* W, int64_t n, int64_t i0, int64_t i1);
+
+  // Prefill (matrix-matrix): out[t * ldo + i] = W[i, :] . x[t, :]  for t < B, rows i in [i0, i1),
+  // given x transposed and zero-padded: xt[k * Bp + t], Bp a multiple of token_tile. A few weight
+  // rows at a time are widened to fp32 once and used for all B tokens; compute-bound.
+  void (*matmul)(float* out, int64_t ldo, const float* xt, int64_t B, int64_t Bp, const uint16_t* W, int64_t n,
+                 int64_t i0, int64_t i1);
+
+  // out[i] = x[i] / rms(x) * w[i]
+  void (*rmsnorm)(float* out, const float* x, const float* w, int64_t n, float eps);
+  // x[i] += y[i]
+  void (*add)(float* x, const float* y, int64_t n);
+  // g[i] = silu(g[i]) * u[i]
+  void (*swiglu)(float* g, const float* u, int64_t n);
+  // RoPE on n_heads heads of head_dim (half-rotated pairs (i, i + head_dim/2)).
+  void (*rope)(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
+  // One query head over n_keys cached positions: scores = softmax(q . k_p * scale), out = sum_p a_p v_p.
+  // k and v of position p are at kc + p * stride and vc + p * stride; `scores` has room for n_keys.
+  void (*attend)(float* out, const float* q, const float* kc, const float* vc, int64_t n_keys, int64_t stride,
+                 int64_t head_dim, float scale, float* scores);
+};
+
+// The table for the widest instruction set this CPU has (AVX-512 > AVX2 > scalar), or the one
+// named by LAB_CPU_ISA=avx512|avx2|scalar (an unknown or unsupported name throws InputError).
+const Kernels& SelectKernels();
+
+// The tables themselves (kernels_avx2.cc, kernels_avx512.cc, kernels.cc).
+extern const Kernels kAvx2Kernels;
+extern const Kernels kAvx512Kernels;
+extern const Kernels kScalarKernels;
+
+// A per-thread scratch buffer of at least n floats (grown on demand, never shrunk).
+float* ThreadScratch(int64_t n);
+
+}  // namespace cpu_opt
+}  // namespace lab
