@@ -5,6 +5,9 @@
 #include "cc/core/engine.h"
 #include "cc/core/errors.h"
 #include "cc/cpu_fp32/cpu_fp32_engine.h"
+#include "cuda/gpu_naive/gpu_naive_engine.h"
+#include "cuda/gpu_opt/gpu_opt_engine.h"
+#include "cc/cpu_opt/cpu_opt_engine.h"
 
 namespace lab {
 namespace {
@@ -13,7 +16,10 @@ using Factory = std::function<std::unique_ptr<Engine>(const std::string&, int64_
 
 const std::map<std::string, Factory>& Table() {
   static const std::map<std::string, Factory> table = {
-      {"cpu_fp32", MakeCpuFp32Engine},  // stage 1: plain C++ FP32
+      {"cpu_fp32", MakeCpuFp32Engine},    // stage 1: plain C++ FP32
+      {"gpu_naive", MakeGpuNaiveEngine},  // stage 3: direct CUDA port of stage 1 (fp32)
+      {"gpu_opt", MakeGpuOptEngine},      // stage 4: fp16, fused kernels, CUDA graph
+      {"cpu_opt", MakeCpuOptEngine},  // stage 2
   };
   return table;
 }

@@ -163,7 +163,8 @@ class ModelWriter:
         if arr.dtype.kind != "f":
             raise ValueError(f"tensor {name!r} has dtype {arr.dtype}; floating point expected")
         if arr.dtype != self.np_dtype:
-            arr = arr.astype(self.np_dtype)
+            with np.errstate(over="ignore"):
+                arr = arr.astype(self.np_dtype)
             if not np.isfinite(arr).all():
                 raise ValueError(f"tensor {name!r} has values that are not finite in {self.precision}")
         _pwrite_all(self._fd, np.ascontiguousarray(arr), self.data_start + self.offsets[name])
@@ -264,9 +265,9 @@ def check_model_dir(model_dir) -> dict:
         b, e = t["data_offsets"]
         if not 0 <= b <= e <= data_size:
             raise ValueError(f"{path}: tensor {name} offsets [{b}, {e}) fall outside the data region")
-        item = 4 if t["dtype"] == "F32" else 2
-        if e - b != int(np.prod(t["shape"])) * item:
-            raise ValueError(f"{path}: tensor {name} spans {e - b} bytes, shape {t['shape']} needs more or less")
+        need = int(np.prod(t["shape"])) * (4 if t["dtype"] == "F32" else 2)
+        if e - b != need:
+            raise ValueError(f"{path}: tensor {name} spans {e - b} bytes but shape {t['shape']} needs {need}")
         dtypes.add(t["dtype"])
         ranges.append((b, e))
     if len(dtypes) > 1:
@@ -288,15 +289,21 @@ def check_model_dir(model_dir) -> dict:
     return header
 
 
+def _layout(header: dict, blobs: dict) -> dict:
+    """Gives every tensor of `header` that has no data_offsets the next free range (header order)."""
+    pos = 0
+    for n, t in header.items():
+        if n != "__metadata__":
+            t.setdefault("data_offsets", [pos, pos + len(blobs[n])])
+            pos = t["data_offsets"][1]
+    return header
+
+
 def _write_raw(path: Path, header: dict, blobs: dict) -> None:
-    """A safetensors file with `header` (offsets computed here when a tensor has none) and `blobs` data."""
-    pos, data = 0, []
-    for name, t in header.items():
-        if name != "__metadata__" and "data_offsets" not in t:
-            t["data_offsets"] = [pos, pos + len(blobs[name])]
-            pos += len(blobs[name])
-            data.append(blobs[name])
-    path.write_bytes(encode_header(header) + b"".join(data))
+    """A safetensors file: `header` (laid out where it has no offsets), then its tensors' blobs in order,
+    whatever offsets the header claims."""
+    _layout(header, blobs)
+    path.write_bytes(encode_header(header) + b"".join(blobs[n] for n in header if n != "__metadata__"))
 
 
 def write_corrupt_variants(model_dir, out_root) -> dict:
@@ -304,73 +311,65 @@ def write_corrupt_variants(model_dir, out_root) -> dict:
 
     Defects: truncated, header_too_long, bad_json, bad_dtype, mixed_dtype, offsets_outside,
     size_mismatch, overlap, bad_version, no_version, missing_tensor, extra_tensor, wrong_shape.
-    For the loaders' error-path tests (each must be refused with a clear message).
+    For the loaders' error-path tests: each must be refused with a clear message (check_model_dir
+    and the C++ loader both do). Small models only: the tensors are read into memory.
     """
     src = Path(model_dir) / "model.bin"
     r = SafetensorsReader(src)
-    names = r.names()
+    names, raw = r.names(), src.read_bytes()
     blob = {n: r.get(n).tobytes() for n in names}
     dt = r.dtype(names[0])
-    raw = src.read_bytes()
     out = {}
 
-    def fresh(extra_meta=None, drop_meta=()):
+    def fresh(meta_update=None, drop_meta=()):  # the same header without offsets
         h = {"__metadata__": {k: v for k, v in r.metadata.items() if k not in drop_meta}}
-        h["__metadata__"].update(extra_meta or {})
-        for n in names:
-            h[n] = {"dtype": dt, "shape": r.shape(n)}
+        h["__metadata__"].update(meta_update or {})
+        h.update({n: {"dtype": dt, "shape": r.shape(n)} for n in names})
         return h
 
-    def variant(defect, fn):
+    def variant(defect, header=None, blobs=blob, data=None):
         d = Path(out_root) / defect
         d.mkdir(parents=True, exist_ok=True)
         shutil.copy(Path(model_dir) / "config.json", d / "config.json")
-        fn(d / "model.bin")
+        if data is not None:
+            (d / "model.bin").write_bytes(data)
+        else:
+            _write_raw(d / "model.bin", header, blobs)
         out[defect] = d
 
-    def laid_out(h, blobs=blob):  # header with offsets computed over `blobs`
-        pos = 0
-        for n, t in h.items():
-            if n != "__metadata__":
-                t["data_offsets"] = [pos, pos + len(blobs[n])]
-                pos += len(blobs[n])
-        return h
-
-    variant("truncated", lambda p: p.write_bytes(raw[: r.data_start + (len(raw) - r.data_start) // 2]))
-    variant("header_too_long", lambda p: p.write_bytes(struct.pack("<Q", len(raw)) + raw[8:]))
-    variant("bad_json", lambda p: p.write_bytes(raw[:8] + b"{" * (r.data_start - 8) + raw[r.data_start :]))
-    other = {"F32": "I32", "F16": "BF16"}[dt]  # same item size, a dtype the lab does not read
-    h = laid_out(fresh())
+    variant("truncated", data=raw[: r.data_start + (len(raw) - r.data_start) // 2])
+    variant("header_too_long", data=struct.pack("<Q", len(raw)) + raw[8:])
+    variant("bad_json", data=raw[:8] + b"{" * (r.data_start - 8) + raw[r.data_start :])
+    h = fresh()
     for n in names:
-        h[n]["dtype"] = other
-    variant("bad_dtype", lambda p: _write_raw(p, h, blob))
+        h[n]["dtype"] = {"F32": "I32", "F16": "BF16"}[dt]  # same item size, a dtype the lab does not read
+    variant("bad_dtype", h)
     mix_dt, mix_np = ("F16", np.float16) if dt == "F32" else ("F32", np.float32)
-    big = names[0]
-    mixed = dict(blob, **{big: r.get(big).astype(mix_np).tobytes()})
-    h_mix = fresh()
-    h_mix[big]["dtype"] = mix_dt
-    variant("mixed_dtype", lambda p: _write_raw(p, h_mix, mixed))
-    h = laid_out(fresh())
+    h = fresh()
+    h[names[0]]["dtype"] = mix_dt
+    variant("mixed_dtype", h, dict(blob, **{names[0]: r.get(names[0]).astype(mix_np).tobytes()}))
+    h = _layout(fresh(), blob)
     h[names[-1]]["data_offsets"][1] += 64
-    variant("offsets_outside", lambda p: _write_raw(p, h, blob))
-    h_size = laid_out(fresh())
-    h_size[names[0]]["shape"] = [r.shape(names[0])[0] + 1] + r.shape(names[0])[1:]
-    variant("size_mismatch", lambda p: _write_raw(p, h_size, blob))
-    h_ov = laid_out(fresh())
-    a, b = [n for n in names if n.endswith("input_layernorm.weight")][:1] + [n for n in names if n.endswith("post_attention_layernorm.weight")][:1]
-    h_ov[b]["data_offsets"] = list(h_ov[a]["data_offsets"])
-    variant("overlap", lambda p: _write_raw(p, h_ov, blob))
-    variant("bad_version", lambda p: _write_raw(p, fresh({"lab_format_version": "2"}), blob))
-    variant("no_version", lambda p: _write_raw(p, fresh(drop_meta=("lab_format_version",)), blob))
-    h_missing = fresh()
-    del h_missing[names[1]]
-    variant("missing_tensor", lambda p: _write_raw(p, h_missing, blob))
-    h_extra = fresh()
-    h_extra["model.layers.0.extra.weight"] = {"dtype": dt, "shape": r.shape(names[1])}
-    extra_blobs = dict(blob, **{"model.layers.0.extra.weight": blob[names[1]]})
-    variant("extra_tensor", lambda p: _write_raw(p, h_extra, extra_blobs))
+    variant("offsets_outside", h)
+    h = fresh()
+    h[names[0]]["shape"] = [r.shape(names[0])[0] + 1] + r.shape(names[0])[1:]
+    h[names[0]]["data_offsets"] = [0, len(blob[names[0]])]
+    variant("size_mismatch", h)
+    h = _layout(fresh(), blob)
+    a = next(n for n in names if n.endswith("input_layernorm.weight"))
+    b = next(n for n in names if n.endswith("post_attention_layernorm.weight"))
+    h[b]["data_offsets"] = list(h[a]["data_offsets"])
+    variant("overlap", h)
+    variant("bad_version", fresh({"lab_format_version": "2"}))
+    variant("no_version", fresh(drop_meta=("lab_format_version",)))
+    h = fresh()
+    del h[names[1]]
+    variant("missing_tensor", h)
+    h = fresh()
+    h["model.layers.0.extra.weight"] = {"dtype": dt, "shape": r.shape(names[1])}
+    variant("extra_tensor", h, dict(blob, **{"model.layers.0.extra.weight": blob[names[1]]}))
+    h = fresh()
     gate = next(n for n in names if n.endswith("mlp.gate_proj.weight"))
-    h_shape = fresh()
-    h_shape[gate]["shape"] = r.shape(gate)[::-1]
-    variant("wrong_shape", lambda p: _write_raw(p, h_shape, blob))
+    h[gate]["shape"] = r.shape(gate)[::-1]
+    variant("wrong_shape", h)
     return out

@@ -1,14 +1,16 @@
 """Shared pytest set-up: import path outside Bazel, the `gpu` marker, and common fixtures."""
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-_PY = Path(__file__).resolve().parents[1]
-if str(_PY) not in sys.path:  # outside Bazel (GPU bundle, plain pytest): import lab from py/
-    sys.path.insert(0, str(_PY))
+# Under Bazel, runfiles put `lab` (with the built _engine.so) on the path. Outside it (the GPU bundle,
+# plain pytest) the package sits next to tests/: use that, unless `lab` is importable already.
+if importlib.util.find_spec("lab") is None:
+    sys.path.insert(0, str(Path(__file__).parent.parent))
 
 
 def pytest_configure(config):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 if __name__ == "__main__":
-    args = ["-q", "-rs", "-p", "no:cacheprovider"]
+    args = ["-q", "-rfEs", "-p", "no:cacheprovider"]
     if os.environ.get("XML_OUTPUT_FILE"):
         args.append("--junitxml=" + os.environ["XML_OUTPUT_FILE"])
     sys.exit(pytest.main(args + sys.argv[1:]))

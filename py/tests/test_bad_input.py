@@ -127,12 +127,12 @@ def test_missing_format_version(bad):
 @pytest.mark.parametrize(
     "key,value,words",
     [
-        ("intermediate_size", 96, ["mlp.gate_proj", "[96, 64]"]),
+        ("intermediate_size", 96, ["mlp.down_proj", "config.json implies [64, 96]"]),
         ("num_key_value_heads", 4, ["k_proj", "config.json implies"]),
         ("num_hidden_layers", 3, ["model.layers.2", "missing"]),
         ("num_hidden_layers", 1, ["unexpected tensor model.layers.1"]),
         ("tie_word_embeddings", True, ["unexpected tensor lm_head.weight"]),
-        ("vocab_size", 101, ["embed_tokens"]),
+        ("vocab_size", 101, ["implies [101, 64]"]),
     ],
 )
 def test_config_does_not_match_weights(bad, key, value, words):

@@ -1,0 +1,249 @@
+// AVX2 + FMA + F16C kernels: the readable SIMD lesson of stage 2.
+//
+// A __m256 register holds 8 floats. Three instructions carry the stage:
+//   _mm256_cvtph_ps(8 x fp16) -> 8 x fp32   (F16C: weights stay fp16 in memory, fp32 in registers)
+//   _mm256_fmadd_ps(a, b, c)  =  a * b + c  (FMA: 16 flops per instruction, two per cycle per core)
+//   _mm256_broadcast_ss(p)    =  *p in all 8 lanes
+// Every function carries LAB_AVX2 (a GCC target attribute) instead of compiling the file with -mavx2:
+// the rest of the library stays plain x86-64, and the dispatcher only calls these after asking the CPU.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "cc/core/fp16.h"
+#include "cc/cpu_opt/kernels.h"
+
+#define LAB_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace lab {
+namespace cpu_opt {
+namespace {
+
+LAB_AVX2 inline __m256 LoadHalf8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+LAB_AVX2 inline float Sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// exp(x) for 8 lanes (Cephes' expf: x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r, then
+// 2^n through the exponent bits). About 1 ulp; inputs are clamped to [-87, 88] (no inf, no denormals).
+LAB_AVX2 inline __m256 Exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(88.f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
+}
+
+// ---- Decode: matrix-vector, memory-bound -------------------------------------------------------
+// Four rows at a time with two accumulators each: eight independent FMA chains keep enough loads in
+// flight to stream the weights at memory bandwidth. Each fp16 weight is read once and used once.
+LAB_AVX2 void MatVec(float* out, const float* x, const uint16_t* W, int64_t n, int64_t i0, int64_t i1) {
+  const int64_t n16 = n & ~int64_t(15);
+  int64_t i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const uint16_t* w = W + i * n;
+    __m256 acc[4][2];
+    for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n16; k += 16) {
+      const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        acc[r][0] = _mm256_fmadd_ps(LoadHalf8(w + r * n + k), x0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(LoadHalf8(w + r * n + k + 8), x1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < 4; ++r) {
+      float s = Sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+      for (int64_t k = n16; k < n; ++k) s += HalfToFloat(w[r * n + k]) * x[k];
+      out[i + r] = s;
+    }
+  }
+  for (; i < i1; ++i) {  // leftover rows, one at a time
+    const uint16_t* w = W + i * n;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) acc = _mm256_fmadd_ps(LoadHalf8(w + k), _mm256_loadu_ps(x + k), acc);
+    float s = Sum8(acc);
+    for (; k < n; ++k) s += HalfToFloat(w[k]) * x[k];
+    out[i] = s;
+  }
+}
+
+// ---- Prefill: matrix-matrix, compute-bound -----------------------------------------------------
+// A register tile of MR weight rows x 8*NV tokens: MR*NV accumulators (12 of the 16 ymm registers
+// for 6 x 2). Per step k: NV loads of x^T[k, tokens], MR broadcasts of w[r, k], MR*NV FMAs. Each
+// loaded value is used MR or NV times from a register, so the FMA units, not memory, set the pace.
+template <int MR, int NV>
+LAB_AVX2 void Tile(float* out, int64_t ldo, const float* xt, int64_t Bp, int64_t tokens, const float* w, int64_t n) {
+  __m256 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < n; ++k) {
+    __m256 x[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) x[v] = _mm256_loadu_ps(xt + k * Bp + 8 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256 wr = _mm256_broadcast_ss(w + r * n + k);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(wr, x[v], acc[r][v]);
+    }
+  }
+  // Lane j of acc[r][v] is token 8v + j of row r; out is [token, row].
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    float lanes[8 * NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(lanes + 8 * v, acc[r][v]);
+    for (int64_t t = 0; t < tokens && t < 8 * NV; ++t) out[t * ldo + r] = lanes[t];
+  }
+}
+
+constexpr int kRowTile = 6;
+
+template <int MR>
+LAB_AVX2 void RowTile(float* out, int64_t ldo, const float* xt, int64_t B, int64_t Bp, const float* w, int64_t n) {
+  int64_t t = 0;
+  for (; t + 16 <= B; t += 16) Tile<MR, 2>(out + t * ldo, ldo, xt + t, Bp, 16, w, n);
+  if (B - t > 8) Tile<MR, 2>(out + t * ldo, ldo, xt + t, Bp, B - t, w, n);  // x^T is zero-padded to Bp
+  else if (t < B) Tile<MR, 1>(out + t * ldo, ldo, xt + t, Bp, B - t, w, n);
+}
+
+LAB_AVX2 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int64_t Bp, const uint16_t* W, int64_t n,
+                     int64_t i0, int64_t i1) {
+  float* w = ThreadScratch(kRowTile * n);
+  for (int64_t i = i0; i < i1; i += kRowTile) {
+    const int64_t mr = i1 - i < kRowTile ? i1 - i : kRowTile;
+    // Widen these rows to fp32 once; they are then used for all B tokens from the L1/L2 cache.
+    const uint16_t* src = W + i * n;
+    int64_t k = 0;
+    for (; k + 8 <= mr * n; k += 8) _mm256_storeu_ps(w + k, LoadHalf8(src + k));
+    for (; k < mr * n; ++k) w[k] = HalfToFloat(src[k]);
+    switch (mr) {
+      case 6: RowTile<6>(out + i, ldo, xt, B, Bp, w, n); break;
+      case 5: RowTile<5>(out + i, ldo, xt, B, Bp, w, n); break;
+      case 4: RowTile<4>(out + i, ldo, xt, B, Bp, w, n); break;
+      case 3: RowTile<3>(out + i, ldo, xt, B, Bp, w, n); break;
+      case 2: RowTile<2>(out + i, ldo, xt, B, Bp, w, n); break;
+      default: RowTile<1>(out + i, ldo, xt, B, Bp, w, n); break;
+    }
+  }
+}
+
+// ---- Element-wise and attention ----------------------------------------------------------------
+
+LAB_AVX2 void RmsNorm(float* out, const float* x, const float* w, int64_t n, float eps) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+    a0 = _mm256_fmadd_ps(x0, x0, a0);
+    a1 = _mm256_fmadd_ps(x1, x1, a1);
+  }
+  float ss = Sum8(_mm256_add_ps(a0, a1));
+  for (; i < n; ++i) ss += x[i] * x[i];
+  const float scale = 1.f / std::sqrt(ss / n + eps);
+  const __m256 s = _mm256_set1_ps(scale);
+  for (i = 0; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), s)));
+  for (; i < n; ++i) out[i] = w[i] * (x[i] * scale);
+}
+
+LAB_AVX2 void Add(float* x, const float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) x[i] += y[i];
+}
+
+LAB_AVX2 void SwiGlu(float* g, const float* u, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, Exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+}
+
+LAB_AVX2 void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* x = v + h * head_dim;
+    int64_t i = 0;
+    for (; i + 8 <= half; i += 8) {
+      const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + half);
+      const __m256 c = _mm256_loadu_ps(cos + i), s = _mm256_loadu_ps(sin + i);
+      _mm256_storeu_ps(x + i, _mm256_fmsub_ps(a, c, _mm256_mul_ps(b, s)));
+      _mm256_storeu_ps(x + i + half, _mm256_fmadd_ps(b, c, _mm256_mul_ps(a, s)));
+    }
+    for (; i < half; ++i) {
+      const float a = x[i], b = x[i + half];
+      x[i] = a * cos[i] - b * sin[i];
+      x[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+// One query head: scores over all keys, softmax, weighted sum of values (head_dim a multiple of 8).
+LAB_AVX2 void Attend(float* out, const float* q, const float* kc, const float* vc, int64_t n_keys, int64_t stride,
+                     int64_t hd, float scale, float* scores) {
+  if (hd % 8 != 0) return kScalarKernels.attend(out, q, kc, vc, n_keys, stride, hd, scale, scores);
+  float max_score = -INFINITY;
+  for (int64_t p = 0; p < n_keys; ++p) {
+    const float* k = kc + p * stride;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+    scores[p] = Sum8(acc) * scale;
+    max_score = std::fmax(max_score, scores[p]);
+  }
+  const __m256 vmax = _mm256_set1_ps(max_score);
+  __m256 vsum = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p + 8 <= n_keys; p += 8) {
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + p), vmax));
+    _mm256_storeu_ps(scores + p, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  float sum = Sum8(vsum);
+  for (; p < n_keys; ++p) {
+    scores[p] = std::exp(scores[p] - max_score);
+    sum += scores[p];
+  }
+  // out = sum_p scores[p] * v_p / sum, 8 output lanes at a time (two position chains to hide FMA latency).
+  const __m256 inv = _mm256_set1_ps(1.f / sum);
+  for (int64_t i = 0; i < hd; i += 8) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 2 <= n_keys; j += 2) {
+      a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + j), _mm256_loadu_ps(vc + j * stride + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + j + 1), _mm256_loadu_ps(vc + (j + 1) * stride + i), a1);
+    }
+    if (j < n_keys) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + j), _mm256_loadu_ps(vc + j * stride + i), a0);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_add_ps(a0, a1), inv));
+  }
+}
+
+}  // namespace
+
+const Kernels kAvx2Kernels = {"avx2", 8, MatVec, MatMul, RmsNorm, Add, SwiGlu, Rope, Attend};
+
+}  // namespace cpu_opt
+}  // namespace lab

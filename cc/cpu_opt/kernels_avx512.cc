@@ -1,0 +1,236 @@
+// AVX-512F kernels: kernels_avx2.cc's loops with 16 floats per register and 32 registers.
+//
+// _mm512_cvtph_ps widens 16 fp16 weights at once (AVX-512F's own F16C), and the 32 registers let the
+// prefill tile grow to 6 weight rows x 64 tokens (24 accumulators). Read kernels_avx2.cc first; only
+// the widths and tile sizes differ here.
+// GCC 12 warns about its own _mm512_undefined_ps() inside the intrinsics headers (a false positive).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "cc/core/fp16.h"
+#include "cc/cpu_opt/kernels.h"
+
+#define LAB_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+
+namespace lab {
+namespace cpu_opt {
+namespace {
+
+LAB_AVX512 inline __m512 LoadHalf16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// exp(x), 16 lanes: the same Cephes polynomial as Exp8; _mm512_scalef_ps multiplies by 2^n.
+LAB_AVX512 inline __m512 Exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// ---- Decode: four rows x two accumulators, 32 weights per row per step ---------------------------
+LAB_AVX512 void MatVec(float* out, const float* x, const uint16_t* W, int64_t n, int64_t i0, int64_t i1) {
+  const int64_t n32 = n & ~int64_t(31);
+  int64_t i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const uint16_t* w = W + i * n;
+    __m512 acc[4][2];
+    for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < n32; k += 32) {
+      const __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        acc[r][0] = _mm512_fmadd_ps(LoadHalf16(w + r * n + k), x0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(LoadHalf16(w + r * n + k + 16), x1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < 4; ++r) {
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+      for (int64_t k = n32; k < n; ++k) s += HalfToFloat(w[r * n + k]) * x[k];
+      out[i + r] = s;
+    }
+  }
+  for (; i < i1; ++i) {
+    const uint16_t* w = W + i * n;
+    __m512 acc = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) acc = _mm512_fmadd_ps(LoadHalf16(w + k), _mm512_loadu_ps(x + k), acc);
+    float s = _mm512_reduce_add_ps(acc);
+    for (; k < n; ++k) s += HalfToFloat(w[k]) * x[k];
+    out[i] = s;
+  }
+}
+
+// ---- Prefill: MR weight rows x 16*NV tokens per register tile (6 x 64: 24 accumulators) ----------
+template <int MR, int NV>
+LAB_AVX512 void Tile(float* out, int64_t ldo, const float* xt, int64_t Bp, int64_t tokens, const float* w,
+                     int64_t n) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < n; ++k) {
+    __m512 x[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) x[v] = _mm512_loadu_ps(xt + k * Bp + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512 wr = _mm512_set1_ps(w[r * n + k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(wr, x[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    float lanes[16 * NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(lanes + 16 * v, acc[r][v]);
+    for (int64_t t = 0; t < tokens && t < 16 * NV; ++t) out[t * ldo + r] = lanes[t];
+  }
+}
+
+constexpr int kRowTile = 6;
+
+template <int MR>
+LAB_AVX512 void RowTile(float* out, int64_t ldo, const float* xt, int64_t B, int64_t Bp, const float* w, int64_t n) {
+  int64_t t = 0;
+  for (; t + 48 < B; t += 64) Tile<MR, 4>(out + t * ldo, ldo, xt + t, Bp, B - t, w, n);
+  switch ((B - t + 15) / 16) {  // the last 1..48 tokens; x^T is zero-padded to Bp
+    case 3: Tile<MR, 3>(out + t * ldo, ldo, xt + t, Bp, B - t, w, n); break;
+    case 2: Tile<MR, 2>(out + t * ldo, ldo, xt + t, Bp, B - t, w, n); break;
+    case 1: Tile<MR, 1>(out + t * ldo, ldo, xt + t, Bp, B - t, w, n); break;
+    default: break;
+  }
+}
+
+LAB_AVX512 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int64_t Bp, const uint16_t* W,
+                       int64_t n, int64_t i0, int64_t i1) {
+  float* w = ThreadScratch(kRowTile * n);
+  for (int64_t i = i0; i < i1; i += kRowTile) {
+    const int64_t mr = i1 - i < kRowTile ? i1 - i : kRowTile;
+    const uint16_t* src = W + i * n;
+    int64_t k = 0;
+    for (; k + 16 <= mr * n; k += 16) _mm512_storeu_ps(w + k, LoadHalf16(src + k));
+    for (; k < mr * n; ++k) w[k] = HalfToFloat(src[k]);
+    switch (mr) {
+      case 6: RowTile<6>(out + i, ldo, xt, B, Bp, w, n); break;
+      case 5: RowTile<5>(out + i, ldo, xt, B, Bp, w, n); break;
+      case 4: RowTile<4>(out + i, ldo, xt, B, Bp, w, n); break;
+      case 3: RowTile<3>(out + i, ldo, xt, B, Bp, w, n); break;
+      case 2: RowTile<2>(out + i, ldo, xt, B, Bp, w, n); break;
+      default: RowTile<1>(out + i, ldo, xt, B, Bp, w, n); break;
+    }
+  }
+}
+
+// ---- Element-wise and attention ----------------------------------------------------------------
+
+LAB_AVX512 void RmsNorm(float* out, const float* x, const float* w, int64_t n, float eps) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+    a0 = _mm512_fmadd_ps(x0, x0, a0);
+    a1 = _mm512_fmadd_ps(x1, x1, a1);
+  }
+  float ss = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  for (; i < n; ++i) ss += x[i] * x[i];
+  const float scale = 1.f / std::sqrt(ss / n + eps);
+  const __m512 s = _mm512_set1_ps(scale);
+  for (i = 0; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_loadu_ps(w + i), _mm512_mul_ps(_mm512_loadu_ps(x + i), s)));
+  for (; i < n; ++i) out[i] = w[i] * (x[i] * scale);
+}
+
+LAB_AVX512 void Add(float* x, const float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  for (; i < n; ++i) x[i] += y[i];
+}
+
+LAB_AVX512 void SwiGlu(float* g, const float* u, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(g + i);
+    const __m512 silu = _mm512_div_ps(x, _mm512_add_ps(one, Exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    _mm512_storeu_ps(g + i, _mm512_mul_ps(silu, _mm512_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+}
+
+LAB_AVX512 void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* x = v + h * head_dim;
+    int64_t i = 0;
+    for (; i + 16 <= half; i += 16) {
+      const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + half);
+      const __m512 c = _mm512_loadu_ps(cos + i), s = _mm512_loadu_ps(sin + i);
+      _mm512_storeu_ps(x + i, _mm512_fmsub_ps(a, c, _mm512_mul_ps(b, s)));
+      _mm512_storeu_ps(x + i + half, _mm512_fmadd_ps(b, c, _mm512_mul_ps(a, s)));
+    }
+    for (; i < half; ++i) {
+      const float a = x[i], b = x[i + half];
+      x[i] = a * cos[i] - b * sin[i];
+      x[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+LAB_AVX512 void Attend(float* out, const float* q, const float* kc, const float* vc, int64_t n_keys, int64_t stride,
+                       int64_t hd, float scale, float* scores) {
+  if (hd % 16 != 0) return kAvx2Kernels.attend(out, q, kc, vc, n_keys, stride, hd, scale, scores);
+  float max_score = -INFINITY;
+  for (int64_t p = 0; p < n_keys; ++p) {
+    const float* k = kc + p * stride;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < hd; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(k + i), acc);
+    scores[p] = _mm512_reduce_add_ps(acc) * scale;
+    max_score = std::fmax(max_score, scores[p]);
+  }
+  const __m512 vmax = _mm512_set1_ps(max_score);
+  __m512 vsum = _mm512_setzero_ps();
+  int64_t p = 0;
+  for (; p + 16 <= n_keys; p += 16) {
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + p), vmax));
+    _mm512_storeu_ps(scores + p, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  float sum = _mm512_reduce_add_ps(vsum);
+  for (; p < n_keys; ++p) {
+    scores[p] = std::exp(scores[p] - max_score);
+    sum += scores[p];
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / sum);
+  for (int64_t i = 0; i < hd; i += 16) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 2 <= n_keys; j += 2) {
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[j]), _mm512_loadu_ps(vc + j * stride + i), a0);
+      a1 = _mm512_fmadd_ps(_mm512_set1_ps(scores[j + 1]), _mm512_loadu_ps(vc + (j + 1) * stride + i), a1);
+    }
+    if (j < n_keys) a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[j]), _mm512_loadu_ps(vc + j * stride + i), a0);
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_add_ps(a0, a1), inv));
+  }
+}
+
+}  // namespace
+
+const Kernels kAvx512Kernels = {"avx512", 16, MatVec, MatMul, RmsNorm, Add, SwiGlu, Rope, Attend};
+
+}  // namespace cpu_opt
+}  // namespace lab

@@ -1,0 +1,620 @@
+// Stage 4 — gpu_opt: single-batch Llama decode at the speed of light of HBM.
+//
+// What changes from stage 3 (cuda/gpu_naive), and why (README.md beside this file has the numbers):
+//   * fp16 weights and KV cache (half the bytes of fp32), fp32 activations and accumulation;
+//   * per decode step 5 kernels per layer + 2, every one reading its weights exactly once with
+//     16-byte coalesced loads and the elementwise work fused in (kernels.cuh);
+//   * weights re-laid out at load time: [q; k; v] and [gate; up] concatenated so one kernel reads them;
+//   * the whole decode step is captured once into a CUDA graph and replayed; the token and position
+//     live in device memory (written by one 8-byte copy before each replay), so the graph never changes;
+//   * programmatic dependent launch lets each kernel start its weight loads while the previous one
+//     drains: a bulk L2 prefetch of its rows and the first batch of register loads, before it waits;
+//   * the matvec tile shape is auto-tuned per layer kind at start-up on the real weights.
+// Prefill runs chunk by chunk with simple batched kernels (kernels.cuh).
+//
+// Environment knobs (for experiments and the kernel lab): LAB_GPU_GRAPH=0 (launch kernels one by one),
+// LAB_GPU_PDL=0 (no programmatic dependent launch), LAB_GPU_L2_PREFETCH=0 (no bulk L2 prefetch of each
+// kernel's weights before its PDL wait), LAB_GPU_MATVEC_CONFIG=<i> (skip auto-tuning, use
+// config i for every kind), LAB_GPU_VERBOSE=1 (print the tuning table to stderr).
+#include "cuda/gpu_opt/gpu_opt_engine.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cc/core/config.h"
+#include "cc/core/errors.h"
+#include "cc/core/model_file.h"
+#include "cuda/common/cuda_check.h"
+#include "cuda/gpu_opt/kernels.cuh"
+
+namespace lab {
+namespace {
+
+using gpu::MatvecParams;
+
+constexpr int kPrefillChunk = 256;  // prompt tokens per batched pass
+constexpr int kPrefillSplits = 8;   // attention key splits per (token, kv head) in prefill
+
+bool EnvFlag(const char* name, bool dflt) {
+  const char* s = std::getenv(name);
+  if (!s || !*s) return dflt;
+  return !(s[0] == '0' || s[0] == 'n' || s[0] == 'N' || s[0] == 'f' || s[0] == 'F');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matvec configurations: (warps per block, units of 2 rows per warp, 16-byte loads per row per batch).
+// ---------------------------------------------------------------------------------------------
+
+using MatvecFn = void (*)(const MatvecParams);
+
+struct MatvecConfig {
+  const char* name;
+  int warps, upw;
+  MatvecFn fn[4];  // by epilogue
+};
+
+template <int W, int U, int R>
+MatvecConfig MakeConfig(const char* name) {
+  return {name,
+          W,
+          U,
+          {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid>,
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv>}};
+}
+
+const std::vector<MatvecConfig>& Configs() {
+  static const std::vector<MatvecConfig> c = {
+      MakeConfig<4, 1, 4>("w4.u1.r4"), MakeConfig<4, 1, 8>("w4.u1.r8"), MakeConfig<8, 1, 4>("w8.u1.r4"),
+      MakeConfig<4, 2, 4>("w4.u2.r4"), MakeConfig<8, 2, 2>("w8.u2.r2"), MakeConfig<2, 1, 8>("w2.u1.r8"),
+  };
+  return c;
+}
+
+template <typename T>
+struct Identity {
+  using type = T;
+};
+
+// Launches `kernel` with the PDL attribute when pdl is set (the kernels wait in griddepcontrol.wait).
+template <typename... Args>
+void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
+            const char* what, typename Identity<Args>::type... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  cuda::Check(cudaLaunchKernelEx(&cfg, kernel, args...), what, __FILE__, __LINE__);
+}
+
+using AttnFn = void (*)(const gpu::AttnParams);
+
+template <int HD>
+AttnFn AttnFor(int G) {
+  switch (G) {
+    case 1: return gpu::AttentionKernel<HD, 1>;
+    case 2: return gpu::AttentionKernel<HD, 2>;
+    case 3: return gpu::AttentionKernel<HD, 3>;
+    case 4: return gpu::AttentionKernel<HD, 4>;
+    case 5: return gpu::AttentionKernel<HD, 5>;
+    case 6: return gpu::AttentionKernel<HD, 6>;
+    case 7: return gpu::AttentionKernel<HD, 7>;
+    case 8: return gpu::AttentionKernel<HD, 8>;
+  }
+  return nullptr;
+}
+
+__global__ void FillPatternKernel(float* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = (float(h & 0xffff) / 65535.f - 0.5f) * 2.f;  // uniform in [-1, 1]
+  }
+}
+
+struct DeviceLayer {
+  float *attn_norm, *ffn_norm;
+  __half *wqkv, *wo, *wgu, *wdown;
+};
+
+enum Kind { kQkv = 0, kO, kGateUp, kDown, kLm, kNumKinds };
+const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
+
+class GpuOptEngine : public Engine {
+ public:
+  GpuOptEngine(const ModelConfig& cfg, const ModelFile& file, int64_t max_context) : Engine(cfg, max_context) {
+    try {
+      Init(file);
+    } catch (...) {
+      Release();  // no destructor runs for a half-built object
+      throw;
+    }
+  }
+
+  ~GpuOptEngine() override { Release(); }
+
+  std::string name() const override { return "gpu_opt"; }
+  double last_decode_device_ms() const { return last_decode_device_ms_; }
+
+ private:
+  void Release() {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    if (ev_start_) cudaEventDestroy(ev_start_);
+    if (ev_stop_) cudaEventDestroy(ev_stop_);
+    if (stream_) cudaStreamDestroy(stream_);
+    graph_exec_ = nullptr;
+    ev_start_ = ev_stop_ = nullptr;
+    stream_ = nullptr;
+  }
+
+  void Init(const ModelFile& file) {
+    prop_ = cuda::RequireGpu("gpu_opt");
+    use_graph_ = EnvFlag("LAB_GPU_GRAPH", true);
+    use_pdl_ = EnvFlag("LAB_GPU_PDL", true) && prop_.major >= 9;
+    l2_prefetch_ = EnvFlag("LAB_GPU_L2_PREFETCH", true) && prop_.major >= 9;
+    verbose_ = EnvFlag("LAB_GPU_VERBOSE", false);
+    LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    LAB_CUDA_CHECK(cudaEventCreate(&ev_start_));
+    LAB_CUDA_CHECK(cudaEventCreate(&ev_stop_));
+    const ModelConfig& c = cfg_;
+    const int64_t P = kPrefillChunk, T = max_context_;
+    const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), H = c.hidden_dim;
+    const int64_t n_qkv = q_dim + 2 * kv_dim;
+    attn_fn_ = hd == 64 ? AttnFor<64>(int(c.group_size())) : AttnFor<128>(int(c.group_size()));
+
+    // ---- plan device memory ----
+    auto h16 = [&](int64_t n) { return arena_.Plan(size_t(n) * 2); };
+    auto f32 = [&](int64_t n) { return arena_.Plan(size_t(n) * 4); };
+    const size_t o_embed = h16(c.vocab_size * dim);
+    const size_t o_lm = c.tie_word_embeddings ? o_embed : h16(c.vocab_size * dim);
+    const size_t o_fnorm = f32(dim);
+    struct LayerOff { size_t an, fn, qkv, o, gu, down; };
+    std::vector<LayerOff> lo(c.n_layers);
+    for (auto& L : lo) {
+      L.an = f32(dim);
+      L.fn = f32(dim);
+      L.qkv = h16(n_qkv * dim);
+      L.o = h16(dim * q_dim);
+      L.gu = h16(2 * H * dim);
+      L.down = h16(dim * H);
+    }
+    const uint64_t weight_bytes = arena_.total();
+    const size_t o_kc = h16(c.n_layers * T * kv_dim), o_vc = h16(c.n_layers * T * kv_dim);
+    const uint64_t kv_bytes = arena_.total() - weight_bytes;
+    const int64_t slots = std::max<int64_t>(gpu::kAttnMaxSplits * c.n_kv_heads, P * c.n_kv_heads * kPrefillSplits);
+    const size_t o_x = f32(P * dim), o_xb = f32(P * dim), o_qkv = f32(P * n_qkv), o_q = f32(P * q_dim),
+                 o_att = f32(P * q_dim), o_gu = f32(P * 2 * H), o_h = f32(P * H), o_logits = f32(P * c.vocab_size),
+                 o_cos = f32(T * hd / 2), o_sin = f32(T * hd / 2), o_pacc = f32(slots * c.group_size() * hd),
+                 o_pml = f32(2 * slots * c.group_size()), o_cnt = arena_.Plan(P * c.n_kv_heads * sizeof(unsigned)),
+                 o_ints = arena_.Plan((P + 1) * sizeof(int)), o_scratch = f32(std::max(dim, H));
+    const uint64_t act_bytes = arena_.total() - weight_bytes - kv_bytes;
+    arena_.Allocate("gpu_opt", "fp16 weights " + cuda::GiB(weight_bytes) + " + fp16 KV cache " + cuda::GiB(kv_bytes) +
+                                   " at max_context " + std::to_string(T) + " + activations " + cuda::GiB(act_bytes));
+
+    // ---- upload weights (fp32 files are narrowed to fp16 on the device) ----
+    {
+      cuda::Uploader up(stream_);
+      auto upload = [&](const std::string& name, size_t off, bool to_f16, size_t elem_offset = 0) {
+        const TensorInfo& t = file.Get(name);
+        char* dst = arena_.Get<char>(off) + elem_offset * (to_f16 ? 2 : 4);
+        up.Copy(dst, to_f16, t.data, t.dtype == DType::kF16, size_t(t.numel()));
+      };
+      upload("model.embed_tokens.weight", o_embed, true);
+      if (!c.tie_word_embeddings) upload("lm_head.weight", o_lm, true);
+      upload("model.norm.weight", o_fnorm, false);
+      for (int64_t l = 0; l < c.n_layers; ++l) {
+        const LayerOff& L = lo[l];
+        upload(LayerTensor(l, "input_layernorm"), L.an, false);
+        upload(LayerTensor(l, "post_attention_layernorm"), L.fn, false);
+        upload(LayerTensor(l, "self_attn.q_proj"), L.qkv, true, 0);
+        upload(LayerTensor(l, "self_attn.k_proj"), L.qkv, true, size_t(q_dim * dim));
+        upload(LayerTensor(l, "self_attn.v_proj"), L.qkv, true, size_t((q_dim + kv_dim) * dim));
+        upload(LayerTensor(l, "self_attn.o_proj"), L.o, true);
+        upload(LayerTensor(l, "mlp.gate_proj"), L.gu, true, 0);
+        upload(LayerTensor(l, "mlp.up_proj"), L.gu, true, size_t(H * dim));
+        upload(LayerTensor(l, "mlp.down_proj"), L.down, true);
+      }
+      up.Finish();
+    }
+    embed_ = arena_.Get<__half>(o_embed);
+    lm_head_ = arena_.Get<__half>(o_lm);
+    final_norm_ = arena_.Get<float>(o_fnorm);
+    for (const LayerOff& L : lo)
+      layers_.push_back({arena_.Get<float>(L.an), arena_.Get<float>(L.fn), arena_.Get<__half>(L.qkv),
+                         arena_.Get<__half>(L.o), arena_.Get<__half>(L.gu), arena_.Get<__half>(L.down)});
+    k_cache_ = arena_.Get<__half>(o_kc);
+    v_cache_ = arena_.Get<__half>(o_vc);
+    x_ = arena_.Get<float>(o_x);
+    xb_ = arena_.Get<float>(o_xb);
+    qkv_ = arena_.Get<float>(o_qkv);
+    q_ = arena_.Get<float>(o_q);
+    att_ = arena_.Get<float>(o_att);
+    gu_ = arena_.Get<float>(o_gu);
+    h_ = arena_.Get<float>(o_h);
+    logits_ = arena_.Get<float>(o_logits);
+    part_acc_ = arena_.Get<float>(o_pacc);
+    part_ml_ = arena_.Get<float2>(o_pml);
+    counters_ = arena_.Get<unsigned>(o_cnt);
+    ints_ = arena_.Get<int>(o_ints);  // [0] = position, [1..] = tokens
+    scratch_ = arena_.Get<float>(o_scratch);
+    rope_cos_ = arena_.Get<float>(o_cos);
+    rope_sin_ = arena_.Get<float>(o_sin);
+    {
+      std::vector<float> cos_t, sin_t;
+      RopeTables(c, T, &cos_t, &sin_t);
+      LAB_CUDA_CHECK(cudaMemcpy(rope_cos_, cos_t.data(), cos_t.size() * 4, cudaMemcpyHostToDevice));
+      LAB_CUDA_CHECK(cudaMemcpy(rope_sin_, sin_t.data(), sin_t.size() * 4, cudaMemcpyHostToDevice));
+    }
+    LAB_CUDA_CHECK(cudaMemset(counters_, 0, P * c.n_kv_heads * sizeof(unsigned)));
+    LAB_CUDA_CHECK(cudaMemset(ints_, 0, (P + 1) * sizeof(int)));
+    FillPatternKernel<<<1024, 256>>>(arena_.Get<float>(o_x), (arena_.Get<char>(o_cos) - arena_.Get<char>(o_x)) / 4, 1234);
+    LAB_CUDA_LAUNCH_CHECK("FillPatternKernel");
+    LAB_CUDA_CHECK(cudaDeviceSynchronize());
+
+    h_ints_.Reset((P + 1) * sizeof(int));
+    h_logits_.Reset(size_t(c.vocab_size) * sizeof(float));
+
+    // Kernels with more than 48 KB of dynamic shared memory must say so.
+    const size_t smem_max = gpu::MatvecSmemBytes(int(std::max(dim, std::max(H, q_dim))));
+    if (smem_max > size_t(prop_.sharedMemPerBlockOptin))
+      throw ModelFormatError("gpu_opt: input length " + std::to_string(smem_max / 4) +
+                             " needs more shared memory than the card's " +
+                             std::to_string(prop_.sharedMemPerBlockOptin) + " bytes per block");
+    for (const MatvecConfig& mc : Configs())
+      for (MatvecFn f : mc.fn)
+        LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_max)));
+
+    AutoTune();
+
+    stats_.weight_bytes = weight_bytes;
+    stats_.kv_cache_bytes = kv_bytes;
+    stats_.activation_bytes = act_bytes;
+  }
+
+ protected:
+  void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) override {
+    if (n == 1 && !all_logits) {
+      DecodeStep(tokens[0], pos, logits);
+      return;
+    }
+    const int64_t vocab = cfg_.vocab_size, dim = cfg_.dim;
+    for (int64_t done = 0; done < n; done += kPrefillChunk) {
+      const int B = int(std::min<int64_t>(kPrefillChunk, n - done));
+      int* hi = h_ints_.as<int>();
+      hi[0] = int(pos + done);
+      std::memcpy(hi + 1, tokens + done, B * sizeof(int32_t));
+      LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, (B + 1) * sizeof(int), cudaMemcpyHostToDevice, stream_));
+      PrefillChunk(B);
+      if (all_logits) {
+        RmsNormRows(xb_, x_, final_norm_, B);
+        Gemm(logits_, xb_, lm_head_, B, int(vocab), int(dim), false);
+        LAB_CUDA_CHECK(cudaMemcpyAsync(logits + done * vocab, logits_, size_t(B) * vocab * 4, cudaMemcpyDeviceToHost,
+                                       stream_));
+      } else if (done + B == n) {
+        Matvec(kLm, x_ + size_t(B - 1) * dim, false);
+        LAB_CUDA_CHECK(cudaMemcpyAsync(logits, logits_, size_t(vocab) * 4, cudaMemcpyDeviceToHost, stream_));
+      }
+      // h_ints_ is reused by the next chunk: its copy must have been consumed.
+      LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+  }
+
+ private:
+  // ---- decode ----
+  void DecodeStep(int32_t token, int64_t pos, float* logits) {
+    int* hi = h_ints_.as<int>();
+    hi[0] = int(pos);
+    hi[1] = token;
+    LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
+    if (use_graph_ && !graph_exec_) CaptureGraph();
+    LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
+    if (graph_exec_) {
+      LAB_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+    } else {
+      EnqueueDecode(use_pdl_);
+    }
+    LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
+    LAB_CUDA_CHECK(cudaMemcpyAsync(h_logits_.as<float>(), logits_, size_t(cfg_.vocab_size) * 4, cudaMemcpyDeviceToHost,
+                                   stream_));
+    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    float ms = 0.f;
+    LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
+    last_decode_device_ms_ = ms;
+    std::memcpy(logits, h_logits_.as<float>(), size_t(cfg_.vocab_size) * 4);
+  }
+
+  // One decode step: embed, 5 kernels per layer, final norm + lm_head. Reads token and position from
+  // ints_ (device memory), so the same sequence serves every step.
+  void EnqueueDecode(bool pdl) {
+    const ModelConfig& c = cfg_;
+    Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_, embed_, ints_ + 1, int(c.dim));
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      Matvec(kQkv, x_, pdl, l);
+      Attention(1, gpu::kAttnMaxSplits, l, pdl);
+      Matvec(kO, att_, pdl, l);
+      Matvec(kGateUp, x_, pdl, l);
+      Matvec(kDown, h_, pdl, l);
+    }
+    Matvec(kLm, x_, pdl);
+  }
+
+  void CaptureGraph() {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool pdl = use_pdl_ && attempt == 0;
+      cudaGraph_t graph = nullptr;
+      cudaError_t err = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+      if (err == cudaSuccess) {
+        try {
+          EnqueueDecode(pdl);
+        } catch (const DeviceError&) {
+          err = cudaErrorUnknown;
+        }
+        const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+        if (err == cudaSuccess) err = end;
+      }
+      if (err == cudaSuccess) err = cudaGraphInstantiate(&graph_exec_, graph, 0);
+      if (graph) cudaGraphDestroy(graph);
+      if (err == cudaSuccess) {
+        use_pdl_ = pdl;
+        if (verbose_) std::fprintf(stderr, "gpu_opt: decode step captured into a CUDA graph (PDL %s)\n", pdl ? "on" : "off");
+        return;
+      }
+      cudaGetLastError();  // clear
+      graph_exec_ = nullptr;
+      if (verbose_) std::fprintf(stderr, "gpu_opt: graph capture (PDL %s) failed: %s\n", pdl ? "on" : "off", cudaGetErrorString(err));
+    }
+    use_graph_ = false;  // fall back to direct launches
+  }
+
+  // ---- matvec dispatch ----
+  MatvecParams Params(Kind kind, const float* x, int64_t layer) const {
+    const ModelConfig& c = cfg_;
+    MatvecParams p = {};
+    p.eps = float(c.rms_norm_eps);
+    p.x = x;
+    p.pos = ints_;
+    p.l2_prefetch = l2_prefetch_ ? 1 : 0;
+    const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
+    switch (kind) {
+      case kQkv:
+        p.W = L->wqkv;
+        p.M = int(c.q_dim() + 2 * c.kv_dim());
+        p.K = int(c.dim);
+        p.n_units = p.M / 2;
+        p.norm_w = L->attn_norm;
+        p.qkv = QkvOutFor(layer);
+        break;
+      case kO:
+        p.W = L->wo;
+        p.M = int(c.dim);
+        p.K = int(c.q_dim());
+        p.n_units = (p.M + 1) / 2;
+        p.out = x_;
+        break;
+      case kGateUp:
+        p.W = L->wgu;
+        p.M = int(2 * c.hidden_dim);
+        p.K = int(c.dim);
+        p.n_units = int(c.hidden_dim);
+        p.H = int(c.hidden_dim);
+        p.norm_w = L->ffn_norm;
+        p.out = h_;
+        break;
+      case kDown:
+        p.W = L->wdown;
+        p.M = int(c.dim);
+        p.K = int(c.hidden_dim);
+        p.n_units = (p.M + 1) / 2;
+        p.out = x_;
+        break;
+      case kLm:
+        p.W = lm_head_;
+        p.M = int(c.vocab_size);
+        p.K = int(c.dim);
+        p.n_units = (p.M + 1) / 2;
+        p.norm_w = final_norm_;
+        p.out = logits_;
+        break;
+      default:
+        break;
+    }
+    return p;
+  }
+
+  static int EpiOf(Kind k) {
+    switch (k) {
+      case kQkv: return gpu::kEpiQkv;
+      case kGateUp: return gpu::kEpiGateUp;
+      case kO:
+      case kDown: return gpu::kEpiResid;
+      default: return gpu::kEpiStore;
+    }
+  }
+
+  void LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
+    const int per_block = mc.warps * mc.upw;
+    const unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
+    Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), gpu::MatvecSmemBytes(p.K), stream_, pdl,
+           "DecodeMatvecKernel", p);
+  }
+
+  void Matvec(Kind kind, const float* x, bool pdl, int64_t layer = -1) {
+    LaunchMatvec(Configs()[config_[kind]], EpiOf(kind), Params(kind, x, layer), pdl);
+  }
+
+  gpu::QkvOut QkvOutFor(int64_t layer) const {
+    const ModelConfig& c = cfg_;
+    gpu::QkvOut o;
+    o.q = q_;
+    o.k_cache = k_cache_ + size_t(layer) * max_context_ * c.kv_dim();
+    o.v_cache = v_cache_ + size_t(layer) * max_context_ * c.kv_dim();
+    o.rope_cos = rope_cos_;
+    o.rope_sin = rope_sin_;
+    o.hd = int(c.head_dim);
+    o.n_heads = int(c.n_heads);
+    o.n_kv = int(c.n_kv_heads);
+    o.q_scale = float(1.4426950408889634 / std::sqrt(double(c.head_dim)));
+    return o;
+  }
+
+  void Attention(int B, int splits, int64_t layer, bool pdl) {
+    const ModelConfig& c = cfg_;
+    gpu::AttnParams a;
+    a.q = q_;
+    a.k_cache = k_cache_ + size_t(layer) * max_context_ * c.kv_dim();
+    a.v_cache = v_cache_ + size_t(layer) * max_context_ * c.kv_dim();
+    a.out = att_;
+    a.part_acc = part_acc_;
+    a.part_ml = part_ml_;
+    a.counters = counters_;
+    a.pos = ints_;
+    a.n_heads = int(c.n_heads);
+    a.n_kv = int(c.n_kv_heads);
+    Launch(attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)), dim3(gpu::kAttnWarps * 32), 0,
+           stream_, pdl, "AttentionKernel", a);
+  }
+
+  // Times every configuration for every kind of matvec on the real weights (outputs go to scratch
+  // buffers where they would otherwise change state) and keeps the fastest.
+  void AutoTune() {
+    const auto& cfgs = Configs();
+    if (const char* s = std::getenv("LAB_GPU_MATVEC_CONFIG")) {
+      const int i = std::atoi(s);
+      if (i < 0 || i >= int(cfgs.size())) throw InputError("LAB_GPU_MATVEC_CONFIG out of range");
+      for (int& k : config_) k = i;
+      return;
+    }
+    const int64_t mid = cfg_.n_layers / 2;
+    if (verbose_) std::fprintf(stderr, "gpu_opt: matvec auto-tune on %s (GB/s of weight bytes, median of 5)\n", prop_.name);
+    for (int kind = 0; kind < kNumKinds; ++kind) {
+      MatvecParams p = Params(Kind(kind), kind == kDown ? h_ : (kind == kO ? att_ : xb_), kind == kLm ? -1 : mid);
+      if (kind == kO || kind == kDown) p.out = scratch_;
+      const double bytes = double(p.M) * p.K * 2;
+      float best = 1e30f;
+      std::string line;
+      for (size_t ci = 0; ci < cfgs.size(); ++ci) {
+        LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), p, false);  // warm-up
+        std::vector<float> t;
+        for (int r = 0; r < 5; ++r) {
+          LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
+          LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), p, false);
+          LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
+          LAB_CUDA_CHECK(cudaEventSynchronize(ev_stop_));
+          float ms = 0.f;
+          LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
+          t.push_back(ms);
+        }
+        std::sort(t.begin(), t.end());
+        const float med = t[t.size() / 2];
+        if (med < best) {
+          best = med;
+          config_[kind] = int(ci);
+        }
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), " %s=%.0f", cfgs[ci].name, bytes / (med * 1e-3) / 1e9);
+        line += buf;
+      }
+      if (verbose_)
+        std::fprintf(stderr, "  %-8s M=%-6d K=%-6d best %s%s\n", kKindNames[kind], p.M, p.K, cfgs[config_[kind]].name,
+                     line.c_str());
+    }
+    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  // ---- prefill ----
+  void Gemm(float* C, const float* A, const __half* W, int B, int N, int K, bool accumulate) {
+    const dim3 grid(unsigned((N + gpu::kGemmBN - 1) / gpu::kGemmBN), unsigned((B + gpu::kGemmBM - 1) / gpu::kGemmBM));
+    if (accumulate) {
+      gpu::GemmKernel<true><<<grid, 256, 0, stream_>>>(C, A, W, B, N, K);
+    } else {
+      gpu::GemmKernel<false><<<grid, 256, 0, stream_>>>(C, A, W, B, N, K);
+    }
+    LAB_CUDA_LAUNCH_CHECK("GemmKernel");
+  }
+
+  void RmsNormRows(float* out, const float* x, const float* w, int B) {
+    gpu::RmsNormRowsKernel<<<B, 256, 0, stream_>>>(out, x, w, int(cfg_.dim), float(cfg_.rms_norm_eps));
+    LAB_CUDA_LAUNCH_CHECK("RmsNormRowsKernel");
+  }
+
+  // B tokens (ints_[1..B]) at positions ints_[0].. through all layers; leaves the residual in x_.
+  void PrefillChunk(int B) {
+    const ModelConfig& c = cfg_;
+    const int dim = int(c.dim), q_dim = int(c.q_dim()), H = int(c.hidden_dim);
+    const int n_qkv = int(c.q_dim() + 2 * c.kv_dim());
+    gpu::EmbedKernel<<<B, 256, 0, stream_>>>(x_, embed_, ints_ + 1, dim);
+    LAB_CUDA_LAUNCH_CHECK("EmbedKernel");
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const DeviceLayer& L = layers_[l];
+      RmsNormRows(xb_, x_, L.attn_norm, B);
+      Gemm(qkv_, xb_, L.wqkv, B, n_qkv, dim, false);
+      const int n_units = n_qkv / 2;
+      gpu::RopeQkvKernel<<<(B * n_units + 255) / 256, 256, 0, stream_>>>(qkv_, QkvOutFor(l), B, ints_);
+      LAB_CUDA_LAUNCH_CHECK("RopeQkvKernel");
+      Attention(B, kPrefillSplits, l, false);
+      Gemm(x_, att_, L.wo, B, dim, q_dim, true);
+      RmsNormRows(xb_, x_, L.ffn_norm, B);
+      Gemm(gu_, xb_, L.wgu, B, 2 * H, dim, false);
+      gpu::SwiGluRowsKernel<<<(B * H + 255) / 256, 256, 0, stream_>>>(h_, gu_, B, H);
+      LAB_CUDA_LAUNCH_CHECK("SwiGluRowsKernel");
+      Gemm(x_, h_, L.wdown, B, dim, H, true);
+    }
+  }
+
+  cudaDeviceProp prop_;
+  bool use_graph_ = true, use_pdl_ = true, l2_prefetch_ = true, verbose_ = false;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
+  cuda::DeviceArena arena_;
+  cuda::PinnedBuffer h_ints_, h_logits_;
+  AttnFn attn_fn_ = nullptr;
+  std::array<int, kNumKinds> config_ = {};
+  double last_decode_device_ms_ = -1;
+
+  __half *embed_ = nullptr, *lm_head_ = nullptr;
+  float* final_norm_ = nullptr;
+  std::vector<DeviceLayer> layers_;
+  __half *k_cache_ = nullptr, *v_cache_ = nullptr;
+  float *x_, *xb_, *qkv_, *q_, *att_, *gu_, *h_, *logits_, *part_acc_, *scratch_, *rope_cos_, *rope_sin_;
+  float2* part_ml_;
+  unsigned* counters_;
+  int* ints_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> MakeGpuOptEngine(const std::string& model_dir, int64_t max_context) {
+  ModelConfig cfg = LoadConfig(model_dir + "/config.json");
+  ModelFile file(model_dir + "/model.bin");
+  file.ValidateAgainst(cfg);
+  auto bad = [](const std::string& m) { throw ModelFormatError("gpu_opt: " + m); };
+  if (cfg.head_dim != 64 && cfg.head_dim != 128)
+    bad("head_dim " + std::to_string(cfg.head_dim) + " is not supported (the attention kernel is built for 64 and 128)");
+  if (cfg.n_heads % cfg.n_kv_heads != 0 || cfg.group_size() > 8)
+    bad("GQA group size " + std::to_string(cfg.n_heads) + "/" + std::to_string(cfg.n_kv_heads) +
+        " is not supported (1..8 query heads per kv head)");
+  if (cfg.dim % 8 || cfg.hidden_dim % 8 || cfg.q_dim() % 8)
+    bad("dim, hidden_dim and n_heads*head_dim must be multiples of 8 (16-byte weight loads)");
+  return std::make_unique<GpuOptEngine>(cfg, file, max_context);
+}
+
+double GpuOptLastDecodeDeviceMs(const Engine& e) {
+  const auto* g = dynamic_cast<const GpuOptEngine*>(&e);
+  return g ? g->last_decode_device_ms() : -1.0;
+}
+
+}  // namespace lab

@@ -1,0 +1,160 @@
+"""The machine's ceilings, measured in the same run as the numbers they judge.
+
+CPU  read bandwidth: lab._membw (cc/bench): OpenMP, all cores, each summing its slice of a float array
+     with 8 vector accumulators (AVX-512/AVX2 chosen at run time); also one thread. Without the module
+     (e.g. a bundle that lacks it): numpy's sgemv over the array, which the output says.
+     peak fp32 FLOP/s: lab._membw's FMA kernel (12 independent FMA chains per thread, best of the
+     ISAs the CPU has); also an fp32 matmul through torch (or numpy) for the attainable GEMM rate.
+GPU  read bandwidth: one torch read pass, x.sum() over a 4 GiB fp16 tensor; copy: y.copy_(x) counting
+     bytes read + written; fp16 tensor-core rate: torch.matmul of two 8192 x 8192 fp16 matrices.
+     All timed with CUDA events after warm-up, on random data.
+Each ceiling is reported as best (the roof) and median over its repeats.
+"""
+
+import time
+
+import numpy as np
+
+from lab.bench.timing import summarize
+
+
+def _membw():
+    try:
+        from lab import _membw
+
+        return _membw
+    except ImportError:
+        return None
+
+
+def _ceiling(samples, unit, method, **extra):
+    s = summarize(samples)
+    return {"best": s["max"], "median": s["median"], "min": s["min"], "samples": s["samples"], "unit": unit,
+            "method": method, **extra}
+
+
+def cpu_read_bandwidth(n_bytes=2 << 30, repeats=10, threads=0) -> dict:
+    m = _membw()
+    if m is not None:
+        nt = threads or m.max_threads()
+        g = m.read_bandwidth(int(n_bytes), int(repeats), int(threads))
+        isa = m.simd_levels()[0]
+        return _ceiling(g, "GB/s", f"lab._membw OpenMP sum of a {n_bytes / 2**30:.2f} GiB float array, "
+                        f"{nt} thread(s), {isa}", threads=nt, bytes=int(n_bytes), fallback=False)
+    # Fallback: numpy sgemv of [n/1024, 1024] by ones(1024): the matrix read once, BLAS threads.
+    n = int(n_bytes) // 4 // 1024
+    a = np.random.default_rng(0).standard_normal((n, 1024), dtype=np.float32)
+    v = np.ones(1024, dtype=np.float32)
+    a @ v
+    g = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ v
+        g.append(a.nbytes / (time.perf_counter() - t0) / 1e9)
+    return _ceiling(g, "GB/s", f"FALLBACK numpy sgemv over a {a.nbytes / 2**30:.2f} GiB float array "
+                    "(lab._membw not found: this reads below the machine's all-cores bandwidth)",
+                    threads=None, bytes=int(a.nbytes), fallback=True)
+
+
+def cpu_fma_peak(seconds=0.2, threads=0, repeats=3) -> dict:
+    m = _membw()
+    if m is None:
+        return None
+    best = None
+    for isa in [s for s in m.simd_levels() if s != "scalar"]:
+        g = [m.fma_peak(isa, seconds, int(threads)) for _ in range(repeats)]
+        c = _ceiling(g, "GFLOP/s", f"lab._membw fp32 FMA chains, {isa}, {threads or m.max_threads()} thread(s)",
+                     isa=isa, threads=threads or m.max_threads())
+        if best is None or c["best"] > best["best"]:
+            best = c
+    return best
+
+
+def cpu_matmul_rate(n=2048, repeats=5) -> dict:
+    """fp32 GEMM rate through torch (numpy if torch is missing)."""
+    try:
+        import torch
+
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        mm, what = (lambda: torch.matmul(a, b)), f"torch.matmul fp32 {n}^3, {torch.get_num_threads()} threads"
+    except ImportError:
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+        mm, what = (lambda: a @ b), f"numpy matmul fp32 {n}^3"
+    mm()
+    g = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mm()
+        g.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return _ceiling(g, "GFLOP/s", what)
+
+
+def cpu_ceilings(read_bytes=2 << 30, repeats=10, fma_seconds=0.2, matmul_n=2048, log=print) -> dict:
+    log("ceilings: CPU read bandwidth (all threads)...")
+    out = {"read_all": cpu_read_bandwidth(read_bytes, repeats)}
+    if not out["read_all"]["fallback"]:
+        log("ceilings: CPU read bandwidth (one thread)...")
+        out["read_1thread"] = cpu_read_bandwidth(read_bytes, max(3, repeats // 3), threads=1)
+        log("ceilings: CPU FMA peak...")
+        out["fma_all"] = cpu_fma_peak(fma_seconds)
+        out["fma_1thread"] = cpu_fma_peak(fma_seconds, threads=1)
+    log("ceilings: CPU fp32 matmul...")
+    out["matmul_fp32"] = cpu_matmul_rate(matmul_n)
+    out["bandwidth_GBps"] = out["read_all"]["best"]
+    compute = out.get("fma_all") or out["matmul_fp32"]
+    out["compute_GFLOPs"] = compute["best"]
+    out["compute_method"] = compute["method"]
+    out["bandwidth_method"] = out["read_all"]["method"]
+    for k in ("read_all", "read_1thread", "fma_all", "fma_1thread", "matmul_fp32"):
+        c = out.get(k)
+        if c:
+            log(f"ceilings: {k}: best {c['best']:.1f} {c['unit']}, median {c['median']:.1f} ({c['method']})")
+    return out
+
+
+def _cuda_time(fn, warmup, repeats):
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        fn()
+        e1.record()
+        e1.synchronize()
+        times.append(e0.elapsed_time(e1) / 1e3)
+    return times
+
+
+def gpu_ceilings(read_bytes=4 << 30, matmul_n=8192, repeats=10, log=print) -> dict:
+    import torch
+
+    dev = torch.device("cuda")
+    name = torch.cuda.get_device_name(dev)
+    log(f"ceilings: GPU ({name}) read, copy, fp16 matmul...")
+    x = torch.randn(int(read_bytes) // 2, dtype=torch.float16, device=dev)
+    nb = x.numel() * 2
+    t = _cuda_time(lambda: x.sum(), 3, repeats)
+    read = _ceiling([nb / s / 1e9 for s in t], "GB/s", f"torch x.sum() over {nb / 2**30:.1f} GiB fp16")
+    y = torch.empty_like(x)
+    t = _cuda_time(lambda: y.copy_(x), 3, repeats)
+    copy = _ceiling([2 * nb / s / 1e9 for s in t], "GB/s",
+                    f"torch y.copy_(x) of {nb / 2**30:.1f} GiB fp16, bytes read + written")
+    del x, y
+    torch.cuda.empty_cache()
+    a = torch.randn(matmul_n, matmul_n, dtype=torch.float16, device=dev)
+    b = torch.randn(matmul_n, matmul_n, dtype=torch.float16, device=dev)
+    t = _cuda_time(lambda: torch.matmul(a, b), 5, repeats)
+    mm = _ceiling([2 * matmul_n**3 / s / 1e9 for s in t], "GFLOP/s", f"torch.matmul fp16 {matmul_n}^3")
+    del a, b
+    torch.cuda.empty_cache()
+    out = {"name": name, "read": read, "copy": copy, "matmul_fp16": mm, "bandwidth_GBps": read["best"],
+           "bandwidth_method": read["method"], "compute_GFLOPs": mm["best"], "compute_method": mm["method"]}
+    for k in ("read", "copy", "matmul_fp16"):
+        c = out[k]
+        log(f"ceilings: GPU {k}: best {c['best']:.0f} {c['unit']}, median {c['median']:.0f} ({c['method']})")
+    return out

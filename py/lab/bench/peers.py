@@ -1,0 +1,96 @@
+"""Peers: Hugging Face transformers' LlamaForCausalLM on the very weights the engines run.
+
+  hf_eager    the model as transformers runs it (DynamicCache), no compilation.
+  hf_compile  a StaticCache and the forward compiled with torch.compile (mode "reduce-overhead",
+              i.e. CUDA graphs, on GPU; inductor's default mode on CPU). Prefill runs eagerly into the
+              static cache, as transformers' own generate() does; every decode step is compiled.
+Variants: dtypes (on CPU fp32 and bf16, on GPU fp16) x attention implementations (on GPU "sdpa" and
+"eager": with torch 2.11 on an H200, sdpa picked cuDNN attention, which builds a plan for every new KV
+length, ~2 ms of CPU per layer per decode step, so eager attention decoded ~3x faster there). Every
+variant is measured; the best at each point is the one reported, named in its label (all are in the
+JSON). hf_compile runs with the first attention implementation only. Each step returns only once the
+last position's logits are on the host, like the engines.
+"""
+
+import numpy as np
+
+PEERS = ("hf_eager", "hf_compile")
+
+
+def default_dtypes(device: str) -> list:
+    return ["float32", "bfloat16"] if device == "cpu" else ["float16"]
+
+
+def default_attn(device: str) -> list:
+    return ["sdpa"] if device == "cpu" else ["sdpa", "eager"]
+
+
+DTYPE_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+class HFRunner:
+    kind = "peer"
+
+    def __init__(self, name, model, dtype, device, max_context, attn="sdpa", compile_mode=None):
+        import torch
+        from transformers import DynamicCache, StaticCache
+
+        if name not in PEERS:
+            raise ValueError(f"unknown peer {name!r} (known: {', '.join(PEERS)})")
+        self.name, self.dtype, self.device = name, dtype, device
+        self.label = f"{name} ({DTYPE_PRECISION.get(dtype, dtype)}, {attn})"
+        self.attn = attn
+        self.precision = DTYPE_PRECISION.get(dtype, dtype)
+        self.model = model
+        self.max_context = int(max_context)
+        self._torch = torch
+        self._dynamic = DynamicCache
+        self.pos = 0
+        self.static = name == "hf_compile"
+        self.fwd = model.forward
+        if self.static:
+            self.cache = StaticCache(config=model.config, max_cache_len=self.max_context)
+            mode = compile_mode or ("reduce-overhead" if device == "cuda" else "default")
+            self.compile_mode = mode
+            self.fwd_decode = torch.compile(model.forward, mode=mode, fullgraph=True)
+        else:
+            self.cache = DynamicCache(config=model.config)
+            self.compile_mode = None
+            self.fwd_decode = model.forward
+
+    def reset(self):
+        if self.static:
+            with self._torch.no_grad():
+                self.cache.reset()
+        else:
+            self.cache = self._dynamic(config=self.model.config)
+        self.pos = 0
+
+    def _step(self, fwd, tokens):
+        torch = self._torch
+        n = len(tokens)
+        if self.pos + n > self.max_context:
+            raise ValueError(f"{self.label}: {self.pos} + {n} positions exceed the cache of {self.max_context}")
+        dev = self.device
+        ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64)[None, :], device=dev)
+        pos = torch.arange(self.pos, self.pos + n, device=dev)[None, :]
+        with torch.no_grad():  # not inference_mode: the static cache's tensors are reset in place later
+            out = fwd(input_ids=ids, position_ids=pos, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[0, -1].float().cpu().numpy()  # on the host, like the engines
+        self.pos += n
+        return logits
+
+    def prefill(self, tokens):
+        return self._step(self.fwd, tokens)
+
+    def decode(self, token):
+        return self._step(self.fwd_decode, [int(token)])
+
+    def close(self):
+        self.model = self.cache = self.fwd = self.fwd_decode = None
+
+
+def load_peer_model(model_dir, dtype, device, attn_implementation="sdpa"):
+    from lab.reference import load_reference
+
+    return load_reference(model_dir, dtype=dtype, device=device, attn_implementation=attn_implementation)

@@ -1,0 +1,240 @@
+"""The bench's outputs: machine info, the Markdown table, the roofline plot, README injection."""
+
+import datetime
+import hashlib
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import lab
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit():
+    from lab.paths import repo_root
+
+    root = repo_root()
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if re.fullmatch(r"[0-9a-f]{40}", commit):
+            return commit, bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    info = Path(lab.__file__).resolve().parents[1] / "BUILD_INFO"  # the GPU bundle's
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("commit="):
+                return line.split("=", 1)[1] + " (bundle)", None
+    return None, None
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "torch", "transformers", "safetensors", "tokenizers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    here = Path(lab.__file__).resolve().parent
+    for so in sorted(here.glob("_*.so")):  # which build of our modules ran
+        out[so.name] = hashlib.sha256(so.read_bytes()).hexdigest()[:12]
+    return out
+
+
+def machine_info(want_gpu: bool) -> dict:
+    info = {
+        "host": socket.gethostname(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+        "gpu": None,
+    }
+    try:
+        import psutil
+
+        info["physical_cores"] = psutil.cpu_count(logical=False)
+        info["memory_GiB"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    if want_gpu or "torch" in sys.modules:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                p = torch.cuda.get_device_properties(0)
+                info["gpu"] = torch.cuda.get_device_name(0)
+                info["gpu_memory_GiB"] = round(p.total_memory / 2**30, 1)
+                info["gpu_count"] = torch.cuda.device_count()
+                info["cuda"] = torch.version.cuda
+        except ImportError:
+            pass
+    info["git_commit"], info["git_dirty"] = _git_commit()
+    info["versions"] = _versions()
+    try:
+        from lab.engine import engine_names
+
+        info["engines_built"] = engine_names()
+    except ImportError:
+        info["engines_built"] = None
+    return info
+
+
+def machine_label(info: dict, device: str) -> str:
+    if device == "cuda" and info.get("gpu"):
+        return info["gpu"]
+    return f"{info['cpu_model']} ({info['usable_cpus']} cpus)"
+
+
+def _fmt(x, digits=3) -> str:
+    if x is None:
+        return "—"
+    if x == 0:
+        return "0"
+    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
+
+
+def _spread(s, scale=1.0) -> str:
+    return f"{_fmt(s['median'] * scale)} ({_fmt(s['min'] * scale)}–{_fmt(s['max'] * scale)})"
+
+
+def table_rows(results: dict, best_only=True) -> list:
+    """One dict per table line: engines, then peers (for peers measured in several variants, the best)."""
+    rows = []
+    for r in results["runners"]:
+        for p in r["ttft"]:
+            if best_only and r["kind"] == "peer" and not p.get("best_of_variants", True):
+                continue
+            rows.append({"machine": r["machine"], "engine": r["label"], "kind": r["kind"],
+                         "what": f"TTFT {p['prompt_len']} tok", "value": _spread(p["seconds"], 1e3) + " ms",
+                         "gbps": "—", "tflops": _fmt(p["tflops"]["median"]),
+                         "pct": _fmt(p["pct_of_roof"], 2) + "%" if p["pct_of_roof"] is not None else "—",
+                         "ratio": _ratio(p)})
+        for p in r["decode"]:
+            if best_only and r["kind"] == "peer" and not p.get("best_of_variants", True):
+                continue
+            rows.append({"machine": r["machine"], "engine": r["label"], "kind": r["kind"],
+                         "what": f"decode @ {p['context']}", "value": _spread(p["tok_s"]) + " tok/s",
+                         "gbps": _fmt(p["gbps"]["median"]), "tflops": "—",
+                         "pct": _fmt(p["pct_of_roof"], 2) + "%" if p["pct_of_roof"] is not None else "—",
+                         "ratio": _ratio(p)})
+    return rows
+
+
+def _ratio(p) -> str:
+    if p.get("ratio_vs_best_peer") is None:
+        return "—"
+    return f"{p['ratio_vs_best_peer']:.2f}x {p['best_peer']}"
+
+
+def markdown(results: dict) -> str:
+    m, mod, st = results["machine"], results["model"], results["settings"]
+    head = (f"Model `{mod['name']}` ({mod['num_params'] / 1e6:,.0f}M parameters), {m['date'][:10]}, "
+            f"commit {str(m.get('git_commit'))[:10]}{' (dirty)' if m.get('git_dirty') else ''}. "
+            f"Median of {st['repeats']} repeats (min–max) after {st['warmup']} warm-up; decode timed over "
+            f"{st['decode_tokens']} tokens per repeat. GB/s = bytes each decoded token must read (weights + KV "
+            f"cache) x tok/s; % of roof: decode vs the measured read bandwidth, TTFT vs the measured compute "
+            f"peak; vs best peer: >1 is faster than the best peer at the same point.")
+    lines = [head, "", "| machine | engine | what | median (min–max) | GB/s | TFLOP/s | % of roof | vs best peer |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in table_rows(results):
+        lines.append(f"| {r['machine']} | {r['engine']} | {r['what']} | {r['value']} | {r['gbps']} | "
+                     f"{r['tflops']} | {r['pct']} | {r['ratio']} |")
+    failed = [r for r in results["runners"] if r.get("error")]
+    if failed:
+        lines += [""] + [f"- **{r['name']} failed**: {r['error']}" for r in failed]
+    ce = results.get("ceilings") or {}
+    if ce:
+        lines += ["", "Ceilings measured in this run:", ""]
+        if ce.get("cpu"):
+            c = ce["cpu"]
+            lines.append(f"- {m['cpu_model']}: read {c['bandwidth_GBps']:.1f} GB/s ({c['bandwidth_method']})"
+                         + (f"; one thread {c['read_1thread']['best']:.1f} GB/s" if c.get("read_1thread") else "")
+                         + f"; compute {c['compute_GFLOPs']:.0f} GFLOP/s ({c['compute_method']})"
+                         + (f"; fp32 matmul {c['matmul_fp32']['best']:.0f} GFLOP/s" if c.get("matmul_fp32") else ""))
+        if ce.get("gpu"):
+            g = ce["gpu"]
+            lines.append(f"- {g['name']}: read {g['read']['best']:.0f} GB/s ({g['read']['method']}); copy "
+                         f"{g['copy']['best']:.0f} GB/s (read + write); fp16 matmul "
+                         f"{g['matmul_fp16']['best'] / 1e3:.0f} TFLOP/s")
+    return "\n".join(lines) + "\n"
+
+
+def inject_readme(path, name: str, content: str) -> bool:
+    """Puts `content` between <!-- bench:NAME --> and <!-- /bench:NAME --> in `path` (appends the pair
+    at the end if absent). Returns True if the markers were already there. Idempotent."""
+    path = Path(path)
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{content.rstrip()}\n{end}"
+    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if pat.search(text):
+        new, found = pat.sub(lambda _: block, text, count=1), True
+    else:
+        new, found = text + ("" if text.endswith("\n") or not text else "\n") + ("\n" if text else "") + block + "\n", False
+    if new != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(new)
+        tmp.replace(path)
+    return found
+
+
+def roofline_plot(results: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ai = np.logspace(-2, 4, 200)
+    ce = results.get("ceilings") or {}
+    styles = {"cpu": ("k", results["machine"]["cpu_model"]), "gpu": ("tab:green", (ce.get("gpu") or {}).get("name"))}
+    for key, (color, name) in styles.items():
+        c = ce.get(key)
+        if not c:
+            continue
+        bw, peak = c["bandwidth_GBps"], c["compute_GFLOPs"]
+        ax.plot(ai, np.minimum(peak, bw * ai), color=color, lw=2,
+                label=f"{name}: {bw:,.0f} GB/s, {peak:,.0f} GFLOP/s")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(results["runners"]):
+        col = colors[i % len(colors)]
+        face = col if r["kind"] == "engine" else "none"
+        for key, marker, what, size in (("decode", "o", "decode", "context"), ("ttft", "s", "prefill", "prompt_len")):
+            pts = [p for p in r[key] if p.get("best_of_variants", True)]
+            if not pts:
+                continue
+            ax.scatter([p["ai"] for p in pts], [p["gflops"] for p in pts], marker=marker, edgecolors=col,
+                       facecolors=face, label=f"{r['label']} {what}")
+            for p in pts:
+                ax.annotate(str(p[size]), (p["ai"], p["gflops"]), fontsize=6, color=col, xytext=(3, 3),
+                            textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte moved)")
+    ax.set_ylabel("GFLOP/s")
+    ax.set_title(f"Roofline: {results['model']['name']}  ({results['machine']['date'][:10]})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,232 @@
+"""The bench's plan: ceilings, then each engine, then each peer; derived numbers; files written."""
+
+import gc
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lab.bench import ceilings as ceil_mod
+from lab.bench import counting, peers as peers_mod, report, timing
+
+
+@dataclass
+class Options:
+    model_dir: Path
+    model_name: str = ""
+    engines: list = field(default_factory=lambda: ["cpu_fp32"])
+    prompt_lengths: list = field(default_factory=lambda: [128, 512, 1024])
+    contexts: list = field(default_factory=lambda: [128, 512, 2048])
+    decode_tokens: int = 32
+    warmup: int = 1
+    repeats: int = 3
+    peers: list = field(default_factory=list)
+    device: str = "cpu"               # where peers run
+    peer_dtypes: list = None          # default: fp32 + bf16 on CPU, fp16 on GPU
+    peer_attn: list = None           # default: sdpa on CPU; sdpa and eager on GPU
+    out_dir: Path = None
+    ceilings: bool = True
+    cpu_read_bytes: int = 2 << 30
+    gpu_read_bytes: int = 4 << 30
+    cpu_matmul_n: int = 2048
+    gpu_matmul_n: int = 8192
+    ceiling_repeats: int = 10
+    fma_seconds: float = 0.2
+    weight_precision: dict = field(default_factory=dict)  # engine -> precision overrides
+    kv_precision: dict = field(default_factory=dict)
+    seed: int = 0
+    plot: bool = True
+    readme: list = field(default_factory=list)       # [(path, marker)]
+
+
+def run_bench(opts: Options, log=print) -> dict:
+    from lab.engine import engine_names, open_engine
+
+    unknown = [e for e in opts.engines if e not in engine_names()]
+    if unknown:
+        raise ValueError(f"engines not built into lab._engine: {unknown} (built: {engine_names()})")
+    bad = [p for p in opts.peers if p not in peers_mod.PEERS]
+    if bad:
+        raise ValueError(f"unknown peers {bad} (known: {', '.join(peers_mod.PEERS)})")
+    cfg = counting.config_from_model_dir(opts.model_dir)
+    want_gpu = opts.device == "cuda" or any(e.startswith("gpu") for e in opts.engines)
+    info = report.machine_info(want_gpu)
+    rng = np.random.default_rng(opts.seed)
+    need = timing.needed_context(opts.prompt_lengths, opts.contexts, opts.decode_tokens, opts.warmup, opts.repeats)
+
+    ceilings = {}
+    if opts.ceilings:
+        ceilings["cpu"] = ceil_mod.cpu_ceilings(opts.cpu_read_bytes, opts.ceiling_repeats, opts.fma_seconds,
+                                                opts.cpu_matmul_n, log=log)
+        if want_gpu:
+            ceilings["gpu"] = ceil_mod.gpu_ceilings(opts.gpu_read_bytes, opts.gpu_matmul_n, opts.ceiling_repeats,
+                                                    log=log)
+
+    runners = []
+    for name in opts.engines:
+        log(f"{name}: opening on {opts.model_dir} (max context {need})")
+        wp, kvp = counting.engine_precisions(name, opts.weight_precision, opts.kv_precision)
+        try:
+            eng = open_engine(name, opts.model_dir, max_context=need)
+            r = timing.EngineRunner(name, eng)
+            rec = _measure(r, opts, rng, cfg["vocab_size"], log)
+        except Exception as e:  # noqa: BLE001 - one failing engine must not cost the others' numbers
+            log(f"ERROR {name}: {type(e).__name__}: {e}")
+            runners.append({"name": name, "label": name, "kind": "engine", "error": f"{type(e).__name__}: {e}",
+                            "device": "cuda" if name.startswith("gpu") else "cpu", "ttft": [], "decode": [],
+                            "weight_precision": wp, "kv_precision": kvp})
+            eng = r = None
+            gc.collect()
+            continue
+        rec.update(weight_precision=wp, kv_precision=kvp, engine_stats=dict(eng.stats()),
+                   stats_implied=counting.precision_from_stats(cfg, eng.stats(), eng.max_context))
+        _warn_precision(rec, wp, kvp, log)
+        runners.append(rec)
+        r.close()
+        del eng, r
+        gc.collect()
+
+    if opts.peers:
+        import torch
+
+        dtypes = opts.peer_dtypes or peers_mod.default_dtypes(opts.device)
+        attns = opts.peer_attn or peers_mod.default_attn(opts.device)
+        for dtype in dtypes:
+            log(f"peers: loading transformers' LlamaForCausalLM ({dtype}, {opts.device})")
+            model = peers_mod.load_peer_model(opts.model_dir, dtype, opts.device, attns[0])
+            for attn in attns:
+                model.set_attn_implementation(attn)
+                for name in opts.peers:
+                    if name == "hf_compile" and attn != attns[0]:
+                        continue
+                    r = peers_mod.HFRunner(name, model, dtype, opts.device, need, attn=attn)
+                    rec = _measure(r, opts, rng, cfg["vocab_size"], log)
+                    prec = peers_mod.DTYPE_PRECISION.get(dtype, "fp32")
+                    rec.update(weight_precision=prec, kv_precision=prec, dtype=dtype, compile_mode=r.compile_mode,
+                               attn_implementation=attn, torch_threads=torch.get_num_threads())
+                    runners.append(rec)
+                    r.close()
+                    del r
+                    if opts.device == "cuda":
+                        torch._dynamo.reset()  # drop compiled graphs (and their CUDA graph pools)
+            del model
+            gc.collect()
+            if opts.device == "cuda":
+                torch.cuda.empty_cache()
+
+    results = {
+        "schema": "lab.bench/1",
+        "machine": info,
+        "model": {"dir": str(opts.model_dir), "name": opts.model_name or Path(opts.model_dir).name, "config": cfg,
+                  "num_params": _num_params(cfg)},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+        "ceilings": ceilings,
+        "runners": runners,
+    }
+    derive(results)
+    return results
+
+
+def _measure(r, opts, rng, vocab, log) -> dict:
+    rec = {"name": r.name, "label": r.label, "kind": r.kind, "device": r.device}
+    rec["ttft"] = timing.measure_ttft(r, opts.prompt_lengths, opts.warmup, opts.repeats, rng, vocab, log)
+    rec["decode"] = timing.measure_decode(r, opts.contexts, opts.decode_tokens, opts.warmup, opts.repeats, rng, vocab,
+                                          log)
+    return rec
+
+
+def _warn_precision(rec, wp, kvp, log):
+    imp = rec["stats_implied"]
+    for what, p, got in (("weight", wp, imp["weight_bytes_per_element"]), ("KV", kvp, imp["kv_bytes_per_element"])):
+        want = counting.BYTES_PER_ELEMENT[p]
+        if got is not None and abs(got - want) > 0.15 * want:
+            log(f"WARNING {rec['name']}: counting {what} elements as {p} ({want} B) but stats() implies "
+                f"{got:.2f} B per element; pass --{what.lower()}_precision {rec['name']}=... if the table is wrong")
+
+
+def _num_params(cfg) -> int:
+    p = counting.param_counts(cfg)
+    return p["layers"] + p["final_norm"] + p["embedding_table"] + (0 if cfg["tie_word_embeddings"] else p["lm_head"])
+
+
+def _scaled(summary, factor) -> dict:
+    return timing.summarize([x * factor for x in summary["samples"]])
+
+
+def derive(results: dict) -> None:
+    """Bytes, FLOPs, GB/s, TFLOP/s, % of roof, best-of-dtypes and ratios vs the best peer, in place."""
+    cfg, ce = results["model"]["config"], results.get("ceilings") or {}
+    for r in results["runners"]:
+        r["machine"] = report.machine_label(results["machine"], r["device"])
+        roof = ce.get("gpu" if r["device"] == "cuda" else "cpu")
+        for p in r["ttft"]:
+            n = p["prompt_len"]
+            p["flops"] = counting.prefill_flops(cfg, n)
+            p["bytes"] = counting.prefill_bytes(cfg, r["weight_precision"], r["kv_precision"], n)
+            p["ms"] = _scaled(p["seconds"], 1e3)
+            p["tok_s"] = timing.summarize([n / s for s in p["seconds"]["samples"]])
+            p["tflops"] = timing.summarize([p["flops"] / s / 1e12 for s in p["seconds"]["samples"]])
+            p["gflops"] = p["tflops"]["median"] * 1e3
+            p["ai"] = p["flops"] / p["bytes"]
+            p["pct_of_roof"] = 100 * p["gflops"] / roof["compute_GFLOPs"] if roof else None
+        for p in r["decode"]:
+            b = counting.decode_bytes(cfg, r["weight_precision"], r["kv_precision"], p["mean_kv_len"])
+            p["bytes_per_token"] = b
+            p["flops_per_token"] = counting.decode_flops(cfg, p["mean_kv_len"])
+            p["gbps"] = _scaled(p["tok_s"], b["total"] / 1e9)
+            p["ms_per_token"] = timing.summarize([1e3 / x for x in p["tok_s"]["samples"]])
+            p["gflops"] = p["flops_per_token"] * p["tok_s"]["median"] / 1e9
+            p["ai"] = p["flops_per_token"] / b["total"]
+            p["pct_of_roof"] = 100 * p["gbps"]["median"] / roof["bandwidth_GBps"] if roof else None
+
+    # Peers measured in several variants (dtypes, attention): the best per point is the one reported
+    # (all stay in the JSON).
+    best = {}  # (kind of point, size) -> (score, runner label, point)
+    for r in results["runners"]:
+        if r["kind"] != "peer":
+            continue
+        for key, pts, score in (("ttft", r["ttft"], lambda p: -p["seconds"]["median"]),
+                                ("decode", r["decode"], lambda p: p["tok_s"]["median"])):
+            for p in pts:
+                size = p.get("prompt_len", p.get("context"))
+                grp = (r["name"], key, size)
+                p["best_of_variants"] = False
+                if grp not in best or score(p) > best[grp][0]:
+                    best[grp] = (score(p), r["label"], p)
+    for _, _, p in best.values():
+        p["best_of_variants"] = True
+    top = {}
+    for (_, key, size), (score, label, p) in best.items():
+        if (key, size) not in top or score > top[(key, size)][0]:
+            top[(key, size)] = (score, label, p)
+    for r in results["runners"]:
+        for key, pts in (("ttft", r["ttft"]), ("decode", r["decode"])):
+            for p in pts:
+                t = top.get((key, p.get("prompt_len", p.get("context"))))
+                if t is None:
+                    p["ratio_vs_best_peer"], p["best_peer"] = None, None
+                    continue
+                peer = t[2]
+                p["best_peer"] = t[1]
+                p["ratio_vs_best_peer"] = (peer["seconds"]["median"] / p["seconds"]["median"] if key == "ttft"
+                                           else p["tok_s"]["median"] / peer["tok_s"]["median"])
+
+
+def write_outputs(results: dict, out_dir: Path, plot=True, readme=(), log=print) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = report.markdown(results)
+    results["table_markdown"] = md
+    files = {"json": out_dir / "bench.json", "markdown": out_dir / "bench.md"}
+    files["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    files["markdown"].write_text(md)
+    if plot:
+        files["plot"] = out_dir / "roofline.png"
+        report.roofline_plot(results, files["plot"])
+    for path, name in readme:
+        found = report.inject_readme(path, name, md)
+        log(f"README {path}: {'replaced' if found else 'appended'} the table between the bench:{name} markers")
+    for k, v in files.items():
+        log(f"wrote {k}: {v}")
+    return files

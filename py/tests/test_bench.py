@@ -1,0 +1,256 @@
+"""The bench tool: counting by hand, the CLI on a tiny random model, README injection, perplexity flags."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# py/ as this file sees it: Bazel's runfiles (where lab/ has its built .so files), the source tree or
+# the GPU bundle's root. Not resolve()d: in runfiles that would lead to the source tree, which has no .so.
+PY_DIR = Path(__file__).absolute().parents[1]
+if (PY_DIR / "lab").is_dir() and sys.path[0] != str(PY_DIR):
+    sys.path.insert(0, str(PY_DIR))
+
+from lab.bench import counting, ppl_check, report  # noqa: E402
+from lab.engine import engine_names, open_engine  # noqa: E402
+
+BENCH = PY_DIR / "tools" / "bench.py"
+
+TINY = {  # hidden 64, 2 layers, 4 heads of 16, 2 KV heads, SwiGLU 160, vocab 512, tied embeddings
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu", "hidden_size": 64,
+    "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "head_dim": 16, "vocab_size": 512, "max_position_embeddings": 1024, "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
+}
+CPU_ENGINES = [e for e in ("cpu_fp32", "cpu_opt") if e in engine_names()]
+
+
+def _write_model(d: Path, cfg: dict, precision="fp32", seed=0):
+    """A random model in the lab's format (lab.synthetic's writer when present)."""
+    try:
+        from lab.synthetic import write_random_model
+
+        write_random_model(d, cfg, precision, seed, use_torch=False, progress=False)
+        return d
+    except ImportError:
+        pass
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    dt = np.float16 if precision == "fp16" else np.float32
+    h, f, hd = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"]
+    q, kv, v = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd, cfg["vocab_size"]
+    shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                       p + "self_attn.q_proj.weight": (q, h), p + "self_attn.k_proj.weight": (kv, h),
+                       p + "self_attn.v_proj.weight": (kv, h), p + "self_attn.o_proj.weight": (h, q),
+                       p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h),
+                       p + "mlp.down_proj.weight": (h, f)})
+    if not cfg["tie_word_embeddings"]:
+        shapes["lm_head.weight"] = (v, h)
+    t = {k: ((1 + 0.05 * rng.standard_normal(s)) if "norm" in k else 0.02 * rng.standard_normal(s)).astype(dt)
+         for k, s in shapes.items()}
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(dict(cfg, torch_dtype="float32" if dt == np.float32 else "float16")))
+    save_file(t, str(d / "model.bin"), metadata={"format": "pt", "lab_format_version": "1"})
+    return d
+
+
+def _write_byte_tokenizer(d: Path):
+    """A 256-token byte-level tokenizer.json (ids fit the tiny model's vocab)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    d.mkdir(parents=True, exist_ok=True)
+    tok.save(str(d / "tokenizer.json"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return _write_model(tmp_path_factory.mktemp("tiny") / "tiny_fp32", TINY)
+
+
+def _run_bench(args, timeout=240):
+    env = dict(os.environ, PYTHONPATH=str(PY_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("BUILD_WORKING_DIRECTORY", None)
+    return subprocess.run([sys.executable, str(BENCH)] + args, capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+# ---- counting ------------------------------------------------------------------------------------
+
+
+def test_decode_bytes_by_hand():
+    c = {"dim": 64, "hidden_dim": 160, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16,
+         "vocab_size": 512, "tie_word_embeddings": True}
+    # Per layer: q 64*64 + k 64*32 + v 64*32 + o 64*64 + gate/up/down 3*64*160 + 2 norms of 64 = 43,136.
+    # Two layers 86,272 + final norm 64 + lm_head (= the tied embedding, read once) 512*64 = 32,768
+    # + one gathered embedding row 64 = 119,168 elements.
+    assert counting.decode_weight_elements(c) == 119_168
+    # KV at 10 positions: 2 (K, V) x 2 layers x 10 x kv_dim 32 = 1,280 elements.
+    b = counting.decode_bytes(c, "fp32", "fp32", 10)
+    assert b == {"weights": 119_168 * 4, "kv": 1_280 * 4, "total": 119_168 * 4 + 1_280 * 4}
+    b = counting.decode_bytes(c, "fp16", "fp32", 10)
+    assert b["total"] == 119_168 * 2 + 1_280 * 4 == 243_456
+    # Untied: the lm_head is its own matrix (same size here); the table is still only gathered.
+    assert counting.decode_weight_elements(dict(c, tie_word_embeddings=False)) == 119_168
+    # Prefill of 8 tokens from position 0: 2 x 86,016 matrix params x 8 + 2 x lm_head once
+    # + attention (2 x 2) x 2 layers x 4 heads x 16 = 512 per (query, key) pair, x (1+2+...+8 = 36) pairs.
+    assert counting.prefill_flops(c, 8) == 2 * 86_016 * 8 + 2 * 32_768 + 512 * 36 == 1_460_224
+    assert counting.prefill_flops(c, 8, all_logits=True) == 1_460_224 + 2 * 32_768 * 7
+    assert counting.decode_flops(c, 10) == 2 * (86_016 + 32_768) + 512 * 10
+
+
+def test_engine_precision_table():
+    assert counting.engine_precisions("cpu_fp32") == ("fp32", "fp32")
+    assert counting.engine_precisions("cpu_opt") == ("fp16", "fp32")
+    assert counting.engine_precisions("gpu_naive") == ("fp32", "fp32")
+    assert counting.engine_precisions("gpu_opt") == ("fp16", "fp16")
+    assert counting.engine_precisions("gpu_opt", kv_overrides={"gpu_opt": "fp32"}) == ("fp16", "fp32")
+    with pytest.raises(ValueError):
+        counting.engine_precisions("cpu_opt", weight_overrides={"cpu_opt": "fp5"})
+
+
+@pytest.mark.parametrize("engine", CPU_ENGINES)
+def test_counting_config_matches_engine(tiny, engine):
+    eng = open_engine(engine, tiny, max_context=64)
+    cfg = counting.config_from_model_dir(tiny)
+    assert {k: eng.config[k] for k in counting.CONFIG_KEYS} == cfg
+    implied = counting.precision_from_stats(cfg, eng.stats(), eng.max_context)
+    wp, kvp = counting.engine_precisions(engine)
+    assert implied["kv_bytes_per_element"] == pytest.approx(counting.BYTES_PER_ELEMENT[kvp], rel=0.15)
+
+
+# ---- the CLI end to end --------------------------------------------------------------------------
+
+
+def test_bench_cli_tiny(tiny, tmp_path):
+    out = tmp_path / "out"
+    readme = tmp_path / "README.md"
+    readme.write_text("# Results\n\n<!-- bench:tiny -->\nold table\n<!-- /bench:tiny -->\n\nafter\n")
+    args = ["--model_dir", str(tiny), "--engines", ",".join(CPU_ENGINES), "--prompt_lengths", "8,16",
+            "--contexts", "8,24", "--decode_tokens", "4", "--warmup", "1", "--repeats", "2", "--quick",
+            "--peers", "hf_eager", "--peer_dtypes", "float32,bfloat16", "--out_dir", str(out),
+            "--readme", f"{readme}:tiny"]
+    r = _run_bench(args)
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.md").read_text() in readme.read_text()
+    assert (out / "roofline.png").stat().st_size > 1000
+    for k in ("cpu_model", "logical_cpus", "date", "git_commit", "versions", "host"):
+        assert k in res["machine"]
+    cpu = res["ceilings"]["cpu"]
+    assert cpu["bandwidth_GBps"] > 0 and cpu["compute_GFLOPs"] > 0 and cpu["read_all"]["samples"]
+    names = [x["name"] for x in res["runners"]]
+    assert names == CPU_ENGINES + ["hf_eager", "hf_eager"]
+    for x in res["runners"]:
+        assert [p["prompt_len"] for p in x["ttft"]] == [8, 16]
+        assert [p["context"] for p in x["decode"]] == [8, 24]
+        for p in x["ttft"]:
+            s = p["ms"]
+            assert 0 < s["min"] <= s["median"] <= s["max"] and s["n"] == 2
+            assert p["flops"] == counting.prefill_flops(res["model"]["config"], p["prompt_len"])
+            assert p["tflops"]["median"] > 0 and p["pct_of_roof"] > 0
+        for p in x["decode"]:
+            s = p["tok_s"]
+            assert 0 < s["min"] <= s["median"] <= s["max"] and s["n"] == 2
+            # Timed blocks of 4 steps start at ctx+4 and ctx+8 (after one warm-up block); a step at
+            # position t attends t+1 keys: means ctx+6.5 and ctx+10.5, so ctx+8.5 overall.
+            assert p["mean_kv_len"] == p["context"] + 8.5
+            b = counting.decode_bytes(res["model"]["config"], x["weight_precision"], x["kv_precision"],
+                                      p["mean_kv_len"])
+            assert p["bytes_per_token"] == b
+            assert p["gbps"]["median"] == pytest.approx(s["median"] * b["total"] / 1e9)
+            assert p["ratio_vs_best_peer"] > 0 and p["best_peer"].startswith("hf_eager")
+    peers = [x for x in res["runners"] if x["kind"] == "peer"]
+    assert {x["dtype"] for x in peers} == {"float32", "bfloat16"}
+    # Exactly one dtype is the reported best at each point.
+    for i in range(2):
+        assert sum(x["decode"][i]["best_of_variants"] for x in peers) == 1
+    md = (out / "bench.md").read_text()
+    assert res["machine"]["cpu_model"] in md and "decode @ 24" in md and "TTFT 16 tok" in md
+    assert "old table" not in readme.read_text() and readme.read_text().endswith("\nafter\n")
+
+
+def test_perplexity_cli(tiny, tmp_path):
+    tok = _write_byte_tokenizer(tmp_path / "tok")
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 8)
+    out = tmp_path / "ppl"
+    r = _run_bench(["--model_dir", str(tiny), "--tokenizer_dir", str(tok), "--engines", ",".join(CPU_ENGINES),
+                    "--ppl_text", str(text), "--ppl_tokens", "200", "--ppl_window", "96", "--ppl_chunk", "40",
+                    "--out_dir", str(out)])
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads((out / "ppl.json").read_text())
+    assert res["tokens"] == 200
+    assert [v["engine"] for v in res["verdicts"]] == CPU_ENGINES
+    assert not any(v["flagged"] for v in res["verdicts"])
+
+
+# ---- README injection ----------------------------------------------------------------------------
+
+
+def test_readme_injection_idempotent(tmp_path):
+    p = tmp_path / "README.md"
+    p.write_text("intro\n<!-- bench:a -->\nold\n<!-- /bench:a -->\nmiddle\n<!-- bench:b -->\nkeep\n<!-- /bench:b -->\n")
+    assert report.inject_readme(p, "a", "| new | table |\n")
+    once = p.read_text()
+    assert once == "intro\n<!-- bench:a -->\n| new | table |\n<!-- /bench:a -->\nmiddle\n<!-- bench:b -->\nkeep\n<!-- /bench:b -->\n"
+    report.inject_readme(p, "a", "| new | table |\n")
+    assert p.read_text() == once
+    report.inject_readme(p, "a", "second $1 \\1 run")  # replacement text is taken literally
+    assert "second $1 \\1 run" in p.read_text() and "keep" in p.read_text() and "| new |" not in p.read_text()
+    # Missing markers: appended once, then replaced.
+    assert not report.inject_readme(p, "c", "x")
+    report.inject_readme(p, "c", "y")
+    t = p.read_text()
+    assert t.count("<!-- bench:c -->") == 1 and t.endswith("<!-- bench:c -->\ny\n<!-- /bench:c -->\n")
+
+
+# ---- perplexity check ----------------------------------------------------------------------------
+
+
+class _Perturbed:
+    """An engine whose logits carry noise: the perplexity check must flag it."""
+
+    def __init__(self, engine, scale, seed=0):
+        self.engine, self.scale, self.rng = engine, scale, np.random.default_rng(seed)
+
+    def reset(self):
+        self.engine.reset()
+
+    def prefill(self, tokens, all_logits=False):
+        z = self.engine.prefill(tokens, all_logits=all_logits)
+        return z + self.scale * self.rng.standard_normal(z.shape).astype(np.float32)
+
+
+def test_perplexity_flags_perturbed_engine(tiny):
+    from lab.reference import perplexity_from_logits
+
+    rng = np.random.default_rng(1)
+    tokens = [int(t) for t in rng.integers(0, TINY["vocab_size"], size=120)]
+    eng = open_engine("cpu_fp32", tiny, max_context=128)
+    ref = ppl_check.engine_perplexity(eng, tokens, window=120, chunk=17)
+    # Chunked prefill continuing the cache = one pass over the whole window.
+    full = perplexity_from_logits(eng.prefill(np.asarray(tokens, np.int32), all_logits=True), tokens)
+    assert ref["ppl"] == pytest.approx(full, rel=1e-5) and ref["predicted_tokens"] == 119
+    eng.reset()
+    noisy = ppl_check.engine_perplexity(_Perturbed(eng, 1.0), tokens, window=120, chunk=17)["ppl"]
+    tiny_noise = ppl_check.engine_perplexity(_Perturbed(eng, 1e-7), tokens, window=120, chunk=17)["ppl"]
+    verdicts = {v["engine"]: v for v in ppl_check.check(
+        {"cpu_fp32": ref["ppl"], "noisy_fp16": noisy, "quiet_fp16": tiny_noise, "nan": float("nan")})}
+    assert not verdicts["cpu_fp32"]["flagged"]
+    assert verdicts["noisy_fp16"]["flagged"] and verdicts["noisy_fp16"]["rel_diff"] > 5e-3
+    assert not verdicts["quiet_fp16"]["flagged"]
+    assert verdicts["nan"]["flagged"]
+    assert "**FLAGGED**" in ppl_check.markdown(list(verdicts.values()), "m", 120, 120, 17, "t.txt")

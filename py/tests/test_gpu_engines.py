@@ -1,0 +1,239 @@
+"""GPU engines (gpu_naive, gpu_opt) against transformers' LlamaForCausalLM on the same random weights.
+
+GPU tests are marked `gpu` (skipped where there is no CUDA GPU); a few checks run everywhere: the
+engines are in the module, creating one without a GPU raises DeviceError with a clear message, and
+unsupported shapes are refused before any device work.
+
+What is compared (relative L2 error of logits against an fp32 torch reference, bounds in
+lab.tolerances): every position of a prompt through prefill (all logits), then several decode steps
+(the CUDA-graph path), for GQA group sizes 1/3/4/8, head_dim 64/128, tied/untied embeddings, plain and
+llama3 RoPE; fp16 and fp32 model files; a prompt longer than gpu_opt's prefill chunk (256) fed in
+pieces; decode past 2,048 positions (many attention splits merged in-kernel); reset; and the graph,
+PDL and plain launch paths agreeing with each other.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from engine_cases import CASES, STD
+from lab import _engine, tolerances
+from lab.reference import load_reference, reference_logits
+
+GPU_ENGINES = ["gpu_naive", "gpu_opt"]
+
+# Extra shapes beyond engine_cases: the largest GQA group the attention kernel is built for (8), and a
+# small model for long contexts.
+EXTRA = {
+    "gqa8_hd128": dict(
+        CASES["gqa3_hd128_llama3"], hidden_size=1024, intermediate_size=1536, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=1, head_dim=128, vocab_size=320,
+    ),
+    "long_gqa4_hd128": dict(
+        CASES["gqa3_hd128_llama3"], hidden_size=512, intermediate_size=768, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=128, vocab_size=256, max_position_embeddings=4096,
+    ),
+}
+ALL_CASES = dict(CASES, **EXTRA)
+
+
+def write_model(d, config: dict, precision: str, seed: int, std: float = STD):
+    """config.json + model.bin (lab format v1) with random weights: normal(0, std), norms 1 + normal(0, 0.05)."""
+    from safetensors.numpy import save_file
+
+    cfg = dict(config, architectures=["LlamaForCausalLM"], model_type="llama",
+               torch_dtype="float16" if precision == "fp16" else "float32")
+    dim, hidden, hd = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"]
+    q_dim, kv_dim = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    shapes = {"model.embed_tokens.weight": (cfg["vocab_size"], dim), "model.norm.weight": (dim,)}
+    if not cfg.get("tie_word_embeddings", False):
+        shapes["lm_head.weight"] = (cfg["vocab_size"], dim)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (dim,), p + "post_attention_layernorm.weight": (dim,),
+            p + "self_attn.q_proj.weight": (q_dim, dim), p + "self_attn.k_proj.weight": (kv_dim, dim),
+            p + "self_attn.v_proj.weight": (kv_dim, dim), p + "self_attn.o_proj.weight": (dim, q_dim),
+            p + "mlp.gate_proj.weight": (hidden, dim), p + "mlp.up_proj.weight": (hidden, dim),
+            p + "mlp.down_proj.weight": (dim, hidden),
+        })
+    rng = np.random.default_rng(seed)
+    dt = np.float16 if precision == "fp16" else np.float32
+    tensors = {}
+    for name, shape in shapes.items():
+        if len(shape) == 1:
+            t = 1.0 + 0.05 * rng.standard_normal(shape, dtype=np.float32)
+        else:
+            t = std * rng.standard_normal(shape, dtype=np.float32)
+        tensors[name] = t.astype(dt)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    save_file(tensors, os.path.join(d, "model.bin"), metadata={"format": "pt", "lab_format_version": "1"})
+    return d
+
+
+def ref_device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel(ours, ref):
+    return tolerances.rel_error(ours, ref)
+
+
+# ------------------------------------------------------------------------------------------------
+# Everywhere (CPU CI too)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_gpu_engines_are_built():
+    names = _engine.engine_names()
+    for e in GPU_ENGINES:
+        assert e in names
+
+
+def _gpu_present():
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.skipif(_gpu_present(), reason="checks the no-GPU error; this machine has a GPU")
+@pytest.mark.parametrize("engine", GPU_ENGINES)
+def test_no_gpu_raises_device_error(tmp_path, engine):
+    d = write_model(tmp_path / "m", CASES["gqa1_hd64_tied"], "fp16", 1)
+    with pytest.raises(_engine.DeviceError, match="no CUDA GPU found: the gpu_\\* engines need an NVIDIA GPU"):
+        _engine.Engine(engine, str(d), 64)
+
+
+def test_gpu_opt_refuses_unsupported_head_dim(tmp_path):
+    cfg = dict(CASES["gqa1_hd64_tied"], head_dim=32, num_attention_heads=8, num_key_value_heads=8)
+    d = write_model(tmp_path / "m", cfg, "fp16", 1)
+    with pytest.raises(_engine.ModelFormatError, match="head_dim 32 is not supported"):
+        _engine.Engine("gpu_opt", str(d), 64)
+
+
+# ------------------------------------------------------------------------------------------------
+# On a GPU
+# ------------------------------------------------------------------------------------------------
+
+N_PROMPT, N_DECODE = 40, 10
+
+
+@pytest.fixture(scope="module", params=[(c, p) for c in sorted(ALL_CASES) if not c.startswith("long")
+                                        for p in ("fp32", "fp16")], ids=lambda cp: f"{cp[0]}-{cp[1]}")
+def model(request, tmp_path_factory):
+    case, precision = request.param
+    if not _gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    d = write_model(tmp_path_factory.mktemp(f"{case}_{precision}"), ALL_CASES[case], precision,
+                    seed=sum(map(ord, case)))
+    ref = load_reference(d, dtype="float32", device=ref_device())
+    tokens = np.random.default_rng(3).integers(0, ALL_CASES[case]["vocab_size"], N_PROMPT + N_DECODE)
+    return case, precision, d, tokens, reference_logits(ref, tokens)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("engine", GPU_ENGINES)
+def test_prefill_then_decode_match_reference(model, engine):
+    case, precision, d, tokens, ref = model
+    tol = tolerances.logits_rel(engine)
+    eng = _engine.Engine(engine, str(d), 128)
+    pre = eng.prefill(tokens[:N_PROMPT], all_logits=True)
+    assert pre.shape == (N_PROMPT, ref.shape[1])
+    err = rel(pre, ref[:N_PROMPT])
+    assert err < tol, f"{engine} {case} {precision}: prefill relative error {err:.2e} (bound {tol})"
+    dec = np.stack([eng.decode(int(t)) for t in tokens[N_PROMPT:]])
+    err_d = rel(dec, ref[N_PROMPT:])
+    assert err_d < tol, f"{engine} {case} {precision}: decode relative error {err_d:.2e} (bound {tol})"
+    assert eng.pos == len(tokens)
+    print(f"{engine} {case} {precision}: prefill {err:.2e} decode {err_d:.2e}")
+    # Reset, then the default prefill (last position only) equals the all-logits last row.
+    eng.reset()
+    last = eng.prefill(tokens[:N_PROMPT])
+    assert last.shape == (ref.shape[1],)
+    np.testing.assert_allclose(last, pre[-1], rtol=0, atol=1e-4 * np.abs(pre[-1]).max())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("engine", GPU_ENGINES)
+def test_long_context_chunked_prefill_and_decode(tmp_path, engine):
+    """A 2,100-token prompt in uneven pieces (chunks of 256 in gpu_opt, 64 in gpu_naive), then decode past
+    2,100 positions: the attention splits keys over up to 64 blocks and merges them in the kernel."""
+    if not _gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = EXTRA["long_gqa4_hd128"]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=11)
+    n_prompt, n_dec = 2100, 6
+    tokens = np.random.default_rng(5).integers(0, cfg["vocab_size"], n_prompt + n_dec)
+    ref = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)
+    tol = tolerances.logits_rel(engine)
+    eng = _engine.Engine(engine, str(d), 2304)
+    pieces = [700, 301, 1099]
+    outs, start = [], 0
+    for p in pieces:
+        outs.append(eng.prefill(tokens[start:start + p], all_logits=True))
+        start += p
+    pre = np.concatenate(outs)
+    err = rel(pre, ref[:n_prompt])
+    assert err < tol, f"{engine}: chunked prefill relative error {err:.2e}"
+    dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
+    err_d = rel(dec, ref[n_prompt:])
+    assert err_d < tol, f"{engine}: decode at ~2100 relative error {err_d:.2e}"
+    print(f"{engine} long: prefill {err:.2e} decode {err_d:.2e}")
+
+
+@pytest.mark.gpu
+def test_gpu_opt_launch_paths_agree(tmp_path):
+    """CUDA graph + PDL, graph without PDL, and plain launches give the same logits (same kernels)."""
+    if not _gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = CASES["gqa4_hd64_ropeparams"]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=5)
+    tokens = np.random.default_rng(9).integers(0, cfg["vocab_size"], 60)
+    results = {}
+    saved = {k: os.environ.get(k) for k in ("LAB_GPU_GRAPH", "LAB_GPU_PDL", "LAB_GPU_MATVEC_CONFIG")}
+    try:
+        for label, graph, pdl in (("graph+pdl", "1", "1"), ("graph", "1", "0"), ("plain", "0", "0")):
+            os.environ.update(LAB_GPU_GRAPH=graph, LAB_GPU_PDL=pdl, LAB_GPU_MATVEC_CONFIG="1")
+            eng = _engine.Engine("gpu_opt", str(d), 128)
+            eng.prefill(tokens[:20])
+            results[label] = np.stack([eng.decode(int(t)) for t in tokens[20:]])
+            del eng
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    np.testing.assert_array_equal(results["graph+pdl"], results["plain"])
+    np.testing.assert_array_equal(results["graph"], results["plain"])
+
+
+@pytest.mark.gpu
+def test_gpu_stats_and_memory_error(tmp_path):
+    if not _gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    import torch
+
+    cfg = CASES["gqa1_hd64_tied"]
+    d = write_model(tmp_path / "m", cfg, "fp32", seed=2)
+    naive = _engine.Engine("gpu_naive", str(d), 64)
+    opt = _engine.Engine("gpu_opt", str(d), 64)
+    # fp32 vs fp16 weights on the device (tied: embedding counted once).
+    assert naive.stats()["weight_bytes"] > 1.9 * opt.stats()["weight_bytes"]
+    # A KV cache bigger than the card: a DeviceError naming what is needed and what is free.
+    free = torch.cuda.mem_get_info()[0]
+    big = dict(cfg, max_position_embeddings=1 << 30)
+    d2 = write_model(tmp_path / "big", big, "fp16", seed=2)
+    per_pos = 2 * 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"]
+    ctx = int(2 * free / per_pos)
+    with pytest.raises(_engine.DeviceError, match=r"model needs .* GiB, card has .* GiB free"):
+        _engine.Engine("gpu_opt", str(d2), ctx)
