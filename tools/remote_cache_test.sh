@@ -155,6 +155,9 @@ build() {
   [ "$rc" = 0 ] || { tail -n 40 "$last_log" >&2; die "$name build failed (exit $rc) after ${last_secs} s"; }
 }
 
+# One server at a time on a 2-core CI machine: each build's server stops once it is done with.
+stop_server() { timeout 60 bazel --output_base="$tmp/ob-$1" shutdown >/dev/null 2>&1 || true; }
+
 # "INFO: 41 processes: 17 remote cache hit, 24 internal." -> "total hits internal"
 process_counts() {
   python3 - "$1" <<'EOF'
@@ -184,6 +187,7 @@ done
 compiles=$(cd "$tmp/a/llm-inference-lab" && timeout 300 bazel --nohome_rc --output_base="$tmp/ob-cold" \
   aquery --config=ci "mnemonic('CppCompile|Nvcc', deps($query))" --output=text 2>/dev/null \
   | grep -c '^action ' || true)
+stop_server cold
 [ "${compiles:-0}" -gt 0 ] || die "no C++/CUDA compile actions among the targets"
 say "cold: ${cold_secs} s, ${cold_executed} actions executed (${compiles} C++/CUDA compiles among them), cache holds $(du -sh "$tmp/store" | cut -f1)"
 
@@ -192,6 +196,7 @@ build warm "$tmp/b/lab-elsewhere" "$cache"
 warm_secs=$last_secs
 read -r warm_total warm_hits warm_internal <<< "$(process_counts "$last_log")"
 warm_executed=$((warm_total - warm_internal))
+stop_server warm
 [ "$warm_executed" -gt 0 ] || die "the second build ran no cacheable actions (expected ${cold_executed})"
 hit_pct=$((100 * warm_hits / warm_executed))
 say "warm: ${warm_secs} s, ${warm_hits} of ${warm_executed} actions from the remote cache (${hit_pct}%)"
@@ -200,6 +205,7 @@ say "warm: ${warm_secs} s, ${warm_hits} of ${warm_executed} actions from the rem
 say "3/3 the same build with the cache unreachable (http://127.0.0.1:$closed_port, nothing listens)"
 build offline "$tmp/a/llm-inference-lab" "http://127.0.0.1:$closed_port"
 offline_secs=$last_secs
+stop_server offline
 grep -q "Remote Cache" "$last_log" || say "(note: Bazel printed no remote-cache warning)"
 
 say "OK: cold ${cold_secs} s, from cache ${warm_secs} s (${warm_hits}/${warm_executed} = ${hit_pct}% remote cache hits), cache down ${offline_secs} s (built locally)"

@@ -306,10 +306,11 @@ void BenchAttention(const Options& opt, const AttnCase& a, bool timing, bool wit
   const double pairs = static_cast<double>(a.n) * a.pos + 0.5 * static_cast<double>(a.n) * (a.n + 1);
   const double flops = 4.0 * a.D * a.H * pairs;
 
-  for (const char* version : {"flash", "unfused"}) {
-    const bool fused = std::strcmp(version, "flash") == 0;
+  for (const char* version : {"flash_v1", "flash_v2", "flash_v3", "unfused"}) {
+    const bool fused = std::strncmp(version, "flash_v", 7) == 0;
     if (!fused && !with_unfused) continue;
-    auto run = [&]() { CK(fused ? lp::FlashAttention(p, 0) : lp::AttentionUnfused(p, ws, 0)); };
+    const int fv = fused ? version[7] - '0' : 0;
+    auto run = [&]() { CK(fused ? lp::FlashAttentionVersion(fv, p, 0) : lp::AttentionUnfused(p, ws, 0)); };
     CK(cudaMemset(O, 0xFF, q_elems * 2));
     run();
     CK(cudaDeviceSynchronize());
@@ -339,7 +340,7 @@ void BenchAttention(const Options& opt, const AttnCase& a, bool timing, bool wit
            "\"reps\":%d,\"tflops\":%.2f}\n",
            version, a.n, a.pos, a.H, a.KV, a.D, ok ? "true" : "false", rel, maxerr, bad, st.median, st.min, st.max,
            timing ? opt.reps : 0, tflops);
-    fprintf(stderr, "attn %-7s n=%-6d pos=%-5d H=%d/%d D=%d %s rel=%.2e nan=%d  %9.3f ms (%.3f-%.3f)  %7.1f TFLOP/s (causal)\n", version,
+    fprintf(stderr, "attn %-8s n=%-6d pos=%-5d H=%d/%d D=%d %s rel=%.2e nan=%d  %9.3f ms (%.3f-%.3f)  %7.1f TFLOP/s (causal)\n", version,
             a.n, a.pos, a.H, a.KV, a.D, ok ? "ok  " : "FAIL", rel, bad, st.median, st.min, st.max, tflops);
     fflush(stdout);
   }

@@ -133,11 +133,12 @@ def markdown(meta, rows, ceil_tf):
         lines.append(f"| causal GQA | {r['n']} | {r['pos']} | {r['heads']}/{r['kv_heads']} x {r['head_dim']} | "
                      f"{r['version']} | {ok} | {fmt(r.get('ms_median'))} ({fmt(r.get('ms_min'))}-{fmt(r.get('ms_max'))}) | "
                      f"{t:.1f} | {100 * t / ceil_tf:.1f} |")
+    lines.append("")
     for n in sorted({r["n"] for r in a}):
-        f = [r for r in a if r["n"] == n and r["version"] == "flash" and r.get("ms_median")]
         u = [r for r in a if r["n"] == n and r["version"] == "unfused" and r.get("ms_median")]
-        if f and u:
-            lines.append(f"\nFlashAttention vs unfused at n = {n}: {u[0]['ms_median'] / f[0]['ms_median']:.2f}x")
+        for f in [r for r in a if r["n"] == n and r["version"].startswith("flash") and r.get("ms_median")]:
+            if u:
+                lines.append(f"- n = {n}: {f['version']} is {u[0]['ms_median'] / f['ms_median']:.2f}x faster than unfused")
     skipped = [r for r in rows if "skipped" in r]
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{r['name']} M={r['M']} {r['version']}: {r['skipped']}" for r in skipped)]

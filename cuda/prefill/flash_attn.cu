@@ -28,9 +28,10 @@
 namespace lab::prefill {
 namespace {
 
-constexpr int kBr = 128, kBc = 64, kWarps = 8, kThreads = kWarps * 32;
+constexpr int kBr = 128, kWarps = 8, kThreads = kWarps * 32;
+constexpr int kFlashDefaultVersion = 2;  // the faster of the two on the bench (README.md)
 
-template <int D>
+template <int D, int kBc>
 constexpr int FaSmemBytes() {
   return (kBr + 4 * kBc) * D * 2;
 }
@@ -40,8 +41,9 @@ __device__ __forceinline__ uint32_t FaOff(int row, int chunk) {
   return static_cast<uint32_t>(row * (D * 2) + ((chunk ^ (row & 7)) << 4));
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads, 1) FlashAttnKernel(AttentionParams p, float scale_log2) {
+template <int D, bool kQInRegs, int kMinBlocks, int kBc>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) FlashAttnKernel(AttentionParams p, float scale_log2) {
+  constexpr int NT = kBc / 8;  // key n8-tiles per key tile
   constexpr int CH = D / 8;  // 16-byte chunks per row
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t sq = detail::SmemU32(smem);
@@ -85,7 +87,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashAttnKernel(AttentionParams p
   load_kv(0, 0);
   detail::CpAsyncCommit();
 
-  uint32_t qf[D / 16][4];
+  uint32_t qf[kQInRegs ? D / 16 : 1][4];  // Q fragments (kQInRegs), else re-read per key tile
   float o[D / 8][4];
 #pragma unroll
   for (int j = 0; j < D / 8; ++j)
@@ -104,32 +106,40 @@ __global__ void __launch_bounds__(kThreads, 1) FlashAttnKernel(AttentionParams p
     detail::CpAsyncCommit();
     detail::CpAsyncWait<1>();
     __syncthreads();
-    if (kb == 0) {
+    if (kQInRegs && kb == 0) {
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) detail::Ldmatrix4(qf[kk], sq + FaOff<D>(warp_row0 + (lane & 15), kk * 2 + (lane >> 4)));
+      for (int kk = 0; kk < (kQInRegs ? D / 16 : 0); ++kk)
+        detail::Ldmatrix4(qf[kk], sq + FaOff<D>(warp_row0 + (lane & 15), kk * 2 + (lane >> 4)));
     }
     const int key0 = kb * kBc;
     if (key0 <= warp_qpos0 + 15) {  // else every key of the tile is in this warp's future: skip
       const uint32_t sk = sk0 + buf * kTileBytes, sv = sv0 + buf * kTileBytes;
-      float s[8][4];
+      float s[NT][4];
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
+      for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t qa[4];
+        if constexpr (kQInRegs) {
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
+          for (int e = 0; e < 4; ++e) qa[e] = qf[kQInRegs ? kk : 0][e];
+        } else {
+          detail::Ldmatrix4(qa, sq + FaOff<D>(warp_row0 + (lane & 15), kk * 2 + (lane >> 4)));
+        }
+#pragma unroll
+        for (int q = 0; q < NT / 2; ++q) {
           uint32_t b[4];
           detail::Ldmatrix4(b, sk + FaOff<D>(q * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
-          detail::Mma16816(s[2 * q], qf[kk], b[0], b[1]);
-          detail::Mma16816(s[2 * q + 1], qf[kk], b[2], b[3]);
+          detail::Mma16816(s[2 * q], qa, b[0], b[1]);
+          detail::Mma16816(s[2 * q + 1], qa, b[2], b[3]);
         }
       }
       // Scale into the log2 domain; mask keys after the row's position (only on diagonal tiles).
       const bool diag = key0 + kBc - 1 > warp_qpos0;
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
+      for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float x = s[j][e] * scale_log2;
@@ -144,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashAttnKernel(AttentionParams p
       for (int r = 0; r < 2; ++r) {
         float mx = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+        for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m_run[r], mx);
@@ -152,7 +162,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashAttnKernel(AttentionParams p
         const float alpha = exp2f(m_run[r] - m_use);
         float sum = 0.f;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
+        for (int j = 0; j < NT; ++j) {
           const float p0 = exp2f(s[j][2 * r] - m_use), p1 = exp2f(s[j][2 * r + 1] - m_use);
           s[j][2 * r] = p0;
           s[j][2 * r + 1] = p1;
@@ -203,17 +213,19 @@ __global__ void __launch_bounds__(kThreads, 1) FlashAttnKernel(AttentionParams p
   }
 }
 
-template <int D>
+template <int D, bool kQInRegs, int kMinBlocks, int kBc>
 cudaError_t LaunchFlash(const AttentionParams& p, float scale, cudaStream_t s) {
-  auto kernel = FlashAttnKernel<D>;
+  auto kernel = FlashAttnKernel<D, kQInRegs, kMinBlocks, kBc>;
   static bool configured = false;
   if (!configured) {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, FaSmemBytes<D>());
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, FaSmemBytes<D, kBc>());
+    if (e == cudaSuccess && kMinBlocks > 1)  // room for kMinBlocks * 96 KB: ask for the largest carve-out
+      e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     if (e != cudaSuccess) return e;
     configured = true;
   }
   dim3 grid(p.n_heads, (p.n + kBr - 1) / kBr);
-  kernel<<<grid, kThreads, FaSmemBytes<D>(), s>>>(p, scale * 1.4426950408889634f);
+  kernel<<<grid, kThreads, FaSmemBytes<D, kBc>(), s>>>(p, scale * 1.4426950408889634f);
   return cudaGetLastError();
 }
 
@@ -235,10 +247,20 @@ const char* AttentionCheck(const AttentionParams& p) {
 }
 }  // namespace detail
 
-cudaError_t FlashAttention(const AttentionParams& p, cudaStream_t stream) {
+cudaError_t FlashAttentionVersion(int version, const AttentionParams& p, cudaStream_t stream) {
   detail::ThrowIf(detail::AttentionCheck(p), "FlashAttention");
   const float scale = p.scale > 0.f ? p.scale : 1.f / std::sqrt(static_cast<float>(p.head_dim));
-  return p.head_dim == 128 ? LaunchFlash<128>(p, scale, stream) : LaunchFlash<64>(p, scale, stream);
+  const bool d128 = p.head_dim == 128;
+  switch (version) {
+    case 1: return d128 ? LaunchFlash<128, true, 1, 64>(p, scale, stream) : LaunchFlash<64, true, 1, 64>(p, scale, stream);
+    case 2: return d128 ? LaunchFlash<128, false, 2, 64>(p, scale, stream) : LaunchFlash<64, false, 2, 64>(p, scale, stream);
+    case 3: return d128 ? LaunchFlash<128, false, 2, 32>(p, scale, stream) : LaunchFlash<64, false, 2, 32>(p, scale, stream);
+  }
+  throw std::invalid_argument("FlashAttentionVersion: version must be 1, 2 or 3");
+}
+
+cudaError_t FlashAttention(const AttentionParams& p, cudaStream_t stream) {
+  return FlashAttentionVersion(kFlashDefaultVersion, p, stream);
 }
 
 }  // namespace lab::prefill

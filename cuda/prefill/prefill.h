@@ -91,8 +91,12 @@ struct AttentionParams {
 
 // FlashAttention-2 style, tensor cores (mma.sync m16n8k16), online softmax: scores never reach
 // device memory. head_dim 64 or 128; n >= 1, pos >= 0; n_heads % n_kv_heads == 0; pointers 16-byte
-// aligned, strides multiples of 8.
+// aligned, strides multiples of 8. FlashAttention() runs the fastest version on the bench.
 cudaError_t FlashAttention(const AttentionParams& p, cudaStream_t stream);
+// The versions side by side (flash_attn.cu): 1 = Q fragments in registers, 64-key tiles, 8 warps per
+// SM; 2 = Q re-read from shared memory, 64-key tiles, 2 blocks (16 warps) per SM; 3 = as 2 with
+// 32-key tiles (fewer live registers). Same contract for all.
+cudaError_t FlashAttentionVersion(int version, const AttentionParams& p, cudaStream_t stream);
 
 // The unfused baseline: per head, S = Q K^T (fp32, [n, keys] in device memory, with the GEMM above),
 // a causal softmax kernel writing P (fp16), then O = P V (GEMM). Same preconditions; needs

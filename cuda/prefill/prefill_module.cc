@@ -6,7 +6,7 @@
 //   gemm_unsupported(version, ...same shape arguments...) -> None or the reason
 //   v4_available()
 //   flash_attention(Q, q_pos_stride, K, V, kv_pos_stride, kv_head_stride, O, o_pos_stride, n, pos,
-//                   n_heads, n_kv_heads, head_dim, scale=0.0, stream=0)
+//                   n_heads, n_kv_heads, head_dim, scale=0.0, stream=0, version=0)   version 0 = the default
 //   attention_unfused(..., workspace, stream=0), attention_unfused_workspace_bytes(n, pos, head_dim)
 // Precondition failures raise ValueError; CUDA errors raise RuntimeError. Calls do not synchronize.
 #include <pybind11/pybind11.h>
@@ -98,14 +98,15 @@ PYBIND11_MODULE(_prefill_kernels, m) {
       "flash_attention",
       [](uintptr_t Q, int64_t q_pos_stride, uintptr_t K, uintptr_t V, int64_t kv_pos_stride, int64_t kv_head_stride,
          uintptr_t O, int64_t o_pos_stride, int n, int pos, int n_heads, int n_kv_heads, int head_dim, float scale,
-         uintptr_t stream) {
-        Check(lp::FlashAttention(
-            MakeAttn(Q, q_pos_stride, K, V, kv_pos_stride, kv_head_stride, O, o_pos_stride, n, pos, n_heads, n_kv_heads, head_dim, scale),
-            reinterpret_cast<cudaStream_t>(stream)));
+         uintptr_t stream, int version) {
+        const lp::AttentionParams p =
+            MakeAttn(Q, q_pos_stride, K, V, kv_pos_stride, kv_head_stride, O, o_pos_stride, n, pos, n_heads, n_kv_heads, head_dim, scale);
+        const cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+        Check(version == 0 ? lp::FlashAttention(p, s) : lp::FlashAttentionVersion(version, p, s));
       },
       py::arg("Q"), py::arg("q_pos_stride"), py::arg("K"), py::arg("V"), py::arg("kv_pos_stride"), py::arg("kv_head_stride"),
       py::arg("O"), py::arg("o_pos_stride"), py::arg("n"), py::arg("pos"), py::arg("n_heads"), py::arg("n_kv_heads"),
-      py::arg("head_dim"), py::arg("scale") = 0.f, py::arg("stream") = 0);
+      py::arg("head_dim"), py::arg("scale") = 0.f, py::arg("stream") = 0, py::arg("version") = 0);
   m.def(
       "attention_unfused_workspace_bytes",
       [](int n, int pos, int head_dim) {

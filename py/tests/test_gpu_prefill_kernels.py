@@ -159,7 +159,7 @@ def _attention_ref(torch, qkv, k_cache, v_cache, n, pos, h, kv, d):
     return o.transpose(0, 1).reshape(n, h * d)
 
 
-@pytest.mark.parametrize("version", ["flash", "unfused"])
+@pytest.mark.parametrize("version", ["flash", "flash_v1", "flash_v2", "flash_v3", "unfused"])
 @pytest.mark.parametrize("n,pos,h,kv,d", ATTN_CASES)
 def test_attention_vs_torch(pk, torch, version, n, pos, h, kv, d):
     qkv, k_cache, v_cache = _attention_inputs(torch, n, pos, h, kv, d)
@@ -167,8 +167,8 @@ def test_attention_vs_torch(pk, torch, version, n, pos, h, kv, d):
     args = dict(Q=qkv.data_ptr(), q_pos_stride=qkv.shape[1], K=k_cache.data_ptr(), V=v_cache.data_ptr(),
                 kv_pos_stride=kv * d, kv_head_stride=d, O=o.data_ptr(), o_pos_stride=h * d, n=n, pos=pos,
                 n_heads=h, n_kv_heads=kv, head_dim=d, stream=_stream(torch))
-    if version == "flash":
-        pk.flash_attention(**args)
+    if version.startswith("flash"):
+        pk.flash_attention(**args, version=int(version[-1]) if version[-1].isdigit() else 0)
     else:
         ws = torch.empty(pk.attention_unfused_workspace_bytes(n, pos, d), device="cuda", dtype=torch.uint8)
         pk.attention_unfused(**args, workspace=ws.data_ptr())
@@ -178,14 +178,15 @@ def test_attention_vs_torch(pk, torch, version, n, pos, h, kv, d):
     assert err < ATTN_REL, f"{version} n={n} pos={pos} H={h}/{kv} D={d}: rel error {err:.3e}"
 
 
-def test_flash_chunked_equals_whole(pk, torch):
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_flash_chunked_equals_whole(pk, torch, version):
     """Prefill in two chunks (n = 150 at pos 0, then the rest at pos 150) gives the same rows as one call."""
     n, h, kv, d = 400, 8, 2, 128
     qkv, k_cache, v_cache = _attention_inputs(torch, n, 0, h, kv, d)
     whole = torch.full((n, h * d), float("nan"), device="cuda", dtype=torch.float16)
     parts = whole.clone()
     common = dict(K=k_cache.data_ptr(), V=v_cache.data_ptr(), kv_pos_stride=kv * d, kv_head_stride=d,
-                  o_pos_stride=h * d, n_heads=h, n_kv_heads=kv, head_dim=d, stream=_stream(torch))
+                  o_pos_stride=h * d, n_heads=h, n_kv_heads=kv, head_dim=d, stream=_stream(torch), version=version)
     row = qkv.shape[1]
     pk.flash_attention(Q=qkv.data_ptr(), q_pos_stride=row, O=whole.data_ptr(), n=n, pos=0, **common)
     pk.flash_attention(Q=qkv.data_ptr(), q_pos_stride=row, O=parts.data_ptr(), n=150, pos=0, **common)

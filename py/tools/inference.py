@@ -62,20 +62,14 @@ def main(argv):
     print(f"[{engine_name} on {model_dir}: {len(ids)} prompt tokens]", file=sys.stderr)
     sys.stdout.write(FLAGS.prompt)
     sys.stdout.flush()
-    generated, shown = [], ""
+    stream = tok.stream_decoder()
 
     def on_token(t):
-        nonlocal shown
-        generated.append(t)
-        text = tok.decode(generated)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-            return
-        sys.stdout.write(text[len(shown):])
+        sys.stdout.write(stream.push(t))  # text appears as soon as its UTF-8 bytes are complete
         sys.stdout.flush()
-        shown = text
 
     res = generate(eng, ids, FLAGS.max_tokens, sampler, eos, on_token)
-    print()
+    print(stream.flush())
     print(
         f"TTFT {res.ttft_s * 1000:.1f} ms | prefill {res.prefill_tok_s:.1f} tok/s | "
         f"decode {res.decode_tok_s:.1f} tok/s | {len(res.tokens)} tokens"
@@ -84,5 +78,13 @@ def main(argv):
     )
 
 
+def run(argv):
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as e:  # a clear message, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(run)

@@ -49,5 +49,13 @@ def main(argv):
     print(f"perplexity: {ppl:.6f}")
 
 
+def run(argv):
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as e:  # a clear message, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(run)

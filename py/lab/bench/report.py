@@ -207,13 +207,13 @@ def roofline_plot(results: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(9, 6))
     ai = np.logspace(-2, 4, 200)
     ce = results.get("ceilings") or {}
-    styles = {"cpu": ("k", results["machine"]["cpu_model"]), "gpu": ("tab:green", (ce.get("gpu") or {}).get("name"))}
-    for key, (color, name) in styles.items():
+    styles = {"cpu": ("-", results["machine"]["cpu_model"]), "gpu": ("--", (ce.get("gpu") or {}).get("name"))}
+    for key, (ls, name) in styles.items():
         c = ce.get(key)
         if not c:
             continue
         bw, peak = c["bandwidth_GBps"], c["compute_GFLOPs"]
-        ax.plot(ai, np.minimum(peak, bw * ai), color=color, lw=2,
+        ax.plot(ai, np.minimum(peak, bw * ai), color="k", ls=ls, lw=1.5,
                 label=f"{name}: {bw:,.0f} GB/s, {peak:,.0f} GFLOP/s")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, r in enumerate(results["runners"]):
