@@ -30,6 +30,13 @@ LAB_AVX2 inline float Sum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+LAB_AVX2 inline float Max8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
 // exp(x) for 8 lanes (Cephes' expf: x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r, then
 // 2^n through the exponent bits). About 1 ulp; inputs are clamped to [-87, 88] (no inf, no denormals).
 LAB_AVX2 inline __m256 Exp8(__m256 x) {
@@ -136,6 +143,9 @@ LAB_AVX2 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int64_
     int64_t k = 0;
     for (; k + 8 <= mr * n; k += 8) _mm256_storeu_ps(w + k, LoadHalf8(src + k));
     for (; k < mr * n; ++k) w[k] = HalfToFloat(src[k]);
+    // Ask for the next rows now, so that they arrive from DRAM while these are multiplied.
+    const int64_t ahead = (i1 - i - mr < kRowTile ? i1 - i - mr : kRowTile) * n * 2;  // bytes of the next rows
+    for (int64_t b = 0; b < ahead; b += 64) _mm_prefetch(reinterpret_cast<const char*>(src + mr * n) + b, _MM_HINT_T1);
     switch (mr) {
       case 6: RowTile<6>(out + i, ldo, xt, B, Bp, w, n); break;
       case 5: RowTile<5>(out + i, ldo, xt, B, Bp, w, n); break;
@@ -202,22 +212,51 @@ LAB_AVX2 void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos
   }
 }
 
+// out[0, 8*NV) = inv * sum_p a[p] * v[p * stride + (0, 8*NV)]: NV accumulators per position, two positions
+// per step (2*NV independent FMA chains); each v row piece is read contiguously.
+template <int NV>
+LAB_AVX2 void WeightedSum(float* out, const float* a, const float* v, int64_t n_keys, int64_t stride, float inv) {
+  __m256 acc0[NV], acc1[NV];
+#pragma GCC unroll 4
+  for (int u = 0; u < NV; ++u) acc0[u] = acc1[u] = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p + 2 <= n_keys; p += 2) {
+    const __m256 a0 = _mm256_broadcast_ss(a + p), a1 = _mm256_broadcast_ss(a + p + 1);
+#pragma GCC unroll 4
+    for (int u = 0; u < NV; ++u) {
+      acc0[u] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(v + p * stride + 8 * u), acc0[u]);
+      acc1[u] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(v + (p + 1) * stride + 8 * u), acc1[u]);
+    }
+  }
+  if (p < n_keys) {
+    const __m256 a0 = _mm256_broadcast_ss(a + p);
+#pragma GCC unroll 4
+    for (int u = 0; u < NV; ++u) acc0[u] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(v + p * stride + 8 * u), acc0[u]);
+  }
+#pragma GCC unroll 4
+  for (int u = 0; u < NV; ++u) _mm256_storeu_ps(out + 8 * u, _mm256_mul_ps(_mm256_add_ps(acc0[u], acc1[u]), _mm256_set1_ps(inv)));
+}
+
 // One query head: scores over all keys, softmax, weighted sum of values (head_dim a multiple of 8).
 LAB_AVX2 void Attend(float* out, const float* q, const float* kc, const float* vc, int64_t n_keys, int64_t stride,
                      int64_t hd, float scale, float* scores) {
   if (hd % 8 != 0) return kScalarKernels.attend(out, q, kc, vc, n_keys, stride, hd, scale, scores);
-  float max_score = -INFINITY;
+  // Scores. The iterations are independent, so the CPU overlaps the dot products of several keys.
   for (int64_t p = 0; p < n_keys; ++p) {
     const float* k = kc + p * stride;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
     scores[p] = Sum8(acc) * scale;
-    max_score = std::fmax(max_score, scores[p]);
   }
-  const __m256 vmax = _mm256_set1_ps(max_score);
-  __m256 vsum = _mm256_setzero_ps();
+  // Softmax: the maximum, then exp and the sum, 8 scores at a time.
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
   int64_t p = 0;
-  for (; p + 8 <= n_keys; p += 8) {
+  for (; p + 8 <= n_keys; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(scores + p));
+  float max_score = Max8(vmax);
+  for (; p < n_keys; ++p) max_score = scores[p] > max_score ? scores[p] : max_score;
+  vmax = _mm256_set1_ps(max_score);
+  __m256 vsum = _mm256_setzero_ps();
+  for (p = 0; p + 8 <= n_keys; p += 8) {
     const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + p), vmax));
     _mm256_storeu_ps(scores + p, e);
     vsum = _mm256_add_ps(vsum, e);
@@ -227,17 +266,15 @@ LAB_AVX2 void Attend(float* out, const float* q, const float* kc, const float* v
     scores[p] = std::exp(scores[p] - max_score);
     sum += scores[p];
   }
-  // out = sum_p scores[p] * v_p / sum, 8 output lanes at a time (two position chains to hide FMA latency).
-  const __m256 inv = _mm256_set1_ps(1.f / sum);
-  for (int64_t i = 0; i < hd; i += 8) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 2 <= n_keys; j += 2) {
-      a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + j), _mm256_loadu_ps(vc + j * stride + i), a0);
-      a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + j + 1), _mm256_loadu_ps(vc + (j + 1) * stride + i), a1);
-    }
-    if (j < n_keys) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + j), _mm256_loadu_ps(vc + j * stride + i), a0);
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_add_ps(a0, a1), inv));
+  // out = sum_p scores[p] * v_p / sum, 32 output lanes at a time.
+  const float inv = 1.f / sum;
+  int64_t i = 0;
+  for (; i + 32 <= hd; i += 32) WeightedSum<4>(out + i, scores, vc + i, n_keys, stride, inv);
+  switch ((hd - i) / 8) {
+    case 3: WeightedSum<3>(out + i, scores, vc + i, n_keys, stride, inv); break;
+    case 2: WeightedSum<2>(out + i, scores, vc + i, n_keys, stride, inv); break;
+    case 1: WeightedSum<1>(out + i, scores, vc + i, n_keys, stride, inv); break;
+    default: break;
   }
 }
 

@@ -121,10 +121,14 @@ LAB_AVX512 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int6
   float* w = ThreadScratch(kRowTile * n);
   for (int64_t i = i0; i < i1; i += kRowTile) {
     const int64_t mr = i1 - i < kRowTile ? i1 - i : kRowTile;
+    // Widen these rows to fp32 once; they are then used for all B tokens from the L1/L2 cache.
     const uint16_t* src = W + i * n;
     int64_t k = 0;
     for (; k + 16 <= mr * n; k += 16) _mm512_storeu_ps(w + k, LoadHalf16(src + k));
     for (; k < mr * n; ++k) w[k] = HalfToFloat(src[k]);
+    // Ask for the next rows now, so that they arrive from DRAM while these are multiplied.
+    const int64_t ahead = (i1 - i - mr < kRowTile ? i1 - i - mr : kRowTile) * n * 2;  // bytes of the next rows
+    for (int64_t b = 0; b < ahead; b += 64) _mm_prefetch(reinterpret_cast<const char*>(src + mr * n) + b, _MM_HINT_T1);
     switch (mr) {
       case 6: RowTile<6>(out + i, ldo, xt, B, Bp, w, n); break;
       case 5: RowTile<5>(out + i, ldo, xt, B, Bp, w, n); break;
@@ -191,21 +195,50 @@ LAB_AVX512 void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* c
   }
 }
 
+// out[0, 16*NV) = inv * sum_p a[p] * v[p * stride + (0, 16*NV)]: NV accumulators per position, two positions
+// per step (2*NV independent FMA chains); each v row piece is read contiguously.
+template <int NV>
+LAB_AVX512 void WeightedSum(float* out, const float* a, const float* v, int64_t n_keys, int64_t stride, float inv) {
+  __m512 acc0[NV], acc1[NV];
+#pragma GCC unroll 4
+  for (int u = 0; u < NV; ++u) acc0[u] = acc1[u] = _mm512_setzero_ps();
+  int64_t p = 0;
+  for (; p + 2 <= n_keys; p += 2) {
+    const __m512 a0 = _mm512_set1_ps(a[p]), a1 = _mm512_set1_ps(a[p + 1]);
+#pragma GCC unroll 4
+    for (int u = 0; u < NV; ++u) {
+      acc0[u] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(v + p * stride + 16 * u), acc0[u]);
+      acc1[u] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(v + (p + 1) * stride + 16 * u), acc1[u]);
+    }
+  }
+  if (p < n_keys) {
+    const __m512 a0 = _mm512_set1_ps(a[p]);
+#pragma GCC unroll 4
+    for (int u = 0; u < NV; ++u) acc0[u] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(v + p * stride + 16 * u), acc0[u]);
+  }
+#pragma GCC unroll 4
+  for (int u = 0; u < NV; ++u) _mm512_storeu_ps(out + 16 * u, _mm512_mul_ps(_mm512_add_ps(acc0[u], acc1[u]), _mm512_set1_ps(inv)));
+}
+
 LAB_AVX512 void Attend(float* out, const float* q, const float* kc, const float* vc, int64_t n_keys, int64_t stride,
                        int64_t hd, float scale, float* scores) {
   if (hd % 16 != 0) return kAvx2Kernels.attend(out, q, kc, vc, n_keys, stride, hd, scale, scores);
-  float max_score = -INFINITY;
+  // Scores. The iterations are independent, so the CPU overlaps the dot products of several keys.
   for (int64_t p = 0; p < n_keys; ++p) {
     const float* k = kc + p * stride;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < hd; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), _mm512_loadu_ps(k + i), acc);
     scores[p] = _mm512_reduce_add_ps(acc) * scale;
-    max_score = std::fmax(max_score, scores[p]);
   }
-  const __m512 vmax = _mm512_set1_ps(max_score);
-  __m512 vsum = _mm512_setzero_ps();
+  // Softmax: the maximum, then exp and the sum, 16 scores at a time.
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
   int64_t p = 0;
-  for (; p + 16 <= n_keys; p += 16) {
+  for (; p + 16 <= n_keys; p += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(scores + p));
+  float max_score = _mm512_reduce_max_ps(vmax);
+  for (; p < n_keys; ++p) max_score = scores[p] > max_score ? scores[p] : max_score;
+  vmax = _mm512_set1_ps(max_score);
+  __m512 vsum = _mm512_setzero_ps();
+  for (p = 0; p + 16 <= n_keys; p += 16) {
     const __m512 e = Exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + p), vmax));
     _mm512_storeu_ps(scores + p, e);
     vsum = _mm512_add_ps(vsum, e);
@@ -215,16 +248,15 @@ LAB_AVX512 void Attend(float* out, const float* q, const float* kc, const float*
     scores[p] = std::exp(scores[p] - max_score);
     sum += scores[p];
   }
-  const __m512 inv = _mm512_set1_ps(1.f / sum);
-  for (int64_t i = 0; i < hd; i += 16) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 2 <= n_keys; j += 2) {
-      a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[j]), _mm512_loadu_ps(vc + j * stride + i), a0);
-      a1 = _mm512_fmadd_ps(_mm512_set1_ps(scores[j + 1]), _mm512_loadu_ps(vc + (j + 1) * stride + i), a1);
-    }
-    if (j < n_keys) a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[j]), _mm512_loadu_ps(vc + j * stride + i), a0);
-    _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_add_ps(a0, a1), inv));
+  // out = sum_p scores[p] * v_p / sum, 64 output lanes at a time.
+  const float inv = 1.f / sum;
+  int64_t i = 0;
+  for (; i + 64 <= hd; i += 64) WeightedSum<4>(out + i, scores, vc + i, n_keys, stride, inv);
+  switch ((hd - i) / 16) {
+    case 3: WeightedSum<3>(out + i, scores, vc + i, n_keys, stride, inv); break;
+    case 2: WeightedSum<2>(out + i, scores, vc + i, n_keys, stride, inv); break;
+    case 1: WeightedSum<1>(out + i, scores, vc + i, n_keys, stride, inv); break;
+    default: break;
   }
 }
 

@@ -66,6 +66,7 @@ def machine_info(want_gpu: bool) -> dict:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "platform": platform.platform(),
+        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,  # others' load
         "gpu": None,
     }
     try:

@@ -2,6 +2,7 @@
 
 import gc
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +125,7 @@ def run_bench(opts: Options, log=print) -> dict:
         "ceilings": ceilings,
         "runners": runners,
     }
+    info["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     derive(results)
     return results
 
