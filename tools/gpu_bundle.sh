@@ -19,14 +19,21 @@ while [ $# -gt 0 ]; do
   esac
 done
 OUT=dist/gpu_bundle
-bazel build --//tools:target_python="$PYVER" --//tools:cuda_archs="$ARCHS" //py/lab:_engine.so //cuda/...
+# Bazel 4.2.3 keeps command-line build settings out of the output path, so a 3.12 build would
+# overwrite the host's bazel-bin/py/lab/_engine.so: build the bundle in its own output base.
+BZL=(bazel)
+if [ "$PYVER" != host ]; then BZL=(bazel --output_base="${LAB_BUNDLE_OUTPUT_BASE:-$HOME/.cache/bazel-lab-bundle-py$PYVER}"); fi
+"${BZL[@]}" build --symlink_prefix=/ --//tools:target_python="$PYVER" --//tools:cuda_archs="$ARCHS" \
+  //py/lab:_engine.so //py/lab:_membw.so //cuda/...
+BIN="$("${BZL[@]}" info --//tools:target_python="$PYVER" --//tools:cuda_archs="$ARCHS" bazel-bin 2>/dev/null)"
 rm -rf "$OUT.tmp" && mkdir -p "$OUT.tmp/lab" "$OUT.tmp/tests" "$OUT.tmp/tools"
 cp py/lab/*.py "$OUT.tmp/lab/"
-cp bazel-bin/py/lab/_engine.so "$OUT.tmp/lab/_engine.so"
+cp -r py/lab/bench "$OUT.tmp/lab/"
+cp "$BIN/py/lab/_engine.so" "$BIN/py/lab/_membw.so" "$OUT.tmp/lab/"
 cp py/tests/*.py "$OUT.tmp/tests/"
 cp py/tools/*.py "$OUT.tmp/tools/" 2>/dev/null || true
 # Standalone CUDA programs (kernel benches) built by //cuda/...
-find bazel-bin/cuda -maxdepth 3 -type f -perm -u+x ! -name '*.so' ! -name '*.params' ! -name '*.sh' \
+find "$BIN/cuda" -maxdepth 3 -type f -perm -u+x ! -name '*.so' ! -name '*.params' ! -name '*.sh' \
   ! -path '*runfiles*' -exec cp {} "$OUT.tmp/tools/" \; 2>/dev/null || true
 if [ -d .whl ]; then mkdir -p "$OUT.tmp/wheels" && cp .whl/*.whl "$OUT.tmp/wheels/" 2>/dev/null || true; fi
 cp tools/gpu_run.sh "$OUT.tmp/run.sh"

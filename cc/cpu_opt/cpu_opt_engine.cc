@@ -87,10 +87,7 @@ class CpuOptEngine : public Engine {
     {
       if (B > 1) {  // prefill: x^T, zero-padded to whole register tiles (see kernels.h)
 #pragma omp for schedule(static)
-        for (int64_t k0 = 0; k0 < n; k0 += 16) {  // 16 columns of x at a time: whole cache lines
-          for (int64_t t = 0; t < Bp; ++t)
-            for (int64_t k = k0; k < std::min(n, k0 + 16); ++k) xt[k * Bp + t] = t < B ? x[t * n + k] : 0.f;
-        }
+        for (int64_t k = 0; k < n; k += 64) K_.transpose(xt, Bp, x, B, n, k, std::min(n, k + 64));
       }
 #pragma omp for schedule(static)
       for (int64_t task = 0; task < tasks; ++task) {

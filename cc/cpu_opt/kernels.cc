@@ -42,6 +42,11 @@ void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int64_t Bp, con
   }
 }
 
+void Transpose(float* xt, int64_t Bp, const float* x, int64_t B, int64_t n, int64_t k0, int64_t k1) {
+  for (int64_t k = k0; k < k1; ++k)
+    for (int64_t t = 0; t < Bp; ++t) xt[k * Bp + t] = t < B ? x[t * n + k] : 0.f;
+}
+
 void RmsNorm(float* out, const float* x, const float* w, int64_t n, float eps) {
   float ss = 0.f;
   for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
@@ -114,7 +119,7 @@ const Kernels& Choose() {
 
 }  // namespace
 
-const Kernels kScalarKernels = {"scalar", 1, MatVec, MatMul, RmsNorm, Add, SwiGlu, Rope, Attend};
+const Kernels kScalarKernels = {"scalar", 1, MatVec, MatMul, Transpose, RmsNorm, Add, SwiGlu, Rope, Attend};
 
 // Read each time an engine is created, so that tests can switch paths with the environment variable.
 const Kernels& SelectKernels() { return Choose(); }

@@ -29,6 +29,10 @@ struct Kernels {
   void (*matmul)(float* out, int64_t ldo, const float* xt, int64_t B, int64_t Bp, const uint16_t* W, int64_t n,
                  int64_t i0, int64_t i1);
 
+  // The prefill input transposed for matmul: xt[k * Bp + t] = x[t * n + k] for columns k in [k0, k1),
+  // tokens t < B, and 0 for the padding tokens B <= t < Bp.
+  void (*transpose)(float* xt, int64_t Bp, const float* x, int64_t B, int64_t n, int64_t k0, int64_t k1);
+
   // out[i] = x[i] / rms(x) * w[i]
   void (*rmsnorm)(float* out, const float* x, const float* w, int64_t n, float eps);
   // x[i] += y[i]

@@ -140,6 +140,11 @@ LAB_AVX512 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int6
   }
 }
 
+// x^T: the AVX2 version is fast enough (a small share of prefill).
+void Transpose(float* xt, int64_t Bp, const float* x, int64_t B, int64_t n, int64_t k0, int64_t k1) {
+  kAvx2Kernels.transpose(xt, Bp, x, B, n, k0, k1);
+}
+
 // ---- Element-wise and attention ----------------------------------------------------------------
 
 LAB_AVX512 void RmsNorm(float* out, const float* x, const float* w, int64_t n, float eps) {
@@ -262,7 +267,7 @@ LAB_AVX512 void Attend(float* out, const float* q, const float* kc, const float*
 
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", 16, MatVec, MatMul, RmsNorm, Add, SwiGlu, Rope, Attend};
+const Kernels kAvx512Kernels = {"avx512", 16, MatVec, MatMul, Transpose, RmsNorm, Add, SwiGlu, Rope, Attend};
 
 }  // namespace cpu_opt
 }  // namespace lab

@@ -7,14 +7,14 @@
 //   * weights re-laid out at load time: [q; k; v] and [gate; up] concatenated so one kernel reads them;
 //   * the whole decode step is captured once into a CUDA graph and replayed; the token and position
 //     live in device memory (written by one 8-byte copy before each replay), so the graph never changes;
-//   * programmatic dependent launch lets each kernel start its weight loads while the previous one
-//     drains: a bulk L2 prefetch of its rows and the first batch of register loads, before it waits;
+//   * programmatic dependent launch lets each kernel start its weight loads (the first batch, into
+//     registers) while the previous one drains, and attention load its older K/V rows;
 //   * the matvec tile shape is auto-tuned per layer kind at start-up on the real weights.
 // Prefill runs chunk by chunk with simple batched kernels (kernels.cuh).
 //
 // Environment knobs (for experiments and the kernel lab): LAB_GPU_GRAPH=0 (launch kernels one by one),
-// LAB_GPU_PDL=0 (no programmatic dependent launch), LAB_GPU_L2_PREFETCH=0 (no bulk L2 prefetch of each
-// kernel's weights before its PDL wait), LAB_GPU_MATVEC_CONFIG=<i> (skip auto-tuning, use
+// LAB_GPU_PDL=0 (no programmatic dependent launch), LAB_GPU_L2_PREFETCH=all|o (bulk L2 prefetch of
+// every matvec's / only o_proj's weights before the PDL wait; off by default), LAB_GPU_MATVEC_CONFIG=<i> (skip auto-tuning, use
 // config i for every kind), LAB_GPU_VERBOSE=1 (print the tuning table to stderr).
 #include "cuda/gpu_opt/gpu_opt_engine.h"
 
@@ -164,7 +164,13 @@ class GpuOptEngine : public Engine {
     prop_ = cuda::RequireGpu("gpu_opt");
     use_graph_ = EnvFlag("LAB_GPU_GRAPH", true);
     use_pdl_ = EnvFlag("LAB_GPU_PDL", true) && prop_.major >= 9;
-    l2_prefetch_ = EnvFlag("LAB_GPU_L2_PREFETCH", true) && prop_.major >= 9;
+    // Bulk L2 prefetch of weights before the PDL wait: off by default (measured slower, see README);
+    // "all" for every matvec, "o" for o_proj only (the kernel after the latency-bound attention).
+    if (const char* pf = std::getenv("LAB_GPU_L2_PREFETCH"); pf && prop_.major >= 9) {
+      const std::string v = pf;
+      l2_prefetch_all_ = v == "1" || v == "all";
+      l2_prefetch_o_ = l2_prefetch_all_ || v == "o";
+    }
     verbose_ = EnvFlag("LAB_GPU_VERBOSE", false);
     LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     LAB_CUDA_CHECK(cudaEventCreate(&ev_start_));
@@ -386,7 +392,7 @@ class GpuOptEngine : public Engine {
     p.eps = float(c.rms_norm_eps);
     p.x = x;
     p.pos = ints_;
-    p.l2_prefetch = l2_prefetch_ ? 1 : 0;
+    p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
     const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
     switch (kind) {
       case kQkv:
@@ -497,11 +503,21 @@ class GpuOptEngine : public Engine {
       for (int& k : config_) k = i;
       return;
     }
-    const int64_t mid = cfg_.n_layers / 2;
-    if (verbose_) std::fprintf(stderr, "gpu_opt: matvec auto-tune on %s (GB/s of weight bytes, median of 5)\n", prop_.name);
+    if (verbose_)
+      std::fprintf(stderr, "gpu_opt: matvec auto-tune on %s (GB/s of weight bytes, median of 5 batches)\n", prop_.name);
     for (int kind = 0; kind < kNumKinds; ++kind) {
-      MatvecParams p = Params(Kind(kind), kind == kDown ? h_ : (kind == kO ? att_ : xb_), kind == kLm ? -1 : mid);
-      if (kind == kO || kind == kDown) p.out = scratch_;
+      // Batches of back-to-back launches (as in the decode stream), so a launch's fixed latency does not
+      // swamp the difference between configurations; each launch of a batch reads another layer's
+      // weights, so that a matrix smaller than L2 is not served from L2 by the previous launch.
+      const int batch = kind == kLm ? 2 : 10;
+      std::vector<MatvecParams> ps;
+      for (int b = 0; b < batch; ++b) {
+        MatvecParams p = Params(Kind(kind), kind == kDown ? h_ : (kind == kO ? att_ : xb_),
+                                kind == kLm ? -1 : (cfg_.n_layers / 2 + b) % cfg_.n_layers);
+        if (kind == kO || kind == kDown) p.out = scratch_;
+        ps.push_back(p);
+      }
+      const MatvecParams& p = ps[0];
       const double bytes = double(p.M) * p.K * 2;
       float best = 1e30f;
       std::string line;
@@ -510,12 +526,12 @@ class GpuOptEngine : public Engine {
         std::vector<float> t;
         for (int r = 0; r < 5; ++r) {
           LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
-          LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), p, false);
+          for (int b = 0; b < batch; ++b) LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), ps[b], false);
           LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
           LAB_CUDA_CHECK(cudaEventSynchronize(ev_stop_));
           float ms = 0.f;
           LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
-          t.push_back(ms);
+          t.push_back(ms / batch);
         }
         std::sort(t.begin(), t.end());
         const float med = t[t.size() / 2];
@@ -575,7 +591,7 @@ class GpuOptEngine : public Engine {
   }
 
   cudaDeviceProp prop_;
-  bool use_graph_ = true, use_pdl_ = true, l2_prefetch_ = true, verbose_ = false;
+  bool use_graph_ = true, use_pdl_ = true, l2_prefetch_all_ = false, l2_prefetch_o_ = false, verbose_ = false;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;

@@ -15,8 +15,8 @@
 //                       every cached K/V row once for the whole group; the last block of a kv head
 //                       to finish merges the partial results (no second launch).
 // Both begin with programmatic dependent launch (PDL): a kernel may start while the previous one
-// drains; it issues its first weight loads (which depend on nothing) and then waits in
-// griddepcontrol.wait until the previous kernel's results are visible. Launched without the PDL
+// drains; it issues its first weight loads (attention: its older K/V rows), which depend on nothing,
+// and then waits in griddepcontrol.wait until the previous kernel's results are visible. Launched without the PDL
 // attribute, the wait is a no-op, so the kernels are correct either way.
 //
 // Prefill (a chunk of prompt tokens) uses simple batched kernels: a tiled fp16-weight GEMM with fp32
@@ -122,13 +122,26 @@ __device__ __forceinline__ void QkvUnitRows(int unit, int hd, int* r0, int* r1) 
   *r1 = *r0 + half;
 }
 
-// y0, y1: rows r0, r1 of token t at absolute position `pos`.
-__device__ __forceinline__ void QkvEpilogue(const QkvOut& o, int unit, float y0, float y1, int t, int pos) {
+// RoPE coefficients of a unit at position `pos` (1, 0 for v rows, which are not rotated).
+__device__ __forceinline__ void QkvRopeCoeffs(const QkvOut& o, int unit, int pos, float* c, float* s) {
+  const int half = o.hd >> 1;
+  const int hb = unit / half, j = unit - hb * half;
+  if (hb < o.n_heads + o.n_kv) {
+    *c = o.rope_cos[pos * half + j];
+    *s = o.rope_sin[pos * half + j];
+  } else {
+    *c = 1.f;
+    *s = 0.f;
+  }
+}
+
+// y0, y1: rows r0, r1 of token t at absolute position `pos`; c, s from QkvRopeCoeffs.
+__device__ __forceinline__ void QkvEpilogue(const QkvOut& o, int unit, float y0, float y1, int t, int pos, float c,
+                                            float s) {
   const int hd = o.hd, half = hd >> 1;
   const int hb = unit / half, j = unit - hb * half;
   const int kv_dim = o.n_kv * hd;
   if (hb < o.n_heads + o.n_kv) {  // q or k: rotate
-    const float c = o.rope_cos[pos * half + j], s = o.rope_sin[pos * half + j];
     const float a = y0 * c - y1 * s, b = y1 * c + y0 * s;
     if (hb < o.n_heads) {
       float* q = o.q + size_t(t) * o.n_heads * hd + hb * hd + j;
@@ -238,6 +251,27 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
   PdlWait();
   PdlTrigger();
 
+  // Epilogue operands that do not depend on the dot products, fetched now so that their latency hides
+  // under the main loop instead of adding to the kernel's tail: the position and RoPE cos/sin (qkv),
+  // the residual being added to (o_proj, down_proj).
+  int pos = 0;
+  float ep0[UPW], ep1[UPW];
+#pragma unroll
+  for (int u = 0; u < UPW; ++u) ep0[u] = ep1[u] = 0.f;
+  if (lane == 0) {
+    if (EPI == kEpiQkv) pos = __ldcg(p.pos);
+#pragma unroll
+    for (int u = 0; u < UPW; ++u) {
+      const int unit = min(unit0 + u, p.n_units - 1);
+      if (EPI == kEpiQkv) {
+        QkvRopeCoeffs(p.qkv, unit, pos, &ep0[u], &ep1[u]);
+      } else if (EPI == kEpiResid) {
+        ep0[u] = __ldcg(p.out + 2 * unit);
+        ep1[u] = 2 * unit + 1 < p.M ? __ldcg(p.out + 2 * unit + 1) : 0.f;
+      }
+    }
+  }
+
   // Stage x (x * norm_w) into shared memory; sum of squares for the RMSNorm scale.
   float4* xlo = smem4;
   float4* xhi = smem4 + nch;
@@ -300,22 +334,20 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
   for (int r = 0; r < ROWS; ++r) acc[r] = WarpSum(acc[r]) * scale;
 
   if (lane == 0) {
-    int pos = 0;
-    if (EPI == kEpiQkv) pos = __ldcg(p.pos);
 #pragma unroll
     for (int u = 0; u < UPW; ++u) {
       const int unit = unit0 + u;
       if (unit >= p.n_units) break;
       const float y0 = acc[2 * u], y1 = acc[2 * u + 1];
       if (EPI == kEpiQkv) {
-        QkvEpilogue(p.qkv, unit, y0, y1, 0, pos);
+        QkvEpilogue(p.qkv, unit, y0, y1, 0, pos, ep0[u], ep1[u]);
       } else if (EPI == kEpiGateUp) {
         p.out[unit] = Silu(y0) * y1;
       } else {
         const int r0 = 2 * unit, r1 = 2 * unit + 1;
         if (EPI == kEpiResid) {
-          p.out[r0] += y0;
-          if (r1 < p.M) p.out[r1] += y1;
+          p.out[r0] = ep0[u] + y0;
+          if (r1 < p.M) p.out[r1] = ep1[u] + y1;
         } else {
           p.out[r0] = y0;
           if (r1 < p.M) p.out[r1] = y1;
@@ -377,17 +409,48 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionKernel(const AttnPar
   __shared__ float sm_linv[G];
   __shared__ int sm_last;
 
-  PdlWait();
-  PdlTrigger();
+  constexpr int STRIDE = WARPS * KPW * U;  // keys per block per round of loads
   const int kvh = blockIdx.x, s = blockIdx.y, t = blockIdx.z, S = gridDim.y;
   const int kv_dim = p.n_kv * HD, q_dim = p.n_heads * HD;
-  const int n_keys = __ldcg(p.pos) + t + 1;
+  // The position comes from a host copy made before this step's kernels, not from the kernel this one
+  // waits for, so the key range is known before the PDL wait.
+  const int pos0 = __ldcg(p.pos);
+  const int n_keys = pos0 + t + 1;
   int chunk = (n_keys + S - 1) / S;
   chunk = max(32, (chunk + 31) & ~31);
   const int n_splits = (n_keys + chunk - 1) / chunk;
   if (s >= n_splits) return;
   const int k_begin = s * chunk, k_end = min(n_keys, k_begin + chunk);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, grp = lane / LPK, sub = lane % LPK;
+  const __half* kb = p.k_cache + kvh * HD + sub * 8;
+  const __half* vb = p.v_cache + kvh * HD + sub * 8;
+
+  // First round of K/V loads. Keys below pos0 were written by earlier launches, so they are loaded
+  // before the PDL wait (the DRAM latency overlaps the qkv kernel's tail); keys from pos0 on were
+  // written by the kernel this one waits for, and are loaded after it.
+  int p0 = k_begin + warp * KPW;  // warp-uniform
+  uint4 kr[U], vr[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int key = p0 + u * WARPS * KPW + grp;
+    if (key < k_end && key < pos0) {
+      kr[u] = __ldcg(reinterpret_cast<const uint4*>(kb + size_t(key) * kv_dim));
+      vr[u] = __ldcg(reinterpret_cast<const uint4*>(vb + size_t(key) * kv_dim));
+    } else {
+      kr[u] = make_uint4(0, 0, 0, 0);
+      vr[u] = make_uint4(0, 0, 0, 0);
+    }
+  }
+  PdlWait();
+  PdlTrigger();
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int key = p0 + u * WARPS * KPW + grp;
+    if (key < k_end && key >= pos0) {
+      kr[u] = __ldcg(reinterpret_cast<const uint4*>(kb + size_t(key) * kv_dim));
+      vr[u] = __ldcg(reinterpret_cast<const uint4*>(vb + size_t(key) * kv_dim));
+    }
+  }
 
   float qv[G][8];
 #pragma unroll
@@ -405,22 +468,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionKernel(const AttnPar
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[g][i] = 0.f;
   }
-  const __half* kb = p.k_cache + kvh * HD + sub * 8;
-  const __half* vb = p.v_cache + kvh * HD + sub * 8;
 
-  for (int p0 = k_begin + warp * KPW; p0 < k_end; p0 += WARPS * KPW * U) {  // warp-uniform bound
-    uint4 kr[U], vr[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int key = p0 + u * WARPS * KPW + grp;
-      if (key < k_end) {
-        kr[u] = __ldcg(reinterpret_cast<const uint4*>(kb + size_t(key) * kv_dim));
-        vr[u] = __ldcg(reinterpret_cast<const uint4*>(vb + size_t(key) * kv_dim));
-      } else {
-        kr[u] = make_uint4(0, 0, 0, 0);
-        vr[u] = make_uint4(0, 0, 0, 0);
-      }
-    }
+  while (p0 < k_end) {  // warp-uniform: one round of U steps per iteration
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const bool ok = p0 + u * WARPS * KPW + grp < k_end;
@@ -442,6 +491,20 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionKernel(const AttnPar
 #pragma unroll
           for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(acc[g][i], corr, w * vf[i]);
           m[g] = mn;
+        }
+      }
+    }
+    p0 += STRIDE;
+    if (p0 < k_end) {  // next round (all its keys are older than this launch or written before it)
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int key = p0 + u * WARPS * KPW + grp;
+        if (key < k_end) {
+          kr[u] = __ldcg(reinterpret_cast<const uint4*>(kb + size_t(key) * kv_dim));
+          vr[u] = __ldcg(reinterpret_cast<const uint4*>(vb + size_t(key) * kv_dim));
+        } else {
+          kr[u] = make_uint4(0, 0, 0, 0);
+          vr[u] = make_uint4(0, 0, 0, 0);
         }
       }
     }
@@ -640,7 +703,10 @@ static __global__ void RopeQkvKernel(const float* __restrict__ qkv, QkvOut o, in
   int r0, r1;
   QkvUnitRows(unit, o.hd, &r0, &r1);
   const float* row = qkv + size_t(t) * (o.n_heads + 2 * o.n_kv) * o.hd;
-  QkvEpilogue(o, unit, row[r0], row[r1], t, *pos_ptr + t);
+  const int pos = *pos_ptr + t;
+  float c, s;
+  QkvRopeCoeffs(o, unit, pos, &c, &s);
+  QkvEpilogue(o, unit, row[r0], row[r1], t, pos, c, s);
 }
 
 // h[t, i] = SiLU(gu[t, i]) * gu[t, H + i]

@@ -509,7 +509,8 @@ int main(int argc, char** argv) {
         std::vector<int> ctx;
       };
       std::vector<Run> runs = {{"gpu_opt", "gpu_opt", {}, ctxs},
-                               {"gpu_opt", "gpu_opt, no L2 prefetch", {{"LAB_GPU_L2_PREFETCH", "0"}}, {ctxs[0]}},
+                               {"gpu_opt", "gpu_opt, L2 prefetch o_proj", {{"LAB_GPU_L2_PREFETCH", "o"}}, {ctxs[0]}},
+                               {"gpu_opt", "gpu_opt, L2 prefetch all", {{"LAB_GPU_L2_PREFETCH", "all"}}, {ctxs[0]}},
                                {"gpu_opt", "gpu_opt, no PDL", {{"LAB_GPU_PDL", "0"}}, {ctxs[0]}},
                                {"gpu_opt", "gpu_opt, no graph, no PDL", {{"LAB_GPU_GRAPH", "0"}, {"LAB_GPU_PDL", "0"}},
                                 {ctxs[0]}}};

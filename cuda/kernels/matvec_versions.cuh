@@ -1,4 +1,4 @@
-// The kernel lab: decode matvec y = W x, versions v1..v5 side by side (llm.c dev/cuda style).
+// The kernel lab: decode matvec y = W x, versions v1..v6 side by side (llm.c dev/cuda style).
 //
 // Common contract of every version:
 //   W  fp16 [M, K] row-major (weights: read once per token, never written)
@@ -28,6 +28,9 @@
 //      issued before the current batch is consumed (register double buffering), first batch issued
 //      before the PDL wait; tile shape (warps/block, rows/warp, loads/row) is a template parameter the
 //      engine auto-tunes. Fused epilogues (RMSNorm, RoPE, SiLU*up, residual) cost no extra bytes.
+//   v6 v5 + one cp.async.bulk.prefetch.L2 per weight row at block start (MatvecParams::l2_prefetch):
+//      meant to keep HBM busy across kernel boundaries; measured 12-30% SLOWER (L2 churn), kept as a
+//      lesson and off in the engine (README.md).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

@@ -10,6 +10,7 @@
 3. prefill_bench, one process per GEMM version and one for attention (a crash in one version cannot
    take the others' results with it), each checking correctness before it times.
 Writes DIR/prefill_results.json and DIR/prefill_results.md; prints the Markdown table last.
+`bench_prefill.py --markdown DIR/prefill_results.json` re-renders the table from a saved run.
 """
 
 import argparse
@@ -130,9 +131,10 @@ def markdown(meta, rows, ceil_tf):
     for r in a:
         ok = "" if r.get("ok") is None else ("ok" if r["ok"] else "FAIL") + f" ({r['rel_err']:.1e})"
         t = r.get("tflops") or 0
+        timing = (f"{fmt(r.get('ms_median'))} ({fmt(r.get('ms_min'))}-{fmt(r.get('ms_max'))}) | {t:.1f} | "
+                  f"{100 * t / ceil_tf:.1f}") if r.get("ms_median") else "correctness only | | "
         lines.append(f"| causal GQA | {r['n']} | {r['pos']} | {r['heads']}/{r['kv_heads']} x {r['head_dim']} | "
-                     f"{r['version']} | {ok} | {fmt(r.get('ms_median'))} ({fmt(r.get('ms_min'))}-{fmt(r.get('ms_max'))}) | "
-                     f"{t:.1f} | {100 * t / ceil_tf:.1f} |")
+                     f"{r['version']} | {ok} | {timing} |")
     lines.append("")
     for n in sorted({r["n"] for r in a}):
         u = [r for r in a if r["n"] == n and r["version"] == "unfused" and r.get("ms_median")]
@@ -146,6 +148,11 @@ def markdown(meta, rows, ceil_tf):
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--markdown":  # re-render DIR/prefill_results.json (no GPU needed)
+        data = json.loads(Path(sys.argv[2]).read_text())
+        meta = data["meta"]
+        print(markdown(meta, data["results"], max(meta["ceiling_before"]["tflops"], meta["ceiling_after"]["tflops"])))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", required=True)
     ap.add_argument("--out", required=True)

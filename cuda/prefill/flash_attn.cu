@@ -5,9 +5,20 @@
 // pos >= 0 (chunked prefill: the cache already holds keys 0 .. pos+n-1). Q, K, V, O 16-byte aligned,
 // all strides multiples of 8 elements. fp16 in, fp32 softmax and accumulation, fp16 out.
 // Launch: grid (n_heads, ceil(n/128)), 256 threads (8 warps x 16 query rows), dynamic shared memory
-// (128 + 2*64 + 2*64) * D * 2 bytes (96 KB at D = 128). Query tiles are issued longest-first (the
+// (128 + 4*Bc) * D * 2 bytes (96 KB at D = 128, Bc = 64). Query tiles are issued longest-first (the
 // last tile of the prompt attends to the most keys), all heads of one tile together so the four
 // query heads of a KV head read its K/V tiles from L2 at about the same time.
+//
+// Versions (FlashAttentionVersion; FlashAttention() runs kFlashDefaultVersion):
+//   v1  Q fragments kept in registers for the whole key loop, Bc = 64 keys per tile; 214 registers,
+//       so one block (8 warps) per SM.
+//   v2  Q re-read from shared memory at every key tile (one more ldmatrix per 8 mma), capped at 128
+//       registers for two blocks (16 warps) per SM; Bc = 64 (spills 104 bytes at D = 128).
+//   v3  as v2 with Bc = 32 (no spill).
+// Prediction for v2/v3: latency-bound (2 warps per scheduler) -> more warps hide more. Outcome on the
+// H200: both slower than v1 (251 and 256 vs 281 TFLOP/s at n = 32768): the extra Q traffic through
+// shared memory costs more than the extra warps win, which points at shared-memory bandwidth (each
+// warp re-reads whole K and V tiles for only 16 rows) as the limiter. README.md has the next steps.
 //
 // Per block: Q tile (128 x D) -> registers once (ldmatrix); then for each 64-key tile of K/V
 // (double-buffered with cp.async, rows past the cache end zero-filled):
@@ -29,7 +40,7 @@ namespace lab::prefill {
 namespace {
 
 constexpr int kBr = 128, kWarps = 8, kThreads = kWarps * 32;
-constexpr int kFlashDefaultVersion = 2;  // the faster of the two on the bench (README.md)
+constexpr int kFlashDefaultVersion = 1;  // the fastest on the bench (README.md: 281 vs 251/256 TFLOP/s at 32k)
 
 template <int D, int kBc>
 constexpr int FaSmemBytes() {

@@ -154,6 +154,10 @@ def markdown(results: dict) -> str:
             f"{st['decode_tokens']} tokens per repeat. GB/s = bytes each decoded token must read (weights + KV "
             f"cache) x tok/s; % of roof: decode vs the measured read bandwidth, TTFT vs the measured compute "
             f"peak; vs best peer: >1 is faster than the best peer at the same point.")
+    la, cpus = m.get("loadavg_at_start"), m.get("usable_cpus") or 1
+    if la and max(la[0], (m.get("loadavg_at_end") or [0])[0]) > 0.5 * cpus:
+        head += (f" **The machine was busy** (load average {la[0]:.1f} at start, "
+                 f"{(m.get('loadavg_at_end') or [float('nan')])[0]:.1f} at end, {cpus} cpus): CPU numbers are noisy.")
     lines = [head, "", "| machine | engine | what | median (min–max) | GB/s | TFLOP/s | % of roof | vs best peer |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in table_rows(results):
@@ -169,7 +173,8 @@ def markdown(results: dict) -> str:
             c = ce["cpu"]
             lines.append(f"- {m['cpu_model']}: read {c['bandwidth_GBps']:.1f} GB/s ({c['bandwidth_method']})"
                          + (f"; one thread {c['read_1thread']['best']:.1f} GB/s" if c.get("read_1thread") else "")
-                         + f"; compute {c['compute_GFLOPs']:.0f} GFLOP/s ({c['compute_method']})"
+                         + f"; compute {c['compute_GFLOPs']:.0f} GFLOP/s ({c['compute_method']}; an fp32 roof: "
+                         "bf16 paths such as AVX512-BF16 can pass it)"
                          + (f"; fp32 matmul {c['matmul_fp32']['best']:.0f} GFLOP/s" if c.get("matmul_fp32") else ""))
         if ce.get("gpu"):
             g = ce["gpu"]
