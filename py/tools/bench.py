@@ -58,6 +58,8 @@ flags.DEFINE_string("ppl_text", None, "Perplexity validation mode: this text fil
 flags.DEFINE_integer("ppl_tokens", 1024, "Perplexity mode: at most this many tokens of the text.")
 flags.DEFINE_integer("ppl_window", 512, "Perplexity mode: tokens per window (a fresh sequence each).")
 flags.DEFINE_integer("ppl_chunk", 128, "Perplexity mode: prefill chunk (continuing the KV cache).")
+flags.DEFINE_string("from_json", None, "Re-render a finished run (bench.json: table, plot, --readme injection) "
+                    "without measuring, e.g. results fetched from a GPU host.")
 flags.DEFINE_bool("ppl_torch", False, "Perplexity mode: also the torch fp32 reference (checks cpu_fp32 against it).")
 
 
@@ -175,6 +177,13 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     from lab.bench.run import Options, run_bench, write_outputs
 
+    if FLAGS.from_json:
+        src = _path(FLAGS.from_json)
+        results = json.loads(src.read_text())
+        write_outputs(results, _path(FLAGS.out_dir) if FLAGS.out_dir else src.parent, plot=FLAGS.plot,
+                      readme=readme_targets(), log=logging.info)
+        print(results["table_markdown"])
+        return 0
     model_dir, tok_dir, name = resolve_model()
     out_dir = _path(FLAGS.out_dir) if FLAGS.out_dir else default_out_dir()
     if FLAGS.ppl_text:
