@@ -40,34 +40,21 @@ LAB_AVX512 inline __m512 Exp16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// ---- Decode: four rows x two accumulators, 32 weights per row per step ---------------------------
+// ---- Decode: one sequential stream per thread, four accumulators of 16 lanes ----------------------
 LAB_AVX512 void MatVec(float* out, const float* x, const uint16_t* W, int64_t n, int64_t i0, int64_t i1) {
-  const int64_t n32 = n & ~int64_t(31);
-  int64_t i = i0;
-  for (; i + 4 <= i1; i += 4) {
+  const int64_t n4 = n / 64 * 64;
+  for (int64_t i = i0; i < i1; ++i) {
     const uint16_t* w = W + i * n;
-    __m512 acc[4][2];
-    for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < n32; k += 32) {
-      const __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-#pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {
-        acc[r][0] = _mm512_fmadd_ps(LoadHalf16(w + r * n + k), x0, acc[r][0]);
-        acc[r][1] = _mm512_fmadd_ps(LoadHalf16(w + r * n + k + 16), x1, acc[r][1]);
-      }
-    }
-    for (int r = 0; r < 4; ++r) {
-      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
-      for (int64_t k = n32; k < n; ++k) s += HalfToFloat(w[r * n + k]) * x[k];
-      out[i + r] = s;
-    }
-  }
-  for (; i < i1; ++i) {
-    const uint16_t* w = W + i * n;
-    __m512 acc = _mm512_setzero_ps();
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t k = 0;
-    for (; k + 16 <= n; k += 16) acc = _mm512_fmadd_ps(LoadHalf16(w + k), _mm512_loadu_ps(x + k), acc);
-    float s = _mm512_reduce_add_ps(acc);
+    for (; k < n4; k += 64) {
+      a0 = _mm512_fmadd_ps(LoadHalf16(w + k), _mm512_loadu_ps(x + k), a0);
+      a1 = _mm512_fmadd_ps(LoadHalf16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
+      a2 = _mm512_fmadd_ps(LoadHalf16(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);
+      a3 = _mm512_fmadd_ps(LoadHalf16(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);
+    }
+    for (; k + 16 <= n; k += 16) a0 = _mm512_fmadd_ps(LoadHalf16(w + k), _mm512_loadu_ps(x + k), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
     for (; k < n; ++k) s += HalfToFloat(w[k]) * x[k];
     out[i] = s;
   }
