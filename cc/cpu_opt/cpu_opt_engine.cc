@@ -145,22 +145,25 @@ class CpuOptEngine : public Engine {
     for (int64_t t = 0; t < B; ++t) K_.rmsnorm(s_.xb.data() + t * dim, x + t * dim, w_.final_norm, dim, eps);
   }
 
-  // Causal grouped-query attention, as in stage 1, with (token, head) pairs spread over the threads.
-  // Each thread keeps its softmax scores in its own row of scores_.
+  // Causal grouped-query attention, as in stage 1, spread over the threads. Prefill: one work item per
+  // (token, KV head), whose group of query heads is done together so that each cached key and value is
+  // loaded once for all of them. Decode: one item per query head, to give every core work.
   void Attention(const float* kc, const float* vc, int64_t B, int64_t pos) {
     const ModelConfig& c = cfg_;
-    const int64_t hd = c.head_dim, kv_dim = c.kv_dim(), q_dim = c.q_dim(), group = c.group_size(), H = c.n_heads;
+    const int64_t hd = c.head_dim, kv_dim = c.kv_dim(), q_dim = c.q_dim(), group = c.group_size();
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-    const int64_t threads = omp_get_max_threads();
-    if (static_cast<int64_t>(scores_.size()) < threads * max_context_) scores_.resize(threads * max_context_);
+    const int64_t nq = B == 1 ? 1 : group, items = c.n_heads / nq;  // query heads per item, items per token
+    const int64_t scratch = group * max_context_;                    // softmax rows of one thread
+    if (static_cast<int64_t>(scores_.size()) < omp_get_max_threads() * scratch)
+      scores_.resize(omp_get_max_threads() * scratch);
 #pragma omp parallel for schedule(dynamic)
-    for (int64_t th = 0; th < B * H; ++th) {
-      const int64_t t = th / H, h = th % H, kvh = h / group;
-      float* scores = scores_.data() + omp_get_thread_num() * max_context_;
-      K_.attend(s_.att_out.data() + t * q_dim + h * hd, s_.q.data() + t * q_dim + h * hd, kc + kvh * hd,
-                vc + kvh * hd, pos + t + 1, kv_dim, hd, scale, scores);
+    for (int64_t it = 0; it < B * items; ++it) {
+      const int64_t t = it / items, h = it % items * nq, kvh = h / group;  // first query head of the item
+      K_.attend(s_.att_out.data() + t * q_dim + h * hd, s_.q.data() + t * q_dim + h * hd, nq, kc + kvh * hd,
+                vc + kvh * hd, pos + t + 1, kv_dim, hd, scale, scores_.data() + omp_get_thread_num() * scratch);
     }
   }
+
 
   const cpu_opt::Kernels& K_;
   std::unique_ptr<ModelFile> file_;

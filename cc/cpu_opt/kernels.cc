@@ -74,27 +74,29 @@ void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const f
   }
 }
 
-void Attend(float* out, const float* q, const float* kc, const float* vc, int64_t n_keys, int64_t stride,
-            int64_t hd, float scale, float* scores) {
-  float max_score = -INFINITY;
-  for (int64_t p = 0; p < n_keys; ++p) {
-    const float* k = kc + p * stride;
-    float dot = 0.f;
-    for (int64_t i = 0; i < hd; ++i) dot += q[i] * k[i];
-    scores[p] = dot * scale;
-    max_score = std::fmax(max_score, scores[p]);
-  }
-  float sum = 0.f;
-  for (int64_t p = 0; p < n_keys; ++p) {
-    scores[p] = std::exp(scores[p] - max_score);
-    sum += scores[p];
-  }
-  for (int64_t i = 0; i < hd; ++i) out[i] = 0.f;
-  const float inv = 1.f / sum;
-  for (int64_t p = 0; p < n_keys; ++p) {
-    const float a = scores[p] * inv;
-    const float* v = vc + p * stride;
-    for (int64_t i = 0; i < hd; ++i) out[i] += a * v[i];
+void Attend(float* out, const float* q, int64_t nq, const float* kc, const float* vc, int64_t n_keys,
+            int64_t stride, int64_t hd, float scale, float* scores) {
+  for (int64_t j = 0; j < nq; ++j, q += hd, out += hd) {
+    float max_score = -INFINITY;
+    for (int64_t p = 0; p < n_keys; ++p) {
+      const float* k = kc + p * stride;
+      float dot = 0.f;
+      for (int64_t i = 0; i < hd; ++i) dot += q[i] * k[i];
+      scores[p] = dot * scale;
+      max_score = std::fmax(max_score, scores[p]);
+    }
+    float sum = 0.f;
+    for (int64_t p = 0; p < n_keys; ++p) {
+      scores[p] = std::exp(scores[p] - max_score);
+      sum += scores[p];
+    }
+    for (int64_t i = 0; i < hd; ++i) out[i] = 0.f;
+    const float inv = 1.f / sum;
+    for (int64_t p = 0; p < n_keys; ++p) {
+      const float a = scores[p] * inv;
+      const float* v = vc + p * stride;
+      for (int64_t i = 0; i < hd; ++i) out[i] += a * v[i];
+    }
   }
 }
 

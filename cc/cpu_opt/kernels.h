@@ -41,10 +41,12 @@ struct Kernels {
   void (*swiglu)(float* g, const float* u, int64_t n);
   // RoPE on n_heads heads of head_dim (half-rotated pairs (i, i + head_dim/2)).
   void (*rope)(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
-  // One query head over n_keys cached positions: scores = softmax(q . k_p * scale), out = sum_p a_p v_p.
-  // k and v of position p are at kc + p * stride and vc + p * stride; `scores` has room for n_keys.
-  void (*attend)(float* out, const float* q, const float* kc, const float* vc, int64_t n_keys, int64_t stride,
-                 int64_t head_dim, float scale, float* scores);
+  // Attention of nq query heads that share one KV head (a GQA group) over n_keys cached positions:
+  // for each query j, a = softmax(q_j . k_p * scale) over p, out_j = sum_p a_p v_p. Query j and its
+  // output are at q + j * head_dim and out + j * head_dim; key and value p at kc + p * stride and
+  // vc + p * stride. Each key and value is loaded once for all nq queries. `scores`: nq * n_keys floats.
+  void (*attend)(float* out, const float* q, int64_t nq, const float* kc, const float* vc, int64_t n_keys,
+                 int64_t stride, int64_t head_dim, float scale, float* scores);
 };
 
 // The table for the widest instruction set this CPU has (AVX-512 > AVX2 > scalar), or the one

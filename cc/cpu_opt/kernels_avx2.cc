@@ -235,69 +235,115 @@ LAB_AVX2 void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos
   }
 }
 
-// out[0, 8*NV) = inv * sum_p a[p] * v[p * stride + (0, 8*NV)]: NV accumulators per position, two positions
-// per step (2*NV independent FMA chains); each v row piece is read contiguously.
-template <int NV>
-LAB_AVX2 void WeightedSum(float* out, const float* a, const float* v, int64_t n_keys, int64_t stride, float inv) {
-  __m256 acc0[NV], acc1[NV];
-#pragma GCC unroll 4
-  for (int u = 0; u < NV; ++u) acc0[u] = acc1[u] = _mm256_setzero_ps();
-  int64_t p = 0;
-  for (; p + 2 <= n_keys; p += 2) {
-    const __m256 a0 = _mm256_broadcast_ss(a + p), a1 = _mm256_broadcast_ss(a + p + 1);
-#pragma GCC unroll 4
-    for (int u = 0; u < NV; ++u) {
-      acc0[u] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(v + p * stride + 8 * u), acc0[u]);
-      acc1[u] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(v + (p + 1) * stride + 8 * u), acc1[u]);
-    }
-  }
-  if (p < n_keys) {
-    const __m256 a0 = _mm256_broadcast_ss(a + p);
-#pragma GCC unroll 4
-    for (int u = 0; u < NV; ++u) acc0[u] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(v + p * stride + 8 * u), acc0[u]);
-  }
-#pragma GCC unroll 4
-  for (int u = 0; u < NV; ++u) _mm256_storeu_ps(out + 8 * u, _mm256_mul_ps(_mm256_add_ps(acc0[u], acc1[u]), _mm256_set1_ps(inv)));
+// The sums of eight registers as one register (lane j = sum of v[j]): a tree of horizontal adds does the
+// eight reductions together, instead of eight separate shuffle-and-add sequences.
+LAB_AVX2 inline __m256 Sum8x8(const __m256* v) {
+  const __m256 h01 = _mm256_hadd_ps(v[0], v[1]), h23 = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 h45 = _mm256_hadd_ps(v[4], v[5]), h67 = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);  // per 128-bit half
+  return _mm256_add_ps(_mm256_permute2f128_ps(h0123, h4567, 0x20), _mm256_permute2f128_ps(h0123, h4567, 0x31));
 }
 
-// One query head: scores over all keys, softmax, weighted sum of values (head_dim a multiple of 8).
-LAB_AVX2 void Attend(float* out, const float* q, const float* kc, const float* vc, int64_t n_keys, int64_t stride,
-                     int64_t hd, float scale, float* scores) {
-  if (hd % 8 != 0) return kScalarKernels.attend(out, q, kc, vc, n_keys, stride, hd, scale, scores);
-  // Scores. The iterations are independent, so the CPU overlaps the dot products of several keys.
-  for (int64_t p = 0; p < n_keys; ++p) {
-    const float* k = kc + p * stride;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
-    scores[p] = Sum8(acc) * scale;
+// q . k for eight consecutive keys (k, k + stride, ...), returned as one register.
+LAB_AVX2 inline __m256 Dot8Keys(const float* q, const float* k, int64_t stride, int64_t hd) {
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < hd; i += 8) {
+    const __m256 qi = _mm256_loadu_ps(q + i);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + j * stride + i), acc[j]);
   }
-  // Softmax: the maximum, then exp and the sum, 8 scores at a time.
+  return Sum8x8(acc);
+}
+
+// Softmax of one row in place: the maximum, then exp(x - max) and their sum, then a scale by 1/sum.
+LAB_AVX2 void Softmax(float* x, int64_t n) {
   __m256 vmax = _mm256_set1_ps(-INFINITY);
   int64_t p = 0;
-  for (; p + 8 <= n_keys; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(scores + p));
-  float max_score = Max8(vmax);
-  for (; p < n_keys; ++p) max_score = scores[p] > max_score ? scores[p] : max_score;
-  vmax = _mm256_set1_ps(max_score);
+  for (; p + 8 <= n; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + p));
+  float max = Max8(vmax);
+  for (; p < n; ++p) max = x[p] > max ? x[p] : max;
+  vmax = _mm256_set1_ps(max);
   __m256 vsum = _mm256_setzero_ps();
-  for (p = 0; p + 8 <= n_keys; p += 8) {
-    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + p), vmax));
-    _mm256_storeu_ps(scores + p, e);
+  for (p = 0; p + 8 <= n; p += 8) {
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + p), vmax));
+    _mm256_storeu_ps(x + p, e);
     vsum = _mm256_add_ps(vsum, e);
   }
   float sum = Sum8(vsum);
-  for (; p < n_keys; ++p) {
-    scores[p] = std::exp(scores[p] - max_score);
-    sum += scores[p];
+  for (; p < n; ++p) {
+    x[p] = std::exp(x[p] - max);
+    sum += x[p];
   }
-  // out = sum_p scores[p] * v_p / sum, 32 output lanes at a time.
-  const float inv = 1.f / sum;
+  const __m256 inv = _mm256_set1_ps(1.f / sum);
+  for (p = 0; p + 8 <= n; p += 8) _mm256_storeu_ps(x + p, _mm256_mul_ps(_mm256_loadu_ps(x + p), inv));
+  for (; p < n; ++p) x[p] *= 1.f / sum;
+}
+
+// out_j[0, 8*NV) = sum_p a_j[p] * v_p[0, 8*NV) for NQ queries j (a_j = a + j * n_keys, out_j = out + j * hd):
+// each piece of v_p is loaded once for all NQ queries, into NQ*NV independent accumulators.
+template <int NQ, int NV>
+LAB_AVX2 void WeightedSum(float* out, int64_t hd, const float* a, int64_t n_keys, const float* v, int64_t stride) {
+  __m256 acc[NQ][NV];
+#pragma GCC unroll 8
+  for (int j = 0; j < NQ; ++j)
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) acc[j][u] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < n_keys; ++p) {
+    __m256 vp[NV];
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) vp[u] = _mm256_loadu_ps(v + p * stride + 8 * u);
+#pragma GCC unroll 8
+    for (int j = 0; j < NQ; ++j) {
+      const __m256 aj = _mm256_broadcast_ss(a + j * n_keys + p);
+#pragma GCC unroll 8
+      for (int u = 0; u < NV; ++u) acc[j][u] = _mm256_fmadd_ps(aj, vp[u], acc[j][u]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < NQ; ++j)
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) _mm256_storeu_ps(out + j * hd + 8 * u, acc[j][u]);
+}
+
+// All hd output lanes of NQ queries: wide blocks (about eight accumulators, enough to hide the FMA
+// latency), then 8-lane blocks for the rest.
+template <int NQ>
+LAB_AVX2 void WeightedSums(float* out, int64_t hd, const float* a, int64_t n_keys, const float* v, int64_t stride) {
+  constexpr int NV = NQ == 1 ? 8 : NQ == 2 ? 4 : 2;
   int64_t i = 0;
-  for (; i + 32 <= hd; i += 32) WeightedSum<4>(out + i, scores, vc + i, n_keys, stride, inv);
-  switch ((hd - i) / 8) {
-    case 3: WeightedSum<3>(out + i, scores, vc + i, n_keys, stride, inv); break;
-    case 2: WeightedSum<2>(out + i, scores, vc + i, n_keys, stride, inv); break;
-    case 1: WeightedSum<1>(out + i, scores, vc + i, n_keys, stride, inv); break;
-    default: break;
+  for (; i + 8 * NV <= hd; i += 8 * NV) WeightedSum<NQ, NV>(out + i, hd, a, n_keys, v + i, stride);
+  for (; i < hd; i += 8) WeightedSum<NQ, 1>(out + i, hd, a, n_keys, v + i, stride);
+}
+
+LAB_AVX2 void Attend(float* out, const float* q, int64_t nq, const float* kc, const float* vc, int64_t n_keys,
+                     int64_t stride, int64_t hd, float scale, float* scores) {
+  if (hd % 8 != 0) return kScalarKernels.attend(out, q, nq, kc, vc, n_keys, stride, hd, scale, scores);
+  // 1. Scores, eight keys at a time; the group's queries reuse each block of keys while it is in L1.
+  int64_t p = 0;
+  for (; p + 8 <= n_keys; p += 8)
+    for (int64_t j = 0; j < nq; ++j)
+      _mm256_storeu_ps(scores + j * n_keys + p,
+                       _mm256_mul_ps(Dot8Keys(q + j * hd, kc + p * stride, stride, hd), _mm256_set1_ps(scale)));
+  for (; p < n_keys; ++p)
+    for (int64_t j = 0; j < nq; ++j) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t i = 0; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + j * hd + i), _mm256_loadu_ps(kc + p * stride + i), acc);
+      scores[j * n_keys + p] = Sum8(acc) * scale;
+    }
+  // 2. Softmax of each query's row.
+  for (int64_t j = 0; j < nq; ++j) Softmax(scores + j * n_keys, n_keys);
+  // 3. Weighted sums of the values, up to four queries per pass over them.
+  for (int64_t j = 0; j < nq; j += 4) {
+    float* o = out + j * hd;
+    const float* a = scores + j * n_keys;
+    switch (nq - j < 4 ? nq - j : 4) {
+      case 4: WeightedSums<4>(o, hd, a, n_keys, vc, stride); break;
+      case 3: WeightedSums<3>(o, hd, a, n_keys, vc, stride); break;
+      case 2: WeightedSums<2>(o, hd, a, n_keys, vc, stride); break;
+      default: WeightedSums<1>(o, hd, a, n_keys, vc, stride); break;
+    }
   }
 }
 

@@ -19,9 +19,14 @@
 // and then waits in griddepcontrol.wait until the previous kernel's results are visible. Launched without the PDL
 // attribute, the wait is a no-op, so the kernels are correct either way.
 //
-// Prefill (a chunk of prompt tokens) uses simple batched kernels: a tiled fp16-weight GEMM with fp32
-// accumulation on CUDA cores (tensor cores are a later stage), row RMSNorm, RoPE/KV write, SwiGLU,
-// and the same attention kernel with one more grid dimension for the tokens (causal by position).
+// Prefill (a chunk of prompt tokens) has two paths (README.md, "Prefill"):
+//   tensor-core (default)  the GEMMs and FlashAttention of the prefill kernel lab (cuda/prefill/
+//                          prefill.h) with the small glue kernels at the end of this file: embedding,
+//                          residual add fused with RMSNorm (fp32 residual, fp16 GEMM input), RoPE + KV
+//                          write from the fp32 QKV GEMM output (q to fp16 for FlashAttention);
+//   simple (LAB_GPU_PREFILL=simple)  a tiled fp16-weight GEMM with fp32 accumulation on CUDA cores,
+//                          row RMSNorm, RoPE/KV write, SwiGLU, and the decode attention kernel with one
+//                          more grid dimension for the tokens (causal by position).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -715,6 +720,98 @@ static __global__ void SwiGluRowsKernel(float* __restrict__ h, const float* __re
   if (idx >= B * H) return;
   const int t = idx / H, i = idx % H;
   h[idx] = Silu(gu[size_t(t) * 2 * H + i]) * gu[size_t(t) * 2 * H + H + i];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core prefill glue (the GEMMs and attention are lab::prefill's; these are the elementwise
+// steps between them). Residual stream x: fp32 [B, dim]; GEMM inputs: fp16.
+// ---------------------------------------------------------------------------------------------
+
+// Row t (one 256-thread block per row): x[t, :] += d[t, :] (when d != nullptr), then, when hi !=
+// nullptr, y = w * (x * 1/rms(x)) (the same formula as RmsNormRowsKernel, in fp32) is stored as fp16:
+// hi = fp16(y), and when lo != nullptr also lo = fp16(y - hi), so that hi + lo carries y to ~2^-22
+// (the all-logits lm_head runs on both: fp32-grade input through fp16 tensor cores).
+// Requires dim % 4 == 0 and 16-byte aligned rows (dim % 8 == 0 in the engine).
+static __global__ void __launch_bounds__(256) AddRmsNormHalfKernel(float* __restrict__ x, const float* __restrict__ d,
+                                                                   const float* __restrict__ w, __half* __restrict__ hi,
+                                                                   __half* __restrict__ lo, int dim, float eps) {
+  __shared__ float red[32];
+  const int t = blockIdx.x, n4 = dim >> 2;
+  float4* x4 = reinterpret_cast<float4*>(x + size_t(t) * dim);
+  const float4* d4 = d ? reinterpret_cast<const float4*>(d + size_t(t) * dim) : nullptr;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+    float4 v = x4[i];
+    if (d4) {
+      const float4 e = d4[i];
+      v.x += e.x;
+      v.y += e.y;
+      v.z += e.z;
+      v.w += e.w;
+      x4[i] = v;
+    }
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  if (!hi) return;  // residual add only (no __syncthreads below is reached by any thread)
+  ss = WarpSum(ss);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  float tot = 0.f;
+  for (int i = 0; i < int(blockDim.x >> 5); ++i) tot += red[i];
+  const float scale = 1.f / sqrtf(tot / dim + eps);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+    const float4 v = x4[i], g = w4[i];  // x4[i]: this thread's own store above
+    const float y0 = g.x * (v.x * scale), y1 = g.y * (v.y * scale), y2 = g.z * (v.z * scale), y3 = g.w * (v.w * scale);
+    const __half2 h01 = __floats2half2_rn(y0, y1), h23 = __floats2half2_rn(y2, y3);
+    __half2* ho = reinterpret_cast<__half2*>(hi + size_t(t) * dim + 4 * i);
+    ho[0] = h01;
+    ho[1] = h23;
+    if (lo) {
+      __half2* lw = reinterpret_cast<__half2*>(lo + size_t(t) * dim + 4 * i);
+      lw[0] = __floats2half2_rn(y0 - __low2float(h01), y1 - __high2float(h01));
+      lw[1] = __floats2half2_rn(y2 - __low2float(h23), y3 - __high2float(h23));
+    }
+  }
+}
+
+// RoPE + KV-cache write after the QKV GEMM of the tensor-core prefill: qkv fp32 [B, (n_heads + 2 n_kv)
+// * hd] (the GEMM's fp32 output); q rotated -> q16 [B, n_heads * hd] fp16, NOT scaled (FlashAttention
+// applies 1/sqrt(hd)); k rotated and v -> o.k_cache / o.v_cache fp16 rows pos0 .. pos0 + B - 1 (the
+// cache layout [max_ctx, n_kv * hd] of decode). Same rotation as QkvEpilogue (o.q, o.q_scale unused).
+// One thread per (token, unit); consecutive threads take consecutive j of one head (coalesced).
+static __global__ void RopeQkvHalfKernel(const float* __restrict__ qkv, __half* __restrict__ q16, const QkvOut o, int B,
+                                         int pos0) {
+  const int half = o.hd >> 1;
+  const int n_units = (o.n_heads + 2 * o.n_kv) * half;
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= int64_t(B) * n_units) return;
+  const int t = int(idx / n_units), unit = int(idx - int64_t(t) * n_units);
+  int r0, r1;
+  QkvUnitRows(unit, o.hd, &r0, &r1);
+  const float* row = qkv + size_t(t) * (o.n_heads + 2 * o.n_kv) * o.hd;
+  const float y0 = row[r0], y1 = row[r1];
+  const int pos = pos0 + t;
+  const int hb = unit / half, j = unit - hb * half;
+  const size_t kv_dim = size_t(o.n_kv) * o.hd;
+  if (hb < o.n_heads + o.n_kv) {
+    float c, s;
+    QkvRopeCoeffs(o, unit, pos, &c, &s);
+    const float a = y0 * c - y1 * s, b = y1 * c + y0 * s;
+    __half* dst = hb < o.n_heads ? q16 + size_t(t) * o.n_heads * o.hd + size_t(hb) * o.hd + j
+                                 : o.k_cache + size_t(pos) * kv_dim + size_t(hb - o.n_heads) * o.hd + j;
+    dst[0] = __float2half_rn(a);
+    dst[half] = __float2half_rn(b);
+  } else {
+    __half* v = o.v_cache + size_t(pos) * kv_dim + size_t(hb - o.n_heads - o.n_kv) * o.hd + j;
+    v[0] = __float2half_rn(y0);
+    v[half] = __float2half_rn(y1);
+  }
+}
+
+// a[i] += b[i], i < n (the all-logits merge of the hi and lo halves).
+static __global__ void AddInPlaceKernel(float* __restrict__ a, const float* __restrict__ b, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) a[i] += b[i];
 }
 
 }  // namespace gpu

@@ -149,7 +149,7 @@ def _ratio(p) -> str:
 def markdown(results: dict) -> str:
     m, mod, st = results["machine"], results["model"], results["settings"]
     head = (f"Model `{mod['name']}` ({mod['num_params'] / 1e6:,.0f}M parameters), {m['date'][:10]}, "
-            f"commit {str(m.get('git_commit'))[:10]}{' (dirty)' if m.get('git_dirty') else ''}. "
+            f"commit {str(m.get('git_commit'))[:18]}{' (dirty)' if m.get('git_dirty') else ''}. "
             f"Median of {st['repeats']} repeats (min–max) after {st['warmup']} warm-up; decode timed over "
             f"{st['decode_tokens']} tokens per repeat. GB/s = bytes each decoded token must read (weights + KV "
             f"cache) x tok/s; % of roof: decode vs the measured read bandwidth, TTFT vs the measured compute "
