@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags
 
-from lab import paths
+from lab.cli import exit_on_error, resolve_dirs
 from lab.engine import engine_names, open_engine
 from lab.generate import generate
 from lab.sampler import Sampler
@@ -33,23 +33,11 @@ flags.DEFINE_integer("max_context", 0, "KV-cache length (0 = min(model's, 4096))
 flags.DEFINE_boolean("chat", False, "Wrap the prompt in the tokenizer's chat template, if it has one.")
 
 
-def resolve_dirs():
-    if FLAGS.model_dir or FLAGS.tokenizer_dir:
-        if not (FLAGS.model_dir and FLAGS.tokenizer_dir):
-            raise app.UsageError("give both --model_dir and --tokenizer_dir (or --model, or neither)")
-        return FLAGS.model_dir, FLAGS.tokenizer_dir
-    if FLAGS.model:
-        return paths.model_dir(FLAGS.model, FLAGS.precision), paths.tokenizer_dir(FLAGS.model)
-    from lab.prepare import ensure_default_model
-
-    return ensure_default_model(FLAGS.precision)
-
-
 def main(argv):
     del argv
     from lab.tokenizer import load_tokenizer
 
-    model_dir, tok_dir = resolve_dirs()
+    model_dir, tok_dir = resolve_dirs(FLAGS.model, FLAGS.precision, FLAGS.model_dir, FLAGS.tokenizer_dir)
     engine_name = FLAGS.engine or ("cpu_opt" if "cpu_opt" in engine_names() else "cpu_fp32")
     tok = load_tokenizer(tok_dir)
     eng = open_engine(engine_name, model_dir, FLAGS.max_context)
@@ -78,13 +66,5 @@ def main(argv):
     )
 
 
-def run(argv):
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as e:  # a clear message, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    app.run(run)
+    app.run(exit_on_error(main))

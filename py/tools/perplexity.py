@@ -8,7 +8,7 @@ import sys
 
 from absl import app, flags
 
-from lab import paths
+from lab.cli import exit_on_error, resolve_dirs
 from lab.engine import open_engine
 from lab.perplexity import engine_perplexity
 
@@ -27,14 +27,7 @@ def main(argv):
     del argv
     from lab.tokenizer import load_tokenizer
 
-    if FLAGS.model_dir and FLAGS.tokenizer_dir:
-        model_dir, tok_dir = FLAGS.model_dir, FLAGS.tokenizer_dir
-    elif FLAGS.model:
-        model_dir, tok_dir = paths.model_dir(FLAGS.model, FLAGS.precision), paths.tokenizer_dir(FLAGS.model)
-    else:
-        from lab.prepare import ensure_default_model
-
-        model_dir, tok_dir = ensure_default_model(FLAGS.precision)
+    model_dir, tok_dir = resolve_dirs(FLAGS.model, FLAGS.precision, FLAGS.model_dir, FLAGS.tokenizer_dir)
     with open(FLAGS.text_file, encoding="utf-8") as f:
         text = f.read()
     tokens = load_tokenizer(tok_dir).encode(text)[: FLAGS.max_tokens]
@@ -49,13 +42,5 @@ def main(argv):
     print(f"perplexity: {ppl:.6f}")
 
 
-def run(argv):
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as e:  # a clear message, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    app.run(run)
+    app.run(exit_on_error(main))
