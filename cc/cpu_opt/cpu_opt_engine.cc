@@ -33,7 +33,7 @@
 namespace lab {
 namespace {
 
-constexpr int64_t kPrefillChunk = 128;  // prompt tokens per matrix-matrix pass
+constexpr int64_t kPrefillChunk = 256;  // prompt tokens per matrix-matrix pass
 constexpr int64_t kRowsPerTask = 24;    // weight rows per OpenMP work item (a multiple of the kernels' tiles)
 
 int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
@@ -118,10 +118,12 @@ class CpuOptEngine : public Engine {
       float* kc = s_.key_cache.data() + l * s_.max_context * kv_dim;
       float* vc = s_.value_cache.data() + l * s_.max_context * kv_dim;
 
-      // Attention block.
+      // Attention block. Per-token work is split over the threads too when there are many tokens.
+#pragma omp parallel for if (B > 1)
       for (int64_t t = 0; t < B; ++t) K_.rmsnorm(s_.xb.data() + t * dim, x + t * dim, L.attn_norm, dim, eps);
       MatMul(s_.xb.data(), B, dim,
              {{L.wq, s_.q.data(), q_dim}, {L.wk, s_.k.data(), kv_dim}, {L.wv, s_.v.data(), kv_dim}});
+#pragma omp parallel for if (B > 1)
       for (int64_t t = 0; t < B; ++t) {
         const float* cos = s_.rope_cos.data() + (pos + t) * half;
         const float* sin = s_.rope_sin.data() + (pos + t) * half;
@@ -132,16 +134,21 @@ class CpuOptEngine : public Engine {
       }
       Attention(kc, vc, B, pos);
       MatMul(s_.att_out.data(), B, q_dim, {{L.wo, s_.xb.data(), dim}});
-      K_.add(x, s_.xb.data(), B * dim);
 
-      // Feed-forward block (SwiGLU).
-      for (int64_t t = 0; t < B; ++t) K_.rmsnorm(s_.xb.data() + t * dim, x + t * dim, L.ffn_norm, dim, eps);
+      // Feed-forward block (SwiGLU), after the residual add.
+#pragma omp parallel for if (B > 1)
+      for (int64_t t = 0; t < B; ++t) {
+        K_.add(x + t * dim, s_.xb.data() + t * dim, dim);
+        K_.rmsnorm(s_.xb.data() + t * dim, x + t * dim, L.ffn_norm, dim, eps);
+      }
       MatMul(s_.xb.data(), B, dim, {{L.w_gate, s_.hb.data(), hidden}, {L.w_up, s_.hb2.data(), hidden}});
-#pragma omp parallel for schedule(static) if (B > 1)
+#pragma omp parallel for if (B > 1)
       for (int64_t t = 0; t < B; ++t) K_.swiglu(s_.hb.data() + t * hidden, s_.hb2.data() + t * hidden, hidden);
       MatMul(s_.hb.data(), B, hidden, {{L.w_down, s_.xb.data(), dim}});
-      K_.add(x, s_.xb.data(), B * dim);
+#pragma omp parallel for if (B > 1)
+      for (int64_t t = 0; t < B; ++t) K_.add(x + t * dim, s_.xb.data() + t * dim, dim);
     }
+#pragma omp parallel for if (B > 1)
     for (int64_t t = 0; t < B; ++t) K_.rmsnorm(s_.xb.data() + t * dim, x + t * dim, w_.final_norm, dim, eps);
   }
 

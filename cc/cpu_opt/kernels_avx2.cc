@@ -146,25 +146,26 @@ LAB_AVX2 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int64_
 }
 
 // x^T for MatMul, in 8 x 8 blocks: eight rows loaded, shuffled in registers, stored as eight columns.
+// Tokens are the inner loop, so each of the eight output rows is written front to back.
 LAB_AVX2 void Transpose(float* xt, int64_t Bp, const float* x, int64_t B, int64_t n, int64_t k0, int64_t k1) {
-  int64_t t = 0;
-  for (; t + 8 <= B; t += 8) {
-    int64_t k = k0;
-    for (; k + 8 <= k1; k += 8) {
+  const int64_t B8 = B / 8 * 8;
+  int64_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+    for (int64_t t = 0; t < B8; t += 8) {
       __m256 r[8], u[8];
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(x + (t + j) * n + k);
 #pragma GCC unroll 8
       for (int j = 0; j < 8; j += 2) {
-        u[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);  // a0 b0 a1 b1 | a4 b4 a5 b5
+        u[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);      // a0 b0 a1 b1 | a4 b4 a5 b5
         u[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);  // a2 b2 a3 b3 | a6 b6 a7 b7
       }
 #pragma GCC unroll 8
       for (int j = 0; j < 8; j += 4) {
-        r[j] = _mm256_shuffle_ps(u[j], u[j + 2], _MM_SHUFFLE(1, 0, 1, 0));  // a0 b0 c0 d0 | a4 b4 c4 d4
-        r[j + 1] = _mm256_shuffle_ps(u[j], u[j + 2], _MM_SHUFFLE(3, 2, 3, 2));  // column 1 | 5
-        r[j + 2] = _mm256_shuffle_ps(u[j + 1], u[j + 3], _MM_SHUFFLE(1, 0, 1, 0));  // column 2 | 6
-        r[j + 3] = _mm256_shuffle_ps(u[j + 1], u[j + 3], _MM_SHUFFLE(3, 2, 3, 2));  // column 3 | 7
+        r[j] = _mm256_shuffle_ps(u[j], u[j + 2], _MM_SHUFFLE(1, 0, 1, 0));      // a0 b0 c0 d0 | a4 b4 c4 d4
+        r[j + 1] = _mm256_shuffle_ps(u[j], u[j + 2], _MM_SHUFFLE(3, 2, 3, 2));  // columns 1 | 5
+        r[j + 2] = _mm256_shuffle_ps(u[j + 1], u[j + 3], _MM_SHUFFLE(1, 0, 1, 0));  // columns 2 | 6
+        r[j + 3] = _mm256_shuffle_ps(u[j + 1], u[j + 3], _MM_SHUFFLE(3, 2, 3, 2));  // columns 3 | 7
       }
 #pragma GCC unroll 8
       for (int j = 0; j < 4; ++j) {
@@ -172,12 +173,11 @@ LAB_AVX2 void Transpose(float* xt, int64_t Bp, const float* x, int64_t B, int64_
         _mm256_storeu_ps(xt + (k + j + 4) * Bp + t, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
       }
     }
-    for (; k < k1; ++k)
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) xt[k * Bp + t + j] = x[(t + j) * n + k];
+    for (int64_t j = k; j < k + 8; ++j)
+      for (int64_t t = B8; t < Bp; ++t) xt[j * Bp + t] = t < B ? x[t * n + j] : 0.f;
   }
-  for (int64_t k = k0; k < k1; ++k)
-    for (int64_t tt = t; tt < Bp; ++tt) xt[k * Bp + tt] = tt < B ? x[tt * n + k] : 0.f;
+  for (; k < k1; ++k)
+    for (int64_t t = 0; t < Bp; ++t) xt[k * Bp + t] = t < B ? x[t * n + k] : 0.f;
 }
 
 // ---- Element-wise and attention ----------------------------------------------------------------
