@@ -33,7 +33,7 @@
 namespace lab {
 namespace {
 
-constexpr int64_t kPrefillChunk = 256;  // prompt tokens per matrix-matrix pass
+constexpr int64_t kPrefillChunk = 192;  // prompt tokens per matrix-matrix pass
 constexpr int64_t kRowsPerTask = 24;    // weight rows per OpenMP work item (a multiple of the kernels' tiles)
 
 int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
@@ -171,13 +171,12 @@ class CpuOptEngine : public Engine {
     }
   }
 
-
   const cpu_opt::Kernels& K_;
   std::unique_ptr<ModelFile> file_;
   Weights<uint16_t> w_;
   InferenceState s_;
   std::vector<float> xt_;      // [n, chunk] the prefill input, transposed
-  std::vector<float> scores_;  // [threads, max_context] attention scores
+  std::vector<float> scores_;  // [threads, group * max_context] attention scores
 };
 
 }  // namespace

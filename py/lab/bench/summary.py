@@ -1,0 +1,50 @@
+"""One line per engine and run: the README's summary of every stage, built from bench.json files.
+
+For each engine in each run: decode tok/s at the context nearest 512 (with GB/s and % of the
+machine's measured read bandwidth), TTFT at the prompt nearest 1024 (with % of the measured
+compute roof), and the ratio to the best peer of that run. Numbers come only from the files.
+"""
+
+import json
+from pathlib import Path
+
+from lab.bench import report
+
+STAGE = {"cpu_fp32": "1", "cpu_opt": "2", "gpu_naive": "3", "gpu_opt": "4"}
+
+
+def _nearest(rows, key, target):
+    return min(rows, key=lambda r: abs(r[key] - target)) if rows else None
+
+
+def summary_rows(paths) -> list:
+    rows = []
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        for r in d["runners"]:
+            if r.get("kind") != "engine" or r.get("error"):
+                continue
+            machine = report.machine_label(d["machine"], r.get("device", "cpu"))
+            dec = _nearest(r.get("decode", []), "context", 512)
+            tt = _nearest(r.get("ttft", []), "prompt_len", 1024)
+            rows.append({
+                "stage": STAGE.get(r["name"], "?"), "engine": r["name"], "machine": machine,
+                "model": d["model"]["name"], "date": d["machine"].get("date", "")[:10],
+                "decode": dec, "ttft": tt, "source": str(Path(p).parent.name),
+            })
+    return sorted(rows, key=lambda x: (x["stage"], x["machine"], x["model"]))
+
+
+def markdown(rows) -> str:
+    out = ["| stage | engine | machine | model | decode tok/s (ctx) | GB/s, % of read BW | vs best peer | TTFT ms (tokens) | % of compute roof | run |",
+           "| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
+    for r in rows:
+        d, t = r["decode"], r["ttft"]
+        dec = f"{d['tok_s']['median']:.1f} ({d['context']})" if d else "—"
+        bw = f"{d['gbps']['median']:,.0f}, {d['pct_of_roof']:.0f}%" if d else "—"
+        peer = (f"{d['ratio_vs_best_peer']:.2f}x {d['best_peer']}" if d and d.get("best_peer") else "—")
+        ttft = f"{t['ms']['median']:,.1f} ({t['prompt_len']})" if t else "—"
+        roof = f"{t['pct_of_roof']:.0f}%" if t and t.get("pct_of_roof") is not None else "—"
+        out.append(f"| {r['stage']} | `{r['engine']}` | {r['machine']} | {r['model']} | {dec} | {bw} | {peer} | "
+                   f"{ttft} | {roof} | {r['source']} ({r['date']}) |")
+    return "\n".join(out) + "\n\nMedians of repeats; each run measured its own ceilings and peers (see its bench.md).\n"
