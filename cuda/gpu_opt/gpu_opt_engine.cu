@@ -19,7 +19,15 @@
 // Environment knobs (for experiments and the kernel lab): LAB_GPU_GRAPH=0 (launch kernels one by one),
 // LAB_GPU_PDL=0 (no programmatic dependent launch), LAB_GPU_L2_PREFETCH=all|o (bulk L2 prefetch of
 // every matvec's / only o_proj's weights before the PDL wait; off by default), LAB_GPU_MATVEC_CONFIG=<i> (skip auto-tuning, use
-// config i for every kind), LAB_GPU_VERBOSE=1 (print the tuning table and the prefill plan to stderr).
+// config i for every kind), LAB_GPU_TUNE=kernel|graph (default kernel: each matvec timed alone; graph:
+// then each kind's tile re-chosen by timing replays of the whole captured decode step; measured no
+// faster, README "Decode tuning"), LAB_GPU_DECODE_ATTN=v2|v1 (decode attention: v2, the default, lets
+// o_proj launch while attention runs and merges any number of splits with fewer round trips; v1 the
+// earlier kernel), LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with
+// v2, 32 with v1, the most each merges),
+// LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
+// into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
+// LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
 // Prefill: LAB_GPU_PREFILL=tc|simple (tensor-core, the default, or the simple kernels),
 // LAB_GPU_PREFILL_CHUNK=<tokens> (tensor-core chunk, default 2048, capped at max_context),
 // LAB_GPU_ATTN=flash|unfused (tensor-core path's attention: FlashAttention, or the lab's unfused
@@ -53,6 +61,10 @@ using gpu::MatvecParams;
 constexpr int kPrefillChunk = 256;  // simple prefill: prompt tokens per batched pass (and logits_ rows)
 constexpr int kPrefillSplits = 8;   // simple prefill: attention key splits per (token, kv head)
 constexpr int64_t kTcChunkDefault = 2048;  // tensor-core prefill: tokens per chunk (LAB_GPU_PREFILL_CHUNK)
+// Decode tile tuning on the whole captured step (GraphTune): only for models whose weights stream long
+// enough for tile choices to matter (tiny test models are launch-bound), at this position.
+constexpr uint64_t kGraphTuneMinBytes = uint64_t(256) << 20;
+constexpr int64_t kGraphTunePos = 1024;
 // Tensor-core all-logits: rows per lm_head pass; logits_ ([kPrefillChunk, vocab] fp32) holds the hi
 // rows' logits in its first half and the lo rows' in its second.
 constexpr int kTcLogitsRows = kPrefillChunk / 2;
@@ -80,19 +92,25 @@ struct MatvecConfig {
   MatvecFn fn[4];  // by epilogue
 };
 
-template <int W, int U, int R>
+template <int W, int U, int R, int PRE = 1>
 MatvecConfig MakeConfig(const char* name) {
   return {name,
           W,
           U,
-          {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv>}};
+          {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE>,
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE>}};
 }
 
+// 0..5: the kernel lab's v5 tiles; 6..: v7, a longer first batch before the PDL wait (".pN": N batches)
+// and two lighter tiles (fewer registers, so more blocks fit beside the neighbouring kernels).
 const std::vector<MatvecConfig>& Configs() {
   static const std::vector<MatvecConfig> c = {
-      MakeConfig<4, 1, 4>("w4.u1.r4"), MakeConfig<4, 1, 8>("w4.u1.r8"), MakeConfig<8, 1, 4>("w8.u1.r4"),
-      MakeConfig<4, 2, 4>("w4.u2.r4"), MakeConfig<8, 2, 2>("w8.u2.r2"), MakeConfig<2, 1, 8>("w2.u1.r8"),
+      MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
+      MakeConfig<8, 1, 4>("w8.u1.r4"),        MakeConfig<4, 2, 4>("w4.u2.r4"),
+      MakeConfig<8, 2, 2>("w8.u2.r2"),        MakeConfig<2, 1, 8>("w2.u1.r8"),
+      MakeConfig<4, 1, 4, 2>("w4.u1.r4.p2"),  MakeConfig<4, 1, 4, 4>("w4.u1.r4.p4"),
+      MakeConfig<8, 1, 4, 2>("w8.u1.r4.p2"),  MakeConfig<8, 2, 2, 2>("w8.u2.r2.p2"),
+      MakeConfig<4, 1, 2>("w4.u1.r2"),        MakeConfig<8, 1, 2>("w8.u1.r2"),
   };
   return c;
 }
@@ -121,19 +139,24 @@ void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStr
 
 using AttnFn = void (*)(const gpu::AttnParams);
 
-template <int HD>
+template <int HD, bool V2>
 AttnFn AttnFor(int G) {
   switch (G) {
-    case 1: return gpu::AttentionKernel<HD, 1>;
-    case 2: return gpu::AttentionKernel<HD, 2>;
-    case 3: return gpu::AttentionKernel<HD, 3>;
-    case 4: return gpu::AttentionKernel<HD, 4>;
-    case 5: return gpu::AttentionKernel<HD, 5>;
-    case 6: return gpu::AttentionKernel<HD, 6>;
-    case 7: return gpu::AttentionKernel<HD, 7>;
-    case 8: return gpu::AttentionKernel<HD, 8>;
+    case 1: return gpu::AttentionKernel<HD, 1, V2>;
+    case 2: return gpu::AttentionKernel<HD, 2, V2>;
+    case 3: return gpu::AttentionKernel<HD, 3, V2>;
+    case 4: return gpu::AttentionKernel<HD, 4, V2>;
+    case 5: return gpu::AttentionKernel<HD, 5, V2>;
+    case 6: return gpu::AttentionKernel<HD, 6, V2>;
+    case 7: return gpu::AttentionKernel<HD, 7, V2>;
+    case 8: return gpu::AttentionKernel<HD, 8, V2>;
   }
   return nullptr;
+}
+
+AttnFn AttnKernelFor(int hd, int G, bool v2) {
+  if (hd == 64) return v2 ? AttnFor<64, true>(G) : AttnFor<64, false>(G);
+  return v2 ? AttnFor<128, true>(G) : AttnFor<128, false>(G);
 }
 
 __global__ void FillPatternKernel(float* p, size_t n, uint32_t seed) {
@@ -199,6 +222,33 @@ class GpuOptEngine : public Engine {
       l2_prefetch_o_ = l2_prefetch_all_ || v == "o";
     }
     verbose_ = EnvFlag("LAB_GPU_VERBOSE", false);
+    if (const char* v = std::getenv("LAB_GPU_DECODE_ATTN"); v && *v) {
+      const std::string a = v;
+      if (a != "v1" && a != "v2") throw InputError("LAB_GPU_DECODE_ATTN must be v1 or v2, not '" + a + "'");
+      decode_attn_v2_ = a == "v2";
+    }
+    // 64 key splits with V2 (its merge loops over splits): at context ~2,200 each block then takes one
+    // round of K/V loads (64 keys) instead of two; below 1,024 keys the split size is the same 32 keys
+    // as with 32 splits. V1 merges at most 32 splits.
+    attn_splits_ = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
+    if (const char* v = std::getenv("LAB_GPU_ATTN_SPLITS"); v && *v) {
+      const int n = std::atoi(v);
+      const int cap = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
+      if (n < 1 || n > cap)
+        throw InputError("LAB_GPU_ATTN_SPLITS must be 1.." + std::to_string(cap) + " with decode attention " +
+                         (decode_attn_v2_ ? "v2" : "v1"));
+      attn_splits_ = n;
+    }
+    if (const char* v = std::getenv("LAB_GPU_LOGITS"); v && *v) {
+      const std::string a = v;
+      if (a != "mapped" && a != "copy") throw InputError("LAB_GPU_LOGITS must be mapped or copy, not '" + a + "'");
+      logits_mapped_ = a == "mapped";
+    }
+    if (const char* v = std::getenv("LAB_GPU_TUNE"); v && *v) {
+      const std::string a = v;
+      if (a != "graph" && a != "kernel") throw InputError("LAB_GPU_TUNE must be graph or kernel, not '" + a + "'");
+      graph_tune_ = a == "graph";
+    }
     ReadPrefillEnv();
     LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     LAB_CUDA_CHECK(cudaEventCreate(&ev_start_));
@@ -207,7 +257,10 @@ class GpuOptEngine : public Engine {
     const int64_t P = kPrefillChunk, T = max_context_;
     const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), H = c.hidden_dim;
     const int64_t n_qkv = q_dim + 2 * kv_dim;
-    attn_fn_ = hd == 64 ? AttnFor<64>(int(c.group_size())) : AttnFor<128>(int(c.group_size()));
+    // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
+    // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
+    attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_);
+    attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
 
     // ---- plan device memory ----
     auto h16 = [&](int64_t n) { return arena_.Plan(size_t(n) * 2); };
@@ -228,7 +281,7 @@ class GpuOptEngine : public Engine {
     const uint64_t weight_bytes = arena_.total();
     const size_t o_kc = h16(c.n_layers * T * kv_dim), o_vc = h16(c.n_layers * T * kv_dim);
     const uint64_t kv_bytes = arena_.total() - weight_bytes;
-    const int64_t slots = std::max<int64_t>(gpu::kAttnMaxSplits * c.n_kv_heads, P * c.n_kv_heads * kPrefillSplits);
+    const int64_t slots = std::max<int64_t>(gpu::kAttnMaxSplitsV2 * c.n_kv_heads, P * c.n_kv_heads * kPrefillSplits);
     const size_t o_x = f32(P * dim), o_xb = f32(P * dim), o_qkv = f32(P * n_qkv), o_q = f32(P * q_dim),
                  o_att = f32(P * q_dim), o_gu = f32(P * 2 * H), o_h = f32(P * H), o_logits = f32(P * c.vocab_size),
                  o_cos = f32(T * hd / 2), o_sin = f32(T * hd / 2), o_pacc = f32(slots * c.group_size() * hd),
@@ -332,6 +385,18 @@ class GpuOptEngine : public Engine {
 
     h_ints_.Reset((P + 1) * sizeof(int));
     h_logits_.Reset(size_t(c.vocab_size) * sizeof(float));
+    if (logits_mapped_) {
+      // Pinned memory is mapped into the device's address space (unified addressing); the decode
+      // step's lm_head writes its logits there, so no copy follows the step.
+      void* dev = nullptr;
+      if (cudaHostGetDevicePointer(&dev, h_logits_.as<void>(), 0) == cudaSuccess && dev) {
+        d_host_logits_ = static_cast<float*>(dev);
+      } else {
+        cudaGetLastError();
+        logits_mapped_ = false;
+        if (verbose_) std::fprintf(stderr, "gpu_opt: logits not mappable; copying them after each step\n");
+      }
+    }
 
     // Kernels with more than 48 KB of dynamic shared memory must say so.
     const size_t smem_max = gpu::MatvecSmemBytes(int(std::max(dim, std::max(H, q_dim))));
@@ -344,6 +409,8 @@ class GpuOptEngine : public Engine {
         LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_max)));
 
     AutoTune();
+    if (graph_tune_ && use_graph_ && !std::getenv("LAB_GPU_MATVEC_CONFIG") && weight_bytes >= kGraphTuneMinBytes)
+      GraphTune();
     if (tc_prefill_) PlanTcPrefill();
 
     stats_.weight_bytes = weight_bytes;
@@ -394,8 +461,9 @@ class GpuOptEngine : public Engine {
       EnqueueDecode(use_pdl_);
     }
     LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
-    LAB_CUDA_CHECK(cudaMemcpyAsync(h_logits_.as<float>(), logits_, size_t(cfg_.vocab_size) * 4, cudaMemcpyDeviceToHost,
-                                   stream_));
+    if (!logits_mapped_)  // else lm_head wrote them to h_logits_ (mapped) already
+      LAB_CUDA_CHECK(cudaMemcpyAsync(h_logits_.as<float>(), logits_, size_t(cfg_.vocab_size) * 4,
+                                     cudaMemcpyDeviceToHost, stream_));
     LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
     float ms = 0.f;
     LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
@@ -410,40 +478,121 @@ class GpuOptEngine : public Engine {
     Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_, embed_, ints_ + 1, int(c.dim));
     for (int64_t l = 0; l < c.n_layers; ++l) {
       Matvec(kQkv, x_, pdl, l);
-      Attention(1, gpu::kAttnMaxSplits, l, pdl);
+      Attention(1, attn_splits_, l, pdl);
       Matvec(kO, att_, pdl, l);
       Matvec(kGateUp, x_, pdl, l);
       Matvec(kDown, h_, pdl, l);
     }
-    Matvec(kLm, x_, pdl);
+    MatvecParams lm = Params(kLm, x_, -1);
+    if (logits_mapped_) {
+      lm.out = d_host_logits_;
+      lm.out_host = 1;
+    }
+    LaunchMatvec(Configs()[config_[kLm]], gpu::kEpiStore, lm, pdl);
+  }
+
+  // Captures one decode step (EnqueueDecode with the current tile choices) into an executable graph;
+  // nullptr, with the error cleared and returned in *why, when capture or instantiation fails.
+  cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why) {
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cudaError_t err = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+    if (err == cudaSuccess) {
+      try {
+        EnqueueDecode(pdl);
+      } catch (const DeviceError&) {
+        err = cudaErrorUnknown;
+      }
+      const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+      if (err == cudaSuccess) err = end;
+    }
+    if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // clear
+      exec = nullptr;
+    }
+    if (why) *why = err;
+    return exec;
   }
 
   void CaptureGraph() {
     for (int attempt = 0; attempt < 2; ++attempt) {
       const bool pdl = use_pdl_ && attempt == 0;
-      cudaGraph_t graph = nullptr;
-      cudaError_t err = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
-      if (err == cudaSuccess) {
-        try {
-          EnqueueDecode(pdl);
-        } catch (const DeviceError&) {
-          err = cudaErrorUnknown;
-        }
-        const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
-        if (err == cudaSuccess) err = end;
-      }
-      if (err == cudaSuccess) err = cudaGraphInstantiate(&graph_exec_, graph, 0);
-      if (graph) cudaGraphDestroy(graph);
-      if (err == cudaSuccess) {
+      cudaError_t err = cudaSuccess;
+      graph_exec_ = BuildGraph(pdl, &err);
+      if (graph_exec_) {
         use_pdl_ = pdl;
         if (verbose_) std::fprintf(stderr, "gpu_opt: decode step captured into a CUDA graph (PDL %s)\n", pdl ? "on" : "off");
         return;
       }
-      cudaGetLastError();  // clear
-      graph_exec_ = nullptr;
       if (verbose_) std::fprintf(stderr, "gpu_opt: graph capture (PDL %s) failed: %s\n", pdl ? "on" : "off", cudaGetErrorString(err));
     }
     use_graph_ = false;  // fall back to direct launches
+  }
+
+  // Tile choice on the real decode step (LAB_GPU_TUNE=graph, for models of 256 MB of weights or more;
+  // off by default: on the H200 it found nothing faster than AutoTune's choices, README "Decode
+  // tuning"): AutoTune times each matvec alone, launched back to back without PDL, but in the
+  // step a kernel's speed also depends on its neighbours (how many of its blocks fit beside the
+  // previous kernel's tail and the attention blocks, how much of its weight stream starts before the
+  // PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up and down in turn
+  // tries every tile with the others fixed, timing replays of the whole captured step at position
+  // kGraphTunePos (or the last position of a shorter context), and keeps the fastest.
+  // The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
+  // written by the prefill and decode steps before it, so nothing the replays leave is ever read.
+  void GraphTune() {
+    const int tune_pos = int(std::min<int64_t>(max_context_ - 1, kGraphTunePos));
+    int* hi = h_ints_.as<int>();
+    hi[0] = tune_pos;
+    hi[1] = 0;
+    LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
+    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    auto time_step = [&]() -> float {  // device ms per replay of the step (median of 3 x 4); < 0 on failure
+      cudaGraphExec_t exec = BuildGraph(use_pdl_, nullptr);
+      if (!exec) return -1.f;
+      std::vector<float> t;
+      cudaError_t err = cudaGraphLaunch(exec, stream_);  // warm-up
+      for (int r = 0; r < 3 && err == cudaSuccess; ++r) {
+        err = cudaEventRecord(ev_start_, stream_);
+        for (int i = 0; i < 4 && err == cudaSuccess; ++i) err = cudaGraphLaunch(exec, stream_);
+        if (err == cudaSuccess) err = cudaEventRecord(ev_stop_, stream_);
+        if (err == cudaSuccess) err = cudaEventSynchronize(ev_stop_);
+        float ms = 0.f;
+        if (err == cudaSuccess) err = cudaEventElapsedTime(&ms, ev_start_, ev_stop_);
+        t.push_back(ms / 4);
+      }
+      cudaGraphExecDestroy(exec);
+      cuda::Check(err, "decode graph replay (tuning)", __FILE__, __LINE__);
+      std::sort(t.begin(), t.end());
+      return t[t.size() / 2];
+    };
+    const auto& cfgs = Configs();
+    float best = time_step();
+    if (best < 0) return;  // no graph: the plain launches keep AutoTune's choices
+    if (verbose_)
+      std::fprintf(stderr, "gpu_opt: graph tune at position %d, AutoTune's choices: %.4f ms per step\n", tune_pos, best);
+    for (Kind k : {kO, kQkv, kGateUp, kDown}) {
+      const int keep = config_[k];
+      int best_ci = keep;
+      std::string line;
+      for (int ci = 0; ci < int(cfgs.size()); ++ci) {
+        if (ci == keep) continue;
+        config_[k] = ci;
+        const float ms = time_step();
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), " %s=%.4f", cfgs[ci].name, ms);
+        line += buf;
+        if (ms > 0.f && ms < best) {
+          best = ms;
+          best_ci = ci;
+        }
+      }
+      config_[k] = best_ci;
+      if (verbose_)
+        std::fprintf(stderr, "  %-8s keeps %s (%.4f ms):%s\n", kKindNames[k], cfgs[best_ci].name, best, line.c_str());
+    }
+    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
   // ---- matvec dispatch ----
@@ -537,7 +686,8 @@ class GpuOptEngine : public Engine {
     return o;
   }
 
-  void Attention(int B, int splits, int64_t layer, bool pdl) {
+  // Decode (B = 1, the graph) uses attn_fn_ (V2 by default); the simple prefill attn_prefill_fn_ (V1).
+  void Attention(int B, int splits, int64_t layer, bool pdl, bool prefill = false) {
     const ModelConfig& c = cfg_;
     gpu::AttnParams a;
     a.q = q_;
@@ -550,7 +700,8 @@ class GpuOptEngine : public Engine {
     a.pos = ints_;
     a.n_heads = int(c.n_heads);
     a.n_kv = int(c.n_kv_heads);
-    Launch(attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)), dim3(gpu::kAttnWarps * 32), 0,
+    Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
+           dim3(gpu::kAttnWarps * 32), 0,
            stream_, pdl, "AttentionKernel", a);
   }
 
@@ -671,7 +822,7 @@ class GpuOptEngine : public Engine {
       gpu::RopeQkvKernel<<<(B * n_units + 255) / 256, 256, 0, stream_>>>(qkv_, QkvOutFor(l), B, ints_);
       LAB_CUDA_LAUNCH_CHECK("RopeQkvKernel");
       Mark(kPhRope);
-      Attention(B, kPrefillSplits, l, false);
+      Attention(B, kPrefillSplits, l, false, /*prefill=*/true);
       Mark(kPhAttn);
       Gemm(x_, att_, L.wo, B, dim, q_dim, true);
       Mark(kPhO);
@@ -1028,7 +1179,10 @@ class GpuOptEngine : public Engine {
   cudaGraphExec_t graph_exec_ = nullptr;
   cuda::DeviceArena arena_;
   cuda::PinnedBuffer h_ints_, h_logits_;
-  AttnFn attn_fn_ = nullptr;
+  AttnFn attn_fn_ = nullptr, attn_prefill_fn_ = nullptr;
+  bool decode_attn_v2_ = true, graph_tune_ = false, logits_mapped_ = true;
+  float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
+  int attn_splits_ = gpu::kAttnMaxSplitsV2;  // decode attention grid: kv heads x attn_splits_
   std::array<int, kNumKinds> config_ = {};
   double last_decode_device_ms_ = -1;
 

@@ -187,6 +187,8 @@ struct MatvecParams {
   const int* pos;        // Qkv: device-side position of the token
   QkvOut qkv;
   int l2_prefetch;       // 1: bulk-prefetch the block's whole weight rows into L2 before the PDL wait
+  int out_host;          // Store only: out is mapped pinned host memory; the block gathers its rows in
+                         // shared memory and writes them with one coalesced store (few, full PCIe writes)
 };
 
 template <int EPI>
@@ -211,12 +213,18 @@ inline size_t MatvecSmemBytes(int K) { return size_t(K) * sizeof(float); }
 //   Each warp owns UPW units (2*UPW weight rows) and reads them whole: lane l loads 16-byte chunks
 //   l, l+32, ... of every row, UNROLL chunks per row per batch, so a thread has 2*UPW*UNROLL
 //   independent 16-byte loads in flight, and the next batch is issued before the current one is used.
+//   The first batch, issued before the PDL wait, is PRE batches long (PRE*UNROLL chunks per row):
+//   PRE > 1 (kernel lab v7) starts more of the weight stream while the previous kernel still runs
+//   (o_proj behind the latency-bound attention), at the cost of registers. The accumulation order
+//   (chunk by chunk per lane, then the warp butterfly) is the same for every WARPS/UPW/UNROLL/PRE,
+//   so all configurations give bitwise identical results.
 //   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, 1/rms applied to the
 //   dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
 //   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free.
-template <int WARPS, int UPW, int UNROLL, int EPI>
+template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1>
 __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecParams p) {
   constexpr int ROWS = 2 * UPW;
+  constexpr int R0 = UNROLL * PRE;  // chunks per row per lane in the first (pre-wait) batch
   extern __shared__ float4 smem4[];
   __shared__ float red[WARPS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -236,12 +244,12 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
 
   // First batch of weights: depends on nothing the previous kernel writes, so it is issued before
   // the PDL wait and overlaps the previous kernel's tail.
-  uint4 buf[ROWS][UNROLL];
+  uint4 first[ROWS][R0];
 #pragma unroll
-  for (int u = 0; u < UNROLL; ++u) {
+  for (int u = 0; u < R0; ++u) {
     const int c = lane + 32 * u;
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+    for (int r = 0; r < ROWS; ++r) first[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
   }
 
   // The rest of the rows: bulk L2 prefetch (one instruction per row, by lanes 0..ROWS-1). With PDL
@@ -310,7 +318,28 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
   float acc[ROWS];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
-  for (int base = 0; base < nch; base += 32 * UNROLL) {
+  // The batch after the first is issued before the first is consumed; then the steady state: each
+  // batch is issued before the previous one is used (register double buffering).
+  uint4 buf[ROWS][UNROLL];
+  const int base1 = 32 * R0;
+  if (base1 < nch) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int c = base1 + lane + 32 * u;
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < R0; ++u) {
+    const int c = lane + 32 * u;
+    if (c < nch) {
+      const float4 lo = xlo[c], hi = xhi[c];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(first[r][u], lo, hi, acc[r]);
+    }
+  }
+  for (int base = base1; base < nch; base += 32 * UNROLL) {
     uint4 cur[ROWS][UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u)
@@ -337,6 +366,19 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
   }
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) acc[r] = WarpSum(acc[r]) * scale;
+
+  if (EPI == kEpiStore && p.out_host) {  // block-uniform
+    // The block's rows are contiguous: 2 * (blockIdx.x * WARPS * UPW) + [0, WARPS * ROWS).
+    __shared__ float sm_out[WARPS * ROWS];
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) sm_out[warp * ROWS + r] = acc[r];
+    }
+    __syncthreads();
+    const int row = 2 * blockIdx.x * WARPS * UPW + threadIdx.x;
+    if (threadIdx.x < WARPS * ROWS && row < p.M) p.out[row] = sm_out[threadIdx.x];
+    return;
+  }
 
   if (lane == 0) {
 #pragma unroll
@@ -382,6 +424,9 @@ constexpr int kAttnWarps = 4;
 // Decode launches kAttnMaxSplits splits per kv head (blocks past the needed count exit at once).
 // 32 keeps the in-kernel merge short (one round of loads) and still gives 256 blocks at context 2048.
 constexpr int kAttnMaxSplits = 32;
+// V2's merge loops over the splits (V1's gives each split a lane): the engine may launch up to this
+// many (LAB_GPU_ATTN_SPLITS), so that long contexts still take one round of loads per block.
+constexpr int kAttnMaxSplitsV2 = 64;
 
 __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float mo, float lo, const float* acco) {
   const float mn = fmaxf(m, mo);
@@ -394,7 +439,8 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 }
 
 // Contract:
-//   grid = (n_kv, S <= kAttnMaxSplits, B), kAttnWarps*32 threads; HD in {64, 128}; G = n_heads/n_kv.
+//   grid = (n_kv, S <= kAttnMaxSplits (V2: kAttnMaxSplitsV2), B), kAttnWarps*32 threads; HD in {64, 128};
+//   G = n_heads/n_kv.
 //   Keys 0..n_keys-1 (n_keys = *pos + t + 1) are cut into ceil(n_keys/chunk) splits of chunk =
 //   max(32, round_up(ceil(n_keys/S), 32)) keys; blocks with a higher split index exit at once.
 //   A key's HD halves are read by HD/8 lanes (16 bytes each), so a warp covers 32/(HD/8) keys per
@@ -402,8 +448,17 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 //   block covers 64 keys (HD 128) per round of loads, so decode at context 2048 takes one round. Each lane keeps an online softmax (max m,
 //   sum l, unnormalized output acc for its 8 dims) for each of the G query heads; lanes, then warps,
 //   then splits are merged with the usual rescaling by exp2(m_i - m).
-template <int HD, int G>
+//   V2 (decode default, kernel lab attention v2; README "Decode tuning"): (a) the dependent kernel
+//   (o_proj) may launch as soon as every block of this one has started (griddepcontrol.launch_dependents
+//   at entry instead of after the wait), so its first weight batch streams while attention runs; its
+//   own griddepcontrol.wait still waits for this grid to complete. (b) A leaner split merge: one
+//   release (fence + counter increment, by thread 0 after a barrier) per block instead of a fence in
+//   every thread, and the merging block loads each split's (max, sum) and partial output together,
+//   16 splits per round trip, merging them online, where V1 waited for the (max, sum) loads and a
+//   barrier before loading the partial outputs.
+template <int HD, int G, bool V2 = false>
 __global__ void __launch_bounds__(kAttnWarps * 32) AttentionKernel(const AttnParams p) {
+  if (V2) PdlTrigger();
   constexpr int LPK = HD / 8;    // lanes per key
   constexpr int KPW = 32 / LPK;  // keys per warp step
   constexpr int U = G <= 4 ? 8 : 4;  // steps in flight
@@ -564,15 +619,75 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionKernel(const AttnPar
   }
   if (n_splits == 1) return;
 
-  // The last block of this (token, kv head) to finish merges all splits.
+  unsigned* const counter = p.counters + size_t(t) * p.n_kv + kvh;
+  const size_t slot0 = (size_t(t) * p.n_kv + kvh) * S;
+  if (V2) {
+    // Release: the barrier orders every thread's partial stores before thread 0's fence and increment
+    // (the pattern of cooperative groups' grid sync); the last block acquires with its own fence.
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      sm_last = atomicAdd(counter, 1u) == unsigned(n_splits - 1);
+    }
+    __syncthreads();
+    if (!sm_last) return;
+    __threadfence();
+    // Each thread merges 4 consecutive dims of one head over all splits: online rescaling, with the
+    // (max, sum) pairs and the partial outputs of 16 splits loaded together per round trip.
+    constexpr int kB = 16;
+    for (int idx = threadIdx.x; idx < G * HD / 4; idx += WARPS * 32) {
+      const int g = idx / (HD / 4), d4 = idx % (HD / 4);
+      const float4* src = reinterpret_cast<const float4*>(p.part_acc + (slot0 * G + g) * HD) + d4;
+      const size_t step = size_t(G) * HD / 4;  // float4s from one split to the next
+      const float2* mls = p.part_ml + slot0 * G + g;
+      float M = -INFINITY, L = 0.f;
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int i0 = 0; i0 < n_splits; i0 += kB) {
+        float2 ml[kB];
+        float4 v[kB];
+#pragma unroll
+        for (int j = 0; j < kB; ++j) {
+          const int i = i0 + j;
+          if (i < n_splits) {
+            ml[j] = __ldcg(mls + size_t(i) * G);
+            v[j] = __ldcg(src + i * step);
+          } else {
+            ml[j] = make_float2(-INFINITY, 0.f);
+            v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+          }
+        }
+        float Mb = M;
+#pragma unroll
+        for (int j = 0; j < kB; ++j) Mb = fmaxf(Mb, ml[j].x);
+        const float c = M == -INFINITY ? 0.f : exp2f(M - Mb);
+        L *= c;
+        a = make_float4(a.x * c, a.y * c, a.z * c, a.w * c);
+#pragma unroll
+        for (int j = 0; j < kB; ++j) {
+          const float w = ml[j].x == -INFINITY ? 0.f : exp2f(ml[j].x - Mb);
+          L = fmaf(ml[j].y, w, L);
+          a.x = fmaf(v[j].x, w, a.x);
+          a.y = fmaf(v[j].y, w, a.y);
+          a.z = fmaf(v[j].z, w, a.z);
+          a.w = fmaf(v[j].w, w, a.w);
+        }
+        M = Mb;
+      }
+      const float li = 1.f / L;
+      *reinterpret_cast<float4*>(p.out + size_t(t) * q_dim + (kvh * G + g) * HD + d4 * 4) =
+          make_float4(a.x * li, a.y * li, a.z * li, a.w * li);
+    }
+    if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+    return;
+  }
+
+  // V1: the last block of this (token, kv head) to finish merges all splits.
   __threadfence();
   __syncthreads();
-  unsigned* counter = p.counters + size_t(t) * p.n_kv + kvh;
   if (threadIdx.x == 0) sm_last = atomicAdd(counter, 1u) == unsigned(n_splits - 1);
   __syncthreads();
   if (!sm_last) return;
   __threadfence();
-  const size_t slot0 = (size_t(t) * p.n_kv + kvh) * S;
   for (int g = warp; g < G; g += WARPS) {  // split weights: lane i handles split i (n_splits <= 32)
     const float2 ml = lane < n_splits ? __ldcg(&p.part_ml[(slot0 + lane) * G + g]) : make_float2(-INFINITY, 0.f);
     float M = ml.x;
@@ -610,14 +725,37 @@ __global__ void __launch_bounds__(kAttnWarps * 32) AttentionKernel(const AttnPar
 // Prefill and shared small kernels
 // ---------------------------------------------------------------------------------------------
 
-// x[t, :] = embed[tokens[t], :] (fp16 -> fp32). One block per token.
+// x[t, :] = embed[tokens[t], :] (fp16 -> fp32). One block per token; dim % 8 == 0 (16-byte rows).
+// 16-byte loads, all of a thread's loads issued before the first store (the row is 8 KB for the 8B
+// shape: 2 loads per thread of 256), so the gather costs about one DRAM latency instead of one per
+// loop step (it was 8.7 us per decode step in ncu, a serial chain of 2-byte loads).
 static __global__ void EmbedKernel(float* __restrict__ x, const __half* __restrict__ embed, const int* __restrict__ tokens,
                             int dim) {
   PdlWait();
   PdlTrigger();
   const int t = blockIdx.x;
-  const __half* e = embed + size_t(__ldcg(tokens + t)) * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) x[size_t(t) * dim + i] = __half2float(e[i]);
+  const uint4* e = reinterpret_cast<const uint4*>(embed + size_t(__ldcg(tokens + t)) * dim);
+  float4* xo = reinterpret_cast<float4*>(x + size_t(t) * dim);
+  const int nch = dim >> 3;
+  constexpr int kBatch = 4;
+  for (int c0 = threadIdx.x; c0 < nch; c0 += kBatch * blockDim.x) {
+    uint4 w[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int c = c0 + b * blockDim.x;
+      w[b] = c < nch ? __ldg(e + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int c = c0 + b * blockDim.x;
+      if (c < nch) {
+        float f[8];
+        Unpack8(w[b], f);
+        xo[2 * c] = make_float4(f[0], f[1], f[2], f[3]);
+        xo[2 * c + 1] = make_float4(f[4], f[5], f[6], f[7]);
+      }
+    }
+  }
 }
 
 // out[t, :] = x[t, :] / rms(x[t, :]) * w. One block (256 threads) per row.

@@ -142,9 +142,9 @@ struct Version {
   std::function<void(const __half*, const float*, float*, int, int, cudaStream_t)> run;
 };
 
-template <int W, int U, int R, int EPI = gpu::kEpiStore>
+template <int W, int U, int R, int EPI = gpu::kEpiStore, int PRE = 1>
 void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
-  auto fn = gpu::DecodeMatvecKernel<W, U, R, EPI>;
+  auto fn = gpu::DecodeMatvecKernel<W, U, R, EPI, PRE>;
   static bool attr_set = false;
   if (!attr_set) {
     LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
@@ -155,9 +155,9 @@ void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
   LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel");
 }
 
-template <int W, int U, int R, int PREFETCH = 0>
+template <int W, int U, int R, int PREFETCH = 0, int PRE = 1>
 Version V5(const char* cfg) {
-  return {std::string(PREFETCH ? "v6 " : "v5 ") + cfg + (PREFETCH ? " +L2 prefetch" : ""),
+  return {std::string(PRE > 1 ? "v7 " : PREFETCH ? "v6 " : "v5 ") + cfg + (PREFETCH ? " +L2 prefetch" : ""),
           [](const __half* Wt, const float* x, float* y, int M, int K, cudaStream_t s) {
             gpu::MatvecParams p = {};
             p.W = Wt;
@@ -167,7 +167,7 @@ Version V5(const char* cfg) {
             p.x = x;
             p.out = y;
             p.l2_prefetch = PREFETCH;
-            RunV5<W, U, R>(p, s);
+            RunV5<W, U, R, gpu::kEpiStore, PRE>(p, s);
           }};
 }
 
@@ -198,6 +198,10 @@ std::vector<Version> Versions() {
   v.push_back(V5<2, 1, 8>("w2.u1.r8"));
   v.push_back(V5<8, 1, 4, 1>("w8.u1.r4"));
   v.push_back(V5<4, 2, 4, 1>("w4.u2.r4"));
+  // v7: a first batch of PRE x R loads per row before the PDL wait (alone, launched without PDL, it
+  // can only cost registers; its point is overlap with the previous kernel in the decode step).
+  v.push_back(V5<8, 1, 4, 0, 2>("w8.u1.r4.p2"));
+  v.push_back(V5<4, 1, 4, 0, 4>("w4.u1.r4.p4"));
   return v;
 }
 

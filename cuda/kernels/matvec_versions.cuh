@@ -31,6 +31,12 @@
 //   v6 v5 + one cp.async.bulk.prefetch.L2 per weight row at block start (MatvecParams::l2_prefetch):
 //      meant to keep HBM busy across kernel boundaries; measured 12-30% SLOWER (L2 churn), kept as a
 //      lesson and off in the engine (README.md).
+//   v7 v5 with a first batch PRE times as long (DecodeMatvecKernel's PRE template parameter, tiles
+//      ".pN"): more of the weight stream issued before the PDL wait, into registers (no L2 churn),
+//      for o_proj behind the latency-bound attention. Alone (no PDL) it can only cost registers; in
+//      the engine's decode step, timed by the whole-step tuner on the H200, it gained nothing
+//      (w8.u1.r4.p2 = w8.u1.r4 within 0.2%, w4.u1.r4.p4 at 186 registers 2.4% slower; README.md).
+//      The tiles stay in the engine's auto-tune set.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""gpu_opt decode variants side by side on one card, in one device call (README "Decode tuning").
+
+Each variant is (bundle, environment): the engine reads its knobs when it is created, so every variant
+runs in its own process, one after another, on the same model file (in the page cache after the first).
+Per variant and context: prefill to the context, one decode step whose logits are kept (the same token
+for every variant, so the variants' logits can be compared with each other), then blocks of decode
+steps timed with the host clock exactly as `lab.bench.timing.measure_decode` does (wall time of
+`engine.decode` calls: the step, the logits on the host, the Python around them); tok/s is the median
+over the timed blocks. % of read = bytes a token must read (`lab.bench.counting.decode_bytes`, weights +
+K/V at the blocks' mean attended length) x tok/s over the read ceiling measured first in the same call
+(`lab.bench.ceilings.gpu_ceilings`' method: torch x.sum() over 4 GiB fp16, best of 10).
+
+  python3 cuda/gpu_opt/decode_variants.py --model M --out DIR \
+      --variant new=/tmp/lab/gpu_bundle --variant base=/tmp/base/gpu_bundle \
+      --variant "v1=/tmp/lab/gpu_bundle:LAB_GPU_DECODE_ATTN=v1" ...
+
+Writes DIR/variants.json, DIR/variants.md, DIR/<label>.log (the engine's stderr, LAB_GPU_VERBOSE=1:
+its tuning tables) and prints the table.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+import numpy as np
+import lab._engine as E
+args = json.loads(sys.argv[1])
+eng = E.Engine(args["engine"], args["model"], args["max_context"])
+cfg = eng.config
+vocab = int(cfg["vocab_size"])
+rng = np.random.default_rng(1234)
+res = {"contexts": []}
+for ctx in args["contexts"]:
+    if eng.pos < ctx:
+        eng.prefill(rng.integers(0, vocab, ctx - eng.pos))
+    probe = eng.decode(int(rng.integers(0, vocab)))
+    np.save(args["probe"] + f"_{ctx}.npy", np.asarray(probe, dtype=np.float32))
+    n, rates, kv = args["tokens"], [], []
+    for b in range(args["warmup"] + args["repeats"]):
+        toks = rng.integers(0, vocab, n)
+        start = eng.pos
+        t0 = time.perf_counter()
+        for t in toks:
+            eng.decode(int(t))
+        dt = time.perf_counter() - t0
+        if b >= args["warmup"]:
+            rates.append(n / dt)
+            kv.append(start + (n + 1) / 2)
+    res["contexts"].append({"context": ctx, "tok_s": rates, "median": float(np.median(rates)),
+                            "min": float(min(rates)), "max": float(max(rates)), "mean_kv_len": float(np.mean(kv))})
+print("RESULT " + json.dumps(res))
+"""
+
+
+def read_ceiling():
+    from lab.bench.ceilings import _cuda_time  # same method as the bench's gpu_ceilings
+    import torch
+
+    x = torch.randn((4 << 30) // 2, dtype=torch.float16, device="cuda")
+    nb = x.numel() * 2
+    t = _cuda_time(lambda: x.sum(), 3, 10)
+    gbps = [nb / s / 1e9 for s in t]
+    name = torch.cuda.get_device_name(0)
+    del x
+    torch.cuda.empty_cache()
+    return {"best": max(gbps), "median": sorted(gbps)[len(gbps) // 2], "card": name,
+            "method": "torch x.sum() over 4.0 GiB fp16, best of 10"}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--variant", action="append", required=True,
+                    help="label=bundle_dir[:ENV=VAL[,ENV=VAL...]]; the first is the reference for logits")
+    ap.add_argument("--contexts", default="512,2048")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--timeout", type=int, default=90)
+    ap.add_argument("--engine", default="gpu_opt")
+    ap.add_argument("--ceiling_gbps", type=float, default=0, help="skip measuring the read ceiling (tests)")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    contexts = [int(c) for c in a.contexts.split(",")]
+    max_context = max(contexts) + 1 + (a.warmup + a.repeats) * a.tokens
+
+    import numpy as np
+
+    sys.path.insert(0, a.variant[0].split("=", 1)[1].partition(":")[0])  # the first bundle's lab package
+    from lab.bench import counting
+
+    cfg = counting.config_from_model_dir(a.model)
+    ceiling = read_ceiling() if not a.ceiling_gbps else {"best": a.ceiling_gbps, "median": a.ceiling_gbps,
+                                                          "card": "given", "method": "--ceiling_gbps"}
+    print(f"read ceiling {ceiling['best']:.0f} GB/s ({ceiling['card']})", flush=True)
+
+    rows = []
+
+    def write_outputs():
+        # Logits of the probe step against the first variant's (relative L2, argmax agreement).
+        ref = rows[0]["label"]
+        for row in rows:
+            for c in row.get("contexts", []):
+                fa, fb = out / f"probe_{row['label']}_{c['context']}.npy", out / f"probe_{ref}_{c['context']}.npy"
+                if fa.exists() and fb.exists():
+                    x, y = np.load(fa), np.load(fb)
+                    c["rel_err_vs_" + ref] = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
+                    c["argmax_same"] = bool(int(np.argmax(x)) == int(np.argmax(y)))
+                    c["finite"] = bool(np.isfinite(x).all())
+
+        doc = {"ceiling": ceiling, "model": a.model, "tokens": a.tokens, "warmup": a.warmup, "repeats": a.repeats,
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "variants": rows}
+        (out / "variants.json").write_text(json.dumps(doc, indent=1))
+        lines = [f"Card: {ceiling['card']}, {doc['date']}; read ceiling {ceiling['best']:.0f} GB/s ({ceiling['method']}). "
+                 f"Median of {a.repeats} blocks of {a.tokens} decode steps (after {a.warmup}), wall clock.", "",
+                 "| variant | env | " + " | ".join(f"tok/s @{c} | % read @{c}" for c in contexts) + f" | logits vs {ref} |",
+                 "| --- | --- | " + " | ".join("---: | ---:" for _ in contexts) + " | --- |"]
+        for row in rows:
+            cs = {c["context"]: c for c in row.get("contexts", [])}
+            cells = []
+            for c in contexts:
+                if c in cs:
+                    cells.append(f"{cs[c]['median']:.1f} ({cs[c]['min']:.1f}-{cs[c]['max']:.1f}) | {cs[c]['pct_read']:.1f}%")
+                else:
+                    cells.append("— | —")
+            errs = ", ".join(f"{c['rel_err_vs_' + ref]:.1e}{'' if c['argmax_same'] and c['finite'] else ' (!)'}"
+                             for c in row.get("contexts", []) if "rel_err_vs_" + ref in c)
+            env = ",".join(f"{k}={v}" for k, v in row["env"].items()) or "defaults"
+            lines.append(f"| {row['label']} | {env} | " + " | ".join(cells) + f" | {errs or row.get('error', '')} |")
+        (out / "variants.md").write_text("\n".join(lines) + "\n")
+        return lines
+
+    for spec in a.variant:
+        label, rest = spec.split("=", 1)
+        bundle, _, envs = rest.partition(":")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = bundle
+        env["LAB_GPU_VERBOSE"] = "1"
+        extra = dict(kv.split("=", 1) for kv in envs.split(",") if kv)
+        env.update(extra)
+        args = {"engine": a.engine, "model": a.model, "max_context": max_context, "contexts": contexts, "tokens": a.tokens,
+                "warmup": a.warmup, "repeats": a.repeats, "probe": str(out / f"probe_{label}")}
+        t0 = time.time()
+        try:
+            # cwd = the output folder: `python -c` puts the current directory first on sys.path, and a
+            # bundle's own folder there would shadow the variant's PYTHONPATH.
+            p = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], env=env, capture_output=True, text=True,
+                               timeout=a.timeout, cwd=str(out))
+            stdout, stderr, rc = p.stdout, p.stderr, p.returncode
+        except subprocess.TimeoutExpired as e:
+            stdout, stderr, rc = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), \
+                (e.stderr or b"").decode() if isinstance(e.stderr, bytes) else (e.stderr or ""), -9
+        (out / f"{label}.log").write_text(stderr + "\n--- stdout ---\n" + stdout)
+        res = None
+        for line in stdout.splitlines():
+            if line.startswith("RESULT "):
+                res = json.loads(line[7:])
+        row = {"label": label, "bundle": bundle, "env": extra, "rc": rc, "seconds": round(time.time() - t0, 1)}
+        if res:
+            for c in res["contexts"]:
+                b = counting.decode_bytes(cfg, "fp16", "fp16", c["mean_kv_len"])["total"]
+                c["GBps"] = b * c["median"] / 1e9
+                c["pct_read"] = 100 * c["GBps"] / ceiling["best"]
+            row["contexts"] = res["contexts"]
+        else:
+            row["error"] = stderr.strip().splitlines()[-3:] if stderr.strip() else "no result"
+        rows.append(row)
+        print(f"{label}: rc {rc}, {row['seconds']} s " + " ".join(
+            f"@{c['context']} {c['median']:.1f} tok/s {c['pct_read']:.1f}%" for c in row.get("contexts", [])),
+            flush=True)
+        write_outputs()
+
+    lines = write_outputs()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
