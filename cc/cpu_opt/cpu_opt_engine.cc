@@ -14,8 +14,9 @@
 //    it while it sits in cache: prefill becomes compute-bound. Decode (one token) stays the streaming
 //    matrix-vector product, as close to memory bandwidth as the kernel can get.
 //
-// The KV cache stays fp32 (InferenceState's): at the contexts of this lab it is a small share of the
-// bytes per token, and keeping it exact keeps this stage's numerics equal to stage 1's on fp16 weights.
+// The KV cache stays fp32 (InferenceState's, stored head-major): at the contexts of this lab it is a small
+// share of the bytes per token, and keeping it exact keeps this stage's numerics equal to stage 1's on
+// fp16 weights. Prefill also skips the last layer's work for tokens whose outputs nobody reads.
 #include "cc/cpu_opt/cpu_opt_engine.h"
 
 #include <omp.h>
@@ -57,13 +58,11 @@ class CpuOptEngine : public Engine {
   void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) override {
     for (int64_t done = 0; done < n; done += kPrefillChunk) {
       const int64_t B = std::min(kPrefillChunk, n - done);
-      ForwardChunk(tokens + done, B, pos + done);
+      // Rows whose output is needed: every row for all_logits, else only the very last one of the call.
+      const int64_t keep = all_logits ? B : done + B == n ? 1 : 0;
+      ForwardChunk(tokens + done, B, pos + done, keep);
       const int64_t vocab = cfg_.vocab_size, dim = cfg_.dim;
-      if (all_logits) {
-        MatMul(s_.xb.data(), B, dim, {{w_.lm_head, logits + done * vocab, vocab}});
-      } else if (done + B == n) {
-        MatMul(s_.xb.data() + (B - 1) * dim, 1, dim, {{w_.lm_head, logits, vocab}});
-      }
+      if (keep > 0) MatMul(s_.xb.data(), keep, dim, {{w_.lm_head, logits + (all_logits ? done * vocab : 0), vocab}});
     }
   }
 
@@ -103,8 +102,9 @@ class CpuOptEngine : public Engine {
     }
   }
 
-  // Runs B tokens at positions pos..pos+B through all layers; leaves the final-normed rows in xb.
-  void ForwardChunk(const int32_t* tokens, int64_t B, int64_t pos) {
+  // Runs B tokens at positions pos..pos+B through all layers and leaves the final-normed rows of the last
+  // `keep` tokens in xb (rows 0..keep). Every token's keys and values are cached in every layer.
+  void ForwardChunk(const int32_t* tokens, int64_t B, int64_t pos, int64_t keep) {
     const ModelConfig& c = cfg_;
     const int64_t dim = c.dim, hd = c.head_dim, kv_dim = c.kv_dim(), q_dim = c.q_dim(), hidden = c.hidden_dim;
     const int64_t half = hd / 2;
@@ -129,8 +129,19 @@ class CpuOptEngine : public Engine {
         const float* sin = s_.rope_sin.data() + (pos + t) * half;
         K_.rope(s_.q.data() + t * q_dim, c.n_heads, hd, cos, sin);
         K_.rope(s_.k.data() + t * kv_dim, c.n_kv_heads, hd, cos, sin);
-        std::copy_n(s_.k.data() + t * kv_dim, kv_dim, kc + (pos + t) * kv_dim);
-        std::copy_n(s_.v.data() + t * kv_dim, kv_dim, vc + (pos + t) * kv_dim);
+        for (int64_t g = 0; g < c.n_kv_heads; ++g) {  // head-major cache: see Attention
+          std::copy_n(s_.k.data() + t * kv_dim + g * hd, hd, kc + (g * s_.max_context + pos + t) * hd);
+          std::copy_n(s_.v.data() + t * kv_dim + g * hd, hd, vc + (g * s_.max_context + pos + t) * hd);
+        }
+      }
+      if (l == c.n_layers - 1 && keep < B) {
+        // Past this point nothing reads the other rows (their keys and values are cached): the rest of
+        // the last layer runs for the kept rows only, moved to the front. Prefill usually keeps one.
+        if (keep == 0) return;
+        std::copy_n(x + (B - keep) * dim, keep * dim, x);
+        std::copy_n(s_.q.data() + (B - keep) * q_dim, keep * q_dim, s_.q.data());
+        pos += B - keep;
+        B = keep;
       }
       Attention(kc, vc, B, pos);
       MatMul(s_.att_out.data(), B, q_dim, {{L.wo, s_.xb.data(), dim}});
@@ -155,9 +166,11 @@ class CpuOptEngine : public Engine {
   // Causal grouped-query attention, as in stage 1, spread over the threads. Prefill: one work item per
   // (token, KV head), whose group of query heads is done together so that each cached key and value is
   // loaded once for all of them. Decode: one item per query head, to give every core work.
+  // The cache is head-major, [kv_head][position][head_dim] within a layer (stage 1: [position][kv_dim]),
+  // so the keys and values one head reads are each one contiguous stream.
   void Attention(const float* kc, const float* vc, int64_t B, int64_t pos) {
     const ModelConfig& c = cfg_;
-    const int64_t hd = c.head_dim, kv_dim = c.kv_dim(), q_dim = c.q_dim(), group = c.group_size();
+    const int64_t hd = c.head_dim, q_dim = c.q_dim(), group = c.group_size(), head_stride = s_.max_context * hd;
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
     const int64_t nq = B == 1 ? 1 : group, items = c.n_heads / nq;  // query heads per item, items per token
     const int64_t scratch = group * max_context_;                    // softmax rows of one thread
@@ -166,8 +179,8 @@ class CpuOptEngine : public Engine {
 #pragma omp parallel for schedule(dynamic)
     for (int64_t it = 0; it < B * items; ++it) {
       const int64_t t = it / items, h = it % items * nq, kvh = h / group;  // first query head of the item
-      K_.attend(s_.att_out.data() + t * q_dim + h * hd, s_.q.data() + t * q_dim + h * hd, nq, kc + kvh * hd,
-                vc + kvh * hd, pos + t + 1, kv_dim, hd, scale, scores_.data() + omp_get_thread_num() * scratch);
+      K_.attend(s_.att_out.data() + t * q_dim + h * hd, s_.q.data() + t * q_dim + h * hd, nq, kc + kvh * head_stride,
+                vc + kvh * head_stride, pos + t + 1, hd, hd, scale, scores_.data() + omp_get_thread_num() * scratch);
     }
   }
 

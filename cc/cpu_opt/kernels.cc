@@ -31,8 +31,8 @@ void MatVec(float* out, const float* x, const uint16_t* W, int64_t n, int64_t i0
 
 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int64_t Bp, const uint16_t* W, int64_t n,
             int64_t i0, int64_t i1) {
-  float* w = ThreadScratch(n);
-  float* acc = ThreadScratch(n + B) + n;
+  float* w = ThreadScratch(n + B);  // one call: a second one could move the buffer
+  float* acc = w + n;
   for (int64_t i = i0; i < i1; ++i) {
     for (int64_t k = 0; k < n; ++k) w[k] = HalfToFloat(W[i * n + k]);  // widen the row once
     for (int64_t t = 0; t < B; ++t) acc[t] = 0.f;
@@ -107,7 +107,12 @@ bool CpuHasAvx2() {
 
 bool CpuHasAvx512() { return CpuHasAvx2() && __builtin_cpu_supports("avx512f"); }
 
-const Kernels& Choose() {
+}  // namespace
+
+const Kernels kScalarKernels = {"scalar", 1, MatVec, MatMul, Transpose, RmsNorm, Add, SwiGlu, Rope, Attend};
+
+// Runs each time an engine is created, so that tests can switch paths with the environment variable.
+const Kernels& SelectKernels() {
   const char* env = std::getenv("LAB_CPU_ISA");
   const std::string want = env ? env : "";
   if (want.empty()) return CpuHasAvx512() ? kAvx512Kernels : CpuHasAvx2() ? kAvx2Kernels : kScalarKernels;
@@ -118,13 +123,6 @@ const Kernels& Choose() {
     throw InputError("LAB_CPU_ISA=" + want + ": this CPU does not support " + want);
   throw InputError("LAB_CPU_ISA=" + want + ": expected avx512, avx2 or scalar");
 }
-
-}  // namespace
-
-const Kernels kScalarKernels = {"scalar", 1, MatVec, MatMul, Transpose, RmsNorm, Add, SwiGlu, Rope, Attend};
-
-// Read each time an engine is created, so that tests can switch paths with the environment variable.
-const Kernels& SelectKernels() { return Choose(); }
 
 }  // namespace cpu_opt
 }  // namespace lab

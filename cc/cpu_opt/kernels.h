@@ -58,7 +58,8 @@ extern const Kernels kAvx2Kernels;
 extern const Kernels kAvx512Kernels;
 extern const Kernels kScalarKernels;
 
-// A per-thread scratch buffer of at least n floats (grown on demand, never shrunk).
+// A per-thread scratch buffer of at least n floats (grown on demand, never shrunk; a call may move it,
+// so take all the room a kernel needs in one call).
 float* ThreadScratch(int64_t n);
 
 }  // namespace cpu_opt

@@ -83,6 +83,7 @@ LAB_AVX2 void MatVec(float* out, const float* x, const uint16_t* W, int64_t n, i
 // A register tile of MR weight rows x 8*NV tokens: MR*NV accumulators (12 of the 16 ymm registers
 // for 6 x 2). Per step k: NV loads of x^T[k, tokens], MR broadcasts of w[r, k], MR*NV FMAs. Each
 // loaded value is used MR or NV times from a register, so the FMA units, not memory, set the pace.
+// (`#pragma GCC unroll` unrolls the loops over r and v completely, so that acc[][] lives in registers.)
 template <int MR, int NV>
 LAB_AVX2 void Tile(float* out, int64_t ldo, const float* xt, int64_t Bp, int64_t tokens, const float* w, int64_t n) {
   __m256 acc[MR][NV];
@@ -132,8 +133,9 @@ LAB_AVX2 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int64_
     for (; k + 8 <= mr * n; k += 8) _mm256_storeu_ps(w + k, LoadHalf8(src + k));
     for (; k < mr * n; ++k) w[k] = HalfToFloat(src[k]);
     // Ask for the next rows now, so that they arrive from DRAM while these are multiplied.
+    const char* next = reinterpret_cast<const char*>(src + mr * n);
     const int64_t ahead = (i1 - i - mr < kRowTile ? i1 - i - mr : kRowTile) * n * 2;  // bytes of the next rows
-    for (int64_t b = 0; b < ahead; b += 64) _mm_prefetch(reinterpret_cast<const char*>(src + mr * n) + b, _MM_HINT_T1);
+    for (int64_t b = 0; b < ahead; b += 64) _mm_prefetch(next + b, _MM_HINT_T1);
     switch (mr) {
       case 6: RowTile<6>(out + i, ldo, xt, B, Bp, w, n); break;
       case 5: RowTile<5>(out + i, ldo, xt, B, Bp, w, n); break;
@@ -329,7 +331,8 @@ LAB_AVX2 void Attend(float* out, const float* q, int64_t nq, const float* kc, co
   for (; p < n_keys; ++p)
     for (int64_t j = 0; j < nq; ++j) {
       __m256 acc = _mm256_setzero_ps();
-      for (int64_t i = 0; i < hd; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + j * hd + i), _mm256_loadu_ps(kc + p * stride + i), acc);
+      for (int64_t i = 0; i < hd; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + j * hd + i), _mm256_loadu_ps(kc + p * stride + i), acc);
       scores[j * n_keys + p] = Sum8(acc) * scale;
     }
   // 2. Softmax of each query's row.

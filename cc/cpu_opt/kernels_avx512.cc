@@ -1,8 +1,9 @@
 // AVX-512F kernels: kernels_avx2.cc's loops with 16 floats per register and 32 registers.
 //
-// _mm512_cvtph_ps widens 16 fp16 weights at once (AVX-512F's own F16C), and the 32 registers let the
-// prefill tile grow to 6 weight rows x 64 tokens (24 accumulators). Read kernels_avx2.cc first; only
-// the widths and tile sizes differ here.
+// Read kernels_avx2.cc first. What differs here: the 32 registers let the prefill tile grow to 8 weight
+// rows x 48 tokens (24 accumulators), whose results are written with one store per token after an
+// 8 x 8 transpose in registers; the element-wise kernels and attention use 16 lanes. Decode stays the
+// AVX2 loop (memory-bound: wider registers do not read memory faster).
 // GCC 12 warns about its own _mm512_undefined_ps() inside the intrinsics headers (a false positive).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -19,8 +20,13 @@ namespace lab {
 namespace cpu_opt {
 namespace {
 
-LAB_AVX512 inline __m512 LoadHalf16(const uint16_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+LAB_AVX512 inline __m256 LoadHalf8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+LAB_AVX512 inline __m256 Low256(__m512 v) { return _mm512_castps512_ps256(v); }
+LAB_AVX512 inline __m256 High256(__m512 v) {
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
 
 // exp(x), 16 lanes: the same Cephes polynomial as Exp8; _mm512_scalef_ps multiplies by 2^n.
@@ -101,9 +107,7 @@ LAB_AVX512 void Tile(float* out, int64_t ldo, const float* xt, int64_t Bp, int64
       for (int half = 0; half < 2; ++half) {
         __m256 c[8];
 #pragma GCC unroll 8
-        for (int r = 0; r < 8; ++r)
-          c[r] = half ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][v]), 1))
-                      : _mm512_castps512_ps256(acc[r][v]);
+        for (int r = 0; r < 8; ++r) c[r] = half ? High256(acc[r][v]) : Low256(acc[r][v]);
         Transpose8x8(c);
         const int64_t t0 = 16 * v + 8 * half;
 #pragma GCC unroll 8
@@ -142,7 +146,7 @@ LAB_AVX512 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int6
       for (; k + 8 <= n; k += 8) {
         __m256 c[8];
 #pragma GCC unroll 8
-        for (int r = 0; r < 8; ++r) c[r] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + r * n + k)));
+        for (int r = 0; r < 8; ++r) c[r] = LoadHalf8(src + r * n + k);
         Transpose8x8(c);
 #pragma GCC unroll 8
         for (int j = 0; j < 8; ++j) _mm256_storeu_ps(w + (k + j) * 8, c[j]);
@@ -150,8 +154,9 @@ LAB_AVX512 void MatMul(float* out, int64_t ldo, const float* xt, int64_t B, int6
     }
     for (; k < n; ++k)
       for (int64_t r = 0; r < mr; ++r) w[k * 8 + r] = HalfToFloat(src[r * n + k]);
+    const char* next = reinterpret_cast<const char*>(src + mr * n);
     const int64_t ahead = (i1 - i - mr < kRowTile ? i1 - i - mr : kRowTile) * n * 2;  // bytes of the next rows
-    for (int64_t b = 0; b < ahead; b += 64) _mm_prefetch(reinterpret_cast<const char*>(src + mr * n) + b, _MM_HINT_T1);
+    for (int64_t b = 0; b < ahead; b += 64) _mm_prefetch(next + b, _MM_HINT_T1);
     switch (mr) {
       case 8: RowTile<8>(out + i, ldo, xt, B, Bp, w, n); break;
       case 7: RowTile<7>(out + i, ldo, xt, B, Bp, w, n); break;
@@ -238,7 +243,7 @@ LAB_AVX512 inline __m256 Dot8Keys(const float* q, const float* k, int64_t stride
   }
   __m256 h[8];
 #pragma GCC unroll 8
-  for (int j = 0; j < 8; ++j) h[j] = _mm256_add_ps(_mm512_castps512_ps256(acc[j]), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[j]), 1)));
+  for (int j = 0; j < 8; ++j) h[j] = _mm256_add_ps(Low256(acc[j]), High256(acc[j]));
   const __m256 h01 = _mm256_hadd_ps(h[0], h[1]), h23 = _mm256_hadd_ps(h[2], h[3]);
   const __m256 h45 = _mm256_hadd_ps(h[4], h[5]), h67 = _mm256_hadd_ps(h[6], h[7]);
   const __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
@@ -317,7 +322,8 @@ LAB_AVX512 void Attend(float* out, const float* q, int64_t nq, const float* kc, 
   for (; p < n_keys; ++p)
     for (int64_t j = 0; j < nq; ++j) {
       __m512 acc = _mm512_setzero_ps();
-      for (int64_t i = 0; i < hd; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + j * hd + i), _mm512_loadu_ps(kc + p * stride + i), acc);
+      for (int64_t i = 0; i < hd; i += 16)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + j * hd + i), _mm512_loadu_ps(kc + p * stride + i), acc);
       scores[j * n_keys + p] = _mm512_reduce_add_ps(acc) * scale;
     }
   // 2. Softmax of each query's row.
