@@ -111,8 +111,9 @@ bool CpuHasAvx512() { return CpuHasAvx2() && __builtin_cpu_supports("avx512f"); 
 
 const Kernels kScalarKernels = {"scalar", 1, MatVec, MatMul, Transpose, RmsNorm, Add, SwiGlu, Rope, Attend};
 
-// Runs each time an engine is created, so that tests can switch paths with the environment variable.
-const Kernels& SelectKernels() {
+namespace {
+
+const Kernels& SelectIsa() {
   const char* env = std::getenv("LAB_CPU_ISA");
   const std::string want = env ? env : "";
   if (want.empty()) return CpuHasAvx512() ? kAvx512Kernels : CpuHasAvx2() ? kAvx2Kernels : kScalarKernels;
@@ -122,6 +123,26 @@ const Kernels& SelectKernels() {
   if (want == "avx2" || want == "avx512")
     throw InputError("LAB_CPU_ISA=" + want + ": this CPU does not support " + want);
   throw InputError("LAB_CPU_ISA=" + want + ": expected avx512, avx2 or scalar");
+}
+
+bool CpuHasAvx512Bf16() { return CpuHasAvx512() && __builtin_cpu_supports("avx512bf16"); }
+
+}  // namespace
+
+// Runs each time an engine is created, so that tests can switch paths with the environment variables.
+const Kernels& SelectKernels() {
+  const Kernels& isa = SelectIsa();
+  const char* env = std::getenv("LAB_CPU_PREFILL");
+  const std::string want = env ? env : "";
+  const bool avx512 = &isa == &kAvx512Kernels;
+  // Default fp32: bf16 operands miss the fp16 logits bound of lab.tolerances (see README.md), so bf16 is opt-in.
+  if (want.empty() || want == "fp32") return isa;
+  if (want == "bf16") {
+    if (avx512 && CpuHasAvx512Bf16()) return kAvx512Bf16Kernels;
+    throw InputError(std::string("LAB_CPU_PREFILL=bf16: ") +
+                     (avx512 ? "this CPU does not support avx512bf16" : "needs the avx512 kernels (LAB_CPU_ISA)"));
+  }
+  throw InputError("LAB_CPU_PREFILL=" + want + ": expected bf16 or fp32");
 }
 
 }  // namespace cpu_opt

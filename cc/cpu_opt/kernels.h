@@ -1,7 +1,8 @@
 // The SIMD kernels of stage 2, one implementation per instruction set, chosen once at run time.
 //
 //   kernels_avx2.cc    AVX2 + FMA + F16C, 8 floats per register: the readable lesson
-//   kernels_avx512.cc  AVX-512F, 16 floats per register and 32 registers: the same loops, wider
+//   kernels_avx512.cc  AVX-512F, 16 floats per register and 32 registers: the same loops, wider;
+//                      and a prefill matmul on AVX512-BF16 dot products (bf16 operands, fp32 sums)
 //   kernels.cc         a portable scalar fallback, and SelectKernels() (the dispatcher)
 //
 // Every kernel is single-threaded; the engine splits the work across OpenMP threads (rows of a
@@ -51,11 +52,14 @@ struct Kernels {
 
 // The table for the widest instruction set this CPU has (AVX-512 > AVX2 > scalar), or the one
 // named by LAB_CPU_ISA=avx512|avx2|scalar (an unknown or unsupported name throws InputError).
+// LAB_CPU_PREFILL=bf16 swaps in the bf16 prefill matmul (kAvx512Bf16Kernels; needs AVX-512 and AVX512-BF16,
+// else InputError); the default, fp32 (or LAB_CPU_PREFILL=fp32), keeps the fp32 prefill of the ISA's table.
 const Kernels& SelectKernels();
 
 // The tables themselves (kernels_avx2.cc, kernels_avx512.cc, kernels.cc).
 extern const Kernels kAvx2Kernels;
 extern const Kernels kAvx512Kernels;
+extern const Kernels kAvx512Bf16Kernels;  // kAvx512Kernels with a bf16 prefill: matmul/transpose on bf16 pairs
 extern const Kernels kScalarKernels;
 
 // A per-thread scratch buffer of at least n floats (grown on demand, never shrunk; a call may move it,

@@ -60,8 +60,8 @@ flags.DEFINE_integer("ppl_window", 512, "Perplexity mode: tokens per window (a f
 flags.DEFINE_integer("ppl_chunk", 128, "Perplexity mode: prefill chunk (continuing the KV cache).")
 flags.DEFINE_string("from_json", None, "Re-render a finished run (bench.json: table, plot, --readme injection) "
                     "without measuring, e.g. results fetched from a GPU host.")
-flags.DEFINE_list("summary", None, "Write the one-line-per-stage summary of these bench.json files (with "
-                  "--readme PATH:NAME) and exit.")
+flags.DEFINE_list("summary", None, "Write the one-line-per-stage summary of these bench.json files (each may "
+                  "end in @engine+engine to keep only those), with --readme PATH:NAME, and exit.")
 flags.DEFINE_bool("ppl_torch", False, "Perplexity mode: also the torch fp32 reference (checks cpu_fp32 against it).")
 
 
@@ -182,7 +182,7 @@ def main(argv):
     if FLAGS.summary:
         from lab.bench import report, summary
 
-        md = summary.markdown(summary.summary_rows([_path(p) for p in FLAGS.summary]))
+        md = summary.markdown(summary.summary_rows([str(_path(p)) for p in FLAGS.summary]))
         for path, name in readme_targets():
             report.inject_readme(path, name, md)
         print(md)

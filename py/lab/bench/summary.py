@@ -18,11 +18,14 @@ def _nearest(rows, key, target):
 
 
 def summary_rows(paths) -> list:
+    """paths: bench.json files, each optionally followed by '@engine+engine' to keep only those engines."""
     rows = []
-    for p in paths:
+    for spec in paths:
+        p, _, only = str(spec).partition("@")
+        keep = set(only.split("+")) if only else None
         d = json.loads(Path(p).read_text())
         for r in d["runners"]:
-            if r.get("kind") != "engine" or r.get("error"):
+            if r.get("kind") != "engine" or r.get("error") or (keep and r["name"] not in keep):
                 continue
             machine = report.machine_label(d["machine"], r.get("device", "cpu"))
             dec = _nearest(r.get("decode", []), "context", 512)
