@@ -56,6 +56,15 @@ struct Kernels {
 // else InputError); the default, fp32 (or LAB_CPU_PREFILL=fp32), keeps the fp32 prefill of the ISA's table.
 const Kernels& SelectKernels();
 
+// Element-wise kernels of kernels_avx2.cc, also used by the AVX-512 tables: they touch each element
+// once, so wider registers buy nothing there.
+namespace avx2 {
+void RmsNorm(float* out, const float* x, const float* w, int64_t n, float eps);
+void Add(float* x, const float* y, int64_t n);
+void SwiGlu(float* g, const float* u, int64_t n);
+void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
+}  // namespace avx2
+
 // The tables themselves (kernels_avx2.cc, kernels_avx512.cc, kernels.cc).
 extern const Kernels kAvx2Kernels;
 extern const Kernels kAvx512Kernels;

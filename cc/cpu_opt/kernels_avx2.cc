@@ -182,60 +182,7 @@ LAB_AVX2 void Transpose(float* xt, int64_t Bp, const float* x, int64_t B, int64_
     for (int64_t t = 0; t < Bp; ++t) xt[k * Bp + t] = t < B ? x[t * n + k] : 0.f;
 }
 
-// ---- Element-wise and attention ----------------------------------------------------------------
-
-LAB_AVX2 void RmsNorm(float* out, const float* x, const float* w, int64_t n, float eps) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
-    a0 = _mm256_fmadd_ps(x0, x0, a0);
-    a1 = _mm256_fmadd_ps(x1, x1, a1);
-  }
-  float ss = Sum8(_mm256_add_ps(a0, a1));
-  for (; i < n; ++i) ss += x[i] * x[i];
-  const float scale = 1.f / std::sqrt(ss / n + eps);
-  const __m256 s = _mm256_set1_ps(scale);
-  for (i = 0; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), s)));
-  for (; i < n; ++i) out[i] = w[i] * (x[i] * scale);
-}
-
-LAB_AVX2 void Add(float* x, const float* y, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) x[i] += y[i];
-}
-
-LAB_AVX2 void SwiGlu(float* g, const float* u, int64_t n) {
-  const __m256 one = _mm256_set1_ps(1.f);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 x = _mm256_loadu_ps(g + i);
-    const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, Exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
-    _mm256_storeu_ps(g + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
-  }
-  for (; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
-}
-
-LAB_AVX2 void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
-  const int64_t half = head_dim / 2;
-  for (int64_t h = 0; h < n_heads; ++h) {
-    float* x = v + h * head_dim;
-    int64_t i = 0;
-    for (; i + 8 <= half; i += 8) {
-      const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + half);
-      const __m256 c = _mm256_loadu_ps(cos + i), s = _mm256_loadu_ps(sin + i);
-      _mm256_storeu_ps(x + i, _mm256_fmsub_ps(a, c, _mm256_mul_ps(b, s)));
-      _mm256_storeu_ps(x + i + half, _mm256_fmadd_ps(b, c, _mm256_mul_ps(a, s)));
-    }
-    for (; i < half; ++i) {
-      const float a = x[i], b = x[i + half];
-      x[i] = a * cos[i] - b * sin[i];
-      x[i + half] = b * cos[i] + a * sin[i];
-    }
-  }
-}
+// ---- Attention ---------------------------------------------------------------------------------
 
 // The sums of eight registers as one register (lane j = sum of v[j]): a tree of horizontal adds does the
 // eight reductions together, instead of eight separate shuffle-and-add sequences.
@@ -352,7 +299,66 @@ LAB_AVX2 void Attend(float* out, const float* q, int64_t nq, const float* kc, co
 
 }  // namespace
 
-const Kernels kAvx2Kernels = {"avx2", 8, MatVec, MatMul, Transpose, RmsNorm, Add, SwiGlu, Rope, Attend};
+namespace avx2 {
+
+// ---- Element-wise (shared with the AVX-512 table: memory-bound, wider registers buy nothing) ----
+
+LAB_AVX2 void RmsNorm(float* out, const float* x, const float* w, int64_t n, float eps) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+    a0 = _mm256_fmadd_ps(x0, x0, a0);
+    a1 = _mm256_fmadd_ps(x1, x1, a1);
+  }
+  float ss = Sum8(_mm256_add_ps(a0, a1));
+  for (; i < n; ++i) ss += x[i] * x[i];
+  const float scale = 1.f / std::sqrt(ss / n + eps);
+  const __m256 s = _mm256_set1_ps(scale);
+  for (i = 0; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), s)));
+  for (; i < n; ++i) out[i] = w[i] * (x[i] * scale);
+}
+
+LAB_AVX2 void Add(float* x, const float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) x[i] += y[i];
+}
+
+LAB_AVX2 void SwiGlu(float* g, const float* u, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, Exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+}
+
+LAB_AVX2 void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* x = v + h * head_dim;
+    int64_t i = 0;
+    for (; i + 8 <= half; i += 8) {
+      const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + half);
+      const __m256 c = _mm256_loadu_ps(cos + i), s = _mm256_loadu_ps(sin + i);
+      _mm256_storeu_ps(x + i, _mm256_fmsub_ps(a, c, _mm256_mul_ps(b, s)));
+      _mm256_storeu_ps(x + i + half, _mm256_fmadd_ps(b, c, _mm256_mul_ps(a, s)));
+    }
+    for (; i < half; ++i) {
+      const float a = x[i], b = x[i + half];
+      x[i] = a * cos[i] - b * sin[i];
+      x[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+}  // namespace avx2
+
+const Kernels kAvx2Kernels = {"avx2", 8, MatVec, MatMul, Transpose, avx2::RmsNorm, avx2::Add, avx2::SwiGlu, avx2::Rope, Attend};
 
 }  // namespace cpu_opt
 }  // namespace lab

@@ -316,60 +316,7 @@ LAB_AVX512BF16 void TransposeBf16(float* xt, int64_t Bp, const float* x, int64_t
       xb[k / 2 * Bp + s] = s < B ? Bf16Pair(x[s * n + k], k + 1 < k1 ? x[s * n + k + 1] : 0.f) : 0u;
 }
 
-// ---- Element-wise and attention ----------------------------------------------------------------
-
-LAB_AVX512 void RmsNorm(float* out, const float* x, const float* w, int64_t n, float eps) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-    a0 = _mm512_fmadd_ps(x0, x0, a0);
-    a1 = _mm512_fmadd_ps(x1, x1, a1);
-  }
-  float ss = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-  for (; i < n; ++i) ss += x[i] * x[i];
-  const float scale = 1.f / std::sqrt(ss / n + eps);
-  const __m512 s = _mm512_set1_ps(scale);
-  for (i = 0; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_loadu_ps(w + i), _mm512_mul_ps(_mm512_loadu_ps(x + i), s)));
-  for (; i < n; ++i) out[i] = w[i] * (x[i] * scale);
-}
-
-LAB_AVX512 void Add(float* x, const float* y, int64_t n) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-  for (; i < n; ++i) x[i] += y[i];
-}
-
-LAB_AVX512 void SwiGlu(float* g, const float* u, int64_t n) {
-  const __m512 one = _mm512_set1_ps(1.f);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 x = _mm512_loadu_ps(g + i);
-    const __m512 silu = _mm512_div_ps(x, _mm512_add_ps(one, Exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
-    _mm512_storeu_ps(g + i, _mm512_mul_ps(silu, _mm512_loadu_ps(u + i)));
-  }
-  for (; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
-}
-
-LAB_AVX512 void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
-  const int64_t half = head_dim / 2;
-  for (int64_t h = 0; h < n_heads; ++h) {
-    float* x = v + h * head_dim;
-    int64_t i = 0;
-    for (; i + 16 <= half; i += 16) {
-      const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + half);
-      const __m512 c = _mm512_loadu_ps(cos + i), s = _mm512_loadu_ps(sin + i);
-      _mm512_storeu_ps(x + i, _mm512_fmsub_ps(a, c, _mm512_mul_ps(b, s)));
-      _mm512_storeu_ps(x + i + half, _mm512_fmadd_ps(b, c, _mm512_mul_ps(a, s)));
-    }
-    for (; i < half; ++i) {
-      const float a = x[i], b = x[i + half];
-      x[i] = a * cos[i] - b * sin[i];
-      x[i + half] = b * cos[i] + a * sin[i];
-    }
-  }
-}
+// ---- Attention (element-wise kernels: the AVX2 ones, see kernels.h) ------------------------------
 
 // q . k for eight consecutive keys, as 8 lanes: 16-lane partial sums, folded to 8 lanes, then the AVX2
 // horizontal-add tree (Sum8x8 in kernels_avx2.cc).
@@ -484,9 +431,9 @@ LAB_AVX512 void Attend(float* out, const float* q, int64_t nq, const float* kc, 
 
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", 16, MatVec, MatMul, Transpose, RmsNorm, Add, SwiGlu, Rope, Attend};
+const Kernels kAvx512Kernels = {"avx512", 16, MatVec, MatMul, Transpose, avx2::RmsNorm, avx2::Add, avx2::SwiGlu, avx2::Rope, Attend};
 // The same table with the bf16 prefill pair (MatMulBf16 + TransposeBf16); decode and the rest are unchanged.
-const Kernels kAvx512Bf16Kernels = {"avx512bf16", 16, MatVec, MatMulBf16, TransposeBf16, RmsNorm, Add, SwiGlu, Rope, Attend};
+const Kernels kAvx512Bf16Kernels = {"avx512bf16", 16, MatVec, MatMulBf16, TransposeBf16, avx2::RmsNorm, avx2::Add, avx2::SwiGlu, avx2::Rope, Attend};
 
 }  // namespace cpu_opt
 }  // namespace lab
