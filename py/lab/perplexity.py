@@ -6,7 +6,13 @@ single forward over the whole sequence, while the logits held at once stay bound
 
 import numpy as np
 
-from lab.reference import perplexity_from_logits
+
+def token_nll(logits, targets) -> np.ndarray:
+    """-log softmax(logits[i])[targets[i]] for each row i, in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(z)), np.asarray(targets)]
 
 
 def engine_nll(engine, tokens, window: int = 256, progress=None) -> np.ndarray:
@@ -14,17 +20,11 @@ def engine_nll(engine, tokens, window: int = 256, progress=None) -> np.ndarray:
     tokens = np.asarray(tokens, dtype=np.int64)
     if len(tokens) < 2:
         raise ValueError("perplexity needs at least two tokens")
-    if len(tokens) > engine.max_context:
-        raise ValueError(f"{len(tokens)} tokens exceed the engine's context of {engine.max_context}")
     engine.reset()
     nll = []
     for start in range(0, len(tokens) - 1, window):
         chunk = tokens[start : min(start + window, len(tokens) - 1)]
-        logits = np.asarray(engine.prefill(chunk, all_logits=True), dtype=np.float64)
-        z = logits - logits.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        targets = tokens[start + 1 : start + 1 + len(chunk)]
-        nll.append(-logp[np.arange(len(chunk)), targets])
+        nll.append(token_nll(engine.prefill(chunk, all_logits=True), tokens[start + 1 : start + 1 + len(chunk)]))
         if progress:
             progress(start + len(chunk), len(tokens) - 1)
     return np.concatenate(nll)
@@ -36,6 +36,6 @@ def engine_perplexity(engine, tokens, window: int = 256, progress=None) -> float
 
 def torch_perplexity(model, tokens) -> float:
     """The reference: one transformers forward over the whole sequence."""
-    from lab.reference import reference_logits
+    from lab.reference import perplexity_from_logits, reference_logits
 
     return perplexity_from_logits(reference_logits(model, tokens), tokens)

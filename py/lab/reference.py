@@ -46,9 +46,6 @@ def reference_logits(model, tokens) -> np.ndarray:
 
 def perplexity_from_logits(logits: np.ndarray, tokens) -> float:
     """exp(mean NLL) of tokens[1:] given logits[:-1] (float64)."""
-    tokens = np.asarray(tokens)
-    z = np.asarray(logits[:-1], dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    nll = -logp[np.arange(len(tokens) - 1), tokens[1:]]
-    return float(np.exp(nll.mean()))
+    from lab.perplexity import token_nll
+
+    return float(np.exp(token_nll(logits[:-1], np.asarray(tokens)[1:]).mean()))

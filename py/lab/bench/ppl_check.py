@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lab.perplexity import engine_nll, token_nll
+
 from lab import tolerances
 
 
@@ -37,50 +39,29 @@ def load_tokens(text_path, tokenizer_dir, max_tokens: int) -> list:
     return [int(t) for t in ids[:max_tokens]]
 
 
-def _nll_sum(rows: np.ndarray, targets) -> float:
-    z = np.asarray(rows, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(targets)), np.asarray(targets)].sum())
+def _windows(tokens, window: int):
+    """The tokens cut into windows of `window` (a fresh sequence each); a last window of < 2 is dropped."""
+    return [tokens[w0:w0 + window] for w0 in range(0, len(tokens), window) if len(tokens[w0:w0 + window]) >= 2]
+
+
+def _result(nll: np.ndarray) -> dict:
+    return {"ppl": float(np.exp(nll.mean())), "nll_sum": float(nll.sum()), "predicted_tokens": int(nll.size)}
 
 
 def engine_perplexity(engine, tokens, window: int, chunk: int) -> dict:
-    """Perplexity of `tokens` under `engine` (anything with reset() and prefill(tokens, all_logits=True))."""
-    nll, count = 0.0, 0
-    for w0 in range(0, len(tokens), window):
-        win = tokens[w0:w0 + window]
-        if len(win) < 2:
-            break
-        engine.reset()
-        prev_last = None
-        for c0 in range(0, len(win), chunk):
-            ch = win[c0:c0 + chunk]
-            logits = np.asarray(engine.prefill(np.asarray(ch, dtype=np.int32), all_logits=True))
-            logits = logits.reshape(len(ch), -1)
-            if prev_last is not None:
-                nll += _nll_sum(prev_last[None, :], [ch[0]])
-                count += 1
-            if len(ch) > 1:
-                nll += _nll_sum(logits[:-1], ch[1:])
-                count += len(ch) - 1
-            prev_last = logits[-1]
+    """Perplexity of `tokens` under `engine`: each window a fresh sequence, prefilled `chunk` tokens at a time
+    continuing the KV cache (lab.perplexity.engine_nll)."""
+    nll = np.concatenate([engine_nll(engine, win, chunk) for win in _windows(tokens, window)])
     engine.reset()
-    return {"ppl": float(np.exp(nll / count)), "nll_sum": nll, "predicted_tokens": count}
+    return _result(nll)
 
 
 def torch_perplexity(model, tokens, window: int) -> dict:
     """The torch reference's perplexity over the same windows (each window in one forward, no cache)."""
     from lab.reference import reference_logits
 
-    nll, count = 0.0, 0
-    for w0 in range(0, len(tokens), window):
-        win = tokens[w0:w0 + window]
-        if len(win) < 2:
-            break
-        logits = reference_logits(model, win)
-        nll += _nll_sum(logits[:-1], win[1:])
-        count += len(win) - 1
-    return {"ppl": float(np.exp(nll / count)), "nll_sum": nll, "predicted_tokens": count}
+    return _result(np.concatenate([token_nll(reference_logits(model, win)[:-1], win[1:])
+                                   for win in _windows(tokens, window)]))
 
 
 def check(ppls: dict, ref: str = "cpu_fp32", tolerance_of=tolerances.perplexity_rel) -> list:
