@@ -169,4 +169,12 @@ void ModelFile::ValidateAgainst(const ModelConfig& cfg) const {
       throw ModelFormatError(path_ + ": unexpected tensor " + name + " (does config.json match this model?)");
 }
 
+OpenedModel OpenModel(const std::string& model_dir) {
+  OpenedModel m;
+  m.cfg = LoadConfig(model_dir + "/config.json");
+  m.file = std::make_unique<ModelFile>(model_dir + "/model.bin");
+  m.file->ValidateAgainst(m.cfg);
+  return m;
+}
+
 }  // namespace lab

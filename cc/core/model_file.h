@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,14 @@ class ModelFile {
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
 };
+
+// A model directory opened the one way every engine opens it: config.json parsed, model.bin mapped and
+// validated against it (throws ModelFormatError naming the first problem).
+struct OpenedModel {
+  ModelConfig cfg;
+  std::unique_ptr<ModelFile> file;
+};
+OpenedModel OpenModel(const std::string& model_dir);
 
 // Names of the per-layer tensors, e.g. LayerTensor(3, "self_attn.q_proj") ->
 // "model.layers.3.self_attn.q_proj.weight".

@@ -191,9 +191,7 @@ class CpuFp32Engine : public Engine {
 }  // namespace
 
 std::unique_ptr<Engine> MakeCpuFp32Engine(const std::string& model_dir, int64_t max_context) {
-  ModelConfig cfg = LoadConfig(model_dir + "/config.json");
-  auto file = std::make_unique<ModelFile>(model_dir + "/model.bin");
-  file->ValidateAgainst(cfg);
+  auto [cfg, file] = OpenModel(model_dir);
   return std::make_unique<CpuFp32Engine>(cfg, std::move(file), max_context);
 }
 

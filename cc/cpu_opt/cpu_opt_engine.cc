@@ -195,9 +195,7 @@ class CpuOptEngine : public Engine {
 }  // namespace
 
 std::unique_ptr<Engine> MakeCpuOptEngine(const std::string& model_dir, int64_t max_context) {
-  ModelConfig cfg = LoadConfig(model_dir + "/config.json");
-  auto file = std::make_unique<ModelFile>(model_dir + "/model.bin");
-  file->ValidateAgainst(cfg);
+  auto [cfg, file] = OpenModel(model_dir);
   return std::make_unique<CpuOptEngine>(cfg, std::move(file), max_context);
 }
 

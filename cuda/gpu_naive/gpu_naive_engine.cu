@@ -351,9 +351,9 @@ class GpuNaiveEngine : public Engine {
 }  // namespace
 
 std::unique_ptr<Engine> MakeGpuNaiveEngine(const std::string& model_dir, int64_t max_context) {
-  ModelConfig cfg = LoadConfig(model_dir + "/config.json");
-  ModelFile file(model_dir + "/model.bin");
-  file.ValidateAgainst(cfg);
+  OpenedModel m = OpenModel(model_dir);
+  const ModelConfig& cfg = m.cfg;
+  const ModelFile& file = *m.file;
   if (cfg.head_dim % 2 != 0) throw ModelFormatError("gpu_naive: head_dim must be even for RoPE");
   // The file is only needed while the weights are uploaded: it is unmapped when this returns.
   return std::make_unique<GpuNaiveEngine>(cfg, file, max_context);

@@ -1199,9 +1199,9 @@ class GpuOptEngine : public Engine {
 }  // namespace
 
 std::unique_ptr<Engine> MakeGpuOptEngine(const std::string& model_dir, int64_t max_context) {
-  ModelConfig cfg = LoadConfig(model_dir + "/config.json");
-  ModelFile file(model_dir + "/model.bin");
-  file.ValidateAgainst(cfg);
+  OpenedModel m = OpenModel(model_dir);
+  const ModelConfig& cfg = m.cfg;
+  const ModelFile& file = *m.file;
   auto bad = [](const std::string& m) { throw ModelFormatError("gpu_opt: " + m); };
   if (cfg.head_dim != 64 && cfg.head_dim != 128)
     bad("head_dim " + std::to_string(cfg.head_dim) + " is not supported (the attention kernel is built for 64 and 128)");
