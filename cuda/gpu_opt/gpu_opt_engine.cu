@@ -13,7 +13,7 @@
 // Prefill runs chunk by chunk (chunks of up to LAB_GPU_PREFILL_CHUNK tokens, 2048 by default, every
 // buffer sized for one chunk at creation) on the tensor cores: the prefill kernel lab's GEMMs
 // (cuda/prefill, wgmma v4 on Hopper) with the SwiGLU epilogue fused, FlashAttention over the KV cache,
-// and small glue kernels (kernels.cuh): residual add + RMSNorm, RoPE + KV write. The earlier simple
+// and small glue kernels (kernels_prefill.cuh): residual add + RMSNorm, RoPE + KV write. The earlier simple
 // prefill (CUDA-core GEMM, decode attention per token, chunks of 256) stays reachable for comparison.
 //
 // Environment knobs (for experiments and the kernel lab): LAB_GPU_GRAPH=0 (launch kernels one by one),
@@ -51,6 +51,7 @@
 #include "cc/core/model_file.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/gpu_opt/kernels.cuh"
+#include "cuda/gpu_opt/kernels_prefill.cuh"
 #include "cuda/prefill/prefill.h"
 
 namespace lab {

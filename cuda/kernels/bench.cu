@@ -35,6 +35,7 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/gpu_opt/gpu_opt_engine.h"
 #include "cuda/gpu_opt/kernels.cuh"
+#include "cuda/gpu_opt/kernels_prefill.cuh"
 #include "cuda/kernels/matvec_versions.cuh"
 
 namespace lab {
