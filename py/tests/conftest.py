@@ -17,7 +17,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped with a reason where none is present")
 
 
-def _gpu_present() -> bool:
+def gpu_present() -> bool:
     try:
         import torch
 
@@ -27,7 +27,7 @@ def _gpu_present() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    if _gpu_present():
+    if gpu_present():
         return
     skip = pytest.mark.skip(reason="GPU test: no CUDA GPU on this machine (run the GPU bundle on a GPU host)")
     for item in items:

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import gpu_present
 
 from engine_cases import CASES, STD
 from lab import _engine, tolerances
@@ -66,16 +67,7 @@ def test_gpu_engines_are_built():
         assert e in names
 
 
-def _gpu_present():
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
-
-
-@pytest.mark.skipif(_gpu_present(), reason="checks the no-GPU error; this machine has a GPU")
+@pytest.mark.skipif(gpu_present(), reason="checks the no-GPU error; this machine has a GPU")
 @pytest.mark.parametrize("engine", GPU_ENGINES)
 def test_no_gpu_raises_device_error(tmp_path, engine):
     d = write_model(tmp_path / "m", CASES["gqa1_hd64_tied"], "fp16", 1)
@@ -101,7 +93,7 @@ N_PROMPT, N_DECODE = 40, 10
                                         for p in ("fp32", "fp16")], ids=lambda cp: f"{cp[0]}-{cp[1]}")
 def model(request, tmp_path_factory):
     case, precision = request.param
-    if not _gpu_present():
+    if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     d = write_model(tmp_path_factory.mktemp(f"{case}_{precision}"), ALL_CASES[case], precision,
                     seed=sum(map(ord, case)))
@@ -137,7 +129,7 @@ def test_prefill_then_decode_match_reference(model, engine):
 def test_long_context_chunked_prefill_and_decode(tmp_path, engine):
     """A 2,100-token prompt in uneven pieces (chunks of 256 in gpu_opt, 64 in gpu_naive), then decode past
     2,100 positions: the attention splits keys over up to 64 blocks and merges them in the kernel."""
-    if not _gpu_present():
+    if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = EXTRA["long_gqa4_hd128"]
     d = write_model(tmp_path / "m", cfg, "fp16", seed=11)
@@ -163,7 +155,7 @@ def test_long_context_chunked_prefill_and_decode(tmp_path, engine):
 @pytest.mark.gpu
 def test_gpu_opt_launch_paths_agree(tmp_path):
     """CUDA graph + PDL, graph without PDL, and plain launches give the same logits (same kernels)."""
-    if not _gpu_present():
+    if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = CASES["gqa4_hd64_ropeparams"]
     d = write_model(tmp_path / "m", cfg, "fp16", seed=5)
@@ -189,7 +181,7 @@ def test_gpu_opt_launch_paths_agree(tmp_path):
 
 @pytest.mark.gpu
 def test_gpu_stats_and_memory_error(tmp_path):
-    if not _gpu_present():
+    if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     import torch
 

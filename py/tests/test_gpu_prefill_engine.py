@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import gpu_present
 
 from engine_cases import CASES, STD
 from lab import _engine, tolerances
@@ -42,17 +43,8 @@ SMALL = {"hd128": HD128, "hd64": HD64, "mha64": MHA64}
 TOL = tolerances.logits_rel("gpu_opt")
 
 
-def _gpu_present():
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def _need_gpu():
-    if not _gpu_present():
+    if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
 
 
