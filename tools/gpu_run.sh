@@ -39,7 +39,8 @@ model() {
 bench() {
   if [ $# -eq 0 ]; then
     set -- --model_dir "$MODEL8B" --engines gpu_opt --peers hf_eager,hf_compile --device cuda \
-      --prompt_lengths 128,1024 --contexts 128,512,2048 --decode_tokens 64 --repeats 5 --out_dir "$OUT/bench"
+      --prompt_lengths 128,1024 --contexts 128,512,2048 --decode_tokens 64 --repeats 5 --decode_modes greedy,logits \
+      --out_dir "$OUT/bench"
   fi
   "$PY" "$HERE/tools/bench.py" "$@"
 }

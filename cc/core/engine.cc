@@ -1,5 +1,6 @@
 #include "cc/core/engine.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "cc/core/errors.h"
@@ -51,6 +52,32 @@ std::vector<float> Engine::Decode(int32_t token) {
   stats_.decode_s += s;
   stats_.decode_tokens += 1;
   return logits;
+}
+
+std::vector<int32_t> Engine::Generate(int32_t token, int64_t n) {
+  if (n < 1) throw InputError("generate needs at least one step, got " + std::to_string(n));
+  if (pos_ + n > max_context_)
+    throw InputError("generating " + std::to_string(n) + " tokens from position " + std::to_string(pos_) +
+                     " exceeds the context of " + std::to_string(max_context_) + " tokens");
+  Check(&token, 1);
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  auto t0 = std::chrono::steady_clock::now();
+  GenerateImpl(token, n, pos_, out.data());
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  pos_ += n;
+  stats_.last_decode_s = s / n;
+  stats_.decode_s += s;
+  stats_.decode_tokens += n;
+  return out;
+}
+
+void Engine::GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* out) {
+  std::vector<float> logits(static_cast<size_t>(cfg_.vocab_size));
+  for (int64_t i = 0; i < n; ++i) {
+    Forward(&token, 1, pos + i, false, logits.data());
+    token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    out[i] = token;
+  }
 }
 
 void Engine::Reset() {

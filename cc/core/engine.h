@@ -35,12 +35,18 @@ class Engine {
 
   std::vector<float> Prefill(const std::vector<int32_t>& tokens, bool all_logits = false);
   std::vector<float> Decode(int32_t token);
+  // Greedy generation: feeds `token` at the current position, then each step's argmax, n steps in all;
+  // returns the n argmax tokens (the last one not fed yet; lowest id on ties, as numpy's argmax). The
+  // same tokens as n x Decode + argmax; an engine may keep the whole loop on its device (GenerateImpl).
+  std::vector<int32_t> Generate(int32_t token, int64_t n);
   void Reset();
 
   const ModelConfig& config() const { return cfg_; }
   int64_t pos() const { return pos_; }
   int64_t max_context() const { return max_context_; }
   virtual std::string name() const = 0;
+  // Which code paths this instance runs where an engine has several (e.g. "avx512, prefill mlp-bf16"); "" if one.
+  virtual std::string variant() const { return ""; }
   EngineStats stats() const { return stats_; }
 
  protected:
@@ -48,6 +54,9 @@ class Engine {
   // last one into `logits` ([n or 1, vocab]). `n` >= 1 and pos + n <= max_context are guaranteed.
   virtual void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) = 0;
   virtual void OnReset() {}
+  // n >= 1 greedy steps from `token` at pos (pos + n <= max_context guaranteed); out[n]. Default: Forward
+  // one token at a time and take the argmax on the host.
+  virtual void GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* out);
 
   ModelConfig cfg_;
   int64_t max_context_;

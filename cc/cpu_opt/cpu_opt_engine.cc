@@ -11,7 +11,8 @@
 //    streams its own slice of the weights (OMP_NUM_THREADS, default all cores).
 // 4. Blocking. Prefill multiplies a chunk of prompt tokens by a few weight rows at a time in registers
 //    (a tile of rows x tokens), so each weight is widened once per chunk and reused for every token of
-//    it while it sits in cache: prefill becomes compute-bound. Decode (one token) stays the streaming
+//    it while it sits in cache: prefill becomes compute-bound. Where the CPU has AVX512-BF16, the MLP's
+//    products (3/4 of the FLOPs) take bf16 dot products at twice the fp32 rate (kernels.h, SelectPrefill). Decode (one token) stays the streaming
 //    matrix-vector product, as close to memory bandwidth as the kernel can get.
 //
 // The KV cache stays fp32 (InferenceState's, stored head-major): at the contexts of this lab it is a small
@@ -44,6 +45,7 @@ class CpuOptEngine : public Engine {
   CpuOptEngine(const ModelConfig& cfg, std::unique_ptr<ModelFile> file, int64_t max_context)
       : Engine(cfg, max_context),
         K_(cpu_opt::SelectKernels()),
+        prefill_(cpu_opt::SelectPrefill(K_)),
         file_(std::move(file)),
         w_(LoadWeights<uint16_t>(*file_, cfg)),
         s_(cfg, max_context_, kPrefillChunk) {
@@ -53,6 +55,7 @@ class CpuOptEngine : public Engine {
     stats_.activation_bytes = s_.activation_bytes() + xt_.size() * sizeof(float);
   }
   std::string name() const override { return "cpu_opt"; }
+  std::string variant() const override { return std::string(K_.isa) + ", prefill " + prefill_.name; }
 
  protected:
   void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) override {
@@ -62,7 +65,8 @@ class CpuOptEngine : public Engine {
       const int64_t keep = all_logits ? B : done + B == n ? 1 : 0;
       ForwardChunk(tokens + done, B, pos + done, keep);
       const int64_t vocab = cfg_.vocab_size, dim = cfg_.dim;
-      if (keep > 0) MatMul(s_.xb.data(), keep, dim, {{w_.lm_head, logits + (all_logits ? done * vocab : 0), vocab}});
+      if (keep > 0)
+        MatMul(*prefill_.attn, s_.xb.data(), keep, dim, {{w_.lm_head, logits + (all_logits ? done * vocab : 0), vocab}});
     }
   }
 
@@ -76,17 +80,18 @@ class CpuOptEngine : public Engine {
 
   // Multiplies x[B, n] by up to three matrices (q/k/v, gate/up) in one parallel pass: the threads split
   // the weight rows of all of them (contiguous blocks of kRowsPerTask rows, so each streams its own slice).
-  void MatMul(const float* x, int64_t B, int64_t n, std::initializer_list<Proj> projs) {
+  // Decode (B == 1) always streams with K_.matvec; prefill uses Km's matmul (fp32 or bf16, SelectPrefill).
+  void MatMul(const cpu_opt::Kernels& Km, const float* x, int64_t B, int64_t n, std::initializer_list<Proj> projs) {
     const Proj* P = projs.begin();
     int64_t tasks = 0;
     for (const Proj& p : projs) tasks += (p.d + kRowsPerTask - 1) / kRowsPerTask;
-    const int64_t Bp = RoundUp(B, K_.token_tile);
+    const int64_t Bp = RoundUp(B, Km.token_tile);
     float* xt = xt_.data();
 #pragma omp parallel
     {
       if (B > 1) {  // prefill: x^T, zero-padded to whole register tiles (see kernels.h)
 #pragma omp for schedule(static)
-        for (int64_t k = 0; k < n; k += 64) K_.transpose(xt, Bp, x, B, n, k, std::min(n, k + 64));
+        for (int64_t k = 0; k < n; k += 64) Km.transpose(xt, Bp, x, B, n, k, std::min(n, k + 64));
       }
 #pragma omp for schedule(static)
       for (int64_t task = 0; task < tasks; ++task) {
@@ -96,7 +101,7 @@ class CpuOptEngine : public Engine {
         if (B == 1) {
           K_.matvec(P[j].out, x, P[j].W, n, i0, i1);  // decode: stream the rows at memory bandwidth
         } else {
-          K_.matmul(P[j].out, P[j].d, xt, B, Bp, P[j].W, n, i0, i1);  // prefill: row x token tiles
+          Km.matmul(P[j].out, P[j].d, xt, B, Bp, P[j].W, n, i0, i1);  // prefill: row x token tiles
         }
       }
     }
@@ -121,7 +126,7 @@ class CpuOptEngine : public Engine {
       // Attention block. Per-token work is split over the threads too when there are many tokens.
 #pragma omp parallel for if (B > 1)
       for (int64_t t = 0; t < B; ++t) K_.rmsnorm(s_.xb.data() + t * dim, x + t * dim, L.attn_norm, dim, eps);
-      MatMul(s_.xb.data(), B, dim,
+      MatMul(*prefill_.attn, s_.xb.data(), B, dim,
              {{L.wq, s_.q.data(), q_dim}, {L.wk, s_.k.data(), kv_dim}, {L.wv, s_.v.data(), kv_dim}});
 #pragma omp parallel for if (B > 1)
       for (int64_t t = 0; t < B; ++t) {
@@ -144,7 +149,7 @@ class CpuOptEngine : public Engine {
         B = keep;
       }
       Attention(kc, vc, B, pos);
-      MatMul(s_.att_out.data(), B, q_dim, {{L.wo, s_.xb.data(), dim}});
+      MatMul(*prefill_.attn, s_.att_out.data(), B, q_dim, {{L.wo, s_.xb.data(), dim}});
 
       // Feed-forward block (SwiGLU), after the residual add.
 #pragma omp parallel for if (B > 1)
@@ -152,10 +157,10 @@ class CpuOptEngine : public Engine {
         K_.add(x + t * dim, s_.xb.data() + t * dim, dim);
         K_.rmsnorm(s_.xb.data() + t * dim, x + t * dim, L.ffn_norm, dim, eps);
       }
-      MatMul(s_.xb.data(), B, dim, {{L.w_gate, s_.hb.data(), hidden}, {L.w_up, s_.hb2.data(), hidden}});
+      MatMul(*prefill_.mlp, s_.xb.data(), B, dim, {{L.w_gate, s_.hb.data(), hidden}, {L.w_up, s_.hb2.data(), hidden}});
 #pragma omp parallel for if (B > 1)
       for (int64_t t = 0; t < B; ++t) K_.swiglu(s_.hb.data() + t * hidden, s_.hb2.data() + t * hidden, hidden);
-      MatMul(s_.hb.data(), B, hidden, {{L.w_down, s_.xb.data(), dim}});
+      MatMul(*prefill_.mlp, s_.hb.data(), B, hidden, {{L.w_down, s_.xb.data(), dim}});
 #pragma omp parallel for if (B > 1)
       for (int64_t t = 0; t < B; ++t) K_.add(x + t * dim, s_.xb.data() + t * dim, dim);
     }
@@ -185,6 +190,7 @@ class CpuOptEngine : public Engine {
   }
 
   const cpu_opt::Kernels& K_;
+  const cpu_opt::PrefillKernels prefill_;  // which matmul each prefill product uses
   std::unique_ptr<ModelFile> file_;
   Weights<uint16_t> w_;
   InferenceState s_;

@@ -129,20 +129,23 @@ bool CpuHasAvx512Bf16() { return CpuHasAvx512() && __builtin_cpu_supports("avx51
 
 }  // namespace
 
-// Runs each time an engine is created, so that tests can switch paths with the environment variables.
-const Kernels& SelectKernels() {
-  const Kernels& isa = SelectIsa();
+// Both run each time an engine is created, so that tests can switch paths with the environment variables.
+const Kernels& SelectKernels() { return SelectIsa(); }
+
+PrefillKernels SelectPrefill(const Kernels& isa) {
   const char* env = std::getenv("LAB_CPU_PREFILL");
   const std::string want = env ? env : "";
-  const bool avx512 = &isa == &kAvx512Kernels;
-  // Default fp32: bf16 operands miss the fp16 logits bound of lab.tolerances (see README.md), so bf16 is opt-in.
-  if (want.empty() || want == "fp32") return isa;
-  if (want == "bf16") {
-    if (avx512 && CpuHasAvx512Bf16()) return kAvx512Bf16Kernels;
-    throw InputError(std::string("LAB_CPU_PREFILL=bf16: ") +
-                     (avx512 ? "this CPU does not support avx512bf16" : "needs the avx512 kernels (LAB_CPU_ISA)"));
+  const bool bf16 = &isa == &kAvx512Kernels && CpuHasAvx512Bf16();
+  if (want == "fp32" || (want.empty() && !bf16)) return {&isa, &isa, "fp32"};
+  if (want.empty() || want == "mlp" || want == "bf16") {
+    if (!bf16)
+      throw InputError("LAB_CPU_PREFILL=" + want + ": " +
+                       (&isa == &kAvx512Kernels ? "this CPU does not support avx512bf16"
+                                                : "needs the avx512 kernels (LAB_CPU_ISA)"));
+    if (want == "bf16") return {&kAvx512Bf16Kernels, &kAvx512Bf16Kernels, "bf16"};
+    return {&isa, &kAvx512Bf16Kernels, "mlp-bf16"};
   }
-  throw InputError("LAB_CPU_PREFILL=" + want + ": expected bf16 or fp32");
+  throw InputError("LAB_CPU_PREFILL=" + want + ": expected mlp, bf16 or fp32");
 }
 
 }  // namespace cpu_opt

@@ -52,9 +52,24 @@ struct Kernels {
 
 // The table for the widest instruction set this CPU has (AVX-512 > AVX2 > scalar), or the one
 // named by LAB_CPU_ISA=avx512|avx2|scalar (an unknown or unsupported name throws InputError).
-// LAB_CPU_PREFILL=bf16 swaps in the bf16 prefill matmul (kAvx512Bf16Kernels; needs AVX-512 and AVX512-BF16,
-// else InputError); the default, fp32 (or LAB_CPU_PREFILL=fp32), keeps the fp32 prefill of the ISA's table.
 const Kernels& SelectKernels();
+
+// Which table's matmul/transpose each prefill product uses. bf16 dot products (AVX512-BF16) run at
+// twice the fp32 FMA rate but round both operands to an 8-bit mantissa; where they are used is a
+// trade of speed against the logits bound (README.md, "bf16 where the error budget allows"):
+//   LAB_CPU_PREFILL unset   "mlp-bf16" where the CPU has AVX512-BF16 (and the avx512 table is in use),
+//                           else "fp32"
+//   LAB_CPU_PREFILL=mlp     gate/up/down on bf16 (3/4 of a Llama layer's FLOPs), attention projections
+//                           and lm_head fp32: within the fp16 logits bound (tests)
+//   LAB_CPU_PREFILL=bf16    every prefill matmul on bf16: fastest, outside the fp16 bound
+//   LAB_CPU_PREFILL=fp32    every prefill matmul fp32 (the ISA table's own)
+// mlp and bf16 throw InputError on a CPU (or LAB_CPU_ISA) without AVX-512 + AVX512-BF16.
+struct PrefillKernels {
+  const Kernels* attn;  // q/k/v and o_proj; lm_head when every position's logits are asked for
+  const Kernels* mlp;   // gate/up and down
+  const char* name;     // "fp32", "mlp-bf16" or "bf16"
+};
+PrefillKernels SelectPrefill(const Kernels& isa);
 
 // Element-wise kernels of kernels_avx2.cc, also used by the AVX-512 tables: they touch each element
 // once, so wider registers buy nothing there.

@@ -2,13 +2,16 @@
 //
 //   e = Engine("cpu_fp32", "data/models/x_fp32", max_context=2048)
 //   e.prefill(np.array([...], np.int32), all_logits=False) -> np.ndarray [vocab] or [n, vocab]
-//   e.decode(token) -> np.ndarray [vocab];  e.reset();  e.stats() -> dict;  e.pos;  e.config
+//   e.decode(token) -> np.ndarray [vocab];  e.generate(token, n) -> np.ndarray [n] int32 (greedy)
+//   e.reset();  e.stats() -> dict;  e.pos;  e.config;  e.name;  e.variant
 //
 // C++ errors arrive as Python exceptions: ModelFormatError (a ValueError), ValueError for bad
 // input, DeviceError (a RuntimeError), MemoryError. The GIL is released while engines compute.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include <algorithm>
 
 #include "cc/core/engine.h"
 #include "cc/core/errors.h"
@@ -108,10 +111,26 @@ PYBIND11_MODULE(_engine, m) {
             return ToArray(std::move(logits), 1, e.config().vocab_size, false);
           },
           py::arg("token"))
+      .def(
+          "generate",
+          [](lab::Engine& e, int64_t token, int64_t n) {
+            if (token < INT32_MIN || token > INT32_MAX) throw lab::InputError("token id out of range");
+            std::vector<int32_t> out;
+            {
+              py::gil_scoped_release release;
+              out = e.Generate(static_cast<int32_t>(token), n);
+            }
+            py::array_t<int32_t> a(static_cast<py::ssize_t>(out.size()));
+            std::copy(out.begin(), out.end(), a.mutable_data());
+            return a;
+          },
+          py::arg("token"), py::arg("n"),
+          "Greedy generation: feeds token, then each argmax, n steps; returns the n argmax token ids.")
       .def("reset", &lab::Engine::Reset)
       .def_property_readonly("pos", &lab::Engine::pos)
       .def_property_readonly("max_context", &lab::Engine::max_context)
       .def_property_readonly("name", &lab::Engine::name)
+      .def_property_readonly("variant", &lab::Engine::variant)
       .def_property_readonly("config", [](const lab::Engine& e) { return ConfigDict(e.config()); })
       .def("stats", [](const lab::Engine& e) {
         const lab::EngineStats s = e.stats();

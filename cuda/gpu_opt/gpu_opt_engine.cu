@@ -64,6 +64,10 @@ constexpr int kPrefillSplits = 8;   // simple prefill: attention key splits per 
 constexpr int64_t kTcChunkDefault = 2048;  // tensor-core prefill: tokens per chunk (LAB_GPU_PREFILL_CHUNK)
 // Decode tile tuning on the whole captured step (GraphTune): only for models whose weights stream long
 // enough for tile choices to matter (tiny test models are launch-bound), at this position.
+// Greedy generation (GenerateImpl): decode steps per captured graph. Within a graph the steps follow
+// each other with programmatic dependent launch like the kernels of one step; the graph boundary (one
+// per kGenSteps tokens) costs a few microseconds.
+constexpr int kGenSteps = 8;
 constexpr uint64_t kGraphTuneMinBytes = uint64_t(256) << 20;
 constexpr int64_t kGraphTunePos = 1024;
 // Tensor-core all-logits: rows per lm_head pass; logits_ ([kPrefillChunk, vocab] fp32) holds the hi
@@ -203,6 +207,12 @@ class GpuOptEngine : public Engine {
     for (cudaEvent_t e : prof_events_) cudaEventDestroy(e);
     prof_events_.clear();
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    for (cudaGraphExec_t& g : gen_exec_) {
+      if (g) cudaGraphExecDestroy(g);
+      g = nullptr;
+    }
+    if (gen_mem_) cudaFree(gen_mem_);
+    gen_mem_ = nullptr;
     if (ev_start_) cudaEventDestroy(ev_start_);
     if (ev_stop_) cudaEventDestroy(ev_stop_);
     if (stream_) cudaStreamDestroy(stream_);
@@ -358,6 +368,7 @@ class GpuOptEngine : public Engine {
     part_ml_ = arena_.Get<float2>(o_pml);
     counters_ = arena_.Get<unsigned>(o_cnt);
     ints_ = arena_.Get<int>(o_ints);  // [0] = position, [1..] = tokens
+    step_pos_ = ints_;
     scratch_ = arena_.Get<float>(o_scratch);
     rope_cos_ = arena_.Get<float>(o_cos);
     rope_sin_ = arena_.Get<float>(o_sin);
@@ -385,6 +396,18 @@ class GpuOptEngine : public Engine {
     LAB_CUDA_CHECK(cudaDeviceSynchronize());
 
     h_ints_.Reset((P + 1) * sizeof(int));
+    {
+      // Greedy generation: the argmax key, kGenSteps position slots, the token fed at each position.
+      const size_t gen_bytes = 8 + (kGenSteps + size_t(max_context_)) * sizeof(int);
+      LAB_CUDA_CHECK(cudaMalloc(&gen_mem_, gen_bytes));
+      LAB_CUDA_CHECK(cudaMemset(gen_mem_, 0, gen_bytes));
+      best_ = static_cast<unsigned long long*>(gen_mem_);
+      gen_pos_ = reinterpret_cast<int*>(best_ + 1);
+      tok_log_ = gen_pos_ + kGenSteps;
+      h_iota_.Reset((size_t(max_context_) + kGenSteps) * sizeof(int));
+      for (int64_t i = 0; i < max_context_ + kGenSteps; ++i) h_iota_.as<int>()[i] = int(i);
+      h_gen_.Reset(8 + size_t(max_context_) * sizeof(int));
+    }
     h_logits_.Reset(size_t(c.vocab_size) * sizeof(float));
     if (logits_mapped_) {
       // Pinned memory is mapped into the device's address space (unified addressing); the decode
@@ -472,11 +495,58 @@ class GpuOptEngine : public Engine {
     std::memcpy(logits, h_logits_.as<float>(), size_t(cfg_.vocab_size) * 4);
   }
 
+  // Greedy generation with the whole loop on the device: graphs of kGenSteps (or 1) decode steps in
+  // which each step's token is the previous step's argmax (lm_head's argmax epilogue -> best_ ->
+  // EmbedArgmaxKernel) and each step reads its position from its own slot gen_pos_[k], filled by one
+  // small copy from a constant pinned table (h_iota_) before each graph. The host only enqueues: no
+  // synchronization until the last step, so consecutive steps run back to back on the GPU.
+  void GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* out) override {
+    if (use_graph_ && !graph_exec_) CaptureGraph();  // settles use_pdl_
+    if (use_graph_ && !gen_exec_[0]) {
+      cudaError_t err = cudaSuccess;
+      gen_exec_[0] = BuildGraph(use_pdl_, &err, 1);
+      if (gen_exec_[0]) gen_exec_[1] = BuildGraph(use_pdl_, &err, kGenSteps);
+      if (!gen_exec_[1] && verbose_)
+        std::fprintf(stderr, "gpu_opt: generation graph capture failed (%s): host loop\n", cudaGetErrorString(err));
+    }
+    if (!gen_exec_[1]) {
+      Engine::GenerateImpl(token, n, pos, out);
+      return;
+    }
+    auto* hb = h_gen_.as<unsigned long long>();
+    hb[0] = gpu::ArgmaxKeyOfRow(token);
+    LAB_CUDA_CHECK(cudaMemcpyAsync(best_, hb, 8, cudaMemcpyHostToDevice, stream_));
+    for (int64_t done = 0; done < n;) {
+      const int k = n - done >= kGenSteps ? kGenSteps : 1;
+      LAB_CUDA_CHECK(cudaMemcpyAsync(gen_pos_, h_iota_.as<int>() + pos + done, k * sizeof(int),
+                                     cudaMemcpyHostToDevice, stream_));
+      LAB_CUDA_CHECK(cudaGraphLaunch(gen_exec_[k == kGenSteps], stream_));
+      done += k;
+    }
+    int* const hlog = reinterpret_cast<int*>(hb + 1);
+    if (n > 1)
+      LAB_CUDA_CHECK(cudaMemcpyAsync(hlog, tok_log_ + pos + 1, (n - 1) * sizeof(int), cudaMemcpyDeviceToHost, stream_));
+    LAB_CUDA_CHECK(cudaMemcpyAsync(hb, best_, 8, cudaMemcpyDeviceToHost, stream_));
+    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::copy(hlog, hlog + (n - 1), out);
+    const long long last = gpu::ArgmaxRow(hb[0]);
+    if (last < 0 || last >= cfg_.vocab_size) throw DeviceError("gpu_opt: generation produced no argmax");
+    out[n - 1] = int32_t(last);
+  }
+
   // One decode step: embed, 5 kernels per layer, final norm + lm_head. Reads token and position from
-  // ints_ (device memory), so the same sequence serves every step.
-  void EnqueueDecode(bool pdl) {
+  // ints_ (device memory), so the same sequence serves every step. gen_step >= 0: step gen_step of a
+  // generation graph (GenerateImpl): token from the previous argmax, position from gen_pos_[gen_step],
+  // lm_head's argmax epilogue on, logits to device memory.
+  void EnqueueDecode(bool pdl, int gen_step = -1) {
     const ModelConfig& c = cfg_;
-    Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_, embed_, ints_ + 1, int(c.dim));
+    const bool gen = gen_step >= 0;
+    step_pos_ = gen ? gen_pos_ + gen_step : ints_;
+    if (gen)
+      Launch(gpu::EmbedArgmaxKernel, dim3(1), dim3(256), 0, stream_, pdl && gen_step > 0, "EmbedArgmaxKernel", x_,
+             embed_, best_, tok_log_, step_pos_, int(c.vocab_size), int(c.dim));
+    else
+      Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_, embed_, ints_ + 1, int(c.dim));
     for (int64_t l = 0; l < c.n_layers; ++l) {
       Matvec(kQkv, x_, pdl, l);
       Attention(1, attn_splits_, l, pdl);
@@ -485,23 +555,29 @@ class GpuOptEngine : public Engine {
       Matvec(kDown, h_, pdl, l);
     }
     MatvecParams lm = Params(kLm, x_, -1);
-    if (logits_mapped_) {
+    if (gen) {
+      lm.argmax = best_;
+    } else if (logits_mapped_) {
       lm.out = d_host_logits_;
       lm.out_host = 1;
     }
     LaunchMatvec(Configs()[config_[kLm]], gpu::kEpiStore, lm, pdl);
+    step_pos_ = ints_;
   }
 
-  // Captures one decode step (EnqueueDecode with the current tile choices) into an executable graph;
-  // nullptr, with the error cleared and returned in *why, when capture or instantiation fails.
-  cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why) {
+  // Captures one decode step (EnqueueDecode with the current tile choices), or gen_steps > 0 steps of
+  // greedy generation, into an executable graph; nullptr, with the error cleared and returned in *why,
+  // when capture or instantiation fails.
+  cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0) {
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
     cudaError_t err = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
     if (err == cudaSuccess) {
       try {
-        EnqueueDecode(pdl);
+        if (gen_steps == 0) EnqueueDecode(pdl);
+        for (int k = 0; k < gen_steps; ++k) EnqueueDecode(pdl, k);
       } catch (const DeviceError&) {
+        step_pos_ = ints_;
         err = cudaErrorUnknown;
       }
       const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
@@ -602,7 +678,7 @@ class GpuOptEngine : public Engine {
     MatvecParams p = {};
     p.eps = float(c.rms_norm_eps);
     p.x = x;
-    p.pos = ints_;
+    p.pos = step_pos_;
     p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
     const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
     switch (kind) {
@@ -698,7 +774,7 @@ class GpuOptEngine : public Engine {
     a.part_acc = part_acc_;
     a.part_ml = part_ml_;
     a.counters = counters_;
-    a.pos = ints_;
+    a.pos = step_pos_;
     a.n_heads = int(c.n_heads);
     a.n_kv = int(c.n_kv_heads);
     Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
@@ -1178,6 +1254,13 @@ class GpuOptEngine : public Engine {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
   cudaGraphExec_t graph_exec_ = nullptr;
+  // Greedy generation (GenerateImpl): graphs of 1 and kGenSteps steps; best_, gen_pos_, tok_log_ in gen_mem_.
+  cudaGraphExec_t gen_exec_[2] = {nullptr, nullptr};
+  void* gen_mem_ = nullptr;
+  unsigned long long* best_ = nullptr;
+  int *gen_pos_ = nullptr, *tok_log_ = nullptr;
+  const int* step_pos_ = nullptr;  // the position the kernels being enqueued read (ints_ but in generation graphs)
+  cuda::PinnedBuffer h_iota_, h_gen_;
   cuda::DeviceArena arena_;
   cuda::PinnedBuffer h_ints_, h_logits_;
   AttnFn attn_fn_ = nullptr, attn_prefill_fn_ = nullptr;

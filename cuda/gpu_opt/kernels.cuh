@@ -189,7 +189,25 @@ struct MatvecParams {
   int l2_prefetch;       // 1: bulk-prefetch the block's whole weight rows into L2 before the PDL wait
   int out_host;          // Store only: out is mapped pinned host memory; the block gathers its rows in
                          // shared memory and writes them with one coalesced store (few, full PCIe writes)
+  unsigned long long* argmax;  // Store only, or nullptr: greedy generation; each block atomicMax-es
+                               // ArgmaxKey(value, row) of its rows into *argmax (cleared before the launch)
 };
+
+// Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by
+// value (the float's bits made monotone as unsigned: negative values flipped, positive ones given the
+// top bit), then by the lower row on ties (numpy's argmax picks the first maximum).
+__device__ __forceinline__ unsigned long long ArgmaxKey(float v, int row) {
+  unsigned b = __float_as_uint(v);
+  b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  return (static_cast<unsigned long long>(b) << 32) | (0xffffffffu - static_cast<unsigned>(row));
+}
+// The row of a key; also how the host seeds the first step's token (any value bits).
+__host__ __device__ inline unsigned long long ArgmaxKeyOfRow(int row) {
+  return (0xffffffffull << 32) | (0xffffffffu - static_cast<unsigned>(row));
+}
+__host__ __device__ inline long long ArgmaxRow(unsigned long long key) {
+  return static_cast<long long>(0xffffffffu - static_cast<unsigned>(key & 0xffffffffu));
+}
 
 template <int EPI>
 __device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r0, int* r1) {
@@ -367,7 +385,7 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) acc[r] = WarpSum(acc[r]) * scale;
 
-  if (EPI == kEpiStore && p.out_host) {  // block-uniform
+  if (EPI == kEpiStore && (p.out_host || p.argmax)) {  // block-uniform
     // The block's rows are contiguous: 2 * (blockIdx.x * WARPS * UPW) + [0, WARPS * ROWS).
     __shared__ float sm_out[WARPS * ROWS];
     if (lane == 0) {
@@ -375,8 +393,15 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
       for (int r = 0; r < ROWS; ++r) sm_out[warp * ROWS + r] = acc[r];
     }
     __syncthreads();
-    const int row = 2 * blockIdx.x * WARPS * UPW + threadIdx.x;
+    const int row0 = 2 * blockIdx.x * WARPS * UPW, row = row0 + threadIdx.x;
     if (threadIdx.x < WARPS * ROWS && row < p.M) p.out[row] = sm_out[threadIdx.x];
+    if (p.argmax && warp == 0) {  // the block's best row, then one atomic per block
+      unsigned long long best = 0;
+      for (int i = lane; i < WARPS * ROWS && row0 + i < p.M; i += 32) best = max(best, ArgmaxKey(sm_out[i], row0 + i));
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+      if (lane == 0) atomicMax(p.argmax, best);
+    }
     return;
   }
 

@@ -16,12 +16,9 @@ namespace gpu {
 // 16-byte loads, all of a thread's loads issued before the first store (the row is 8 KB for the 8B
 // shape: 2 loads per thread of 256), so the gather costs about one DRAM latency instead of one per
 // loop step (it was 8.7 us per decode step in ncu, a serial chain of 2-byte loads).
-static __global__ void EmbedKernel(float* __restrict__ x, const __half* __restrict__ embed, const int* __restrict__ tokens,
-                            int dim) {
-  PdlWait();
-  PdlTrigger();
-  const int t = blockIdx.x;
-  const uint4* e = reinterpret_cast<const uint4*>(embed + size_t(__ldcg(tokens + t)) * dim);
+__device__ __forceinline__ void EmbedRow(float* __restrict__ x, const __half* __restrict__ embed, int token, int t,
+                                         int dim) {
+  const uint4* e = reinterpret_cast<const uint4*>(embed + size_t(token) * dim);
   float4* xo = reinterpret_cast<float4*>(x + size_t(t) * dim);
   const int nch = dim >> 3;
   constexpr int kBatch = 4;
@@ -43,6 +40,34 @@ static __global__ void EmbedKernel(float* __restrict__ x, const __half* __restri
       }
     }
   }
+}
+
+static __global__ void EmbedKernel(float* __restrict__ x, const __half* __restrict__ embed, const int* __restrict__ tokens,
+                            int dim) {
+  PdlWait();
+  PdlTrigger();
+  EmbedRow(x, embed, __ldcg(tokens + blockIdx.x), blockIdx.x, dim);
+}
+
+// Greedy generation (GpuOptEngine::GenerateImpl): the first kernel of a decode step whose token is the
+// argmax of the previous step's logits, left in *best by lm_head's argmax epilogue (ArgmaxKey), or
+// seeded by the host for the first step. One block; thread 0 decodes the token, records it in
+// tok_log[*pos] (the host reads the generated tokens from there) and clears *best for this step's lm_head.
+// Launch with the PDL attribute after the previous step's lm_head: *best is read after the wait.
+static __global__ void EmbedArgmaxKernel(float* __restrict__ x, const __half* __restrict__ embed,
+                                         unsigned long long* best, int* tok_log, const int* pos, int vocab, int dim) {
+  __shared__ int sm_tok;
+  PdlWait();
+  PdlTrigger();
+  if (threadIdx.x == 0) {
+    long long tok = ArgmaxRow(__ldcg(best));
+    if (tok < 0 || tok >= vocab) tok = 0;  // only if no lm_head ran: never index outside the table
+    sm_tok = int(tok);
+    tok_log[__ldcg(pos)] = int(tok);
+    *best = 0;
+  }
+  __syncthreads();
+  EmbedRow(x, embed, sm_tok, 0, dim);
 }
 
 // out[t, :] = x[t, :] / rms(x[t, :]) * w. One block (256 threads) per row.

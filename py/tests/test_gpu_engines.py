@@ -126,6 +126,29 @@ def test_prefill_then_decode_match_reference(model, engine):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("engine", GPU_ENGINES)
+def test_generate_equals_decode_argmax(model, engine):
+    """generate(token, n): the tokens of n x decode + argmax, the same position and cache afterwards.
+    21 steps cross gpu_opt's 8-step generation graphs twice and end with 5 single-step graphs."""
+    case, precision, d, tokens, _ = model
+    a, b = _engine.Engine(engine, str(d), 128), _engine.Engine(engine, str(d), 128)
+    a.prefill(tokens[:N_PROMPT])
+    b.prefill(tokens[:N_PROMPT])
+    first = int(tokens[N_PROMPT])
+    got = a.generate(first, 21)
+    want, tok = [], first
+    for _ in range(21):
+        tok = int(np.argmax(b.decode(tok)))
+        want.append(tok)
+    assert got.tolist() == want, f"{engine} {case} {precision}"
+    assert a.pos == b.pos == N_PROMPT + 21
+    np.testing.assert_array_equal(a.decode(int(got[-1])), b.decode(int(got[-1])))  # same cache written
+    a.reset()
+    a.prefill(tokens[:N_PROMPT])
+    assert a.generate(first, 3).tolist() == want[:3]  # a second call starts from the given token
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("engine", GPU_ENGINES)
 def test_long_context_chunked_prefill_and_decode(tmp_path, engine):
     """A 2,100-token prompt in uneven pieces (chunks of 256 in gpu_opt, 64 in gpu_naive), then decode past
     2,100 positions: the attention splits keys over up to 64 blocks and merges them in the kernel."""

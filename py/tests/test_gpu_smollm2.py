@@ -51,6 +51,26 @@ def test_greedy_tokens_identical(smollm2, engine):
 
 
 @pytest.mark.parametrize("engine", ["gpu_naive", "gpu_opt"])
+def test_generate_on_device_identical(smollm2, engine):
+    """Engine.generate (gpu_opt: the argmax and the feedback loop stay on the GPU) gives torch's greedy tokens."""
+    import numpy as np
+    import torch
+
+    model_dir, tok, _, refs = smollm2
+    prompt = tok.encode(tok.apply_chat_template("Name three uses of a paper clip."))
+    with torch.no_grad():
+        out = refs[REF_DTYPE[engine]].generate(torch.as_tensor([prompt], device="cuda"), max_new_tokens=N_GREEDY,
+                                               min_new_tokens=N_GREEDY, do_sample=False, pad_token_id=0)
+    want = out[0, len(prompt):].tolist()
+    eng = open_engine(engine, model_dir, max_context=512)
+    first = int(np.argmax(eng.prefill(prompt)))
+    got = [first] + eng.generate(first, N_GREEDY - 1).tolist()
+    first_diff = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+    assert got == want, f"{engine}: first differing token at {first_diff}"
+    assert eng.pos == len(prompt) + N_GREEDY - 1
+
+
+@pytest.mark.parametrize("engine", ["gpu_naive", "gpu_opt"])
 def test_perplexity_matches_torch(smollm2, engine):
     model_dir, _, tokens, refs = smollm2
     want = torch_perplexity(refs[REF_DTYPE[engine]], tokens)

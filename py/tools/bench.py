@@ -36,6 +36,11 @@ flags.DEFINE_string("tokenizer_dir", None, "Tokenizer folder (tokenizer.json) fo
 flags.DEFINE_list("prompt_lengths", ["128", "512", "1024"], "TTFT: prefill lengths (random token ids).")
 flags.DEFINE_list("contexts", ["128", "512", "2048"], "Decode tok/s at these contexts.")
 flags.DEFINE_integer("decode_tokens", 32, "Decode steps per timed repeat.")
+flags.DEFINE_list("decode_modes", ["greedy"], "How decode is timed, each mode measured: greedy (generate(): "
+                  "argmax where the logits are, no host round trip on a GPU), logits (decode() per token, "
+                  "logits copied to the host).")
+flags.register_validator("decode_modes", lambda v: bool(v) and all(m in ("greedy", "logits") for m in v),
+                         "--decode_modes: one or both of greedy, logits")
 flags.DEFINE_integer("warmup", 1, "Untimed runs before the repeats.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (median and min-max reported).")
 flags.DEFINE_list("peers", [], "Peers on the same weights: hf_eager, hf_compile.")
@@ -202,7 +207,8 @@ def main(argv):
     opts = Options(
         model_dir=model_dir, model_name=name, engines=FLAGS.engines,
         prompt_lengths=[int(x) for x in FLAGS.prompt_lengths], contexts=[int(x) for x in FLAGS.contexts],
-        decode_tokens=FLAGS.decode_tokens, warmup=FLAGS.warmup, repeats=FLAGS.repeats, peers=FLAGS.peers,
+        decode_tokens=FLAGS.decode_tokens, decode_modes=FLAGS.decode_modes, warmup=FLAGS.warmup,
+        repeats=FLAGS.repeats, peers=FLAGS.peers,
         device=FLAGS.device, peer_dtypes=FLAGS.peer_dtypes, peer_attn=FLAGS.peer_attn, out_dir=out_dir,
         ceilings=FLAGS.ceilings,
         cpu_read_bytes=(256 << 20) if quick else int(FLAGS.cpu_read_gib * 2**30),

@@ -86,6 +86,24 @@ class HFRunner:
     def decode(self, token):
         return self._step(self.fwd_decode, [int(token)])
 
+    def generate(self, token, n):
+        """Greedy: argmax on the model's device, fed back as a device tensor; one host copy at the end."""
+        torch = self._torch
+        if self.pos + n > self.max_context:
+            raise ValueError(f"{self.label}: {self.pos} + {n} positions exceed the cache of {self.max_context}")
+        dev = self.device
+        ids = torch.tensor([[int(token)]], dtype=torch.int64, device=dev)
+        out = []
+        with torch.no_grad():
+            for _ in range(n):
+                pos = torch.arange(self.pos, self.pos + 1, device=dev)[None, :]
+                o = self.fwd_decode(input_ids=ids, position_ids=pos, past_key_values=self.cache, use_cache=True,
+                                    logits_to_keep=1)
+                ids = o.logits[:, -1].argmax(-1, keepdim=True)
+                out.append(ids)
+                self.pos += 1
+            return torch.cat(out).view(-1).cpu().numpy()
+
     def close(self):
         self.model = self.cache = self.fwd = self.fwd_decode = None
 

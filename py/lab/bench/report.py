@@ -133,11 +133,16 @@ def table_rows(results: dict, best_only=True) -> list:
             if best_only and r["kind"] == "peer" and not p.get("best_of_variants", True):
                 continue
             rows.append({"machine": r["machine"], "engine": r["label"], "kind": r["kind"],
-                         "what": f"decode @ {p['context']}", "value": _spread(p["tok_s"]) + " tok/s",
+                         "what": f"decode @ {p['context']}" + _MODE_NOTE.get(p.get("mode"), ""),
+                         "value": _spread(p["tok_s"]) + " tok/s",
                          "gbps": _fmt(p["gbps"]["median"]), "tflops": "—",
                          "pct": _fmt(p["pct_of_roof"], 2) + "%" if p["pct_of_roof"] is not None else "—",
                          "ratio": _ratio(p)})
     return rows
+
+
+# Decode rows: greedy generation is the headline ("decode @ C"); the per-step logits API is labelled.
+_MODE_NOTE = {"logits": ", logits to host"}
 
 
 def _ratio(p) -> str:
@@ -146,12 +151,21 @@ def _ratio(p) -> str:
     return f"{p['ratio_vs_best_peer']:.2f}x {p['best_peer']}"
 
 
+def _modes_note(st) -> str:
+    modes = st.get("decode_modes")
+    if not modes:  # runs before decode modes existed timed decode(token) calls
+        return " (decode() per token, logits to the host)"
+    return (" (" + "; ".join({"greedy": "greedy generation, argmax where the logits are",
+                              "logits": "'logits to host': decode() per token, logits copied to the host"}[m]
+                             for m in modes) + ")")
+
+
 def markdown(results: dict) -> str:
     m, mod, st = results["machine"], results["model"], results["settings"]
     head = (f"Model `{mod['name']}` ({mod['num_params'] / 1e6:,.0f}M parameters), {m['date'][:10]}, "
             f"commit {str(m.get('git_commit'))[:18]}{' (dirty)' if m.get('git_dirty') else ''}. "
             f"Median of {st['repeats']} repeats (min–max) after {st['warmup']} warm-up; decode timed over "
-            f"{st['decode_tokens']} tokens per repeat. GB/s = bytes each decoded token must read (weights + KV "
+            f"{st['decode_tokens']} tokens per repeat{_modes_note(st)}. GB/s = bytes each decoded token must read (weights + KV "
             f"cache) x tok/s; % of roof: decode vs the measured read bandwidth, TTFT vs the measured compute "
             f"peak; vs best peer: >1 is faster than the best peer at the same point.")
     la, cpus = m.get("loadavg_at_start"), m.get("usable_cpus") or 1

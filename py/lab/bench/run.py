@@ -20,6 +20,7 @@ class Options:
     prompt_lengths: list = field(default_factory=lambda: [128, 512, 1024])
     contexts: list = field(default_factory=lambda: [128, 512, 2048])
     decode_tokens: int = 32
+    decode_modes: list = field(default_factory=lambda: ["greedy"])  # timing.DECODE_MODES, each measured
     warmup: int = 1
     repeats: int = 3
     peers: list = field(default_factory=list)
@@ -71,6 +72,8 @@ def run_bench(opts: Options, log=print) -> dict:
         try:
             eng = open_engine(name, opts.model_dir, max_context=need)
             r = timing.EngineRunner(name, eng)
+            if eng.variant:
+                r.label = f"{name} ({eng.variant})"
             rec = _measure(r, opts, rng, cfg["vocab_size"], log)
         except Exception as e:  # noqa: BLE001 - one failing engine must not cost the others' numbers
             log(f"ERROR {name}: {type(e).__name__}: {e}")
@@ -80,7 +83,7 @@ def run_bench(opts: Options, log=print) -> dict:
             eng = r = None
             gc.collect()
             continue
-        rec.update(weight_precision=wp, kv_precision=kvp, engine_stats=dict(eng.stats()),
+        rec.update(weight_precision=wp, kv_precision=kvp, engine_stats=dict(eng.stats()), variant=eng.variant,
                    stats_implied=counting.precision_from_stats(cfg, eng.stats(), eng.max_context))
         _warn_precision(rec, wp, kvp, log)
         runners.append(rec)
@@ -133,8 +136,10 @@ def run_bench(opts: Options, log=print) -> dict:
 def _measure(r, opts, rng, vocab, log) -> dict:
     rec = {"name": r.name, "label": r.label, "kind": r.kind, "device": r.device}
     rec["ttft"] = timing.measure_ttft(r, opts.prompt_lengths, opts.warmup, opts.repeats, rng, vocab, log)
-    rec["decode"] = timing.measure_decode(r, opts.contexts, opts.decode_tokens, opts.warmup, opts.repeats, rng, vocab,
-                                          log)
+    rec["decode"] = []
+    for mode in opts.decode_modes:
+        rec["decode"] += timing.measure_decode(r, opts.contexts, opts.decode_tokens, opts.warmup, opts.repeats, rng,
+                                               vocab, log, mode=mode)
     return rec
 
 
@@ -145,6 +150,11 @@ def _warn_precision(rec, wp, kvp, log):
         if got is not None and abs(got - want) > 0.15 * want:
             log(f"WARNING {rec['name']}: counting {what} elements as {p} ({want} B) but stats() implies "
                 f"{got:.2f} B per element; pass --{what.lower()}_precision {rec['name']}=... if the table is wrong")
+
+
+def _point_key(p):
+    """Which peer point a point is compared with: same prompt length, or same context and decode mode."""
+    return p["prompt_len"] if "prompt_len" in p else (p["context"], p.get("mode", "logits"))
 
 
 def _num_params(cfg) -> int:
@@ -191,7 +201,7 @@ def derive(results: dict) -> None:
         for key, pts, score in (("ttft", r["ttft"], lambda p: -p["seconds"]["median"]),
                                 ("decode", r["decode"], lambda p: p["tok_s"]["median"])):
             for p in pts:
-                size = p.get("prompt_len", p.get("context"))
+                size = _point_key(p)
                 grp = (r["name"], key, size)
                 p["best_of_variants"] = False
                 if grp not in best or score(p) > best[grp][0]:
@@ -205,7 +215,7 @@ def derive(results: dict) -> None:
     for r in results["runners"]:
         for key, pts in (("ttft", r["ttft"]), ("decode", r["decode"])):
             for p in pts:
-                t = top.get((key, p.get("prompt_len", p.get("context"))))
+                t = top.get((key, _point_key(p)))
                 if t is None:
                     p["ratio_vs_best_peer"], p["best_peer"] = None, None
                     continue

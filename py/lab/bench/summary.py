@@ -28,7 +28,8 @@ def summary_rows(paths) -> list:
             if r.get("kind") != "engine" or r.get("error") or (keep and r["name"] not in keep):
                 continue
             machine = report.machine_label(d["machine"], r.get("device", "cpu"))
-            dec = _nearest(r.get("decode", []), "context", 512)
+            pts = r.get("decode", [])
+            dec = _nearest([p for p in pts if p.get("mode") != "logits"] or pts, "context", 512)
             tt = _nearest(r.get("ttft", []), "prompt_len", 1024)
             rows.append({
                 "stage": STAGE.get(r["name"], "?"), "engine": r["name"], "machine": machine,

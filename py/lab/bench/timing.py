@@ -1,7 +1,8 @@
 """Timing any runner (an engine or a peer) the same way: TTFT of a prompt, decode tok/s at a context.
 
 A runner has reset(), prefill(tokens) (returns once the last position's logits are on the host),
-decode(token) (likewise), pos, max_context, name, label, device, kind ("engine" or "peer").
+decode(token) (likewise), generate(token, n) (greedy: n steps, each fed the last one's argmax; returns the
+n token ids on the host), pos, max_context, name, label, device, kind ("engine" or "peer").
 Inputs are random token ids (fresh for every repeat), never a fixed or all-zero prompt.
 
 TTFT at N: reset, prefill N tokens; wall-clock time of the prefill call. warmup runs, then repeats.
@@ -9,6 +10,12 @@ Decode at a context C: the runner holds C positions (one prefill, not timed; con
 increasing order and the cache is extended rather than rebuilt), then blocks of decode_tokens steps
 are timed, warmup blocks first. The cache grows by decode_tokens per block, so each block's mean
 attended length (recorded) is C + (blocks before) x decode_tokens + (decode_tokens + 1) / 2.
+A block is timed in one of two modes (recorded as "mode"):
+  greedy  generate(random first token, decode_tokens): greedy generation as an application runs it,
+          each runner choosing the next token where its logits are (an engine's device, torch's device
+          for the peers), so a GPU step needs no round trip to the host;
+  logits  decode_tokens x decode(random token): every step's logits copied to the host and returned
+          as a numpy array (teacher forcing: the lab's per-step API), a round trip per token.
 """
 
 import time
@@ -54,6 +61,9 @@ class EngineRunner:
     def decode(self, token):
         return self.engine.decode(int(token))
 
+    def generate(self, token, n):
+        return self.engine.generate(int(token), int(n))
+
     def close(self):
         self.engine = None
 
@@ -89,7 +99,12 @@ def measure_ttft(runner, lengths, warmup, repeats, rng, vocab, log=print) -> lis
     return out
 
 
-def measure_decode(runner, contexts, decode_tokens, warmup, repeats, rng, vocab, log=print) -> list:
+DECODE_MODES = ("greedy", "logits")
+
+
+def measure_decode(runner, contexts, decode_tokens, warmup, repeats, rng, vocab, log=print, mode="greedy") -> list:
+    if mode not in DECODE_MODES:
+        raise ValueError(f"decode mode must be one of {DECODE_MODES}, got {mode!r}")
     out = []
     runner.reset()
     for ctx in sorted(contexts):
@@ -110,16 +125,19 @@ def measure_decode(runner, contexts, decode_tokens, warmup, repeats, rng, vocab,
             toks = rng.integers(0, vocab, size=decode_tokens)
             start = runner.pos
             t0 = time.perf_counter()
-            for t in toks:
-                runner.decode(t)
+            if mode == "greedy":
+                runner.generate(toks[0], decode_tokens)
+            else:
+                for t in toks:
+                    runner.decode(t)
             dt = time.perf_counter() - t0
             if b >= warmup:
                 tok_s.append(decode_tokens / dt)
                 kv_lens.append(start + (decode_tokens + 1) / 2)
         s = summarize(tok_s)
-        log(f"{runner.label}: decode at context {ctx}: {s['median']:.2f} tok/s (min {s['min']:.2f}, max "
+        log(f"{runner.label}: decode ({mode}) at context {ctx}: {s['median']:.2f} tok/s (min {s['min']:.2f}, max "
             f"{s['max']:.2f}; {repeats} x {decode_tokens} tokens; fill {fill_s:.2f} s)")
         out.append({"context": int(ctx), "tok_s": s, "mean_kv_len": float(np.mean(kv_lens)),
-                    "decode_tokens": int(decode_tokens)})
+                    "decode_tokens": int(decode_tokens), "mode": mode})
     runner.reset()
     return out
