@@ -5,9 +5,10 @@ Each variant is (bundle, environment): the engine reads its knobs when it is cre
 runs in its own process, one after another, on the same model file (in the page cache after the first).
 Per variant and context: prefill to the context, one decode step whose logits are kept (the same token
 for every variant, so the variants' logits can be compared with each other), then blocks of decode
-steps timed with the host clock exactly as `lab.bench.timing.measure_decode` does (wall time of
-`engine.decode` calls: the step, the logits on the host, the Python around them); tok/s is the median
-over the timed blocks. % of read = bytes a token must read (`lab.bench.counting.decode_bytes`, weights +
+steps timed with the host clock exactly as `lab.bench.timing.measure_decode` does (--mode greedy, the
+default: one `engine.generate` call per block, the loop on the device; --mode logits: `engine.decode`
+calls, the logits on the host, the Python around them); tok/s is the median over the timed blocks.
+% of read = bytes a token must read (`lab.bench.counting.decode_bytes`, weights +
 K/V at the blocks' mean attended length) x tok/s over the read ceiling measured first in the same call
 (`lab.bench.ceilings.gpu_ceilings`' method: torch x.sum() over 4 GiB fp16, best of 10).
 
@@ -47,8 +48,11 @@ for ctx in args["contexts"]:
         toks = rng.integers(0, vocab, n)
         start = eng.pos
         t0 = time.perf_counter()
-        for t in toks:
-            eng.decode(int(t))
+        if args["mode"] == "greedy":
+            eng.generate(int(toks[0]), n)
+        else:
+            for t in toks:
+                eng.decode(int(t))
         dt = time.perf_counter() - t0
         if b >= args["warmup"]:
             rates.append(n / dt)
@@ -86,6 +90,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=int, default=90)
     ap.add_argument("--engine", default="gpu_opt")
+    ap.add_argument("--mode", choices=["greedy", "logits"], default="greedy",
+                    help="greedy: engine.generate() blocks (the bench's default); logits: decode() per token")
     ap.add_argument("--ceiling_gbps", type=float, default=0, help="skip measuring the read ceiling (tests)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -117,11 +123,11 @@ def main():
                     c["argmax_same"] = bool(int(np.argmax(x)) == int(np.argmax(y)))
                     c["finite"] = bool(np.isfinite(x).all())
 
-        doc = {"ceiling": ceiling, "model": a.model, "tokens": a.tokens, "warmup": a.warmup, "repeats": a.repeats,
+        doc = {"mode": a.mode, "ceiling": ceiling, "model": a.model, "tokens": a.tokens, "warmup": a.warmup, "repeats": a.repeats,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "variants": rows}
         (out / "variants.json").write_text(json.dumps(doc, indent=1))
         lines = [f"Card: {ceiling['card']}, {doc['date']}; read ceiling {ceiling['best']:.0f} GB/s ({ceiling['method']}). "
-                 f"Median of {a.repeats} blocks of {a.tokens} decode steps (after {a.warmup}), wall clock.", "",
+                 f"Median of {a.repeats} blocks of {a.tokens} decode steps (after {a.warmup}), wall clock, mode {a.mode}.", "",
                  "| variant | env | " + " | ".join(f"tok/s @{c} | % read @{c}" for c in contexts) + f" | logits vs {ref} |",
                  "| --- | --- | " + " | ".join("---: | ---:" for _ in contexts) + " | --- |"]
         for row in rows:
@@ -147,7 +153,7 @@ def main():
         env["LAB_GPU_VERBOSE"] = "1"
         extra = dict(kv.split("=", 1) for kv in envs.split(",") if kv)
         env.update(extra)
-        args = {"engine": a.engine, "model": a.model, "max_context": max_context, "contexts": contexts, "tokens": a.tokens,
+        args = {"mode": a.mode, "engine": a.engine, "model": a.model, "max_context": max_context, "contexts": contexts, "tokens": a.tokens,
                 "warmup": a.warmup, "repeats": a.repeats, "probe": str(out / f"probe_{label}")}
         t0 = time.time()
         try:

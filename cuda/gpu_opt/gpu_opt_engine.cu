@@ -24,7 +24,7 @@
 // faster, README "Decode tuning"), LAB_GPU_DECODE_ATTN=v2|v1 (decode attention: v2, the default, lets
 // o_proj launch while attention runs and merges any number of splits with fewer round trips; v1 the
 // earlier kernel), LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with
-// v2, 32 with v1, the most each merges),
+// v2, 32 with v1, the most each merges), LAB_GPU_ATTN_WARPS=2|4 (warps per decode attention block, v2 only),
 // LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
 // LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
@@ -144,22 +144,24 @@ void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStr
 
 using AttnFn = void (*)(const gpu::AttnParams);
 
-template <int HD, bool V2>
+template <int HD, bool V2, int W = gpu::kAttnWarps>
 AttnFn AttnFor(int G) {
   switch (G) {
-    case 1: return gpu::AttentionKernel<HD, 1, V2>;
-    case 2: return gpu::AttentionKernel<HD, 2, V2>;
-    case 3: return gpu::AttentionKernel<HD, 3, V2>;
-    case 4: return gpu::AttentionKernel<HD, 4, V2>;
-    case 5: return gpu::AttentionKernel<HD, 5, V2>;
-    case 6: return gpu::AttentionKernel<HD, 6, V2>;
-    case 7: return gpu::AttentionKernel<HD, 7, V2>;
-    case 8: return gpu::AttentionKernel<HD, 8, V2>;
+    case 1: return gpu::AttentionKernel<HD, 1, V2, W>;
+    case 2: return gpu::AttentionKernel<HD, 2, V2, W>;
+    case 3: return gpu::AttentionKernel<HD, 3, V2, W>;
+    case 4: return gpu::AttentionKernel<HD, 4, V2, W>;
+    case 5: return gpu::AttentionKernel<HD, 5, V2, W>;
+    case 6: return gpu::AttentionKernel<HD, 6, V2, W>;
+    case 7: return gpu::AttentionKernel<HD, 7, V2, W>;
+    case 8: return gpu::AttentionKernel<HD, 8, V2, W>;
   }
   return nullptr;
 }
 
-AttnFn AttnKernelFor(int hd, int G, bool v2) {
+// warps: 4 (kAttnWarps) for every path; 2 only with V2 (decode, LAB_GPU_ATTN_WARPS=2).
+AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps) {
+  if (v2 && warps == 2) return hd == 64 ? AttnFor<64, true, 2>(G) : AttnFor<128, true, 2>(G);
   if (hd == 64) return v2 ? AttnFor<64, true>(G) : AttnFor<64, false>(G);
   return v2 ? AttnFor<128, true>(G) : AttnFor<128, false>(G);
 }
@@ -270,7 +272,13 @@ class GpuOptEngine : public Engine {
     const int64_t n_qkv = q_dim + 2 * kv_dim;
     // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
     // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
-    attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_);
+    if (const char* w = std::getenv("LAB_GPU_ATTN_WARPS")) {
+      attn_warps_ = std::atoi(w);
+      if ((attn_warps_ != 2 && attn_warps_ != gpu::kAttnWarps) || (attn_warps_ == 2 && !decode_attn_v2_))
+        throw InputError(std::string("LAB_GPU_ATTN_WARPS must be 2 or 4 (2 needs the v2 decode attention), not '") +
+                         w + "'");
+    }
+    attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_);
     attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
 
     // ---- plan device memory ----
@@ -778,7 +786,7 @@ class GpuOptEngine : public Engine {
     a.n_heads = int(c.n_heads);
     a.n_kv = int(c.n_kv_heads);
     Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
-           dim3(gpu::kAttnWarps * 32), 0,
+           dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0,
            stream_, pdl, "AttentionKernel", a);
   }
 
@@ -1266,7 +1274,8 @@ class GpuOptEngine : public Engine {
   AttnFn attn_fn_ = nullptr, attn_prefill_fn_ = nullptr;
   bool decode_attn_v2_ = true, graph_tune_ = false, logits_mapped_ = true;
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
-  int attn_splits_ = gpu::kAttnMaxSplitsV2;  // decode attention grid: kv heads x attn_splits_
+  int attn_splits_ = gpu::kAttnMaxSplitsV2;
+  int attn_warps_ = gpu::kAttnWarps;  // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)  // decode attention grid: kv heads x attn_splits_
   std::array<int, kNumKinds> config_ = {};
   double last_decode_device_ms_ = -1;
 

@@ -464,7 +464,7 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 }
 
 // Contract:
-//   grid = (n_kv, S <= kAttnMaxSplits (V2: kAttnMaxSplitsV2), B), kAttnWarps*32 threads; HD in {64, 128};
+//   grid = (n_kv, S <= kAttnMaxSplits (V2: kAttnMaxSplitsV2), B), WARPS*32 threads; HD in {64, 128};
 //   G = n_heads/n_kv.
 //   Keys 0..n_keys-1 (n_keys = *pos + t + 1) are cut into ceil(n_keys/chunk) splits of chunk =
 //   max(32, round_up(ceil(n_keys/S), 32)) keys; blocks with a higher split index exit at once.
@@ -481,13 +481,15 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 //   every thread, and the merging block loads each split's (max, sum) and partial output together,
 //   16 splits per round trip, merging them online, where V1 waited for the (max, sum) loads and a
 //   barrier before loading the partial outputs.
-template <int HD, int G, bool V2 = false>
-__global__ void __launch_bounds__(kAttnWarps * 32) AttentionKernel(const AttnParams p) {
+//   WARPS (default kAttnWarps = 4; the engine's LAB_GPU_ATTN_WARPS=2 for decode): fewer warps per block
+//   cover fewer keys per round of loads (a 32-key decode split still takes one round with 2 warps at
+//   HD 128) but hold half the registers, so more of the next kernel's blocks fit beside them.
+template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps>
+__global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p) {
   if (V2) PdlTrigger();
   constexpr int LPK = HD / 8;    // lanes per key
   constexpr int KPW = 32 / LPK;  // keys per warp step
   constexpr int U = G <= 4 ? 8 : 4;  // steps in flight
-  constexpr int WARPS = kAttnWarps;
   __shared__ float sm_acc[WARPS][G][HD];
   __shared__ float sm_m[WARPS][G], sm_l[WARPS][G];
   __shared__ float sm_w[G][kAttnMaxSplits];
