@@ -23,9 +23,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <initializer_list>
+#include <string>
 
+#include "cc/core/errors.h"
 #include "cc/core/fp16.h"
 #include "cc/core/inference_state.h"
 #include "cc/core/model_file.h"
@@ -50,12 +54,15 @@ class CpuOptEngine : public Engine {
         w_(LoadWeights<uint16_t>(*file_, cfg)),
         s_(cfg, max_context_, kPrefillChunk) {
     xt_.resize(std::max({cfg.dim, cfg.q_dim(), cfg.hidden_dim}) * RoundUp(kPrefillChunk, 16));
+    matvec_ = PickMatVec();
     stats_.weight_bytes = w_.bytes;
     stats_.kv_cache_bytes = s_.kv_bytes();
     stats_.activation_bytes = s_.activation_bytes() + xt_.size() * sizeof(float);
   }
   std::string name() const override { return "cpu_opt"; }
-  std::string variant() const override { return std::string(K_.isa) + ", prefill " + prefill_.name; }
+  std::string variant() const override {
+    return std::string(K_.isa) + ", prefill " + prefill_.name + (matvec_ == K_.matvec4 ? ", decode 4 rows" : "");
+  }
 
  protected:
   void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) override {
@@ -99,7 +106,7 @@ class CpuOptEngine : public Engine {
         while (i0 >= RoundUp(P[j].d, kRowsPerTask)) i0 -= RoundUp(P[j++].d, kRowsPerTask);
         const int64_t i1 = std::min(P[j].d, i0 + kRowsPerTask);
         if (B == 1) {
-          K_.matvec(P[j].out, x, P[j].W, n, i0, i1);  // decode: stream the rows at memory bandwidth
+          matvec_(P[j].out, x, P[j].W, n, i0, i1);  // decode: stream the rows at memory bandwidth
         } else {
           Km.matmul(P[j].out, P[j].d, xt, B, Bp, P[j].W, n, i0, i1);  // prefill: row x token tiles
         }
@@ -189,7 +196,44 @@ class CpuOptEngine : public Engine {
     }
   }
 
+  // Decode streams the weights at memory bandwidth, and how many weight streams one core should read
+  // at once depends on the CPU: one (matvec) on the dev machine's AMD Zen 4, four (matvec4) on the
+  // GPU host's Xeon (README, "Decode: one stream or four"). Both give bitwise equal results, so the
+  // engine times them on its own weights, more bytes than the caches hold, and keeps the faster unless
+  // LAB_CPU_MATVEC=1|4 picks one.
+  using MatVecFn = void (*)(float*, const float*, const uint16_t*, int64_t, int64_t, int64_t);
+  MatVecFn PickMatVec() {
+    const char* env = std::getenv("LAB_CPU_MATVEC");
+    const std::string want = env ? env : "";
+    if (want == "4" && !K_.matvec4)
+      throw InputError("LAB_CPU_MATVEC=4: the " + std::string(K_.isa) + " kernels have no 4-row matvec");
+    if (want == "1" || !K_.matvec4) return K_.matvec;
+    if (want == "4") return K_.matvec4;
+    if (!want.empty() && want != "auto") throw InputError("LAB_CPU_MATVEC=" + want + ": expected 1, 4 or auto");
+    const ModelConfig& c = cfg_;
+    std::vector<const uint16_t*> mats;  // gate and up of as many layers as make 256 MB (or all)
+    uint64_t bytes = 0;
+    for (int64_t l = 0; l < c.n_layers && bytes < (uint64_t(256) << 20); ++l) {
+      mats.push_back(w_.layers[l].w_gate);
+      mats.push_back(w_.layers[l].w_up);
+      bytes += uint64_t(4) * c.hidden_dim * c.dim;
+    }
+    std::fill_n(s_.xb.data(), c.dim, 1.f);
+    const MatVecFn fns[2] = {K_.matvec, K_.matvec4};
+    double best[2] = {1e30, 1e30};
+    for (int rep = 0; rep < 3; ++rep) {
+      for (int v = 0; v < 2; ++v) {
+        matvec_ = fns[v];
+        const auto t0 = std::chrono::steady_clock::now();
+        for (const uint16_t* W : mats) MatMul(K_, s_.xb.data(), 1, c.dim, {{W, s_.hb.data(), c.hidden_dim}});
+        best[v] = std::min(best[v], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+    }
+    return best[1] < 0.97 * best[0] ? K_.matvec4 : K_.matvec;  // four streams only for a clear gain
+  }
+
   const cpu_opt::Kernels& K_;
+  MatVecFn matvec_ = nullptr;  // the decode matvec PickMatVec chose
   const cpu_opt::PrefillKernels prefill_;  // which matmul each prefill product uses
   std::unique_ptr<ModelFile> file_;
   Weights<uint16_t> w_;

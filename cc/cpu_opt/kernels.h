@@ -23,6 +23,9 @@ struct Kernels {
   // Decode (matrix-vector): out[i] = W[i, :] . x  for rows i in [i0, i1).
   // Streams the fp16 rows once, converting to fp32 in registers; memory-bound.
   void (*matvec)(float* out, const float* x, const uint16_t* W, int64_t n, int64_t i0, int64_t i1);
+  // The same products, four rows interleaved (four weight streams per thread), bitwise equal to matvec's;
+  // nullptr where a table has none. Which is faster depends on the CPU: the engine times both.
+  void (*matvec4)(float* out, const float* x, const uint16_t* W, int64_t n, int64_t i0, int64_t i1);
 
   // Prefill (matrix-matrix): out[t * ldo + i] = W[i, :] . x[t, :]  for t < B, rows i in [i0, i1),
   // given x transposed and zero-padded: xt[k * Bp + t], Bp a multiple of token_tile. A few weight

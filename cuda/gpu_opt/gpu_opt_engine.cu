@@ -25,6 +25,7 @@
 // o_proj launch while attention runs and merges any number of splits with fewer round trips; v1 the
 // earlier kernel), LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with
 // v2, 32 with v1, the most each merges), LAB_GPU_ATTN_WARPS=2|4 (warps per decode attention block, v2 only),
+// LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
 // LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
@@ -279,6 +280,7 @@ class GpuOptEngine : public Engine {
                          w + "'");
     }
     attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_);
+    attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
     attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
 
     // ---- plan device memory ----
@@ -785,6 +787,7 @@ class GpuOptEngine : public Engine {
     a.pos = step_pos_;
     a.n_heads = int(c.n_heads);
     a.n_kv = int(c.n_kv_heads);
+    a.skip_idle = attn_skip_idle_;
     Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
            dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0,
            stream_, pdl, "AttentionKernel", a);
@@ -1275,7 +1278,8 @@ class GpuOptEngine : public Engine {
   bool decode_attn_v2_ = true, graph_tune_ = false, logits_mapped_ = true;
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
   int attn_splits_ = gpu::kAttnMaxSplitsV2;
-  int attn_warps_ = gpu::kAttnWarps;  // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)  // decode attention grid: kv heads x attn_splits_
+  int attn_warps_ = gpu::kAttnWarps;
+  int attn_skip_idle_ = 1;  // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)  // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)  // decode attention grid: kv heads x attn_splits_
   std::array<int, kNumKinds> config_ = {};
   double last_decode_device_ms_ = -1;
 

@@ -16,20 +16,31 @@ from lab.reference import load_reference, reference_logits
 from lab.synthetic import write_random_model
 
 CPU_ENGINES = [e for e in ("cpu_fp32", "cpu_opt") if e in engine_names()]
-# (engine, LAB_CPU_PREFILL): cpu_opt as it runs by default (bf16 MLP products where the CPU has
-# AVX512-BF16, else fp32) and with its fp32 prefill forced, so both prefill paths meet the same bounds.
-VARIANTS = [(e, None) for e in CPU_ENGINES] + [("cpu_opt", "fp32")] * ("cpu_opt" in CPU_ENGINES)
+# (engine, environment): cpu_opt as it runs by default (bf16 MLP products where the CPU has AVX512-BF16,
+# else fp32; the decode loop it times fastest), with its fp32 prefill forced, and with the 4-row decode
+# matvec forced, so that every path meets the same bounds.
+VARIANTS = [(e, {}) for e in CPU_ENGINES] + [("cpu_opt", {"LAB_CPU_PREFILL": "fp32"}),
+                                             ("cpu_opt", {"LAB_CPU_MATVEC": "4"})] * ("cpu_opt" in CPU_ENGINES)
+KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC")
 
 
-@pytest.fixture(params=VARIANTS, ids=lambda v: v[0] + (f"-prefill_{v[1]}" if v[1] else ""))
+@pytest.fixture(params=VARIANTS, ids=lambda v: "-".join([v[0]] + [f"{k[8:].lower()}_{x}" for k, x in v[1].items()]))
 def open_variant(request, monkeypatch):
     """(engine name, opener(model_dir, max_context)) for one engine variant."""
-    name, prefill = request.param
-    if prefill:
-        monkeypatch.setenv("LAB_CPU_PREFILL", prefill)
-    else:
-        monkeypatch.delenv("LAB_CPU_PREFILL", raising=False)
-    return name, lambda d, max_context: open_engine(name, d, max_context=max_context)
+    name, env = request.param
+    for k in KNOBS:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+    def open_(d, max_context):
+        try:
+            return open_engine(name, d, max_context=max_context)
+        except ValueError as e:
+            if "no 4-row matvec" in str(e):
+                pytest.skip(f"{e} (this CPU has no AVX-512)")
+            raise
+    return name, open_
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -139,3 +150,24 @@ def test_generate_bad_input(model):
         with pytest.raises(ValueError):
             eng.generate(token, n)
         assert eng.pos == 3
+
+
+def test_matvec_one_stream_or_four_bitwise_equal(model, monkeypatch):
+    """cpu_opt's two decode loops (LAB_CPU_MATVEC=1|4) compute each row the same way: equal logits."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    _, d, _, tokens, _ = model
+    out = {}
+    for mode in ("1", "4"):
+        monkeypatch.setenv("LAB_CPU_MATVEC", mode)
+        try:
+            eng = open_engine("cpu_opt", d, max_context=128)
+        except ValueError as e:
+            pytest.skip(str(e))
+        assert ("decode 4 rows" in eng.variant) == (mode == "4")
+        eng.prefill(tokens[:8])
+        out[mode] = np.stack([eng.decode(int(t)) for t in tokens[8:20]])
+    np.testing.assert_array_equal(out["1"], out["4"])
+    monkeypatch.setenv("LAB_CPU_MATVEC", "8")
+    with pytest.raises(ValueError, match="LAB_CPU_MATVEC"):
+        open_engine("cpu_opt", d, max_context=128)
