@@ -43,7 +43,10 @@ def _cuda_objects_impl(ctx):
         ctx.actions.run_shell(
             inputs = depset([src], transitive = [headers]),
             outputs = [obj],
-            command = " ".join(args),
+            # nvcc names its temporary files after its process id, which is the same in every sandbox's
+            # PID namespace: concurrent nvcc actions sharing /tmp collided ("cudafe1.cpp: No such
+            # file"). Each action gets its own TMPDIR.
+            command = 'export TMPDIR="$(mktemp -d)" && trap \'rm -rf "$TMPDIR"\' EXIT && ' + " ".join(args),
             mnemonic = "Nvcc",
             progress_message = "nvcc %s (%s)" % (src.short_path, ",".join(archs)),
             use_default_shell_env = True,

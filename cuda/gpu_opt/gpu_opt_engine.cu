@@ -26,6 +26,8 @@
 // earlier kernel), LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with
 // v2, 32 with v1, the most each merges), LAB_GPU_ATTN_WARPS=2|4 (warps per decode attention block, v2 only),
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
+// LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
+// LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
 // LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
 // LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
@@ -145,24 +147,26 @@ void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStr
 
 using AttnFn = void (*)(const gpu::AttnParams);
 
-template <int HD, bool V2, int W = gpu::kAttnWarps>
+template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0>
 AttnFn AttnFor(int G) {
   switch (G) {
-    case 1: return gpu::AttentionKernel<HD, 1, V2, W>;
-    case 2: return gpu::AttentionKernel<HD, 2, V2, W>;
-    case 3: return gpu::AttentionKernel<HD, 3, V2, W>;
-    case 4: return gpu::AttentionKernel<HD, 4, V2, W>;
-    case 5: return gpu::AttentionKernel<HD, 5, V2, W>;
-    case 6: return gpu::AttentionKernel<HD, 6, V2, W>;
-    case 7: return gpu::AttentionKernel<HD, 7, V2, W>;
-    case 8: return gpu::AttentionKernel<HD, 8, V2, W>;
+    case 1: return gpu::AttentionKernel<HD, 1, V2, W, U>;
+    case 2: return gpu::AttentionKernel<HD, 2, V2, W, U>;
+    case 3: return gpu::AttentionKernel<HD, 3, V2, W, U>;
+    case 4: return gpu::AttentionKernel<HD, 4, V2, W, U>;
+    case 5: return gpu::AttentionKernel<HD, 5, V2, W, U>;
+    case 6: return gpu::AttentionKernel<HD, 6, V2, W, U>;
+    case 7: return gpu::AttentionKernel<HD, 7, V2, W, U>;
+    case 8: return gpu::AttentionKernel<HD, 8, V2, W, U>;
   }
   return nullptr;
 }
 
-// warps: 4 (kAttnWarps) for every path; 2 only with V2 (decode, LAB_GPU_ATTN_WARPS=2).
-AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps) {
+// warps: 4 (kAttnWarps) for every path; 2 only with V2 (decode, LAB_GPU_ATTN_WARPS=2). u: 0 (the
+// kernel's rule) or 4 (V2 with 4 warps only, LAB_GPU_ATTN_U=4).
+AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u = 0) {
   if (v2 && warps == 2) return hd == 64 ? AttnFor<64, true, 2>(G) : AttnFor<128, true, 2>(G);
+  if (v2 && u == 4) return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4>(G) : AttnFor<128, true, gpu::kAttnWarps, 4>(G);
   if (hd == 64) return v2 ? AttnFor<64, true>(G) : AttnFor<64, false>(G);
   return v2 ? AttnFor<128, true>(G) : AttnFor<128, false>(G);
 }
@@ -279,7 +283,22 @@ class GpuOptEngine : public Engine {
         throw InputError(std::string("LAB_GPU_ATTN_WARPS must be 2 or 4 (2 needs the v2 decode attention), not '") +
                          w + "'");
     }
-    attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_);
+    // 4 steps of K/V loads in flight per warp (the decode default since the pass of README "Attention
+    // latency"); LAB_GPU_ATTN_U=8 restores the kernel's own rule (8 for groups up to 4).
+    int attn_u = decode_attn_v2_ && attn_warps_ == gpu::kAttnWarps ? 4 : 0;
+    if (const char* u = std::getenv("LAB_GPU_ATTN_U")) {
+      attn_u = std::atoi(u);
+      if ((attn_u != 4 && attn_u != 8) || !decode_attn_v2_ || attn_warps_ != gpu::kAttnWarps)
+        throw InputError(std::string("LAB_GPU_ATTN_U must be 4 or 8 (with the v2 decode attention, 4 warps), not '") +
+                         u + "'");
+      if (attn_u == 8) attn_u = 0;
+    }
+    if (const char* m = std::getenv("LAB_GPU_ATTN_MIN_CHUNK")) {
+      attn_min_chunk_ = std::atoi(m);
+      if (attn_min_chunk_ < 8 || attn_min_chunk_ > 1024 || attn_min_chunk_ % 8)
+        throw InputError(std::string("LAB_GPU_ATTN_MIN_CHUNK must be a multiple of 8 in 8..1024, not '") + m + "'");
+    }
+    attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_, attn_u);
     attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
     attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
 
@@ -788,6 +807,7 @@ class GpuOptEngine : public Engine {
     a.n_heads = int(c.n_heads);
     a.n_kv = int(c.n_kv_heads);
     a.skip_idle = attn_skip_idle_;
+    a.min_chunk = prefill ? 32 : attn_min_chunk_;
     Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
            dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0,
            stream_, pdl, "AttentionKernel", a);
@@ -1279,6 +1299,7 @@ class GpuOptEngine : public Engine {
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
   int attn_splits_ = gpu::kAttnMaxSplitsV2;
   int attn_warps_ = gpu::kAttnWarps;
+  int attn_min_chunk_ = 16;  // fewest keys per decode attention split (LAB_GPU_ATTN_MIN_CHUNK)
   int attn_skip_idle_ = 1;  // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)  // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)  // decode attention grid: kv heads x attn_splits_
   std::array<int, kNumKinds> config_ = {};
   double last_decode_device_ms_ = -1;

@@ -443,6 +443,7 @@ struct AttnParams {
   unsigned* counters;    // [B * n_kv], zero before the launch; the merging block resets its own
   const int* pos;        // position of token 0 of the batch; token t sees keys 0..pos+t
   int n_heads, n_kv;
+  int min_chunk;         // fewest keys per split (a multiple of 8; 0 means 32)
   int skip_idle;         // 1: a warp stops a round at its first step past the split's keys (the engine's
                          // default; a 32-key split leaves 4 of a warp's 8 steps idle at HD 128, and their
                          // dot products and shuffles lengthened the chain: +1.2% decode tok/s at ctx 512)
@@ -470,7 +471,8 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 //   grid = (n_kv, S <= kAttnMaxSplits (V2: kAttnMaxSplitsV2), B), WARPS*32 threads; HD in {64, 128};
 //   G = n_heads/n_kv.
 //   Keys 0..n_keys-1 (n_keys = *pos + t + 1) are cut into ceil(n_keys/chunk) splits of chunk =
-//   max(32, round_up(ceil(n_keys/S), 32)) keys; blocks with a higher split index exit at once.
+//   max(mc, round_up(ceil(n_keys/S), mc)) keys (mc = min_chunk, 32 if 0); blocks with a higher split
+//   index exit at once.
 //   A key's HD halves are read by HD/8 lanes (16 bytes each), so a warp covers 32/(HD/8) keys per
 //   step and keeps U steps of K and V loads in flight (U = 8 for G <= 4, else 4, for registers): a
 //   block covers 64 keys (HD 128) per round of loads, so decode at context 2048 takes one round. Each lane keeps an online softmax (max m,
@@ -487,12 +489,16 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 //   WARPS (default kAttnWarps = 4; the engine's LAB_GPU_ATTN_WARPS=2 for decode): fewer warps per block
 //   cover fewer keys per round of loads (a 32-key decode split still takes one round with 2 warps at
 //   HD 128) but hold half the registers, so more of the next kernel's blocks fit beside them.
-template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps>
+//   UU (0: the U rule above; the engine's decode uses 4): steps in flight per round.
+//   min_chunk (AttnParams; the engine's decode: 16, LAB_GPU_ATTN_MIN_CHUNK): the fewest keys a split
+//   takes, and the unit a split's key count is rounded up to (32 before: at ~2,150 keys over 64 splits
+//   that rounded 34 keys up to 64, two rounds of loads; 16 rounds it to 48).
+template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0>
 __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p) {
   if (V2) PdlTrigger();
   constexpr int LPK = HD / 8;    // lanes per key
   constexpr int KPW = 32 / LPK;  // keys per warp step
-  constexpr int U = G <= 4 ? 8 : 4;  // steps in flight
+  constexpr int U = UU ? UU : G <= 4 ? 8 : 4;  // steps in flight
   __shared__ float sm_acc[WARPS][G][HD];
   __shared__ float sm_m[WARPS][G], sm_l[WARPS][G];
   __shared__ float sm_w[G][kAttnMaxSplits];
@@ -507,7 +513,8 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
   const int pos0 = __ldcg(p.pos);
   const int n_keys = pos0 + t + 1;
   int chunk = (n_keys + S - 1) / S;
-  chunk = max(32, (chunk + 31) & ~31);
+  const int mc = p.min_chunk > 0 ? p.min_chunk : 32;
+  chunk = max(mc, (chunk + mc - 1) / mc * mc);
   const int n_splits = (n_keys + chunk - 1) / chunk;
   if (s >= n_splits) return;
   const int k_begin = s * chunk, k_end = min(n_keys, k_begin + chunk);
