@@ -190,6 +190,16 @@ def markdown(results: dict) -> str:
                          + f"; compute {c['compute_GFLOPs']:.0f} GFLOP/s ({c['compute_method']}; an fp32 roof: "
                          "bf16 paths such as AVX512-BF16 can pass it)"
                          + (f"; fp32 matmul {c['matmul_fp32']['best']:.0f} GFLOP/s" if c.get("matmul_fp32") else ""))
+            after = ce.get("cpu_read_after")
+            if after:
+                first = c["read_all"]
+                lines.append(f"- CPU read bandwidth again at the end of the run: best {after['best']:.1f}, median "
+                             f"{after['median']:.1f} GB/s (start: best {first['best']:.1f}, median {first['median']:.1f})")
+                lo, hi = sorted((first["median"], after["median"]))
+                if hi > 1.15 * lo:
+                    lines.append("- **The CPU's read bandwidth changed during the run** (median "
+                                 f"{first['median']:.1f} -> {after['median']:.1f} GB/s): a shared machine's neighbours "
+                                 "come and go; CPU decode % of roof is against the start's best and may be off by as much.")
         if ce.get("gpu"):
             g = ce["gpu"]
             lines.append(f"- {g['name']}: read {g['read']['best']:.0f} GB/s ({g['read']['method']}); copy "

@@ -119,6 +119,12 @@ def run_bench(opts: Options, log=print) -> dict:
             if opts.device == "cuda":
                 torch.cuda.empty_cache()
 
+    # A shared machine's bandwidth can change while the run goes on (a neighbour starts or stops): the
+    # read ceiling is measured again at the end, and the report flags a change (report.markdown).
+    if opts.ceilings and ceilings.get("cpu") and not ceilings["cpu"]["read_all"].get("fallback"):
+        log("ceilings: CPU read bandwidth again, after the measurements...")
+        ceilings["cpu_read_after"] = ceil_mod.cpu_read_bandwidth(opts.cpu_read_bytes, max(3, opts.ceiling_repeats // 2))
+
     results = {
         "schema": "lab.bench/1",
         "machine": info,

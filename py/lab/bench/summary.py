@@ -44,11 +44,13 @@ def markdown(rows) -> str:
            "| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
     for r in rows:
         d, t = r["decode"], r["ttft"]
-        dec = f"{d['tok_s']['median']:.1f} ({d['context']})" if d else "—"
+        dec = f"{d['tok_s']['median']:.1f} ({d['context']}{', greedy' if d.get('mode') == 'greedy' else ''})" if d else "—"
         bw = f"{d['gbps']['median']:,.0f}, {d['pct_of_roof']:.0f}%" if d else "—"
         peer = (f"{d['ratio_vs_best_peer']:.2f}x {d['best_peer']}" if d and d.get("best_peer") else "—")
         ttft = f"{t['ms']['median']:,.1f} ({t['prompt_len']})" if t else "—"
         roof = f"{t['pct_of_roof']:.0f}%" if t and t.get("pct_of_roof") is not None else "—"
         out.append(f"| {r['stage']} | `{r['engine']}` | {r['machine']} | {r['model']} | {dec} | {bw} | {peer} | "
                    f"{ttft} | {roof} | {r['source']} ({r['date']}) |")
-    return "\n".join(out) + "\n\nMedians of repeats; each run measured its own ceilings and peers (see its bench.md).\n"
+    return "\n".join(out) + ("\n\nMedians of repeats; each run measured its own ceilings and peers (see its bench.md). "
+                              "Decode: greedy generation (`Engine.generate`, argmax where the logits are) where marked "
+                              "greedy, else one `decode()` call per token with the logits copied to the host.\n")
