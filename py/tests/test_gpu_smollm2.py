@@ -35,38 +35,41 @@ def smollm2(tmp_data_dir):
     return model_dir, tok, tokens, refs
 
 
-@pytest.mark.parametrize("engine", ["gpu_naive", "gpu_opt"])
-def test_greedy_tokens_identical(smollm2, engine):
+def torch_greedy(ref, prompt):
+    """transformers' greedy continuation of `prompt` (N_GREEDY tokens, no early stop)."""
     import torch
 
+    with torch.no_grad():
+        out = ref.generate(torch.as_tensor([prompt], device="cuda"), max_new_tokens=N_GREEDY,
+                           min_new_tokens=N_GREEDY, do_sample=False, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def assert_same_tokens(engine, got, want):
+    first_diff = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+    assert got == want, f"{engine}: first differing token at {first_diff}"
+
+
+@pytest.mark.parametrize("engine", ["gpu_naive", "gpu_opt"])
+def test_greedy_tokens_identical(smollm2, engine):
     model_dir, tok, _, refs = smollm2
     prompt = tok.encode(tok.apply_chat_template("Explain in a few sentences why the sky is blue."))
-    with torch.no_grad():
-        out = refs[REF_DTYPE[engine]].generate(torch.as_tensor([prompt], device="cuda"), max_new_tokens=N_GREEDY,
-                                               min_new_tokens=N_GREEDY, do_sample=False, pad_token_id=0)
-    want = out[0, len(prompt):].tolist()
+    want = torch_greedy(refs[REF_DTYPE[engine]], prompt)
     res = generate(open_engine(engine, model_dir, max_context=512), prompt, N_GREEDY, Sampler(), eos_ids=())
-    first_diff = next((i for i, (a, b) in enumerate(zip(res.tokens, want)) if a != b), None)
-    assert res.tokens == want, f"{engine}: first differing token at {first_diff}"
+    assert_same_tokens(engine, res.tokens, want)
 
 
 @pytest.mark.parametrize("engine", ["gpu_naive", "gpu_opt"])
 def test_generate_on_device_identical(smollm2, engine):
     """Engine.generate (gpu_opt: the argmax and the feedback loop stay on the GPU) gives torch's greedy tokens."""
     import numpy as np
-    import torch
 
     model_dir, tok, _, refs = smollm2
     prompt = tok.encode(tok.apply_chat_template("Name three uses of a paper clip."))
-    with torch.no_grad():
-        out = refs[REF_DTYPE[engine]].generate(torch.as_tensor([prompt], device="cuda"), max_new_tokens=N_GREEDY,
-                                               min_new_tokens=N_GREEDY, do_sample=False, pad_token_id=0)
-    want = out[0, len(prompt):].tolist()
+    want = torch_greedy(refs[REF_DTYPE[engine]], prompt)
     eng = open_engine(engine, model_dir, max_context=512)
     first = int(np.argmax(eng.prefill(prompt)))
-    got = [first] + eng.generate(first, N_GREEDY - 1).tolist()
-    first_diff = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
-    assert got == want, f"{engine}: first differing token at {first_diff}"
+    assert_same_tokens(engine, [first] + eng.generate(first, N_GREEDY - 1).tolist(), want)
     assert eng.pos == len(prompt) + N_GREEDY - 1
 
 
