@@ -200,9 +200,11 @@ def test_bad_tokens_and_context_lose_nothing(good, engine):
     assert eng.pos == 3  # nothing was consumed by the failed calls
     nxt = eng.decode(8)
     eng.reset()
-    again = eng.prefill([5, 6, 7, 8], all_logits=True)
-    np.testing.assert_allclose(again[2], first, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(again[3], nxt, rtol=1e-5, atol=1e-5)
+    # The same calls on a fresh sequence give the same logits, bit for bit: the failed calls changed
+    # nothing. (Not an all-logits prefill of the four tokens: with cpu_opt's bf16 MLP products that
+    # path rounds differently from a last-position prefill followed by a decode.)
+    np.testing.assert_array_equal(eng.prefill([5, 6, 7]), first)
+    np.testing.assert_array_equal(eng.decode(8), nxt)
     for t in range(12):  # fill the context to the brim, then one more is refused
         eng.decode(t)
     assert eng.pos == 16
