@@ -40,9 +40,15 @@ namespace lab {
 namespace {
 
 constexpr int64_t kPrefillChunk = 192;  // prompt tokens per matrix-matrix pass
+constexpr int64_t kAttnTile = 16;      // prefill attention: tokens per attend_tile call
 constexpr int64_t kRowsPerTask = 24;    // weight rows per OpenMP work item (a multiple of the kernels' tiles)
 
 int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+bool EnvEquals(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v && std::string(v) == value;
+}
 
 class CpuOptEngine : public Engine {
  public:
@@ -61,7 +67,8 @@ class CpuOptEngine : public Engine {
   }
   std::string name() const override { return "cpu_opt"; }
   std::string variant() const override {
-    return std::string(K_.isa) + ", prefill " + prefill_.name + (matvec_ == K_.matvec4 ? ", decode 4 rows" : "");
+    return std::string(K_.isa) + ", prefill " + prefill_.name + (attn_tile_ ? ", attention tiles" : "") +
+           (matvec_ == K_.matvec4 ? ", decode 4 rows" : "");
   }
 
  protected:
@@ -184,6 +191,23 @@ class CpuOptEngine : public Engine {
     const ModelConfig& c = cfg_;
     const int64_t hd = c.head_dim, q_dim = c.q_dim(), group = c.group_size(), head_stride = s_.max_context * hd;
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+    if (B > 1 && attn_tile_ && (hd == 64 || hd == 128)) {
+      // Prefill with the tiled kernel: one item per (tile of kAttnTile tokens, KV head); each cached key
+      // and value is loaded once for the tile's kAttnTile x group query rows (kernels.h, attend_tile).
+      const int64_t tiles = (B + kAttnTile - 1) / kAttnTile, n_kv = c.n_kv_heads;
+      const int64_t scratch = kAttnTile * group * RoundUp(pos + B, 16) + 16 * hd;
+      if (static_cast<int64_t>(scores_.size()) < omp_get_max_threads() * scratch)
+        scores_.resize(omp_get_max_threads() * scratch);
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t it = 0; it < tiles * n_kv; ++it) {
+        const int64_t t0 = it / n_kv * kAttnTile, kvh = it % n_kv, T = std::min(kAttnTile, B - t0);
+        const int64_t off = t0 * q_dim + kvh * group * hd;
+        K_.attend_tile(s_.att_out.data() + off, q_dim, s_.q.data() + off, q_dim, group, T, pos + t0,
+                       kc + kvh * head_stride, vc + kvh * head_stride, hd, hd, scale,
+                       scores_.data() + omp_get_thread_num() * scratch);
+      }
+      return;
+    }
     const int64_t nq = B == 1 ? 1 : group, items = c.n_heads / nq;  // query heads per item, items per token
     const int64_t scratch = group * max_context_;                    // softmax rows of one thread
     if (static_cast<int64_t>(scores_.size()) < omp_get_max_threads() * scratch)
@@ -233,6 +257,8 @@ class CpuOptEngine : public Engine {
   }
 
   const cpu_opt::Kernels& K_;
+  // Prefill attention: the tiled kernel where the table has one, unless LAB_CPU_ATTN=token.
+  const bool attn_tile_ = K_.attend_tile && !EnvEquals("LAB_CPU_ATTN", "token");
   MatVecFn matvec_ = nullptr;  // the decode matvec PickMatVec chose
   const cpu_opt::PrefillKernels prefill_;  // which matmul each prefill product uses
   std::unique_ptr<ModelFile> file_;

@@ -109,7 +109,7 @@ bool CpuHasAvx512() { return CpuHasAvx2() && __builtin_cpu_supports("avx512f"); 
 
 }  // namespace
 
-const Kernels kScalarKernels = {"scalar", 1, MatVec, nullptr, MatMul, Transpose, RmsNorm, Add, SwiGlu, Rope, Attend};
+const Kernels kScalarKernels = {"scalar", 1, MatVec, nullptr, MatMul, Transpose, RmsNorm, Add, SwiGlu, Rope, Attend, nullptr};
 
 namespace {
 

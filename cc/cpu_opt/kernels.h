@@ -51,6 +51,14 @@ struct Kernels {
   // vc + p * stride. Each key and value is loaded once for all nq queries. `scores`: nq * n_keys floats.
   void (*attend)(float* out, const float* q, int64_t nq, const float* kc, const float* vc, int64_t n_keys,
                  int64_t stride, int64_t head_dim, float scale, float* scores);
+  // Prefill attention of T consecutive tokens (positions p0..p0+T-1) x G query heads of one KV head,
+  // causal: row (t, g) attends keys 0..p0+t. Query row at q + t * q_stride + g * head_dim, output row at
+  // out + t * out_stride + g * head_dim, key/value p at kc/vc + p * stride. Each key and value is loaded
+  // once for all T * G rows. head_dim 64 or 128; `scratch`: T * G * round_up(p0 + T, 16) + 16 * head_dim
+  // floats. nullptr where a table has none (the engine then calls attend token by token).
+  void (*attend_tile)(float* out, int64_t out_stride, const float* q, int64_t q_stride, int64_t G, int64_t T,
+                      int64_t p0, const float* kc, const float* vc, int64_t stride, int64_t head_dim, float scale,
+                      float* scratch);
 };
 
 // The table for the widest instruction set this CPU has (AVX-512 > AVX2 > scalar), or the one

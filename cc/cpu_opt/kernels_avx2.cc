@@ -358,7 +358,7 @@ LAB_AVX2 void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos
 
 }  // namespace avx2
 
-const Kernels kAvx2Kernels = {"avx2", 8, MatVec, nullptr, MatMul, Transpose, avx2::RmsNorm, avx2::Add, avx2::SwiGlu, avx2::Rope, Attend};
+const Kernels kAvx2Kernels = {"avx2", 8, MatVec, nullptr, MatMul, Transpose, avx2::RmsNorm, avx2::Add, avx2::SwiGlu, avx2::Rope, Attend, nullptr};
 
 }  // namespace cpu_opt
 }  // namespace lab

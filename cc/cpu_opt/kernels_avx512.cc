@@ -9,6 +9,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cc/core/fp16.h"
@@ -476,11 +477,104 @@ LAB_AVX512 void Attend(float* out, const float* q, int64_t nq, const float* kc, 
   }
 }
 
+// ---- Prefill attention for a tile of tokens (kernels.h, attend_tile) ------------------------------
+// Attend above serves one token's GQA group: every key and value is loaded for its G (3 for SmolLM2)
+// query rows, so prefill attention reads the cache from L2 once per token and runs at the speed of those
+// loads. Here T tokens x G heads = R rows share each load. Scores: per block of 16 keys, the block is
+// transposed into KT[hd][16] once, then each row's 16 scores are hd broadcast-FMAs into one register
+// (4 rows at a time, 4 independent chains). Softmax per row over its own causal length, zeros after it.
+// Values: each v_p is loaded once per group of rows (4 rows at hd 64, 2 at hd 128: 16 accumulators).
+template <int RB, int NV>  // rows per group, 16-float pieces per value row (hd = 16 * NV)
+LAB_AVX512 void TileWeightedSums(float* const* outs, const float* const* a, int64_t n, const float* v, int64_t stride) {
+  __m512 acc[RB][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) acc[r][i] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < n; ++p) {
+    __m512 vp[NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) vp[i] = _mm512_loadu_ps(v + p * stride + 16 * i);
+#pragma GCC unroll 4
+    for (int r = 0; r < RB; ++r) {
+      const __m512 w = _mm512_set1_ps(a[r][p]);
+#pragma GCC unroll 8
+      for (int i = 0; i < NV; ++i) acc[r][i] = _mm512_fmadd_ps(w, vp[i], acc[r][i]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) _mm512_storeu_ps(outs[r] + 16 * i, acc[r][i]);
+}
+
+LAB_AVX512 void AttendTile(float* out, int64_t out_stride, const float* q, int64_t q_stride, int64_t G, int64_t T,
+                           int64_t p0, const float* kc, const float* vc, int64_t stride, int64_t hd, float scale,
+                           float* scratch) {
+  const int64_t R = T * G, n_max = p0 + T, n_pad = (n_max + 15) / 16 * 16;
+  float* S = scratch;               // [R][n_pad] scores, then weights
+  float* KT = scratch + R * n_pad;  // [hd][16] one key block, transposed
+  auto qrow = [&](int64_t r) { return q + (r / G) * q_stride + (r % G) * hd; };
+  // 1. Scores of every row against every key block (keys past a row's position are masked in 2).
+  for (int64_t kb = 0; kb < n_max; kb += 16) {
+    const int64_t nk = std::min<int64_t>(16, n_max - kb);
+    for (int64_t j = 0; j < 16; ++j)
+      for (int64_t d = 0; d < hd; ++d) KT[d * 16 + j] = j < nk ? kc[(kb + j) * stride + d] : 0.f;
+    int64_t r = 0;
+    for (; r + 4 <= R; r += 4) {
+      const float *q0 = qrow(r), *q1 = qrow(r + 1), *q2 = qrow(r + 2), *q3 = qrow(r + 3);
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t d = 0; d < hd; ++d) {
+        const __m512 k = _mm512_loadu_ps(KT + d * 16);
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), k, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[d]), k, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[d]), k, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[d]), k, a3);
+      }
+      const __m512 sc = _mm512_set1_ps(scale);
+      _mm512_storeu_ps(S + r * n_pad + kb, _mm512_mul_ps(a0, sc));
+      _mm512_storeu_ps(S + (r + 1) * n_pad + kb, _mm512_mul_ps(a1, sc));
+      _mm512_storeu_ps(S + (r + 2) * n_pad + kb, _mm512_mul_ps(a2, sc));
+      _mm512_storeu_ps(S + (r + 3) * n_pad + kb, _mm512_mul_ps(a3, sc));
+    }
+    for (; r < R; ++r) {
+      const float* q0 = qrow(r);
+      __m512 a0 = _mm512_setzero_ps();
+      for (int64_t d = 0; d < hd; ++d) a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[d]), _mm512_loadu_ps(KT + d * 16), a0);
+      _mm512_storeu_ps(S + r * n_pad + kb, _mm512_mul_ps(a0, _mm512_set1_ps(scale)));
+    }
+  }
+  // 2. Softmax of row (t, g) over its keys 0..p0+t; zero weights after them.
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t n = p0 + r / G + 1;
+    Softmax(S + r * n_pad, n);
+    std::fill(S + r * n_pad + n, S + r * n_pad + n_max, 0.f);
+  }
+  // 3. Weighted sums of the values, a group of rows per pass over them (up to the group's last key).
+  constexpr int kRows64 = 4, kRows128 = 2;
+  const int RB = hd == 64 ? kRows64 : kRows128;
+  for (int64_t r = 0; r < R; r += RB) {
+    float* outs[4];
+    const float* a[4];
+    for (int i = 0; i < RB; ++i) {  // a short last group repeats its last row (same output, same value)
+      const int64_t rr = std::min(r + i, R - 1);
+      outs[i] = out + (rr / G) * out_stride + (rr % G) * hd;
+      a[i] = S + rr * n_pad;
+    }
+    const int64_t n = p0 + (std::min(r + RB, R) - 1) / G + 1;  // the group's last row sees the most keys
+    if (hd == 64) {
+      TileWeightedSums<kRows64, 4>(outs, a, n, vc, stride);
+    } else {
+      TileWeightedSums<kRows128, 8>(outs, a, n, vc, stride);
+    }
+  }
+}
+
 }  // namespace
 
-const Kernels kAvx512Kernels = {"avx512", 16, MatVec, MatVec4, MatMul, Transpose, avx2::RmsNorm, avx2::Add, avx2::SwiGlu, avx2::Rope, Attend};
+const Kernels kAvx512Kernels = {"avx512", 16, MatVec, MatVec4, MatMul, Transpose, avx2::RmsNorm, avx2::Add, avx2::SwiGlu, avx2::Rope, Attend, AttendTile};
 // The same table with the bf16 prefill pair (MatMulBf16 + TransposeBf16); decode and the rest are unchanged.
-const Kernels kAvx512Bf16Kernels = {"avx512bf16", 16, MatVec, MatVec4, MatMulBf16, TransposeBf16, avx2::RmsNorm, avx2::Add, avx2::SwiGlu, avx2::Rope, Attend};
+const Kernels kAvx512Bf16Kernels = {"avx512bf16", 16, MatVec, MatVec4, MatMulBf16, TransposeBf16, avx2::RmsNorm, avx2::Add, avx2::SwiGlu, avx2::Rope, Attend, AttendTile};
 
 }  // namespace cpu_opt
 }  // namespace lab

@@ -172,3 +172,22 @@ def test_matvec_one_stream_or_four_bitwise_equal(model, monkeypatch):
     monkeypatch.setenv("LAB_CPU_MATVEC", "8")
     with pytest.raises(ValueError, match="LAB_CPU_MATVEC"):
         open_engine("cpu_opt", d, max_context=128)
+
+
+def test_prefill_attention_tiles_equal_token_by_token(model, monkeypatch):
+    """cpu_opt's tiled prefill attention (keys loaded once per tile of tokens) against its per-token
+    kernel, with fp32 prefill products so that only attention differs: fp32 rounding apart, equal; and
+    both at the fp32 engines' distance from the reference. Chunked, so tiles also start past position 0."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    _, d, _, tokens, ref_logits = model
+    monkeypatch.setenv("LAB_CPU_PREFILL", "fp32")
+    out = {}
+    for mode in ("token", "tile"):
+        monkeypatch.setenv("LAB_CPU_ATTN", mode)
+        eng = open_engine("cpu_opt", d, max_context=128)
+        if mode == "tile" and "attention tiles" not in eng.variant:
+            pytest.skip(f"no tiled attention in {eng.variant}")
+        out[mode] = np.concatenate([eng.prefill(tokens[:20], all_logits=True), eng.prefill(tokens[20:], all_logits=True)])
+        assert tolerances.rel_error(out[mode], ref_logits) < tolerances.LOGITS_REL["fp32"]
+    assert tolerances.rel_error(out["tile"], out["token"]) < 1e-5
