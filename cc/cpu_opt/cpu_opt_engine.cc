@@ -39,11 +39,21 @@
 namespace lab {
 namespace {
 
-constexpr int64_t kPrefillChunk = 192;  // prompt tokens per matrix-matrix pass
+constexpr int64_t kPrefillChunk = 192;  // prompt tokens per matrix-matrix pass (LAB_CPU_PREFILL_CHUNK)
 constexpr int64_t kAttnTile = 16;      // prefill attention: tokens per attend_tile call
 constexpr int64_t kRowsPerTask = 24;    // weight rows per OpenMP work item (a multiple of the kernels' tiles)
 
 int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// The prefill chunk: kPrefillChunk, or LAB_CPU_PREFILL_CHUNK (16..4096 tokens) for experiments.
+int64_t PrefillChunk() {
+  const char* v = std::getenv("LAB_CPU_PREFILL_CHUNK");
+  if (!v || !*v) return kPrefillChunk;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (*end || n < 16 || n > 4096) throw InputError(std::string("LAB_CPU_PREFILL_CHUNK must be 16..4096, not '") + v + "'");
+  return n;
+}
 
 bool EnvEquals(const char* name, const char* value) {
   const char* v = std::getenv(name);
@@ -58,8 +68,8 @@ class CpuOptEngine : public Engine {
         prefill_(cpu_opt::SelectPrefill(K_)),
         file_(std::move(file)),
         w_(LoadWeights<uint16_t>(*file_, cfg)),
-        s_(cfg, max_context_, kPrefillChunk) {
-    xt_.resize(std::max({cfg.dim, cfg.q_dim(), cfg.hidden_dim}) * RoundUp(kPrefillChunk, 16));
+        s_(cfg, max_context_, chunk_) {
+    xt_.resize(std::max({cfg.dim, cfg.q_dim(), cfg.hidden_dim}) * RoundUp(chunk_, 16));
     matvec_ = PickMatVec();
     stats_.weight_bytes = w_.bytes;
     stats_.kv_cache_bytes = s_.kv_bytes();
@@ -73,8 +83,8 @@ class CpuOptEngine : public Engine {
 
  protected:
   void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) override {
-    for (int64_t done = 0; done < n; done += kPrefillChunk) {
-      const int64_t B = std::min(kPrefillChunk, n - done);
+    for (int64_t done = 0; done < n; done += chunk_) {
+      const int64_t B = std::min(chunk_, n - done);
       // Rows whose output is needed: every row for all_logits, else only the very last one of the call.
       const int64_t keep = all_logits ? B : done + B == n ? 1 : 0;
       ForwardChunk(tokens + done, B, pos + done, keep);
@@ -263,6 +273,7 @@ class CpuOptEngine : public Engine {
   const cpu_opt::PrefillKernels prefill_;  // which matmul each prefill product uses
   std::unique_ptr<ModelFile> file_;
   Weights<uint16_t> w_;
+  const int64_t chunk_ = PrefillChunk();  // prompt tokens per matrix-matrix pass
   InferenceState s_;
   std::vector<float> xt_;      // [n, chunk] the prefill input, transposed
   std::vector<float> scores_;  // [threads, group * max_context] attention scores
