@@ -8,7 +8,8 @@ slow minute of a shared machine hits every variant alike. Per round and variant:
 a --context-token prompt. Prints each variant's median (min) and, against the first variant, the
 median of the paired per-round differences and how many rounds the variant won.
 
-  PYTHONPATH=<bundle or bazel-bin/py> python3 cc/cpu_opt/variants.py --model_dir M \\
+  PYTHONPATH=bazel-bin/py/bench.runfiles/llm_inference_lab/py (after `bazel build //py:bench`; or the GPU
+  bundle's folder) python3 cc/cpu_opt/variants.py --model_dir M \\
       --variant token=LAB_CPU_ATTN=token --variant tile=LAB_CPU_ATTN=tile --prefill 512 --rounds 12
 """
 

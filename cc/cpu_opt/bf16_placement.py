@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Where bf16 products may go: the torch reference with bf16 operands in chosen linear layers.
+
+cpu_opt's bf16 prefill rounds a matmul's weights (fp16 -> bf16) and inputs (fp32 -> bf16) and sums in
+fp32. This script does the same to transformers' LlamaForCausalLM in fp32 (F.linear on bf16-rounded
+operands, fp32 everywhere else) for the random models of py/tests/engine_cases.py (fp16 weights, the
+test's seeds and tokens), and prints the logits' relative error against the unmodified reference for
+each placement: the table behind cc/cpu_opt/README.md, "bf16 where the error budget allows".
+
+  PYTHONPATH=py:py/tests python3 cc/cpu_opt/bf16_placement.py
+"""
+
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+
+def bf(t):
+    import torch
+
+    return t.to(torch.bfloat16).float()
+
+
+PLACEMENTS = {  # label -> which nn.Linear (by module name) gets bf16 operands
+    "mlp": lambda n: ".mlp." in n,
+    "mlp+o": lambda n: ".mlp." in n or "o_proj" in n,
+    "mlp+v": lambda n: ".mlp." in n or "v_proj" in n,
+    "q/k/v/o": lambda n: "self_attn" in n,
+    "all layers": lambda n: "lm_head" not in n,
+}
+
+
+def main():
+    import torch.nn.functional as F
+    from torch import nn
+
+    from engine_cases import CASES, SEQ_LEN, STD
+    from lab import tolerances
+    from lab.reference import load_reference, reference_logits
+    from lab.synthetic import write_random_model
+
+    print("| model | " + " | ".join(PLACEMENTS) + " | all layers, weights only | all layers, inputs only |")
+    print("| --- |" + " --- |" * (len(PLACEMENTS) + 2))
+    for name in sorted(CASES):
+        d = Path(tempfile.mkdtemp())
+        write_random_model(d, CASES[name], precision="fp16", seed=zlib.crc32(name.encode()) % 1000, std=STD,
+                           progress=False)
+        ref = load_reference(d, dtype="float32")
+        tokens = np.random.default_rng(7).integers(0, CASES[name]["vocab_size"], SEQ_LEN)
+        base = reference_logits(ref, tokens)
+        linears = {n: m for n, m in ref.named_modules() if isinstance(m, nn.Linear)}
+
+        def err(select, round_w=True, round_x=True):
+            for n, m in linears.items():
+                if select(n):
+                    m.forward = (lambda x, W=m.weight: F.linear(bf(x) if round_x else x, bf(W) if round_w else W))
+            try:
+                return tolerances.rel_error(reference_logits(ref, tokens), base)
+            finally:
+                for m in linears.values():
+                    m.__dict__.pop("forward", None)
+
+        row = [err(sel) for sel in PLACEMENTS.values()]
+        row += [err(PLACEMENTS["all layers"], round_x=False), err(PLACEMENTS["all layers"], round_w=False)]
+        print(f"| {name} | " + " | ".join(f"{e:.2e}" for e in row) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
