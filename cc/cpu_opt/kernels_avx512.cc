@@ -410,10 +410,10 @@ LAB_AVX512 void Softmax(float* x, int64_t n) {
   for (; p < n; ++p) x[p] *= 1.f / sum;
 }
 
-// out_j[0, 16*NV) = sum_p a_j[p] * v_p[0, 16*NV) for NQ queries j (a_j = a + j * n_keys, out_j = out + j * hd):
-// each piece of v_p is loaded once for all NQ queries, into NQ*NV independent accumulators.
+// out_j[0, 16*NV) = sum_p a_j[p] * v_p[0, 16*NV) for NQ rows j (weights a_j, output out_j, each its own
+// pointer): each piece of v_p is loaded once for all NQ rows, into NQ*NV independent accumulators.
 template <int NQ, int NV>
-LAB_AVX512 void WeightedSum(float* out, int64_t hd, const float* a, int64_t n_keys, const float* v, int64_t stride) {
+LAB_AVX512 void WeightedSum(float* const* out, const float* const* a, int64_t n_keys, const float* v, int64_t stride) {
   __m512 acc[NQ][NV];
 #pragma GCC unroll 8
   for (int j = 0; j < NQ; ++j)
@@ -425,7 +425,7 @@ LAB_AVX512 void WeightedSum(float* out, int64_t hd, const float* a, int64_t n_ke
     for (int u = 0; u < NV; ++u) vp[u] = _mm512_loadu_ps(v + p * stride + 16 * u);
 #pragma GCC unroll 8
     for (int j = 0; j < NQ; ++j) {
-      const __m512 aj = _mm512_set1_ps(*(a + j * n_keys + p));
+      const __m512 aj = _mm512_set1_ps(a[j][p]);
 #pragma GCC unroll 8
       for (int u = 0; u < NV; ++u) acc[j][u] = _mm512_fmadd_ps(aj, vp[u], acc[j][u]);
     }
@@ -433,17 +433,26 @@ LAB_AVX512 void WeightedSum(float* out, int64_t hd, const float* a, int64_t n_ke
 #pragma GCC unroll 8
   for (int j = 0; j < NQ; ++j)
 #pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) _mm512_storeu_ps(out + j * hd + 16 * u, acc[j][u]);
+    for (int u = 0; u < NV; ++u) _mm512_storeu_ps(out[j] + 16 * u, acc[j][u]);
 }
 
-// All hd output lanes of NQ queries: wide blocks (about eight accumulators, enough to hide the FMA
-// latency), then 16-lane blocks for the rest.
+// All hd output lanes of NQ queries (query j's weights at a + j * n_keys, output at out + j * hd): wide
+// blocks (about eight accumulators, enough to hide the FMA latency), then 16-lane blocks for the rest.
 template <int NQ>
 LAB_AVX512 void WeightedSums(float* out, int64_t hd, const float* a, int64_t n_keys, const float* v, int64_t stride) {
   constexpr int NV = 4;
+  float* o[NQ];
+  const float* aj[NQ];
+  for (int j = 0; j < NQ; ++j) aj[j] = a + j * n_keys;
   int64_t i = 0;
-  for (; i + 16 * NV <= hd; i += 16 * NV) WeightedSum<NQ, NV>(out + i, hd, a, n_keys, v + i, stride);
-  for (; i < hd; i += 16) WeightedSum<NQ, 1>(out + i, hd, a, n_keys, v + i, stride);
+  for (; i + 16 * NV <= hd; i += 16 * NV) {
+    for (int j = 0; j < NQ; ++j) o[j] = out + j * hd + i;
+    WeightedSum<NQ, NV>(o, aj, n_keys, v + i, stride);
+  }
+  for (; i < hd; i += 16) {
+    for (int j = 0; j < NQ; ++j) o[j] = out + j * hd + i;
+    WeightedSum<NQ, 1>(o, aj, n_keys, v + i, stride);
+  }
 }
 
 LAB_AVX512 void Attend(float* out, const float* q, int64_t nq, const float* kc, const float* vc, int64_t n_keys,
@@ -483,31 +492,8 @@ LAB_AVX512 void Attend(float* out, const float* q, int64_t nq, const float* kc, 
 // loads. Here T tokens x G heads = R rows share each load. Scores: per block of 16 keys, the block is
 // transposed into KT[hd][16] once, then each row's 16 scores are hd broadcast-FMAs into one register
 // (4 rows at a time, 4 independent chains). Softmax per row over its own causal length, zeros after it.
-// Values: each v_p is loaded once per group of rows (4 rows at hd 64, 2 at hd 128: 16 accumulators).
-template <int RB, int NV>  // rows per group, 16-float pieces per value row (hd = 16 * NV)
-LAB_AVX512 void TileWeightedSums(float* const* outs, const float* const* a, int64_t n, const float* v, int64_t stride) {
-  __m512 acc[RB][NV];
-#pragma GCC unroll 4
-  for (int r = 0; r < RB; ++r)
-#pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) acc[r][i] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < n; ++p) {
-    __m512 vp[NV];
-#pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) vp[i] = _mm512_loadu_ps(v + p * stride + 16 * i);
-#pragma GCC unroll 4
-    for (int r = 0; r < RB; ++r) {
-      const __m512 w = _mm512_set1_ps(a[r][p]);
-#pragma GCC unroll 8
-      for (int i = 0; i < NV; ++i) acc[r][i] = _mm512_fmadd_ps(w, vp[i], acc[r][i]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < RB; ++r)
-#pragma GCC unroll 8
-    for (int i = 0; i < NV; ++i) _mm512_storeu_ps(outs[r] + 16 * i, acc[r][i]);
-}
-
+// Values: WeightedSum with each v_p loaded once per group of rows (4 rows at hd 64, 2 at hd 128: 16
+// accumulators), the rows' outputs and weights by pointer since a tile's rows span several tokens.
 LAB_AVX512 void AttendTile(float* out, int64_t out_stride, const float* q, int64_t q_stride, int64_t G, int64_t T,
                            int64_t p0, const float* kc, const float* vc, int64_t stride, int64_t hd, float scale,
                            float* scratch) {
@@ -563,9 +549,9 @@ LAB_AVX512 void AttendTile(float* out, int64_t out_stride, const float* q, int64
     }
     const int64_t n = p0 + (std::min(r + RB, R) - 1) / G + 1;  // the group's last row sees the most keys
     if (hd == 64) {
-      TileWeightedSums<kRows64, 4>(outs, a, n, vc, stride);
+      WeightedSum<kRows64, 4>(outs, a, n, vc, stride);
     } else {
-      TileWeightedSums<kRows128, 8>(outs, a, n, vc, stride);
+      WeightedSum<kRows128, 8>(outs, a, n, vc, stride);
     }
   }
 }

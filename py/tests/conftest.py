@@ -1,7 +1,6 @@
 """Shared pytest set-up: import path outside Bazel, the `gpu` marker, and common fixtures."""
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -39,10 +38,6 @@ def pytest_collection_modifyitems(config, items):
 def tmp_data_dir(tmp_path_factory):
     """A private LAB_DATA_DIR for tests that prepare models."""
     d = tmp_path_factory.mktemp("data")
-    old = os.environ.get("LAB_DATA_DIR")
-    os.environ["LAB_DATA_DIR"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("LAB_DATA_DIR", None)
-    else:
-        os.environ["LAB_DATA_DIR"] = old
+    with pytest.MonkeyPatch.context() as mp:  # session scope: the monkeypatch fixture is per test
+        mp.setenv("LAB_DATA_DIR", str(d))
+        yield d

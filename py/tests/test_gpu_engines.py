@@ -12,7 +12,6 @@ pieces; decode past 2,048 positions (many attention splits merged in-kernel); re
 PDL and plain launch paths agreeing with each other.
 """
 
-import os
 
 import numpy as np
 import pytest
@@ -179,7 +178,7 @@ def test_long_context_chunked_prefill_and_decode(tmp_path, engine):
 
 
 @pytest.mark.gpu
-def test_gpu_opt_launch_paths_agree(tmp_path):
+def test_gpu_opt_launch_paths_agree(tmp_path, monkeypatch):
     """CUDA graph + PDL, graph without PDL, and plain launches give the same logits (same kernels)."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
@@ -187,20 +186,13 @@ def test_gpu_opt_launch_paths_agree(tmp_path):
     d = write_model(tmp_path / "m", cfg, "fp16", seed=5)
     tokens = np.random.default_rng(9).integers(0, cfg["vocab_size"], 60)
     results = {}
-    saved = {k: os.environ.get(k) for k in ("LAB_GPU_GRAPH", "LAB_GPU_PDL", "LAB_GPU_MATVEC_CONFIG")}
-    try:
-        for label, graph, pdl in (("graph+pdl", "1", "1"), ("graph", "1", "0"), ("plain", "0", "0")):
-            os.environ.update(LAB_GPU_GRAPH=graph, LAB_GPU_PDL=pdl, LAB_GPU_MATVEC_CONFIG="1")
-            eng = _engine.Engine("gpu_opt", str(d), 128)
-            eng.prefill(tokens[:20])
-            results[label] = np.stack([eng.decode(int(t)) for t in tokens[20:]])
-            del eng
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    for label, graph, pdl in (("graph+pdl", "1", "1"), ("graph", "1", "0"), ("plain", "0", "0")):
+        for k, v in (("LAB_GPU_GRAPH", graph), ("LAB_GPU_PDL", pdl), ("LAB_GPU_MATVEC_CONFIG", "1")):
+            monkeypatch.setenv(k, v)
+        eng = _engine.Engine("gpu_opt", str(d), 128)
+        eng.prefill(tokens[:20])
+        results[label] = np.stack([eng.decode(int(t)) for t in tokens[20:]])
+        del eng
     np.testing.assert_array_equal(results["graph+pdl"], results["plain"])
     np.testing.assert_array_equal(results["graph"], results["plain"])
 

@@ -17,7 +17,6 @@ Environment knobs are read when an engine is created, so each engine is created 
 """
 
 import contextlib
-import os
 
 import numpy as np
 import pytest
@@ -51,21 +50,14 @@ def _need_gpu():
 @contextlib.contextmanager
 def env(**kw):
     """Sets the prefill knobs given (None: unset), unsets the others; restores everything after."""
-    saved = {k: os.environ.get(k) for k in KNOBS}
-    try:
+    with pytest.MonkeyPatch.context() as mp:
         for k in KNOBS:
-            os.environ.pop(k, None)
+            mp.delenv(k, raising=False)
         for k, v in kw.items():
             assert k in KNOBS, k
             if v is not None:
-                os.environ[k] = str(v)
+                mp.setenv(k, str(v))
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def make_engine(d, max_context, **knobs):
