@@ -113,7 +113,12 @@ const Kernels kScalarKernels = {"scalar", 1, MatVec, nullptr, MatMul, Transpose,
 
 namespace {
 
-const Kernels& SelectIsa() {
+bool CpuHasAvx512Bf16() { return CpuHasAvx512() && __builtin_cpu_supports("avx512bf16"); }
+
+}  // namespace
+
+// Both run each time an engine is created, so that tests can switch paths with the environment variables.
+const Kernels& SelectKernels() {
   const char* env = std::getenv("LAB_CPU_ISA");
   const std::string want = env ? env : "";
   if (want.empty()) return CpuHasAvx512() ? kAvx512Kernels : CpuHasAvx2() ? kAvx2Kernels : kScalarKernels;
@@ -124,13 +129,6 @@ const Kernels& SelectIsa() {
     throw InputError("LAB_CPU_ISA=" + want + ": this CPU does not support " + want);
   throw InputError("LAB_CPU_ISA=" + want + ": expected avx512, avx2 or scalar");
 }
-
-bool CpuHasAvx512Bf16() { return CpuHasAvx512() && __builtin_cpu_supports("avx512bf16"); }
-
-}  // namespace
-
-// Both run each time an engine is created, so that tests can switch paths with the environment variables.
-const Kernels& SelectKernels() { return SelectIsa(); }
 
 PrefillKernels SelectPrefill(const Kernels& isa) {
   const char* env = std::getenv("LAB_CPU_PREFILL");
