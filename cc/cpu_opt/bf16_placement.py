@@ -5,9 +5,11 @@ cpu_opt's bf16 prefill rounds a matmul's weights (fp16 -> bf16) and inputs (fp32
 fp32. This script does the same to transformers' LlamaForCausalLM in fp32 (F.linear on bf16-rounded
 operands, fp32 everywhere else) for the random models of py/tests/engine_cases.py (fp16 weights, the
 test's seeds and tokens), and prints the logits' relative error against the unmodified reference for
-each placement: the table behind cc/cpu_opt/README.md, "bf16 where the error budget allows".
+each placement: the table behind cc/cpu_opt/README.md, "bf16 where the error budget allows". Where the
+engine module is importable it then prints cpu_opt's own prefill error under each LAB_CPU_PREFILL.
 
-  PYTHONPATH=py:py/tests python3 cc/cpu_opt/bf16_placement.py
+  bazel build //py:bench
+  PYTHONPATH=bazel-bin/py/bench.runfiles/llm_inference_lab/py:py/tests python3 cc/cpu_opt/bf16_placement.py
 """
 
 import tempfile
@@ -41,6 +43,7 @@ def main():
     from lab.reference import load_reference, reference_logits
     from lab.synthetic import write_random_model
 
+    engine_rows = []
     print("| model | " + " | ".join(PLACEMENTS) + " | all layers, weights only | all layers, inputs only |")
     print("| --- |" + " --- |" * (len(PLACEMENTS) + 2))
     for name in sorted(CASES):
@@ -65,6 +68,38 @@ def main():
         row = [err(sel) for sel in PLACEMENTS.values()]
         row += [err(PLACEMENTS["all layers"], round_x=False), err(PLACEMENTS["all layers"], round_w=False)]
         print(f"| {name} | " + " | ".join(f"{e:.2e}" for e in row) + " |", flush=True)
+        engine_rows.append((name, engine_errors(d, tokens, base)))
+    if any(e for _, e in engine_rows):
+        print("\ncpu_opt itself, prefill logits (all positions) against the same reference:\n")
+        print("| model | " + " | ".join(f"LAB_CPU_PREFILL={m}" for m in MODES) + " |")
+        print("| --- |" + " --- |" * len(MODES))
+        for name, errs in engine_rows:
+            print(f"| {name} | " + " | ".join(errs.get(m, "n/a") for m in MODES) + " |")
+
+
+MODES = ("fp32", "mlp", "bf16")
+
+
+def engine_errors(d, tokens, base) -> dict:
+    """cpu_opt's prefill error under each LAB_CPU_PREFILL ({} without the engine module; "n/a" where the
+    CPU lacks AVX512-BF16)."""
+    import os
+
+    from lab import tolerances
+    try:
+        from lab.engine import open_engine
+    except ImportError:
+        return {}
+    out = {}
+    for mode in MODES:
+        os.environ["LAB_CPU_PREFILL"] = mode
+        try:
+            out[mode] = f"{tolerances.rel_error(open_engine('cpu_opt', d, 128).prefill(tokens, all_logits=True), base):.2e}"
+        except ValueError as e:
+            out[mode] = f"n/a ({e})"
+        finally:
+            os.environ.pop("LAB_CPU_PREFILL", None)
+    return out
 
 
 if __name__ == "__main__":
