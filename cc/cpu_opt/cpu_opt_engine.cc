@@ -18,6 +18,15 @@
 // The KV cache stays fp32 (InferenceState's, stored head-major): at the contexts of this lab it is a small
 // share of the bytes per token, and keeping it exact keeps this stage's numerics equal to stage 1's on
 // fp16 weights. Prefill also skips the last layer's work for tokens whose outputs nobody reads.
+//
+// Knobs for experiments (environment, read when an engine is created; variants.py compares them):
+//   LAB_CPU_ISA=avx512|avx2|scalar   the kernel table (kernels.h, SelectKernels)
+//   LAB_CPU_PREFILL=mlp|bf16|fp32    where prefill uses bf16 products (kernels.h, SelectPrefill)
+//   LAB_CPU_ATTN=tile|token          prefill attention kernel (default tile where the table has one)
+//   LAB_CPU_MATVEC=1|4|auto          decode weight streams per thread (default: timed at creation)
+//   LAB_CPU_PREFILL_CHUNK=16..4096   prompt tokens per matrix-matrix pass (default 192)
+//   LAB_CPU_PRUNE=1|0                last-layer pruning when only the last logits are asked for
+//                                    (default 1; 0 runs the last layer on every row, to measure it)
 #include "cc/cpu_opt/cpu_opt_engine.h"
 
 #include <omp.h>
@@ -86,11 +95,13 @@ class CpuOptEngine : public Engine {
     for (int64_t done = 0; done < n; done += chunk_) {
       const int64_t B = std::min(chunk_, n - done);
       // Rows whose output is needed: every row for all_logits, else only the very last one of the call.
-      const int64_t keep = all_logits ? B : done + B == n ? 1 : 0;
-      ForwardChunk(tokens + done, B, pos + done, keep);
+      // ForwardChunk computes `rows` of them to the end (all B with LAB_CPU_PRUNE=0); keep are the last.
+      const int64_t keep = all_logits ? B : done + B == n ? 1 : 0, rows = prune_ ? keep : B;
+      ForwardChunk(tokens + done, B, pos + done, rows);
       const int64_t vocab = cfg_.vocab_size, dim = cfg_.dim;
       if (keep > 0)
-        MatMul(*prefill_.attn, s_.xb.data(), keep, dim, {{w_.lm_head, logits + (all_logits ? done * vocab : 0), vocab}});
+        MatMul(*prefill_.attn, s_.xb.data() + (rows - keep) * dim, keep, dim,
+               {{w_.lm_head, logits + (all_logits ? done * vocab : 0), vocab}});
     }
   }
 
@@ -147,28 +158,38 @@ class CpuOptEngine : public Engine {
       float* kc = s_.key_cache.data() + l * s_.max_context * kv_dim;
       float* vc = s_.value_cache.data() + l * s_.max_context * kv_dim;
 
+      // The last layer of a prefill that keeps fewer rows than it has (only the last logits asked for):
+      // every row's keys and values go into the cache (decode reads them), but nothing reads the other
+      // rows' queries, attention output or feed-forward, so those run for the kept rows only, moved to
+      // the front (what llama.cpp does with its output ids). Prefill usually keeps one row, or none in
+      // the chunks before the call's last one.
+      const bool prune = l == c.n_layers - 1 && keep < B;
+
       // Attention block. Per-token work is split over the threads too when there are many tokens.
 #pragma omp parallel for if (B > 1)
       for (int64_t t = 0; t < B; ++t) K_.rmsnorm(s_.xb.data() + t * dim, x + t * dim, L.attn_norm, dim, eps);
-      MatMul(*prefill_.attn, s_.xb.data(), B, dim,
-             {{L.wq, s_.q.data(), q_dim}, {L.wk, s_.k.data(), kv_dim}, {L.wv, s_.v.data(), kv_dim}});
+      if (!prune) {
+        MatMul(*prefill_.attn, s_.xb.data(), B, dim,
+               {{L.wq, s_.q.data(), q_dim}, {L.wk, s_.k.data(), kv_dim}, {L.wv, s_.v.data(), kv_dim}});
+      } else {  // k/v of every row (the same products as the fused pass: the cache is bitwise the same)
+        MatMul(*prefill_.attn, s_.xb.data(), B, dim, {{L.wk, s_.k.data(), kv_dim}, {L.wv, s_.v.data(), kv_dim}});
+        if (keep > 0) MatMul(*prefill_.attn, s_.xb.data() + (B - keep) * dim, keep, dim, {{L.wq, s_.q.data(), q_dim}});
+      }
 #pragma omp parallel for if (B > 1)
       for (int64_t t = 0; t < B; ++t) {
         const float* cos = s_.rope_cos.data() + (pos + t) * half;
         const float* sin = s_.rope_sin.data() + (pos + t) * half;
-        K_.rope(s_.q.data() + t * q_dim, c.n_heads, hd, cos, sin);
+        const int64_t qrow = prune ? t - (B - keep) : t;  // the row of s_.q with token t's query, if any
+        if (qrow >= 0) K_.rope(s_.q.data() + qrow * q_dim, c.n_heads, hd, cos, sin);
         K_.rope(s_.k.data() + t * kv_dim, c.n_kv_heads, hd, cos, sin);
         for (int64_t g = 0; g < c.n_kv_heads; ++g) {  // head-major cache: see Attention
           std::copy_n(s_.k.data() + t * kv_dim + g * hd, hd, kc + (g * s_.max_context + pos + t) * hd);
           std::copy_n(s_.v.data() + t * kv_dim + g * hd, hd, vc + (g * s_.max_context + pos + t) * hd);
         }
       }
-      if (l == c.n_layers - 1 && keep < B) {
-        // Past this point nothing reads the other rows (their keys and values are cached): the rest of
-        // the last layer runs for the kept rows only, moved to the front. Prefill usually keeps one.
+      if (prune) {
         if (keep == 0) return;
         std::copy_n(x + (B - keep) * dim, keep * dim, x);
-        std::copy_n(s_.q.data() + (B - keep) * q_dim, keep * q_dim, s_.q.data());
         pos += B - keep;
         B = keep;
       }
@@ -274,6 +295,8 @@ class CpuOptEngine : public Engine {
   std::unique_ptr<ModelFile> file_;
   Weights<uint16_t> w_;
   const int64_t chunk_ = PrefillChunk();  // prompt tokens per matrix-matrix pass
+  // Last-layer pruning (ForwardChunk) unless LAB_CPU_PRUNE=0, which exists to measure what it saves.
+  const bool prune_ = !EnvEquals("LAB_CPU_PRUNE", "0");
   InferenceState s_;
   std::vector<float> xt_;      // [n, chunk] the prefill input, transposed
   std::vector<float> scores_;  // [threads, group * max_context] attention scores

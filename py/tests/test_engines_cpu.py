@@ -191,3 +191,31 @@ def test_prefill_attention_tiles_equal_token_by_token(model, monkeypatch):
         out[mode] = np.concatenate([eng.prefill(tokens[:20], all_logits=True), eng.prefill(tokens[20:], all_logits=True)])
         assert tolerances.rel_error(out[mode], ref_logits) < tolerances.LOGITS_REL["fp32"]
     assert tolerances.rel_error(out["tile"], out["token"]) < 1e-5
+
+
+@pytest.mark.parametrize("n_prompt", [40, 48])  # chunks of 16: 16+16+8 (a short last chunk) and 16+16+16
+def test_pruned_last_layer_over_chunks_then_decode(model, monkeypatch, n_prompt):
+    """cpu_opt's last-layer pruning (prefill with only the last logits: the last layer's queries, attention
+    and feed-forward run for the call's last row only, its keys and values for every row), over a prompt
+    of several chunks (LAB_CPU_PREFILL_CHUNK=16): only the last chunk has that row, and every chunk's keys
+    and values must still reach the last layer's cache, which the decode steps after it read. Against the
+    reference, and against LAB_CPU_PRUNE=0 (the last layer on every row): the caches are computed by the
+    same products, so the decode logits are equal bitwise. all_logits over the same chunks is unpruned."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    _, d, _, tokens, ref_logits = model
+    monkeypatch.setenv("LAB_CPU_PREFILL_CHUNK", "16")
+    rows, decoded = {}, {}
+    for prune in ("1", "0"):
+        monkeypatch.setenv("LAB_CPU_PRUNE", prune)
+        eng = open_engine("cpu_opt", d, max_context=128)
+        first = eng.prefill(tokens[:n_prompt])
+        decoded[prune] = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:n_prompt + 12]])
+        rows[prune] = np.concatenate([first[None], decoded[prune]])
+        err = tolerances.rel_error(rows[prune], ref_logits[n_prompt - 1:n_prompt + 12])
+        assert err < tolerances.logits_rel("cpu_opt"), f"LAB_CPU_PRUNE={prune} ({eng.variant}): relative error {err:.2e}"
+        eng.reset()
+        every = eng.prefill(tokens, all_logits=True)
+        assert tolerances.rel_error(every, ref_logits) < tolerances.logits_rel("cpu_opt")
+        assert tolerances.rel_error(first, every[n_prompt - 1]) < tolerances.logits_rel("cpu_opt")
+    np.testing.assert_array_equal(decoded["1"], decoded["0"])
