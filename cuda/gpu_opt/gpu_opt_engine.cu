@@ -10,11 +10,8 @@
 //   * programmatic dependent launch lets each kernel start its weight loads (the first batch, into
 //     registers) while the previous one drains, and attention load its older K/V rows;
 //   * the matvec tile shape is auto-tuned per layer kind at start-up on the real weights.
-// Prefill runs chunk by chunk (chunks of up to LAB_GPU_PREFILL_CHUNK tokens, 2048 by default, every
-// buffer sized for one chunk at creation) on the tensor cores: the prefill kernel lab's GEMMs
-// (cuda/prefill, wgmma v4 on Hopper) with the SwiGLU epilogue fused, FlashAttention over the KV cache,
-// and small glue kernels (kernels_prefill.cuh): residual add + RMSNorm, RoPE + KV write. The earlier simple
-// prefill (CUDA-core GEMM, decode attention per token, chunks of 256) stays reachable for comparison.
+// Prefill (gpu_opt_prefill.cu) runs on the tensor cores by default; the class both files share is in
+// gpu_opt_engine_impl.cuh.
 //
 // Environment knobs (for experiments and the kernel lab): LAB_GPU_GRAPH=0 (launch kernels one by one),
 // LAB_GPU_PDL=0 (no programmatic dependent launch), LAB_GPU_L2_PREFETCH=all|o (bulk L2 prefetch of
@@ -31,74 +28,29 @@
 // LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
 // LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
-// Prefill: LAB_GPU_PREFILL=tc|simple (tensor-core, the default, or the simple kernels),
-// LAB_GPU_PREFILL_CHUNK=<tokens> (tensor-core chunk, default 2048, capped at max_context),
-// LAB_GPU_ATTN=flash|unfused (tensor-core path's attention: FlashAttention, or the lab's unfused
-// baseline S = QK^T -> softmax -> PV, whose workspace is allocated on first use),
-// LAB_GPU_PREFILL_GEMM=<1..4> (force that lab GEMM version where it applies), LAB_GPU_PREFILL_PROFILE=1
-// (CUDA events between the prefill's steps; per-step device time printed to stderr after each prefill).
+// The prefill's knobs are listed in gpu_opt_prefill.cu.
 #include "cuda/gpu_opt/gpu_opt_engine.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
-#include <string>
-#include <vector>
 
-#include "cc/core/config.h"
 #include "cc/core/errors.h"
-#include "cc/core/model_file.h"
-#include "cuda/common/cuda_check.h"
-#include "cuda/gpu_opt/kernels.cuh"
+#include "cuda/gpu_opt/gpu_opt_engine_impl.cuh"
 #include "cuda/gpu_opt/kernels_prefill.cuh"
-#include "cuda/prefill/prefill.h"
 
 namespace lab {
+namespace gpu_opt {
 namespace {
 
-using gpu::MatvecParams;
-
-constexpr int kPrefillChunk = 256;  // simple prefill: prompt tokens per batched pass (and logits_ rows)
-constexpr int kPrefillSplits = 8;   // simple prefill: attention key splits per (token, kv head)
-constexpr int64_t kTcChunkDefault = 2048;  // tensor-core prefill: tokens per chunk (LAB_GPU_PREFILL_CHUNK)
 // Decode tile tuning on the whole captured step (GraphTune): only for models whose weights stream long
 // enough for tile choices to matter (tiny test models are launch-bound), at this position.
-// Greedy generation (GenerateImpl): decode steps per captured graph. Within a graph the steps follow
-// each other with programmatic dependent launch like the kernels of one step; the graph boundary (one
-// per kGenSteps tokens) costs a few microseconds.
-constexpr int kGenSteps = 8;
 constexpr uint64_t kGraphTuneMinBytes = uint64_t(256) << 20;
 constexpr int64_t kGraphTunePos = 1024;
-// Tensor-core all-logits: rows per lm_head pass; logits_ ([kPrefillChunk, vocab] fp32) holds the hi
-// rows' logits in its first half and the lo rows' in its second.
-constexpr int kTcLogitsRows = kPrefillChunk / 2;
 
-// Steps of a prefill, for LAB_GPU_PREFILL_PROFILE.
-enum Phase { kPhEmbedNorm = 0, kPhQkv, kPhRope, kPhAttn, kPhO, kPhGateUp, kPhDown, kPhLogits, kNumPhases };
-const char* const kPhaseNames[kNumPhases] = {"embed+norm", "qkv", "rope+kv", "attention", "o_proj",
-                                             "gate_up",    "down", "lm_head"};
-
-bool EnvFlag(const char* name, bool dflt) {
-  const char* s = std::getenv(name);
-  if (!s || !*s) return dflt;
-  return !(s[0] == '0' || s[0] == 'n' || s[0] == 'N' || s[0] == 'f' || s[0] == 'F');
-}
-
-// ---------------------------------------------------------------------------------------------
-// Matvec configurations: (warps per block, units of 2 rows per warp, 16-byte loads per row per batch).
-// ---------------------------------------------------------------------------------------------
-
-using MatvecFn = void (*)(const MatvecParams);
-
-struct MatvecConfig {
-  const char* name;
-  int warps, upw;
-  MatvecFn fn[4];  // by epilogue
-};
+const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
 
 template <int W, int U, int R, int PRE = 1>
 MatvecConfig MakeConfig(const char* name) {
@@ -107,20 +59,6 @@ MatvecConfig MakeConfig(const char* name) {
           U,
           {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE>}};
-}
-
-// 0..5: the kernel lab's v5 tiles; 6..: v7, a longer first batch before the PDL wait (".pN": N batches)
-// and two lighter tiles (fewer registers, so more blocks fit beside the neighbouring kernels).
-const std::vector<MatvecConfig>& Configs() {
-  static const std::vector<MatvecConfig> c = {
-      MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
-      MakeConfig<8, 1, 4>("w8.u1.r4"),        MakeConfig<4, 2, 4>("w4.u2.r4"),
-      MakeConfig<8, 2, 2>("w8.u2.r2"),        MakeConfig<2, 1, 8>("w2.u1.r8"),
-      MakeConfig<4, 1, 4, 2>("w4.u1.r4.p2"),  MakeConfig<4, 1, 4, 4>("w4.u1.r4.p4"),
-      MakeConfig<8, 1, 4, 2>("w8.u1.r4.p2"),  MakeConfig<8, 2, 2, 2>("w8.u2.r2.p2"),
-      MakeConfig<4, 1, 2>("w4.u1.r2"),        MakeConfig<8, 1, 2>("w8.u1.r2"),
-  };
-  return c;
 }
 
 template <typename T>
@@ -144,8 +82,6 @@ void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStr
   cfg.numAttrs = pdl ? 1 : 0;
   cuda::Check(cudaLaunchKernelEx(&cfg, kernel, args...), what, __FILE__, __LINE__);
 }
-
-using AttnFn = void (*)(const gpu::AttnParams);
 
 template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0>
 AttnFn AttnFor(int G) {
@@ -181,1140 +117,656 @@ __global__ void FillPatternKernel(float* p, size_t n, uint32_t seed) {
   }
 }
 
-struct DeviceLayer {
-  float *attn_norm, *ffn_norm;
-  __half *wqkv, *wo, *wgu, *wdown;
-};
+}  // namespace
 
-enum Kind { kQkv = 0, kO, kGateUp, kDown, kLm, kNumKinds };
-const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
+// 0..5: the kernel lab's v5 tiles; 6..: v7, a longer first batch before the PDL wait (".pN": N batches)
+// and two lighter tiles (fewer registers, so more blocks fit beside the neighbouring kernels).
+const std::vector<MatvecConfig>& Configs() {
+  static const std::vector<MatvecConfig> c = {
+      MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
+      MakeConfig<8, 1, 4>("w8.u1.r4"),        MakeConfig<4, 2, 4>("w4.u2.r4"),
+      MakeConfig<8, 2, 2>("w8.u2.r2"),        MakeConfig<2, 1, 8>("w2.u1.r8"),
+      MakeConfig<4, 1, 4, 2>("w4.u1.r4.p2"),  MakeConfig<4, 1, 4, 4>("w4.u1.r4.p4"),
+      MakeConfig<8, 1, 4, 2>("w8.u1.r4.p2"),  MakeConfig<8, 2, 2, 2>("w8.u2.r2.p2"),
+      MakeConfig<4, 1, 2>("w4.u1.r2"),        MakeConfig<8, 1, 2>("w8.u1.r2"),
+  };
+  return c;
+}
 
-class GpuOptEngine : public Engine {
- public:
-  GpuOptEngine(const ModelConfig& cfg, const ModelFile& file, int64_t max_context) : Engine(cfg, max_context) {
+
+void GpuOptEngine::Release() {
+  if (stream_) cudaStreamSynchronize(stream_);  // nothing in flight uses what is freed below
+  if (unfused_ws_) cudaFree(unfused_ws_);
+  unfused_ws_ = nullptr;
+  unfused_ws_bytes_ = 0;
+  for (cudaEvent_t e : prof_events_) cudaEventDestroy(e);
+  prof_events_.clear();
+  if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+  for (cudaGraphExec_t& g : gen_exec_) {
+    if (g) cudaGraphExecDestroy(g);
+    g = nullptr;
+  }
+  if (gen_mem_) cudaFree(gen_mem_);
+  gen_mem_ = nullptr;
+  if (ev_start_) cudaEventDestroy(ev_start_);
+  if (ev_stop_) cudaEventDestroy(ev_stop_);
+  if (stream_) cudaStreamDestroy(stream_);
+  graph_exec_ = nullptr;
+  ev_start_ = ev_stop_ = nullptr;
+  stream_ = nullptr;
+}
+
+void GpuOptEngine::Init(const ModelFile& file) {
+  prop_ = cuda::RequireGpu("gpu_opt");
+  use_graph_ = EnvFlag("LAB_GPU_GRAPH", true);
+  use_pdl_ = EnvFlag("LAB_GPU_PDL", true) && prop_.major >= 9;
+  // Bulk L2 prefetch of weights before the PDL wait: off by default (measured slower, see README);
+  // "all" for every matvec, "o" for o_proj only (the kernel after the latency-bound attention).
+  if (const char* pf = std::getenv("LAB_GPU_L2_PREFETCH"); pf && prop_.major >= 9) {
+    const std::string v = pf;
+    l2_prefetch_all_ = v == "1" || v == "all";
+    l2_prefetch_o_ = l2_prefetch_all_ || v == "o";
+  }
+  verbose_ = EnvFlag("LAB_GPU_VERBOSE", false);
+  if (const char* v = std::getenv("LAB_GPU_DECODE_ATTN"); v && *v) {
+    const std::string a = v;
+    if (a != "v1" && a != "v2") throw InputError("LAB_GPU_DECODE_ATTN must be v1 or v2, not '" + a + "'");
+    decode_attn_v2_ = a == "v2";
+  }
+  // 64 key splits with V2 (its merge loops over splits): at context ~2,200 each block then takes one
+  // round of K/V loads (64 keys) instead of two; below 1,024 keys the split size is the same 32 keys
+  // as with 32 splits. V1 merges at most 32 splits.
+  attn_splits_ = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
+  if (const char* v = std::getenv("LAB_GPU_ATTN_SPLITS"); v && *v) {
+    const int n = std::atoi(v);
+    const int cap = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
+    if (n < 1 || n > cap)
+      throw InputError("LAB_GPU_ATTN_SPLITS must be 1.." + std::to_string(cap) + " with decode attention " +
+                       (decode_attn_v2_ ? "v2" : "v1"));
+    attn_splits_ = n;
+  }
+  if (const char* v = std::getenv("LAB_GPU_LOGITS"); v && *v) {
+    const std::string a = v;
+    if (a != "mapped" && a != "copy") throw InputError("LAB_GPU_LOGITS must be mapped or copy, not '" + a + "'");
+    logits_mapped_ = a == "mapped";
+  }
+  if (const char* v = std::getenv("LAB_GPU_TUNE"); v && *v) {
+    const std::string a = v;
+    if (a != "graph" && a != "kernel") throw InputError("LAB_GPU_TUNE must be graph or kernel, not '" + a + "'");
+    graph_tune_ = a == "graph";
+  }
+  ReadPrefillEnv();
+  LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  LAB_CUDA_CHECK(cudaEventCreate(&ev_start_));
+  LAB_CUDA_CHECK(cudaEventCreate(&ev_stop_));
+  const ModelConfig& c = cfg_;
+  const int64_t P = kPrefillChunk, T = max_context_;
+  const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), H = c.hidden_dim;
+  const int64_t n_qkv = q_dim + 2 * kv_dim;
+  // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
+  // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
+  if (const char* w = std::getenv("LAB_GPU_ATTN_WARPS")) {
+    attn_warps_ = std::atoi(w);
+    if ((attn_warps_ != 2 && attn_warps_ != gpu::kAttnWarps) || (attn_warps_ == 2 && !decode_attn_v2_))
+      throw InputError(std::string("LAB_GPU_ATTN_WARPS must be 2 or 4 (2 needs the v2 decode attention), not '") +
+                       w + "'");
+  }
+  // 4 steps of K/V loads in flight per warp (the decode default since the pass of README "Attention
+  // latency"); LAB_GPU_ATTN_U=8 restores the kernel's own rule (8 for groups up to 4).
+  int attn_u = decode_attn_v2_ && attn_warps_ == gpu::kAttnWarps ? 4 : 0;
+  if (const char* u = std::getenv("LAB_GPU_ATTN_U")) {
+    attn_u = std::atoi(u);
+    if ((attn_u != 4 && attn_u != 8) || !decode_attn_v2_ || attn_warps_ != gpu::kAttnWarps)
+      throw InputError(std::string("LAB_GPU_ATTN_U must be 4 or 8 (with the v2 decode attention, 4 warps), not '") +
+                       u + "'");
+    if (attn_u == 8) attn_u = 0;
+  }
+  if (const char* m = std::getenv("LAB_GPU_ATTN_MIN_CHUNK")) {
+    attn_min_chunk_ = std::atoi(m);
+    if (attn_min_chunk_ < 8 || attn_min_chunk_ > 1024 || attn_min_chunk_ % 8)
+      throw InputError(std::string("LAB_GPU_ATTN_MIN_CHUNK must be a multiple of 8 in 8..1024, not '") + m + "'");
+  }
+  attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_, attn_u);
+  attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
+  attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
+
+  // ---- plan device memory ----
+  auto h16 = [&](int64_t n) { return arena_.Plan(size_t(n) * 2); };
+  auto f32 = [&](int64_t n) { return arena_.Plan(size_t(n) * 4); };
+  const size_t o_embed = h16(c.vocab_size * dim);
+  const size_t o_lm = c.tie_word_embeddings ? o_embed : h16(c.vocab_size * dim);
+  const size_t o_fnorm = f32(dim);
+  struct LayerOff { size_t an, fn, qkv, o, gu, down; };
+  std::vector<LayerOff> lo(c.n_layers);
+  for (auto& L : lo) {
+    L.an = f32(dim);
+    L.fn = f32(dim);
+    L.qkv = h16(n_qkv * dim);
+    L.o = h16(dim * q_dim);
+    L.gu = h16(2 * H * dim);
+    L.down = h16(dim * H);
+  }
+  const uint64_t weight_bytes = arena_.total();
+  const size_t o_kc = h16(c.n_layers * T * kv_dim), o_vc = h16(c.n_layers * T * kv_dim);
+  const uint64_t kv_bytes = arena_.total() - weight_bytes;
+  const int64_t slots = std::max<int64_t>(gpu::kAttnMaxSplitsV2 * c.n_kv_heads, P * c.n_kv_heads * kPrefillSplits);
+  const size_t o_x = f32(P * dim), o_xb = f32(P * dim), o_qkv = f32(P * n_qkv), o_q = f32(P * q_dim),
+               o_att = f32(P * q_dim), o_gu = f32(P * 2 * H), o_h = f32(P * H), o_logits = f32(P * c.vocab_size),
+               o_cos = f32(T * hd / 2), o_sin = f32(T * hd / 2), o_pacc = f32(slots * c.group_size() * hd),
+               o_pml = f32(2 * slots * c.group_size()), o_cnt = arena_.Plan(P * c.n_kv_heads * sizeof(unsigned)),
+               o_ints = arena_.Plan((P + 1) * sizeof(int)), o_scratch = f32(std::max(dim, H));
+  // Tensor-core prefill: every buffer sized for one chunk of C tokens (a fixed budget, whatever the
+  // prompt length), plus the prompt's token ids ([max_context] ints, uploaded once per call).
+  size_t o_tx = 0, o_tdelta = 0, o_txh = 0, o_txl = 0, o_tqkv = 0, o_tq = 0, o_tatt = 0, o_tact = 0, o_ttok = 0;
+  uint64_t tc_bytes = 0;
+  if (tc_prefill_) {
+    const uint64_t before = arena_.total();
+    const int64_t C = tc_chunk_ = std::max<int64_t>(1, std::min<int64_t>(tc_chunk_, T));
+    o_tx = f32(C * dim);       // residual stream x (fp32)
+    o_tdelta = f32(C * dim);   // o_proj / down output, added into x by the next norm kernel
+    o_txh = h16(C * dim);      // RMSNorm(x) in fp16: the GEMMs' input
+    o_txl = h16(C * dim);      // its low part (final norm, all-logits only)
+    o_tqkv = f32(C * n_qkv);   // QKV GEMM output (fp32, before RoPE)
+    o_tq = h16(C * q_dim);     // rotated q, FlashAttention's Q
+    o_tatt = h16(C * q_dim);   // attention output, o_proj's input
+    o_tact = h16(C * H);       // SiLU(gate) * up, down's input
+    o_ttok = arena_.Plan(size_t(T) * sizeof(int));
+    tc_bytes = arena_.total() - before;
+  }
+  const uint64_t act_bytes = arena_.total() - weight_bytes - kv_bytes;
+  arena_.Allocate("gpu_opt", "fp16 weights " + cuda::GiB(weight_bytes) + " + fp16 KV cache " + cuda::GiB(kv_bytes) +
+                                 " at max_context " + std::to_string(T) + " + activations " + cuda::GiB(act_bytes) +
+                                 (tc_prefill_ ? " (of which tensor-core prefill, chunk " + std::to_string(tc_chunk_) +
+                                                    " tokens: " + cuda::GiB(tc_bytes) + ")"
+                                              : std::string()));
+
+  // ---- upload weights (fp32 files are narrowed to fp16 on the device) ----
+  {
+    cuda::Uploader up(stream_);
+    auto upload = [&](const std::string& name, size_t off, bool to_f16, size_t elem_offset = 0) {
+      const TensorInfo& t = file.Get(name);
+      char* dst = arena_.Get<char>(off) + elem_offset * (to_f16 ? 2 : 4);
+      up.Copy(dst, to_f16, t.data, t.dtype == DType::kF16, size_t(t.numel()));
+    };
+    upload("model.embed_tokens.weight", o_embed, true);
+    if (!c.tie_word_embeddings) upload("lm_head.weight", o_lm, true);
+    upload("model.norm.weight", o_fnorm, false);
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const LayerOff& L = lo[l];
+      upload(LayerTensor(l, "input_layernorm"), L.an, false);
+      upload(LayerTensor(l, "post_attention_layernorm"), L.fn, false);
+      upload(LayerTensor(l, "self_attn.q_proj"), L.qkv, true, 0);
+      upload(LayerTensor(l, "self_attn.k_proj"), L.qkv, true, size_t(q_dim * dim));
+      upload(LayerTensor(l, "self_attn.v_proj"), L.qkv, true, size_t((q_dim + kv_dim) * dim));
+      upload(LayerTensor(l, "self_attn.o_proj"), L.o, true);
+      upload(LayerTensor(l, "mlp.gate_proj"), L.gu, true, 0);
+      upload(LayerTensor(l, "mlp.up_proj"), L.gu, true, size_t(H * dim));
+      upload(LayerTensor(l, "mlp.down_proj"), L.down, true);
+    }
+    up.Finish();
+  }
+  embed_ = arena_.Get<__half>(o_embed);
+  lm_head_ = arena_.Get<__half>(o_lm);
+  final_norm_ = arena_.Get<float>(o_fnorm);
+  for (const LayerOff& L : lo)
+    layers_.push_back({arena_.Get<float>(L.an), arena_.Get<float>(L.fn), arena_.Get<__half>(L.qkv),
+                       arena_.Get<__half>(L.o), arena_.Get<__half>(L.gu), arena_.Get<__half>(L.down)});
+  k_cache_ = arena_.Get<__half>(o_kc);
+  v_cache_ = arena_.Get<__half>(o_vc);
+  x_ = arena_.Get<float>(o_x);
+  xb_ = arena_.Get<float>(o_xb);
+  qkv_ = arena_.Get<float>(o_qkv);
+  q_ = arena_.Get<float>(o_q);
+  att_ = arena_.Get<float>(o_att);
+  gu_ = arena_.Get<float>(o_gu);
+  h_ = arena_.Get<float>(o_h);
+  logits_ = arena_.Get<float>(o_logits);
+  part_acc_ = arena_.Get<float>(o_pacc);
+  part_ml_ = arena_.Get<float2>(o_pml);
+  counters_ = arena_.Get<unsigned>(o_cnt);
+  ints_ = arena_.Get<int>(o_ints);  // [0] = position, [1..] = tokens
+  scratch_ = arena_.Get<float>(o_scratch);
+  rope_cos_ = arena_.Get<float>(o_cos);
+  rope_sin_ = arena_.Get<float>(o_sin);
+  if (tc_prefill_) {
+    tx_ = arena_.Get<float>(o_tx);
+    tdelta_ = arena_.Get<float>(o_tdelta);
+    txh_ = arena_.Get<__half>(o_txh);
+    txl_ = arena_.Get<__half>(o_txl);
+    tqkv_ = arena_.Get<float>(o_tqkv);
+    tq16_ = arena_.Get<__half>(o_tq);
+    tatt16_ = arena_.Get<__half>(o_tatt);
+    tact16_ = arena_.Get<__half>(o_tact);
+    ttokens_ = arena_.Get<int>(o_ttok);
+  }
+  {
+    std::vector<float> cos_t, sin_t;
+    RopeTables(c, T, &cos_t, &sin_t);
+    LAB_CUDA_CHECK(cudaMemcpy(rope_cos_, cos_t.data(), cos_t.size() * 4, cudaMemcpyHostToDevice));
+    LAB_CUDA_CHECK(cudaMemcpy(rope_sin_, sin_t.data(), sin_t.size() * 4, cudaMemcpyHostToDevice));
+  }
+  LAB_CUDA_CHECK(cudaMemset(counters_, 0, P * c.n_kv_heads * sizeof(unsigned)));
+  LAB_CUDA_CHECK(cudaMemset(ints_, 0, (P + 1) * sizeof(int)));
+  FillPatternKernel<<<1024, 256>>>(arena_.Get<float>(o_x), (arena_.Get<char>(o_cos) - arena_.Get<char>(o_x)) / 4, 1234);
+  LAB_CUDA_LAUNCH_CHECK("FillPatternKernel");
+  LAB_CUDA_CHECK(cudaDeviceSynchronize());
+
+  h_ints_.Reset((P + 1) * sizeof(int));
+  {
+    // Greedy generation: the argmax key, kGenSteps position slots, the token fed at each position.
+    const size_t gen_bytes = 8 + (kGenSteps + size_t(max_context_)) * sizeof(int);
+    LAB_CUDA_CHECK(cudaMalloc(&gen_mem_, gen_bytes));
+    LAB_CUDA_CHECK(cudaMemset(gen_mem_, 0, gen_bytes));
+    best_ = static_cast<unsigned long long*>(gen_mem_);
+    gen_pos_ = reinterpret_cast<int*>(best_ + 1);
+    tok_log_ = gen_pos_ + kGenSteps;
+    h_iota_.Reset((size_t(max_context_) + kGenSteps) * sizeof(int));
+    for (int64_t i = 0; i < max_context_ + kGenSteps; ++i) h_iota_.as<int>()[i] = int(i);
+    h_gen_.Reset(8 + size_t(max_context_) * sizeof(int));
+  }
+  h_logits_.Reset(size_t(c.vocab_size) * sizeof(float));
+  if (logits_mapped_) {
+    // Pinned memory is mapped into the device's address space (unified addressing); the decode
+    // step's lm_head writes its logits there, so no copy follows the step.
+    void* dev = nullptr;
+    if (cudaHostGetDevicePointer(&dev, h_logits_.as<void>(), 0) == cudaSuccess && dev) {
+      d_host_logits_ = static_cast<float*>(dev);
+    } else {
+      cudaGetLastError();
+      logits_mapped_ = false;
+      if (verbose_) std::fprintf(stderr, "gpu_opt: logits not mappable; copying them after each step\n");
+    }
+  }
+
+  // Kernels with more than 48 KB of dynamic shared memory must say so.
+  const size_t smem_max = gpu::MatvecSmemBytes(int(std::max(dim, std::max(H, q_dim))));
+  if (smem_max > size_t(prop_.sharedMemPerBlockOptin))
+    throw ModelFormatError("gpu_opt: input length " + std::to_string(smem_max / 4) +
+                           " needs more shared memory than the card's " +
+                           std::to_string(prop_.sharedMemPerBlockOptin) + " bytes per block");
+  for (const MatvecConfig& mc : Configs())
+    for (MatvecFn f : mc.fn)
+      LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_max)));
+
+  AutoTune();
+  if (graph_tune_ && use_graph_ && !std::getenv("LAB_GPU_MATVEC_CONFIG") && weight_bytes >= kGraphTuneMinBytes)
+    GraphTune();
+  if (tc_prefill_) PlanTcPrefill();
+
+  stats_.weight_bytes = weight_bytes;
+  stats_.kv_cache_bytes = kv_bytes;
+  stats_.activation_bytes = act_bytes;
+}
+
+// ---- decode ----
+void GpuOptEngine::DecodeStep(int32_t token, int64_t pos, float* logits) {
+  int* hi = h_ints_.as<int>();
+  hi[0] = int(pos);
+  hi[1] = token;
+  LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
+  if (use_graph_ && !graph_exec_) CaptureGraph();
+  LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
+  if (graph_exec_) {
+    LAB_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+  } else {
+    EnqueueDecode(use_pdl_);
+  }
+  LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
+  if (!logits_mapped_)  // else lm_head wrote them to h_logits_ (mapped) already
+    LAB_CUDA_CHECK(cudaMemcpyAsync(h_logits_.as<float>(), logits_, size_t(cfg_.vocab_size) * 4,
+                                   cudaMemcpyDeviceToHost, stream_));
+  LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  float ms = 0.f;
+  LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
+  last_decode_device_ms_ = ms;
+  std::memcpy(logits, h_logits_.as<float>(), size_t(cfg_.vocab_size) * 4);
+}
+
+// Greedy generation with the whole loop on the device: graphs of kGenSteps (or 1) decode steps in
+// which each step's token is the previous step's argmax (lm_head's argmax epilogue -> best_ ->
+// EmbedArgmaxKernel) and each step reads its position from its own slot gen_pos_[k], filled by one
+// small copy from a constant pinned table (h_iota_) before each graph. The host only enqueues: no
+// synchronization until the last step, so consecutive steps run back to back on the GPU.
+void GpuOptEngine::GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* out) {
+  if (use_graph_ && !graph_exec_) CaptureGraph();  // settles use_pdl_
+  if (use_graph_ && !gen_exec_[0]) {
+    cudaError_t err = cudaSuccess;
+    gen_exec_[0] = BuildGraph(use_pdl_, &err, 1);
+    if (gen_exec_[0]) gen_exec_[1] = BuildGraph(use_pdl_, &err, kGenSteps);
+    if (!gen_exec_[1] && verbose_)
+      std::fprintf(stderr, "gpu_opt: generation graph capture failed (%s): host loop\n", cudaGetErrorString(err));
+  }
+  if (!gen_exec_[1]) {
+    Engine::GenerateImpl(token, n, pos, out);
+    return;
+  }
+  auto* hb = h_gen_.as<unsigned long long>();
+  hb[0] = gpu::ArgmaxKeyOfRow(token);
+  LAB_CUDA_CHECK(cudaMemcpyAsync(best_, hb, 8, cudaMemcpyHostToDevice, stream_));
+  for (int64_t done = 0; done < n;) {
+    const int k = n - done >= kGenSteps ? kGenSteps : 1;
+    LAB_CUDA_CHECK(cudaMemcpyAsync(gen_pos_, h_iota_.as<int>() + pos + done, k * sizeof(int),
+                                   cudaMemcpyHostToDevice, stream_));
+    LAB_CUDA_CHECK(cudaGraphLaunch(gen_exec_[k == kGenSteps], stream_));
+    done += k;
+  }
+  int* const hlog = reinterpret_cast<int*>(hb + 1);
+  if (n > 1)
+    LAB_CUDA_CHECK(cudaMemcpyAsync(hlog, tok_log_ + pos + 1, (n - 1) * sizeof(int), cudaMemcpyDeviceToHost, stream_));
+  LAB_CUDA_CHECK(cudaMemcpyAsync(hb, best_, 8, cudaMemcpyDeviceToHost, stream_));
+  LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::copy(hlog, hlog + (n - 1), out);
+  const long long last = gpu::ArgmaxRow(hb[0]);
+  if (last < 0 || last >= cfg_.vocab_size) throw DeviceError("gpu_opt: generation produced no argmax");
+  out[n - 1] = int32_t(last);
+}
+
+// One decode step: embed, 5 kernels per layer, final norm + lm_head. Reads token and position from
+// ints_ (device memory), so the same sequence serves every step. gen_step >= 0: step gen_step of a
+// generation graph (GenerateImpl): token from the previous argmax, position from gen_pos_[gen_step],
+// lm_head's argmax epilogue on, logits to device memory.
+void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
+  const ModelConfig& c = cfg_;
+  const bool gen = gen_step >= 0;
+  const int* pos = gen ? gen_pos_ + gen_step : ints_;
+  if (gen)
+    Launch(gpu::EmbedArgmaxKernel, dim3(1), dim3(256), 0, stream_, pdl && gen_step > 0, "EmbedArgmaxKernel", x_,
+           embed_, best_, tok_log_, pos, int(c.vocab_size), int(c.dim));
+  else
+    Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_, embed_, ints_ + 1, int(c.dim));
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    Matvec(kQkv, x_, pdl, l, pos);
+    Attention(1, attn_splits_, l, pdl, pos);
+    Matvec(kO, att_, pdl, l, pos);
+    Matvec(kGateUp, x_, pdl, l, pos);
+    Matvec(kDown, h_, pdl, l, pos);
+  }
+  MatvecParams lm = Params(kLm, x_, -1, pos);
+  if (gen) {
+    lm.argmax = best_;
+  } else if (logits_mapped_) {
+    lm.out = d_host_logits_;
+    lm.out_host = 1;
+  }
+  LaunchMatvec(Configs()[config_[kLm]], gpu::kEpiStore, lm, pdl);
+}
+
+// Captures one decode step (EnqueueDecode with the current tile choices), or gen_steps > 0 steps of
+// greedy generation, into an executable graph; nullptr, with the error cleared and returned in *why,
+// when capture or instantiation fails.
+cudaGraphExec_t GpuOptEngine::BuildGraph(bool pdl, cudaError_t* why, int gen_steps) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t err = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+  if (err == cudaSuccess) {
     try {
-      Init(file);
-    } catch (...) {
-      Release();  // no destructor runs for a half-built object
-      throw;
+      if (gen_steps == 0) EnqueueDecode(pdl);
+      for (int k = 0; k < gen_steps; ++k) EnqueueDecode(pdl, k);
+    } catch (const DeviceError&) {
+      err = cudaErrorUnknown;
     }
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    if (err == cudaSuccess) err = end;
   }
-
-  ~GpuOptEngine() override { Release(); }
-
-  std::string name() const override { return "gpu_opt"; }
-  double last_decode_device_ms() const { return last_decode_device_ms_; }
-
- private:
-  void Release() {
-    if (stream_) cudaStreamSynchronize(stream_);  // nothing in flight uses what is freed below
-    if (unfused_ws_) cudaFree(unfused_ws_);
-    unfused_ws_ = nullptr;
-    unfused_ws_bytes_ = 0;
-    for (cudaEvent_t e : prof_events_) cudaEventDestroy(e);
-    prof_events_.clear();
-    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
-    for (cudaGraphExec_t& g : gen_exec_) {
-      if (g) cudaGraphExecDestroy(g);
-      g = nullptr;
-    }
-    if (gen_mem_) cudaFree(gen_mem_);
-    gen_mem_ = nullptr;
-    if (ev_start_) cudaEventDestroy(ev_start_);
-    if (ev_stop_) cudaEventDestroy(ev_stop_);
-    if (stream_) cudaStreamDestroy(stream_);
-    graph_exec_ = nullptr;
-    ev_start_ = ev_stop_ = nullptr;
-    stream_ = nullptr;
+  if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
+  if (graph) cudaGraphDestroy(graph);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear
+    exec = nullptr;
   }
+  if (why) *why = err;
+  return exec;
+}
 
-  void Init(const ModelFile& file) {
-    prop_ = cuda::RequireGpu("gpu_opt");
-    use_graph_ = EnvFlag("LAB_GPU_GRAPH", true);
-    use_pdl_ = EnvFlag("LAB_GPU_PDL", true) && prop_.major >= 9;
-    // Bulk L2 prefetch of weights before the PDL wait: off by default (measured slower, see README);
-    // "all" for every matvec, "o" for o_proj only (the kernel after the latency-bound attention).
-    if (const char* pf = std::getenv("LAB_GPU_L2_PREFETCH"); pf && prop_.major >= 9) {
-      const std::string v = pf;
-      l2_prefetch_all_ = v == "1" || v == "all";
-      l2_prefetch_o_ = l2_prefetch_all_ || v == "o";
-    }
-    verbose_ = EnvFlag("LAB_GPU_VERBOSE", false);
-    if (const char* v = std::getenv("LAB_GPU_DECODE_ATTN"); v && *v) {
-      const std::string a = v;
-      if (a != "v1" && a != "v2") throw InputError("LAB_GPU_DECODE_ATTN must be v1 or v2, not '" + a + "'");
-      decode_attn_v2_ = a == "v2";
-    }
-    // 64 key splits with V2 (its merge loops over splits): at context ~2,200 each block then takes one
-    // round of K/V loads (64 keys) instead of two; below 1,024 keys the split size is the same 32 keys
-    // as with 32 splits. V1 merges at most 32 splits.
-    attn_splits_ = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
-    if (const char* v = std::getenv("LAB_GPU_ATTN_SPLITS"); v && *v) {
-      const int n = std::atoi(v);
-      const int cap = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
-      if (n < 1 || n > cap)
-        throw InputError("LAB_GPU_ATTN_SPLITS must be 1.." + std::to_string(cap) + " with decode attention " +
-                         (decode_attn_v2_ ? "v2" : "v1"));
-      attn_splits_ = n;
-    }
-    if (const char* v = std::getenv("LAB_GPU_LOGITS"); v && *v) {
-      const std::string a = v;
-      if (a != "mapped" && a != "copy") throw InputError("LAB_GPU_LOGITS must be mapped or copy, not '" + a + "'");
-      logits_mapped_ = a == "mapped";
-    }
-    if (const char* v = std::getenv("LAB_GPU_TUNE"); v && *v) {
-      const std::string a = v;
-      if (a != "graph" && a != "kernel") throw InputError("LAB_GPU_TUNE must be graph or kernel, not '" + a + "'");
-      graph_tune_ = a == "graph";
-    }
-    ReadPrefillEnv();
-    LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    LAB_CUDA_CHECK(cudaEventCreate(&ev_start_));
-    LAB_CUDA_CHECK(cudaEventCreate(&ev_stop_));
-    const ModelConfig& c = cfg_;
-    const int64_t P = kPrefillChunk, T = max_context_;
-    const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), H = c.hidden_dim;
-    const int64_t n_qkv = q_dim + 2 * kv_dim;
-    // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
-    // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
-    if (const char* w = std::getenv("LAB_GPU_ATTN_WARPS")) {
-      attn_warps_ = std::atoi(w);
-      if ((attn_warps_ != 2 && attn_warps_ != gpu::kAttnWarps) || (attn_warps_ == 2 && !decode_attn_v2_))
-        throw InputError(std::string("LAB_GPU_ATTN_WARPS must be 2 or 4 (2 needs the v2 decode attention), not '") +
-                         w + "'");
-    }
-    // 4 steps of K/V loads in flight per warp (the decode default since the pass of README "Attention
-    // latency"); LAB_GPU_ATTN_U=8 restores the kernel's own rule (8 for groups up to 4).
-    int attn_u = decode_attn_v2_ && attn_warps_ == gpu::kAttnWarps ? 4 : 0;
-    if (const char* u = std::getenv("LAB_GPU_ATTN_U")) {
-      attn_u = std::atoi(u);
-      if ((attn_u != 4 && attn_u != 8) || !decode_attn_v2_ || attn_warps_ != gpu::kAttnWarps)
-        throw InputError(std::string("LAB_GPU_ATTN_U must be 4 or 8 (with the v2 decode attention, 4 warps), not '") +
-                         u + "'");
-      if (attn_u == 8) attn_u = 0;
-    }
-    if (const char* m = std::getenv("LAB_GPU_ATTN_MIN_CHUNK")) {
-      attn_min_chunk_ = std::atoi(m);
-      if (attn_min_chunk_ < 8 || attn_min_chunk_ > 1024 || attn_min_chunk_ % 8)
-        throw InputError(std::string("LAB_GPU_ATTN_MIN_CHUNK must be a multiple of 8 in 8..1024, not '") + m + "'");
-    }
-    attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_, attn_u);
-    attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
-    attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
-
-    // ---- plan device memory ----
-    auto h16 = [&](int64_t n) { return arena_.Plan(size_t(n) * 2); };
-    auto f32 = [&](int64_t n) { return arena_.Plan(size_t(n) * 4); };
-    const size_t o_embed = h16(c.vocab_size * dim);
-    const size_t o_lm = c.tie_word_embeddings ? o_embed : h16(c.vocab_size * dim);
-    const size_t o_fnorm = f32(dim);
-    struct LayerOff { size_t an, fn, qkv, o, gu, down; };
-    std::vector<LayerOff> lo(c.n_layers);
-    for (auto& L : lo) {
-      L.an = f32(dim);
-      L.fn = f32(dim);
-      L.qkv = h16(n_qkv * dim);
-      L.o = h16(dim * q_dim);
-      L.gu = h16(2 * H * dim);
-      L.down = h16(dim * H);
-    }
-    const uint64_t weight_bytes = arena_.total();
-    const size_t o_kc = h16(c.n_layers * T * kv_dim), o_vc = h16(c.n_layers * T * kv_dim);
-    const uint64_t kv_bytes = arena_.total() - weight_bytes;
-    const int64_t slots = std::max<int64_t>(gpu::kAttnMaxSplitsV2 * c.n_kv_heads, P * c.n_kv_heads * kPrefillSplits);
-    const size_t o_x = f32(P * dim), o_xb = f32(P * dim), o_qkv = f32(P * n_qkv), o_q = f32(P * q_dim),
-                 o_att = f32(P * q_dim), o_gu = f32(P * 2 * H), o_h = f32(P * H), o_logits = f32(P * c.vocab_size),
-                 o_cos = f32(T * hd / 2), o_sin = f32(T * hd / 2), o_pacc = f32(slots * c.group_size() * hd),
-                 o_pml = f32(2 * slots * c.group_size()), o_cnt = arena_.Plan(P * c.n_kv_heads * sizeof(unsigned)),
-                 o_ints = arena_.Plan((P + 1) * sizeof(int)), o_scratch = f32(std::max(dim, H));
-    // Tensor-core prefill: every buffer sized for one chunk of C tokens (a fixed budget, whatever the
-    // prompt length), plus the prompt's token ids ([max_context] ints, uploaded once per call).
-    size_t o_tx = 0, o_tdelta = 0, o_txh = 0, o_txl = 0, o_tqkv = 0, o_tq = 0, o_tatt = 0, o_tact = 0, o_ttok = 0;
-    uint64_t tc_bytes = 0;
-    if (tc_prefill_) {
-      const uint64_t before = arena_.total();
-      const int64_t C = tc_chunk_ = std::max<int64_t>(1, std::min<int64_t>(tc_chunk_, T));
-      o_tx = f32(C * dim);       // residual stream x (fp32)
-      o_tdelta = f32(C * dim);   // o_proj / down output, added into x by the next norm kernel
-      o_txh = h16(C * dim);      // RMSNorm(x) in fp16: the GEMMs' input
-      o_txl = h16(C * dim);      // its low part (final norm, all-logits only)
-      o_tqkv = f32(C * n_qkv);   // QKV GEMM output (fp32, before RoPE)
-      o_tq = h16(C * q_dim);     // rotated q, FlashAttention's Q
-      o_tatt = h16(C * q_dim);   // attention output, o_proj's input
-      o_tact = h16(C * H);       // SiLU(gate) * up, down's input
-      o_ttok = arena_.Plan(size_t(T) * sizeof(int));
-      tc_bytes = arena_.total() - before;
-    }
-    const uint64_t act_bytes = arena_.total() - weight_bytes - kv_bytes;
-    arena_.Allocate("gpu_opt", "fp16 weights " + cuda::GiB(weight_bytes) + " + fp16 KV cache " + cuda::GiB(kv_bytes) +
-                                   " at max_context " + std::to_string(T) + " + activations " + cuda::GiB(act_bytes) +
-                                   (tc_prefill_ ? " (of which tensor-core prefill, chunk " + std::to_string(tc_chunk_) +
-                                                      " tokens: " + cuda::GiB(tc_bytes) + ")"
-                                                : std::string()));
-
-    // ---- upload weights (fp32 files are narrowed to fp16 on the device) ----
-    {
-      cuda::Uploader up(stream_);
-      auto upload = [&](const std::string& name, size_t off, bool to_f16, size_t elem_offset = 0) {
-        const TensorInfo& t = file.Get(name);
-        char* dst = arena_.Get<char>(off) + elem_offset * (to_f16 ? 2 : 4);
-        up.Copy(dst, to_f16, t.data, t.dtype == DType::kF16, size_t(t.numel()));
-      };
-      upload("model.embed_tokens.weight", o_embed, true);
-      if (!c.tie_word_embeddings) upload("lm_head.weight", o_lm, true);
-      upload("model.norm.weight", o_fnorm, false);
-      for (int64_t l = 0; l < c.n_layers; ++l) {
-        const LayerOff& L = lo[l];
-        upload(LayerTensor(l, "input_layernorm"), L.an, false);
-        upload(LayerTensor(l, "post_attention_layernorm"), L.fn, false);
-        upload(LayerTensor(l, "self_attn.q_proj"), L.qkv, true, 0);
-        upload(LayerTensor(l, "self_attn.k_proj"), L.qkv, true, size_t(q_dim * dim));
-        upload(LayerTensor(l, "self_attn.v_proj"), L.qkv, true, size_t((q_dim + kv_dim) * dim));
-        upload(LayerTensor(l, "self_attn.o_proj"), L.o, true);
-        upload(LayerTensor(l, "mlp.gate_proj"), L.gu, true, 0);
-        upload(LayerTensor(l, "mlp.up_proj"), L.gu, true, size_t(H * dim));
-        upload(LayerTensor(l, "mlp.down_proj"), L.down, true);
-      }
-      up.Finish();
-    }
-    embed_ = arena_.Get<__half>(o_embed);
-    lm_head_ = arena_.Get<__half>(o_lm);
-    final_norm_ = arena_.Get<float>(o_fnorm);
-    for (const LayerOff& L : lo)
-      layers_.push_back({arena_.Get<float>(L.an), arena_.Get<float>(L.fn), arena_.Get<__half>(L.qkv),
-                         arena_.Get<__half>(L.o), arena_.Get<__half>(L.gu), arena_.Get<__half>(L.down)});
-    k_cache_ = arena_.Get<__half>(o_kc);
-    v_cache_ = arena_.Get<__half>(o_vc);
-    x_ = arena_.Get<float>(o_x);
-    xb_ = arena_.Get<float>(o_xb);
-    qkv_ = arena_.Get<float>(o_qkv);
-    q_ = arena_.Get<float>(o_q);
-    att_ = arena_.Get<float>(o_att);
-    gu_ = arena_.Get<float>(o_gu);
-    h_ = arena_.Get<float>(o_h);
-    logits_ = arena_.Get<float>(o_logits);
-    part_acc_ = arena_.Get<float>(o_pacc);
-    part_ml_ = arena_.Get<float2>(o_pml);
-    counters_ = arena_.Get<unsigned>(o_cnt);
-    ints_ = arena_.Get<int>(o_ints);  // [0] = position, [1..] = tokens
-    step_pos_ = ints_;
-    scratch_ = arena_.Get<float>(o_scratch);
-    rope_cos_ = arena_.Get<float>(o_cos);
-    rope_sin_ = arena_.Get<float>(o_sin);
-    if (tc_prefill_) {
-      tx_ = arena_.Get<float>(o_tx);
-      tdelta_ = arena_.Get<float>(o_tdelta);
-      txh_ = arena_.Get<__half>(o_txh);
-      txl_ = arena_.Get<__half>(o_txl);
-      tqkv_ = arena_.Get<float>(o_tqkv);
-      tq16_ = arena_.Get<__half>(o_tq);
-      tatt16_ = arena_.Get<__half>(o_tatt);
-      tact16_ = arena_.Get<__half>(o_tact);
-      ttokens_ = arena_.Get<int>(o_ttok);
-    }
-    {
-      std::vector<float> cos_t, sin_t;
-      RopeTables(c, T, &cos_t, &sin_t);
-      LAB_CUDA_CHECK(cudaMemcpy(rope_cos_, cos_t.data(), cos_t.size() * 4, cudaMemcpyHostToDevice));
-      LAB_CUDA_CHECK(cudaMemcpy(rope_sin_, sin_t.data(), sin_t.size() * 4, cudaMemcpyHostToDevice));
-    }
-    LAB_CUDA_CHECK(cudaMemset(counters_, 0, P * c.n_kv_heads * sizeof(unsigned)));
-    LAB_CUDA_CHECK(cudaMemset(ints_, 0, (P + 1) * sizeof(int)));
-    FillPatternKernel<<<1024, 256>>>(arena_.Get<float>(o_x), (arena_.Get<char>(o_cos) - arena_.Get<char>(o_x)) / 4, 1234);
-    LAB_CUDA_LAUNCH_CHECK("FillPatternKernel");
-    LAB_CUDA_CHECK(cudaDeviceSynchronize());
-
-    h_ints_.Reset((P + 1) * sizeof(int));
-    {
-      // Greedy generation: the argmax key, kGenSteps position slots, the token fed at each position.
-      const size_t gen_bytes = 8 + (kGenSteps + size_t(max_context_)) * sizeof(int);
-      LAB_CUDA_CHECK(cudaMalloc(&gen_mem_, gen_bytes));
-      LAB_CUDA_CHECK(cudaMemset(gen_mem_, 0, gen_bytes));
-      best_ = static_cast<unsigned long long*>(gen_mem_);
-      gen_pos_ = reinterpret_cast<int*>(best_ + 1);
-      tok_log_ = gen_pos_ + kGenSteps;
-      h_iota_.Reset((size_t(max_context_) + kGenSteps) * sizeof(int));
-      for (int64_t i = 0; i < max_context_ + kGenSteps; ++i) h_iota_.as<int>()[i] = int(i);
-      h_gen_.Reset(8 + size_t(max_context_) * sizeof(int));
-    }
-    h_logits_.Reset(size_t(c.vocab_size) * sizeof(float));
-    if (logits_mapped_) {
-      // Pinned memory is mapped into the device's address space (unified addressing); the decode
-      // step's lm_head writes its logits there, so no copy follows the step.
-      void* dev = nullptr;
-      if (cudaHostGetDevicePointer(&dev, h_logits_.as<void>(), 0) == cudaSuccess && dev) {
-        d_host_logits_ = static_cast<float*>(dev);
-      } else {
-        cudaGetLastError();
-        logits_mapped_ = false;
-        if (verbose_) std::fprintf(stderr, "gpu_opt: logits not mappable; copying them after each step\n");
-      }
-    }
-
-    // Kernels with more than 48 KB of dynamic shared memory must say so.
-    const size_t smem_max = gpu::MatvecSmemBytes(int(std::max(dim, std::max(H, q_dim))));
-    if (smem_max > size_t(prop_.sharedMemPerBlockOptin))
-      throw ModelFormatError("gpu_opt: input length " + std::to_string(smem_max / 4) +
-                             " needs more shared memory than the card's " +
-                             std::to_string(prop_.sharedMemPerBlockOptin) + " bytes per block");
-    for (const MatvecConfig& mc : Configs())
-      for (MatvecFn f : mc.fn)
-        LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_max)));
-
-    AutoTune();
-    if (graph_tune_ && use_graph_ && !std::getenv("LAB_GPU_MATVEC_CONFIG") && weight_bytes >= kGraphTuneMinBytes)
-      GraphTune();
-    if (tc_prefill_) PlanTcPrefill();
-
-    stats_.weight_bytes = weight_bytes;
-    stats_.kv_cache_bytes = kv_bytes;
-    stats_.activation_bytes = act_bytes;
-  }
-
- protected:
-  void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) override {
-    if (n == 1 && !all_logits) {
-      DecodeStep(tokens[0], pos, logits);
-      return;
-    }
-    ProfileBegin();
-    if (tc_prefill_) {
-      try {
-        ForwardTc(tokens, n, pos, all_logits, logits);
-        ProfileReport(n, "tensor-core");
-        return;
-      } catch (const InputError&) {
-        throw;  // a caller's mistake (InputError is an invalid_argument too): no fallback
-      } catch (const std::invalid_argument& e) {
-        // A precondition of the prefill kernels (prefill.h) failed on the host, before that launch.
-        // What was enqueued so far wrote only positions pos.. of this call (KV cache) and buffers that
-        // the simple path rewrites, so the simple path redoes the whole call, now and from then on.
-        std::fprintf(stderr, "gpu_opt: tensor-core prefill not possible (%s); using the simple prefill\n", e.what());
-        tc_prefill_ = false;
-        LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-        ProfileBegin();
-      }
-    }
-    ForwardSimple(tokens, n, pos, all_logits, logits);
-    ProfileReport(n, "simple");
-  }
-
- private:
-  // ---- decode ----
-  void DecodeStep(int32_t token, int64_t pos, float* logits) {
-    int* hi = h_ints_.as<int>();
-    hi[0] = int(pos);
-    hi[1] = token;
-    LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
-    if (use_graph_ && !graph_exec_) CaptureGraph();
-    LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
+void GpuOptEngine::CaptureGraph() {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const bool pdl = use_pdl_ && attempt == 0;
+    cudaError_t err = cudaSuccess;
+    graph_exec_ = BuildGraph(pdl, &err);
     if (graph_exec_) {
-      LAB_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
-    } else {
-      EnqueueDecode(use_pdl_);
-    }
-    LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
-    if (!logits_mapped_)  // else lm_head wrote them to h_logits_ (mapped) already
-      LAB_CUDA_CHECK(cudaMemcpyAsync(h_logits_.as<float>(), logits_, size_t(cfg_.vocab_size) * 4,
-                                     cudaMemcpyDeviceToHost, stream_));
-    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    float ms = 0.f;
-    LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
-    last_decode_device_ms_ = ms;
-    std::memcpy(logits, h_logits_.as<float>(), size_t(cfg_.vocab_size) * 4);
-  }
-
-  // Greedy generation with the whole loop on the device: graphs of kGenSteps (or 1) decode steps in
-  // which each step's token is the previous step's argmax (lm_head's argmax epilogue -> best_ ->
-  // EmbedArgmaxKernel) and each step reads its position from its own slot gen_pos_[k], filled by one
-  // small copy from a constant pinned table (h_iota_) before each graph. The host only enqueues: no
-  // synchronization until the last step, so consecutive steps run back to back on the GPU.
-  void GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* out) override {
-    if (use_graph_ && !graph_exec_) CaptureGraph();  // settles use_pdl_
-    if (use_graph_ && !gen_exec_[0]) {
-      cudaError_t err = cudaSuccess;
-      gen_exec_[0] = BuildGraph(use_pdl_, &err, 1);
-      if (gen_exec_[0]) gen_exec_[1] = BuildGraph(use_pdl_, &err, kGenSteps);
-      if (!gen_exec_[1] && verbose_)
-        std::fprintf(stderr, "gpu_opt: generation graph capture failed (%s): host loop\n", cudaGetErrorString(err));
-    }
-    if (!gen_exec_[1]) {
-      Engine::GenerateImpl(token, n, pos, out);
+      use_pdl_ = pdl;
+      if (verbose_) std::fprintf(stderr, "gpu_opt: decode step captured into a CUDA graph (PDL %s)\n", pdl ? "on" : "off");
       return;
     }
-    auto* hb = h_gen_.as<unsigned long long>();
-    hb[0] = gpu::ArgmaxKeyOfRow(token);
-    LAB_CUDA_CHECK(cudaMemcpyAsync(best_, hb, 8, cudaMemcpyHostToDevice, stream_));
-    for (int64_t done = 0; done < n;) {
-      const int k = n - done >= kGenSteps ? kGenSteps : 1;
-      LAB_CUDA_CHECK(cudaMemcpyAsync(gen_pos_, h_iota_.as<int>() + pos + done, k * sizeof(int),
-                                     cudaMemcpyHostToDevice, stream_));
-      LAB_CUDA_CHECK(cudaGraphLaunch(gen_exec_[k == kGenSteps], stream_));
-      done += k;
-    }
-    int* const hlog = reinterpret_cast<int*>(hb + 1);
-    if (n > 1)
-      LAB_CUDA_CHECK(cudaMemcpyAsync(hlog, tok_log_ + pos + 1, (n - 1) * sizeof(int), cudaMemcpyDeviceToHost, stream_));
-    LAB_CUDA_CHECK(cudaMemcpyAsync(hb, best_, 8, cudaMemcpyDeviceToHost, stream_));
-    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    std::copy(hlog, hlog + (n - 1), out);
-    const long long last = gpu::ArgmaxRow(hb[0]);
-    if (last < 0 || last >= cfg_.vocab_size) throw DeviceError("gpu_opt: generation produced no argmax");
-    out[n - 1] = int32_t(last);
+    if (verbose_) std::fprintf(stderr, "gpu_opt: graph capture (PDL %s) failed: %s\n", pdl ? "on" : "off", cudaGetErrorString(err));
   }
+  use_graph_ = false;  // fall back to direct launches
+}
 
-  // One decode step: embed, 5 kernels per layer, final norm + lm_head. Reads token and position from
-  // ints_ (device memory), so the same sequence serves every step. gen_step >= 0: step gen_step of a
-  // generation graph (GenerateImpl): token from the previous argmax, position from gen_pos_[gen_step],
-  // lm_head's argmax epilogue on, logits to device memory.
-  void EnqueueDecode(bool pdl, int gen_step = -1) {
-    const ModelConfig& c = cfg_;
-    const bool gen = gen_step >= 0;
-    step_pos_ = gen ? gen_pos_ + gen_step : ints_;
-    if (gen)
-      Launch(gpu::EmbedArgmaxKernel, dim3(1), dim3(256), 0, stream_, pdl && gen_step > 0, "EmbedArgmaxKernel", x_,
-             embed_, best_, tok_log_, step_pos_, int(c.vocab_size), int(c.dim));
-    else
-      Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_, embed_, ints_ + 1, int(c.dim));
-    for (int64_t l = 0; l < c.n_layers; ++l) {
-      Matvec(kQkv, x_, pdl, l);
-      Attention(1, attn_splits_, l, pdl);
-      Matvec(kO, att_, pdl, l);
-      Matvec(kGateUp, x_, pdl, l);
-      Matvec(kDown, h_, pdl, l);
-    }
-    MatvecParams lm = Params(kLm, x_, -1);
-    if (gen) {
-      lm.argmax = best_;
-    } else if (logits_mapped_) {
-      lm.out = d_host_logits_;
-      lm.out_host = 1;
-    }
-    LaunchMatvec(Configs()[config_[kLm]], gpu::kEpiStore, lm, pdl);
-    step_pos_ = ints_;
-  }
-
-  // Captures one decode step (EnqueueDecode with the current tile choices), or gen_steps > 0 steps of
-  // greedy generation, into an executable graph; nullptr, with the error cleared and returned in *why,
-  // when capture or instantiation fails.
-  cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0) {
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    cudaError_t err = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
-    if (err == cudaSuccess) {
-      try {
-        if (gen_steps == 0) EnqueueDecode(pdl);
-        for (int k = 0; k < gen_steps; ++k) EnqueueDecode(pdl, k);
-      } catch (const DeviceError&) {
-        step_pos_ = ints_;
-        err = cudaErrorUnknown;
-      }
-      const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
-      if (err == cudaSuccess) err = end;
-    }
-    if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
-    if (graph) cudaGraphDestroy(graph);
-    if (err != cudaSuccess) {
-      cudaGetLastError();  // clear
-      exec = nullptr;
-    }
-    if (why) *why = err;
-    return exec;
-  }
-
-  void CaptureGraph() {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      const bool pdl = use_pdl_ && attempt == 0;
-      cudaError_t err = cudaSuccess;
-      graph_exec_ = BuildGraph(pdl, &err);
-      if (graph_exec_) {
-        use_pdl_ = pdl;
-        if (verbose_) std::fprintf(stderr, "gpu_opt: decode step captured into a CUDA graph (PDL %s)\n", pdl ? "on" : "off");
-        return;
-      }
-      if (verbose_) std::fprintf(stderr, "gpu_opt: graph capture (PDL %s) failed: %s\n", pdl ? "on" : "off", cudaGetErrorString(err));
-    }
-    use_graph_ = false;  // fall back to direct launches
-  }
-
-  // Tile choice on the real decode step (LAB_GPU_TUNE=graph, for models of 256 MB of weights or more;
-  // off by default: on the H200 it found nothing faster than AutoTune's choices, README "Decode
-  // tuning"): AutoTune times each matvec alone, launched back to back without PDL, but in the
-  // step a kernel's speed also depends on its neighbours (how many of its blocks fit beside the
-  // previous kernel's tail and the attention blocks, how much of its weight stream starts before the
-  // PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up and down in turn
-  // tries every tile with the others fixed, timing replays of the whole captured step at position
-  // kGraphTunePos (or the last position of a shorter context), and keeps the fastest.
-  // The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
-  // written by the prefill and decode steps before it, so nothing the replays leave is ever read.
-  void GraphTune() {
-    const int tune_pos = int(std::min<int64_t>(max_context_ - 1, kGraphTunePos));
-    int* hi = h_ints_.as<int>();
-    hi[0] = tune_pos;
-    hi[1] = 0;
-    LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
-    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    auto time_step = [&]() -> float {  // device ms per replay of the step (median of 3 x 4); < 0 on failure
-      cudaGraphExec_t exec = BuildGraph(use_pdl_, nullptr);
-      if (!exec) return -1.f;
-      std::vector<float> t;
-      cudaError_t err = cudaGraphLaunch(exec, stream_);  // warm-up
-      for (int r = 0; r < 3 && err == cudaSuccess; ++r) {
-        err = cudaEventRecord(ev_start_, stream_);
-        for (int i = 0; i < 4 && err == cudaSuccess; ++i) err = cudaGraphLaunch(exec, stream_);
-        if (err == cudaSuccess) err = cudaEventRecord(ev_stop_, stream_);
-        if (err == cudaSuccess) err = cudaEventSynchronize(ev_stop_);
-        float ms = 0.f;
-        if (err == cudaSuccess) err = cudaEventElapsedTime(&ms, ev_start_, ev_stop_);
-        t.push_back(ms / 4);
-      }
-      cudaGraphExecDestroy(exec);
-      cuda::Check(err, "decode graph replay (tuning)", __FILE__, __LINE__);
-      std::sort(t.begin(), t.end());
-      return t[t.size() / 2];
-    };
-    const auto& cfgs = Configs();
-    float best = time_step();
-    if (best < 0) return;  // no graph: the plain launches keep AutoTune's choices
-    if (verbose_)
-      std::fprintf(stderr, "gpu_opt: graph tune at position %d, AutoTune's choices: %.4f ms per step\n", tune_pos, best);
-    for (Kind k : {kO, kQkv, kGateUp, kDown}) {
-      const int keep = config_[k];
-      int best_ci = keep;
-      std::string line;
-      for (int ci = 0; ci < int(cfgs.size()); ++ci) {
-        if (ci == keep) continue;
-        config_[k] = ci;
-        const float ms = time_step();
-        char buf[64];
-        std::snprintf(buf, sizeof(buf), " %s=%.4f", cfgs[ci].name, ms);
-        line += buf;
-        if (ms > 0.f && ms < best) {
-          best = ms;
-          best_ci = ci;
-        }
-      }
-      config_[k] = best_ci;
-      if (verbose_)
-        std::fprintf(stderr, "  %-8s keeps %s (%.4f ms):%s\n", kKindNames[k], cfgs[best_ci].name, best, line.c_str());
-    }
-    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  }
-
-  // ---- matvec dispatch ----
-  MatvecParams Params(Kind kind, const float* x, int64_t layer) const {
-    const ModelConfig& c = cfg_;
-    MatvecParams p = {};
-    p.eps = float(c.rms_norm_eps);
-    p.x = x;
-    p.pos = step_pos_;
-    p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
-    const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
-    switch (kind) {
-      case kQkv:
-        p.W = L->wqkv;
-        p.M = int(c.q_dim() + 2 * c.kv_dim());
-        p.K = int(c.dim);
-        p.n_units = p.M / 2;
-        p.norm_w = L->attn_norm;
-        p.qkv = QkvOutFor(layer);
-        break;
-      case kO:
-        p.W = L->wo;
-        p.M = int(c.dim);
-        p.K = int(c.q_dim());
-        p.n_units = (p.M + 1) / 2;
-        p.out = x_;
-        break;
-      case kGateUp:
-        p.W = L->wgu;
-        p.M = int(2 * c.hidden_dim);
-        p.K = int(c.dim);
-        p.n_units = int(c.hidden_dim);
-        p.H = int(c.hidden_dim);
-        p.norm_w = L->ffn_norm;
-        p.out = h_;
-        break;
-      case kDown:
-        p.W = L->wdown;
-        p.M = int(c.dim);
-        p.K = int(c.hidden_dim);
-        p.n_units = (p.M + 1) / 2;
-        p.out = x_;
-        break;
-      case kLm:
-        p.W = lm_head_;
-        p.M = int(c.vocab_size);
-        p.K = int(c.dim);
-        p.n_units = (p.M + 1) / 2;
-        p.norm_w = final_norm_;
-        p.out = logits_;
-        break;
-      default:
-        break;
-    }
-    return p;
-  }
-
-  static int EpiOf(Kind k) {
-    switch (k) {
-      case kQkv: return gpu::kEpiQkv;
-      case kGateUp: return gpu::kEpiGateUp;
-      case kO:
-      case kDown: return gpu::kEpiResid;
-      default: return gpu::kEpiStore;
-    }
-  }
-
-  void LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
-    const int per_block = mc.warps * mc.upw;
-    const unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
-    Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), gpu::MatvecSmemBytes(p.K), stream_, pdl,
-           "DecodeMatvecKernel", p);
-  }
-
-  void Matvec(Kind kind, const float* x, bool pdl, int64_t layer = -1) {
-    LaunchMatvec(Configs()[config_[kind]], EpiOf(kind), Params(kind, x, layer), pdl);
-  }
-
-  gpu::QkvOut QkvOutFor(int64_t layer) const {
-    const ModelConfig& c = cfg_;
-    gpu::QkvOut o;
-    o.q = q_;
-    o.k_cache = k_cache_ + size_t(layer) * max_context_ * c.kv_dim();
-    o.v_cache = v_cache_ + size_t(layer) * max_context_ * c.kv_dim();
-    o.rope_cos = rope_cos_;
-    o.rope_sin = rope_sin_;
-    o.hd = int(c.head_dim);
-    o.n_heads = int(c.n_heads);
-    o.n_kv = int(c.n_kv_heads);
-    o.q_scale = float(1.4426950408889634 / std::sqrt(double(c.head_dim)));
-    return o;
-  }
-
-  // Decode (B = 1, the graph) uses attn_fn_ (V2 by default); the simple prefill attn_prefill_fn_ (V1).
-  void Attention(int B, int splits, int64_t layer, bool pdl, bool prefill = false) {
-    const ModelConfig& c = cfg_;
-    gpu::AttnParams a;
-    a.q = q_;
-    a.k_cache = k_cache_ + size_t(layer) * max_context_ * c.kv_dim();
-    a.v_cache = v_cache_ + size_t(layer) * max_context_ * c.kv_dim();
-    a.out = att_;
-    a.part_acc = part_acc_;
-    a.part_ml = part_ml_;
-    a.counters = counters_;
-    a.pos = step_pos_;
-    a.n_heads = int(c.n_heads);
-    a.n_kv = int(c.n_kv_heads);
-    a.skip_idle = attn_skip_idle_;
-    a.min_chunk = prefill ? 32 : attn_min_chunk_;
-    Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
-           dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0,
-           stream_, pdl, "AttentionKernel", a);
-  }
-
-  // Times every configuration for every kind of matvec on the real weights (outputs go to scratch
-  // buffers where they would otherwise change state) and keeps the fastest.
-  void AutoTune() {
-    const auto& cfgs = Configs();
-    if (const char* s = std::getenv("LAB_GPU_MATVEC_CONFIG")) {
-      const int i = std::atoi(s);
-      if (i < 0 || i >= int(cfgs.size())) throw InputError("LAB_GPU_MATVEC_CONFIG out of range");
-      for (int& k : config_) k = i;
-      return;
-    }
-    if (verbose_)
-      std::fprintf(stderr, "gpu_opt: matvec auto-tune on %s (GB/s of weight bytes, median of 5 batches)\n", prop_.name);
-    for (int kind = 0; kind < kNumKinds; ++kind) {
-      // Batches of back-to-back launches (as in the decode stream), so a launch's fixed latency does not
-      // swamp the difference between configurations; each launch of a batch reads another layer's
-      // weights, so that a matrix smaller than L2 is not served from L2 by the previous launch.
-      const int batch = kind == kLm ? 2 : 10;
-      std::vector<MatvecParams> ps;
-      for (int b = 0; b < batch; ++b) {
-        MatvecParams p = Params(Kind(kind), kind == kDown ? h_ : (kind == kO ? att_ : xb_),
-                                kind == kLm ? -1 : (cfg_.n_layers / 2 + b) % cfg_.n_layers);
-        if (kind == kO || kind == kDown) p.out = scratch_;
-        ps.push_back(p);
-      }
-      const MatvecParams& p = ps[0];
-      const double bytes = double(p.M) * p.K * 2;
-      float best = 1e30f;
-      std::string line;
-      for (size_t ci = 0; ci < cfgs.size(); ++ci) {
-        LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), p, false);  // warm-up
-        std::vector<float> t;
-        for (int r = 0; r < 5; ++r) {
-          LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
-          for (int b = 0; b < batch; ++b) LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), ps[b], false);
-          LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
-          LAB_CUDA_CHECK(cudaEventSynchronize(ev_stop_));
-          float ms = 0.f;
-          LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
-          t.push_back(ms / batch);
-        }
-        std::sort(t.begin(), t.end());
-        const float med = t[t.size() / 2];
-        if (med < best) {
-          best = med;
-          config_[kind] = int(ci);
-        }
-        char buf[64];
-        std::snprintf(buf, sizeof(buf), " %s=%.0f", cfgs[ci].name, bytes / (med * 1e-3) / 1e9);
-        line += buf;
-      }
-      if (verbose_)
-        std::fprintf(stderr, "  %-8s M=%-6d K=%-6d best %s%s\n", kKindNames[kind], p.M, p.K, cfgs[config_[kind]].name,
-                     line.c_str());
-    }
-    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  }
-
-  // ---- simple prefill (LAB_GPU_PREFILL=simple; the fallback when a tensor-core precondition fails) ----
-  void ForwardSimple(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) {
-    const int64_t vocab = cfg_.vocab_size, dim = cfg_.dim;
-    for (int64_t done = 0; done < n; done += kPrefillChunk) {
-      const int B = int(std::min<int64_t>(kPrefillChunk, n - done));
-      int* hi = h_ints_.as<int>();
-      hi[0] = int(pos + done);
-      std::memcpy(hi + 1, tokens + done, B * sizeof(int32_t));
-      LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, (B + 1) * sizeof(int), cudaMemcpyHostToDevice, stream_));
-      Mark(-1);
-      PrefillChunk(B);
-      if (all_logits) {
-        RmsNormRows(xb_, x_, final_norm_, B);
-        Gemm(logits_, xb_, lm_head_, B, int(vocab), int(dim), false);
-        LAB_CUDA_CHECK(cudaMemcpyAsync(logits + done * vocab, logits_, size_t(B) * vocab * 4, cudaMemcpyDeviceToHost,
-                                       stream_));
-        Mark(kPhLogits);
-      } else if (done + B == n) {
-        Matvec(kLm, x_ + size_t(B - 1) * dim, false);
-        Mark(kPhLogits);
-        LAB_CUDA_CHECK(cudaMemcpyAsync(logits, logits_, size_t(vocab) * 4, cudaMemcpyDeviceToHost, stream_));
-      }
-      // h_ints_ is reused by the next chunk: its copy must have been consumed.
-      LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      ProfileCollect();
-    }
-  }
-
-  void Gemm(float* C, const float* A, const __half* W, int B, int N, int K, bool accumulate) {
-    const dim3 grid(unsigned((N + gpu::kGemmBN - 1) / gpu::kGemmBN), unsigned((B + gpu::kGemmBM - 1) / gpu::kGemmBM));
-    if (accumulate) {
-      gpu::GemmKernel<true><<<grid, 256, 0, stream_>>>(C, A, W, B, N, K);
-    } else {
-      gpu::GemmKernel<false><<<grid, 256, 0, stream_>>>(C, A, W, B, N, K);
-    }
-    LAB_CUDA_LAUNCH_CHECK("GemmKernel");
-  }
-
-  void RmsNormRows(float* out, const float* x, const float* w, int B) {
-    gpu::RmsNormRowsKernel<<<B, 256, 0, stream_>>>(out, x, w, int(cfg_.dim), float(cfg_.rms_norm_eps));
-    LAB_CUDA_LAUNCH_CHECK("RmsNormRowsKernel");
-  }
-
-  // B tokens (ints_[1..B]) at positions ints_[0].. through all layers; leaves the residual in x_.
-  void PrefillChunk(int B) {
-    const ModelConfig& c = cfg_;
-    const int dim = int(c.dim), q_dim = int(c.q_dim()), H = int(c.hidden_dim);
-    const int n_qkv = int(c.q_dim() + 2 * c.kv_dim());
-    gpu::EmbedKernel<<<B, 256, 0, stream_>>>(x_, embed_, ints_ + 1, dim);
-    LAB_CUDA_LAUNCH_CHECK("EmbedKernel");
-    for (int64_t l = 0; l < c.n_layers; ++l) {
-      const DeviceLayer& L = layers_[l];
-      RmsNormRows(xb_, x_, L.attn_norm, B);
-      Mark(kPhEmbedNorm);
-      Gemm(qkv_, xb_, L.wqkv, B, n_qkv, dim, false);
-      Mark(kPhQkv);
-      const int n_units = n_qkv / 2;
-      gpu::RopeQkvKernel<<<(B * n_units + 255) / 256, 256, 0, stream_>>>(qkv_, QkvOutFor(l), B, ints_);
-      LAB_CUDA_LAUNCH_CHECK("RopeQkvKernel");
-      Mark(kPhRope);
-      Attention(B, kPrefillSplits, l, false, /*prefill=*/true);
-      Mark(kPhAttn);
-      Gemm(x_, att_, L.wo, B, dim, q_dim, true);
-      Mark(kPhO);
-      RmsNormRows(xb_, x_, L.ffn_norm, B);
-      Mark(kPhEmbedNorm);
-      Gemm(gu_, xb_, L.wgu, B, 2 * H, dim, false);
-      gpu::SwiGluRowsKernel<<<(B * H + 255) / 256, 256, 0, stream_>>>(h_, gu_, B, H);
-      LAB_CUDA_LAUNCH_CHECK("SwiGluRowsKernel");
-      Mark(kPhGateUp);
-      Gemm(x_, h_, L.wdown, B, dim, H, true);
-      Mark(kPhDown);
-    }
-  }
-
-  // ---- tensor-core prefill ----
-  // Per chunk of B <= C tokens at positions p .. p+B-1 (x: fp32 residual [B, dim]; h: fp16):
-  //   x = embed(tokens);  h = RMSNorm(x) * attn_norm[0]
-  //   per layer:  qkv32 = h Wqkv^T (GEMM, fp32 out)          -> RoPE: q16, K/V cache rows p..p+B-1
-  //               att16 = FlashAttention(q16, cache keys 0..p+i)
-  //               d32 = att16 Wo^T (GEMM, fp32 out);   x += d32, h = RMSNorm(x) * ffn_norm  (one kernel)
-  //               act16 = SiLU(h Wg^T) * (h Wu^T)      (one GEMM over [gate; up], SwiGLU epilogue)
-  //               d32 = act16 Wdown^T (GEMM, fp32 out); x += d32, h = RMSNorm(x) * next norm (one kernel)
-  //   logits: last row -> the decode lm_head matvec on fp32 x (fused final norm); all rows -> lm_head
-  //   GEMM on hi and lo fp16 halves of the final-normed rows, summed (fp32-grade input).
-  // The residual adds are fused into the next RMSNorm rather than into the GEMMs' kResidual epilogue,
-  // because that epilogue reads an fp16 residual and the residual stream here is fp32 (README.md).
-
-  void ReadPrefillEnv() {
-    const ModelConfig& c = cfg_;
-    auto env = [](const char* name) -> std::string {
-      const char* v = std::getenv(name);
-      return v ? std::string(v) : std::string();
-    };
-    const std::string mode = env("LAB_GPU_PREFILL");
-    if (mode.empty() || mode == "tc" || mode == "tensor") {
-      tc_prefill_ = true;
-    } else if (mode == "simple") {
-      tc_prefill_ = false;
-    } else {
-      throw InputError("LAB_GPU_PREFILL must be tc or simple, not '" + mode + "'");
-    }
-    const std::string attn = env("LAB_GPU_ATTN");
-    if (attn.empty() || attn == "flash") {
-      attn_unfused_ = false;
-    } else if (attn == "unfused") {
-      attn_unfused_ = true;
-    } else {
-      throw InputError("LAB_GPU_ATTN must be flash or unfused, not '" + attn + "'");
-    }
-    const std::string chunk = env("LAB_GPU_PREFILL_CHUNK");
-    tc_chunk_ = kTcChunkDefault;
-    if (!chunk.empty()) {
-      char* end = nullptr;
-      const long long v = std::strtoll(chunk.c_str(), &end, 10);
-      if (!end || *end || v < 1 || v > 65535) throw InputError("LAB_GPU_PREFILL_CHUNK must be 1..65535 tokens");
-      tc_chunk_ = v;
-    }
-    const std::string gv = env("LAB_GPU_PREFILL_GEMM");
-    gemm_version_ = 0;
-    if (!gv.empty()) {
-      gemm_version_ = std::atoi(gv.c_str());
-      if (gemm_version_ < 1 || gemm_version_ > 4) throw InputError("LAB_GPU_PREFILL_GEMM must be 1..4");
-    }
-    profile_ = EnvFlag("LAB_GPU_PREFILL_PROFILE", false);
-    // The kernels' preconditions (prefill.h) that depend on the model: FlashAttention handles head_dim
-    // 64/128 and whole GQA groups; every stride (dim, q_dim, kv_dim, hidden_dim) must be a multiple of
-    // 8 elements. MakeGpuOptEngine refuses models outside these already; checked again here so that
-    // the engine falls back to the simple prefill rather than fail if that ever changes.
-    std::string why;
-    if (c.head_dim != 64 && c.head_dim != 128) why = "head_dim must be 64 or 128";
-    if (c.n_heads % c.n_kv_heads) why = "n_heads must be a multiple of n_kv_heads";
-    if (c.dim % 8 || c.q_dim() % 8 || c.kv_dim() % 8 || c.hidden_dim % 8)
-      why = "dim, n_heads*head_dim, n_kv_heads*head_dim, hidden_dim must be multiples of 8";
-    if (tc_prefill_ && !why.empty()) {
-      std::fprintf(stderr, "gpu_opt: tensor-core prefill not possible (%s); using the simple prefill\n", why.c_str());
-      tc_prefill_ = false;
-    }
-  }
-
-  prefill::GemmParams GemmArgs(const __half* A, int64_t lda, const __half* W, int64_t ldw, void* C, int64_t ldc, int M,
-                               int N, int K, prefill::Epilogue epi, bool c_f32) const {
-    prefill::GemmParams p;
-    p.A = A;
-    p.lda = lda;
-    p.W = W;
-    p.ldw = ldw;
-    p.C = C;
-    p.ldc = ldc;
-    p.M = M;
-    p.N = N;
-    p.K = K;
-    p.epilogue = epi;
-    p.c_f32 = c_f32;
-    return p;
-  }
-
-  int GemmVersionFor(const prefill::GemmParams& p) const {
-    if (gemm_version_ > 0 && !prefill::GemmUnsupported(gemm_version_, p)) return gemm_version_;
-    return prefill::GemmBestVersion(p);
-  }
-
-  // Throws std::invalid_argument (from the lab, before launching) when p breaks a precondition;
-  // DeviceError when the launch fails.
-  void TcGemm(const char* what, const prefill::GemmParams& p) {
-    cuda::Check(prefill::GemmVersion(GemmVersionFor(p), p, stream_), what, __FILE__, __LINE__);
-  }
-
-  // The layer GEMMs of one chunk of B rows (layer l's weights).
-  prefill::GemmParams QkvGemm(int64_t l, int B) const {
-    const ModelConfig& c = cfg_;
-    const int n_qkv = int(c.q_dim() + 2 * c.kv_dim());
-    return GemmArgs(txh_, c.dim, layers_[l].wqkv, c.dim, tqkv_, n_qkv, B, n_qkv, int(c.dim), prefill::Epilogue::kNone,
-                    true);
-  }
-  prefill::GemmParams OGemm(int64_t l, int B) const {
-    const ModelConfig& c = cfg_;
-    return GemmArgs(tatt16_, c.q_dim(), layers_[l].wo, c.q_dim(), tdelta_, c.dim, B, int(c.dim), int(c.q_dim()),
-                    prefill::Epilogue::kNone, true);
-  }
-  prefill::GemmParams GateUpGemm(int64_t l, int B) const {
-    const ModelConfig& c = cfg_;
-    return GemmArgs(txh_, c.dim, layers_[l].wgu, c.dim, tact16_, c.hidden_dim, B, int(2 * c.hidden_dim), int(c.dim),
-                    prefill::Epilogue::kSwiGLU, false);
-  }
-  prefill::GemmParams DownGemm(int64_t l, int B) const {
-    const ModelConfig& c = cfg_;
-    return GemmArgs(tact16_, c.hidden_dim, layers_[l].wdown, c.hidden_dim, tdelta_, c.dim, B, int(c.dim),
-                    int(c.hidden_dim), prefill::Epilogue::kNone, true);
-  }
-  prefill::GemmParams LmGemm(const __half* A, float* C, int rows) const {
-    const ModelConfig& c = cfg_;
-    return GemmArgs(A, c.dim, lm_head_, c.dim, C, c.vocab_size, rows, int(c.vocab_size), int(c.dim),
-                    prefill::Epilogue::kNone, true);
-  }
-
-  prefill::AttentionParams AttnArgs(int64_t l, int B, int64_t pos) const {
-    const ModelConfig& c = cfg_;
-    prefill::AttentionParams a;
-    a.Q = tq16_;
-    a.q_pos_stride = c.q_dim();
-    a.K = k_cache_ + size_t(l) * max_context_ * c.kv_dim();
-    a.V = v_cache_ + size_t(l) * max_context_ * c.kv_dim();
-    a.kv_pos_stride = c.kv_dim();  // cache [max_ctx, n_kv_heads, head_dim] per layer
-    a.kv_head_stride = c.head_dim;
-    a.O = tatt16_;
-    a.o_pos_stride = c.q_dim();
-    a.n = B;
-    a.pos = int(pos);
-    a.n_heads = int(c.n_heads);
-    a.n_kv_heads = int(c.n_kv_heads);
-    a.head_dim = int(c.head_dim);
-    a.scale = 0.f;  // 1/sqrt(head_dim)
-    return a;
-  }
-
-  // At creation (after the weights are up): prints the plan with LAB_GPU_VERBOSE, and checks the GEMM
-  // preconditions on a full chunk so that a problem shows now rather than in the first prefill.
-  void PlanTcPrefill() {
-    const int C = int(tc_chunk_);
-    const prefill::GemmParams ps[5] = {QkvGemm(0, C), OGemm(0, C), GateUpGemm(0, C), DownGemm(0, C),
-                                       LmGemm(txh_, logits_, kTcLogitsRows)};
-    const char* names[5] = {"qkv", "o_proj", "gate_up", "down", "lm_head(all)"};
-    std::string line;
-    for (int i = 0; i < 5; ++i) {
-      const int v = GemmVersionFor(ps[i]);
-      if (const char* why = prefill::GemmUnsupported(v, ps[i])) {
-        std::fprintf(stderr, "gpu_opt: tensor-core prefill not possible (%s GEMM: %s); using the simple prefill\n",
-                     names[i], why);
-        tc_prefill_ = false;
-        return;
-      }
-      line += std::string(" ") + names[i] + "=v" + std::to_string(v);
-    }
-    if (verbose_)
-      std::fprintf(stderr, "gpu_opt: tensor-core prefill, chunk %lld tokens, attention %s, GEMM versions at M=%d:%s\n",
-                   static_cast<long long>(tc_chunk_), attn_unfused_ ? "unfused" : "flash", C, line.c_str());
-  }
-
-  // x += d (d may be nullptr), then h = fp16(RMSNorm(x) * w) (h may be nullptr: add only); lo as in
-  // AddRmsNormHalfKernel.
-  void AddNorm(const float* d, const float* w, __half* h, __half* lo, int B) {
-    gpu::AddRmsNormHalfKernel<<<B, 256, 0, stream_>>>(tx_, d, w, h, lo, int(cfg_.dim), float(cfg_.rms_norm_eps));
-    LAB_CUDA_LAUNCH_CHECK("AddRmsNormHalfKernel");
-  }
-
-  // The unfused baseline's workspace (S fp32 + P fp16 for one head, packed K and V^T): allocated on the
-  // first prefill that needs it, grown when a later one needs more, freed with the engine.
-  void EnsureUnfusedWorkspace(int64_t n, int64_t pos) {
-    size_t need = 0;
-    for (int64_t done = 0; done < n; done += tc_chunk_) {
-      const int B = int(std::min<int64_t>(tc_chunk_, n - done));
-      need = std::max(need, prefill::AttentionUnfusedWorkspaceBytes(AttnArgs(0, B, pos + done)));
-    }
-    if (need <= unfused_ws_bytes_) return;
-    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    if (unfused_ws_) LAB_CUDA_CHECK(cudaFree(unfused_ws_));
-    unfused_ws_ = nullptr;
-    unfused_ws_bytes_ = 0;
-    const cudaError_t e = cudaMalloc(&unfused_ws_, need);
-    if (e != cudaSuccess) {
-      cudaGetLastError();  // clear (out of memory is not sticky)
-      unfused_ws_ = nullptr;
-      throw DeviceError("gpu_opt: LAB_GPU_ATTN=unfused needs a workspace of " + cuda::GiB(need) + " for " +
-                        std::to_string(tc_chunk_) + "-token chunks up to position " + std::to_string(pos + n) + ": " +
-                        cudaGetErrorString(e));
-    }
-    unfused_ws_bytes_ = need;
-  }
-
-  void ForwardTc(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) {
-    const int64_t vocab = cfg_.vocab_size, dim = cfg_.dim;
-    if (attn_unfused_) EnsureUnfusedWorkspace(n, pos);
-    // Every token id of the call at once (pageable source: returns once staged; stream-ordered).
-    LAB_CUDA_CHECK(cudaMemcpyAsync(ttokens_, tokens, size_t(n) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-    for (int64_t done = 0; done < n; done += tc_chunk_) {
-      const int B = int(std::min<int64_t>(tc_chunk_, n - done));
-      const bool last_chunk = done + B == n;
-      Mark(-1);
-      PrefillChunkTc(B, pos + done, ttokens_ + done, all_logits);
-      if (all_logits) {
-        for (int r0 = 0; r0 < B; r0 += kTcLogitsRows) {
-          const int rows = std::min(kTcLogitsRows, B - r0);
-          float* lo_logits = logits_ + size_t(kTcLogitsRows) * vocab;
-          TcGemm("lm_head GEMM (hi)", LmGemm(txh_ + size_t(r0) * dim, logits_, rows));
-          TcGemm("lm_head GEMM (lo)", LmGemm(txl_ + size_t(r0) * dim, lo_logits, rows));
-          const size_t cnt = size_t(rows) * vocab;
-          gpu::AddInPlaceKernel<<<unsigned(std::min<size_t>((cnt + 255) / 256, 4096)), 256, 0, stream_>>>(logits_,
-                                                                                                     lo_logits, cnt);
-          LAB_CUDA_LAUNCH_CHECK("AddInPlaceKernel");
-          // Pageable destination: returns after the copy, so logits_ is free for the next rows.
-          LAB_CUDA_CHECK(cudaMemcpyAsync(logits + (done + r0) * vocab, logits_, cnt * sizeof(float),
-                                         cudaMemcpyDeviceToHost, stream_));
-          Mark(kPhLogits);
-        }
-      } else if (last_chunk) {
-        Matvec(kLm, tx_ + size_t(B - 1) * dim, false);  // final RMSNorm fused, fp32 input
-        Mark(kPhLogits);
-        LAB_CUDA_CHECK(cudaMemcpyAsync(logits, logits_, size_t(vocab) * 4, cudaMemcpyDeviceToHost, stream_));
-      }
-      if (profile_) {
-        LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-        ProfileCollect();
-      }
-    }
-    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  }
-
-  void PrefillChunkTc(int B, int64_t pos, const int* d_tokens, bool all_logits) {
-    const ModelConfig& c = cfg_;
-    const int dim = int(c.dim);
-    gpu::EmbedKernel<<<B, 256, 0, stream_>>>(tx_, embed_, d_tokens, dim);
-    LAB_CUDA_LAUNCH_CHECK("EmbedKernel");
-    AddNorm(nullptr, layers_[0].attn_norm, txh_, nullptr, B);
-    Mark(kPhEmbedNorm);
-    const int n_units = int((c.n_heads + 2 * c.n_kv_heads) * (c.head_dim / 2));
-    const int64_t rope_threads = int64_t(B) * n_units;
-    for (int64_t l = 0; l < c.n_layers; ++l) {
-      const DeviceLayer& L = layers_[l];
-      TcGemm("qkv GEMM", QkvGemm(l, B));
-      Mark(kPhQkv);
-      gpu::RopeQkvHalfKernel<<<unsigned((rope_threads + 255) / 256), 256, 0, stream_>>>(tqkv_, tq16_, QkvOutFor(l), B,
-                                                                                       int(pos));
-      LAB_CUDA_LAUNCH_CHECK("RopeQkvHalfKernel");
-      Mark(kPhRope);
-      const prefill::AttentionParams a = AttnArgs(l, B, pos);
-      if (attn_unfused_) {
-        cuda::Check(prefill::AttentionUnfused(a, unfused_ws_, stream_), "AttentionUnfused", __FILE__, __LINE__);
-      } else {
-        cuda::Check(prefill::FlashAttention(a, stream_), "FlashAttention", __FILE__, __LINE__);
-      }
-      Mark(kPhAttn);
-      TcGemm("o_proj GEMM", OGemm(l, B));
-      Mark(kPhO);
-      AddNorm(tdelta_, L.ffn_norm, txh_, nullptr, B);
-      Mark(kPhEmbedNorm);
-      TcGemm("gate_up GEMM (SwiGLU)", GateUpGemm(l, B));
-      Mark(kPhGateUp);
-      TcGemm("down GEMM", DownGemm(l, B));
-      Mark(kPhDown);
-      if (l + 1 < c.n_layers) {
-        AddNorm(tdelta_, layers_[l + 1].attn_norm, txh_, nullptr, B);
-      } else if (all_logits) {
-        AddNorm(tdelta_, final_norm_, txh_, txl_, B);  // final norm, hi + lo halves for the lm_head GEMMs
-      } else {
-        AddNorm(tdelta_, nullptr, nullptr, nullptr, B);  // residual only: the lm_head matvec normalizes
-      }
-      Mark(kPhEmbedNorm);
-    }
-  }
-
-  // ---- LAB_GPU_PREFILL_PROFILE: device time between consecutive marks, summed per step ----
-  void ProfileBegin() {
-    if (!profile_) return;
-    prof_used_ = 0;
-    prof_phase_.clear();
-    for (double& m : prof_ms_) m = 0;
-  }
-  // Records an event; the time since the previous mark is charged to `phase` (-1: a chunk's start).
-  void Mark(int phase) {
-    if (!profile_) return;
-    if (prof_used_ == prof_events_.size()) {
-      cudaEvent_t e = nullptr;
-      LAB_CUDA_CHECK(cudaEventCreate(&e));
-      prof_events_.push_back(e);
-    }
-    LAB_CUDA_CHECK(cudaEventRecord(prof_events_[prof_used_++], stream_));
-    prof_phase_.push_back(phase);
-  }
-  // After a synchronization: adds up the recorded intervals and frees the events for reuse.
-  void ProfileCollect() {
-    if (!profile_) return;
-    for (size_t i = 1; i < prof_used_; ++i) {
-      if (prof_phase_[i] < 0) continue;
+// Tile choice on the real decode step (LAB_GPU_TUNE=graph, for models of 256 MB of weights or more;
+// off by default: on the H200 it found nothing faster than AutoTune's choices, README "Decode
+// tuning"): AutoTune times each matvec alone, launched back to back without PDL, but in the
+// step a kernel's speed also depends on its neighbours (how many of its blocks fit beside the
+// previous kernel's tail and the attention blocks, how much of its weight stream starts before the
+// PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up and down in turn
+// tries every tile with the others fixed, timing replays of the whole captured step at position
+// kGraphTunePos (or the last position of a shorter context), and keeps the fastest.
+// The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
+// written by the prefill and decode steps before it, so nothing the replays leave is ever read.
+void GpuOptEngine::GraphTune() {
+  const int tune_pos = int(std::min<int64_t>(max_context_ - 1, kGraphTunePos));
+  int* hi = h_ints_.as<int>();
+  hi[0] = tune_pos;
+  hi[1] = 0;
+  LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
+  LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  auto time_step = [&]() -> float {  // device ms per replay of the step (median of 3 x 4); < 0 on failure
+    cudaGraphExec_t exec = BuildGraph(use_pdl_, nullptr);
+    if (!exec) return -1.f;
+    std::vector<float> t;
+    cudaError_t err = cudaGraphLaunch(exec, stream_);  // warm-up
+    for (int r = 0; r < 3 && err == cudaSuccess; ++r) {
+      err = cudaEventRecord(ev_start_, stream_);
+      for (int i = 0; i < 4 && err == cudaSuccess; ++i) err = cudaGraphLaunch(exec, stream_);
+      if (err == cudaSuccess) err = cudaEventRecord(ev_stop_, stream_);
+      if (err == cudaSuccess) err = cudaEventSynchronize(ev_stop_);
       float ms = 0.f;
-      LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, prof_events_[i - 1], prof_events_[i]));
-      prof_ms_[prof_phase_[i]] += ms;
+      if (err == cudaSuccess) err = cudaEventElapsedTime(&ms, ev_start_, ev_stop_);
+      t.push_back(ms / 4);
     }
-    prof_used_ = 0;
-    prof_phase_.clear();
-  }
-  void ProfileReport(int64_t n, const char* path) {
-    if (!profile_) return;
-    double total = 0;
-    for (double m : prof_ms_) total += m;
+    cudaGraphExecDestroy(exec);
+    cuda::Check(err, "decode graph replay (tuning)", __FILE__, __LINE__);
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  };
+  const auto& cfgs = Configs();
+  float best = time_step();
+  if (best < 0) return;  // no graph: the plain launches keep AutoTune's choices
+  if (verbose_)
+    std::fprintf(stderr, "gpu_opt: graph tune at position %d, AutoTune's choices: %.4f ms per step\n", tune_pos, best);
+  for (Kind k : {kO, kQkv, kGateUp, kDown}) {
+    const int keep = config_[k];
+    int best_ci = keep;
     std::string line;
-    for (int i = 0; i < kNumPhases; ++i) {
+    for (int ci = 0; ci < int(cfgs.size()); ++ci) {
+      if (ci == keep) continue;
+      config_[k] = ci;
+      const float ms = time_step();
       char buf[64];
-      std::snprintf(buf, sizeof(buf), " %s %.3f", kPhaseNames[i], prof_ms_[i]);
+      std::snprintf(buf, sizeof(buf), " %s=%.4f", cfgs[ci].name, ms);
+      line += buf;
+      if (ms > 0.f && ms < best) {
+        best = ms;
+        best_ci = ci;
+      }
+    }
+    config_[k] = best_ci;
+    if (verbose_)
+      std::fprintf(stderr, "  %-8s keeps %s (%.4f ms):%s\n", kKindNames[k], cfgs[best_ci].name, best, line.c_str());
+  }
+  LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// ---- matvec dispatch ----
+MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, const int* pos) const {
+  const ModelConfig& c = cfg_;
+  MatvecParams p = {};
+  p.eps = float(c.rms_norm_eps);
+  p.x = x;
+  p.pos = pos;
+  p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
+  const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
+  switch (kind) {
+    case kQkv:
+      p.W = L->wqkv;
+      p.M = int(c.q_dim() + 2 * c.kv_dim());
+      p.K = int(c.dim);
+      p.n_units = p.M / 2;
+      p.norm_w = L->attn_norm;
+      p.qkv = QkvOutFor(layer);
+      break;
+    case kO:
+      p.W = L->wo;
+      p.M = int(c.dim);
+      p.K = int(c.q_dim());
+      p.n_units = (p.M + 1) / 2;
+      p.out = x_;
+      break;
+    case kGateUp:
+      p.W = L->wgu;
+      p.M = int(2 * c.hidden_dim);
+      p.K = int(c.dim);
+      p.n_units = int(c.hidden_dim);
+      p.H = int(c.hidden_dim);
+      p.norm_w = L->ffn_norm;
+      p.out = h_;
+      break;
+    case kDown:
+      p.W = L->wdown;
+      p.M = int(c.dim);
+      p.K = int(c.hidden_dim);
+      p.n_units = (p.M + 1) / 2;
+      p.out = x_;
+      break;
+    case kLm:
+      p.W = lm_head_;
+      p.M = int(c.vocab_size);
+      p.K = int(c.dim);
+      p.n_units = (p.M + 1) / 2;
+      p.norm_w = final_norm_;
+      p.out = logits_;
+      break;
+    default:
+      break;
+  }
+  return p;
+}
+
+int GpuOptEngine::EpiOf(Kind k) {
+  switch (k) {
+    case kQkv: return gpu::kEpiQkv;
+    case kGateUp: return gpu::kEpiGateUp;
+    case kO:
+    case kDown: return gpu::kEpiResid;
+    default: return gpu::kEpiStore;
+  }
+}
+
+void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
+  const int per_block = mc.warps * mc.upw;
+  const unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
+  Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), gpu::MatvecSmemBytes(p.K), stream_, pdl,
+         "DecodeMatvecKernel", p);
+}
+
+void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos) {
+  LaunchMatvec(Configs()[config_[kind]], EpiOf(kind), Params(kind, x, layer, pos), pdl);
+}
+
+gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {
+  const ModelConfig& c = cfg_;
+  gpu::QkvOut o;
+  o.q = q_;
+  o.k_cache = LayerK(layer);
+  o.v_cache = LayerV(layer);
+  o.rope_cos = rope_cos_;
+  o.rope_sin = rope_sin_;
+  o.hd = int(c.head_dim);
+  o.n_heads = int(c.n_heads);
+  o.n_kv = int(c.n_kv_heads);
+  o.q_scale = float(1.4426950408889634 / std::sqrt(double(c.head_dim)));
+  return o;
+}
+
+// Decode (B = 1, the graph) uses attn_fn_ (V2 by default); the simple prefill attn_prefill_fn_ (V1).
+void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const int* pos, bool prefill) {
+  const ModelConfig& c = cfg_;
+  gpu::AttnParams a;
+  a.q = q_;
+  a.k_cache = LayerK(layer);
+  a.v_cache = LayerV(layer);
+  a.out = att_;
+  a.part_acc = part_acc_;
+  a.part_ml = part_ml_;
+  a.counters = counters_;
+  a.pos = pos;
+  a.n_heads = int(c.n_heads);
+  a.n_kv = int(c.n_kv_heads);
+  a.skip_idle = attn_skip_idle_;
+  a.min_chunk = prefill ? 32 : attn_min_chunk_;
+  Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
+         dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0,
+         stream_, pdl, "AttentionKernel", a);
+}
+
+// Times every configuration for every kind of matvec on the real weights (outputs go to scratch
+// buffers where they would otherwise change state) and keeps the fastest.
+void GpuOptEngine::AutoTune() {
+  const auto& cfgs = Configs();
+  if (const char* s = std::getenv("LAB_GPU_MATVEC_CONFIG")) {
+    const int i = std::atoi(s);
+    if (i < 0 || i >= int(cfgs.size())) throw InputError("LAB_GPU_MATVEC_CONFIG out of range");
+    for (int& k : config_) k = i;
+    return;
+  }
+  if (verbose_)
+    std::fprintf(stderr, "gpu_opt: matvec auto-tune on %s (GB/s of weight bytes, median of 5 batches)\n", prop_.name);
+  for (int kind = 0; kind < kNumKinds; ++kind) {
+    // Batches of back-to-back launches (as in the decode stream), so a launch's fixed latency does not
+    // swamp the difference between configurations; each launch of a batch reads another layer's
+    // weights, so that a matrix smaller than L2 is not served from L2 by the previous launch.
+    const int batch = kind == kLm ? 2 : 10;
+    std::vector<MatvecParams> ps;
+    for (int b = 0; b < batch; ++b) {
+      MatvecParams p = Params(Kind(kind), kind == kDown ? h_ : (kind == kO ? att_ : xb_),
+                              kind == kLm ? -1 : (cfg_.n_layers / 2 + b) % cfg_.n_layers, ints_);
+      if (kind == kO || kind == kDown) p.out = scratch_;
+      ps.push_back(p);
+    }
+    const MatvecParams& p = ps[0];
+    const double bytes = double(p.M) * p.K * 2;
+    float best = 1e30f;
+    std::string line;
+    for (size_t ci = 0; ci < cfgs.size(); ++ci) {
+      LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), p, false);  // warm-up
+      std::vector<float> t;
+      for (int r = 0; r < 5; ++r) {
+        LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
+        for (int b = 0; b < batch; ++b) LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), ps[b], false);
+        LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
+        LAB_CUDA_CHECK(cudaEventSynchronize(ev_stop_));
+        float ms = 0.f;
+        LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
+        t.push_back(ms / batch);
+      }
+      std::sort(t.begin(), t.end());
+      const float med = t[t.size() / 2];
+      if (med < best) {
+        best = med;
+        config_[kind] = int(ci);
+      }
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), " %s=%.0f", cfgs[ci].name, bytes / (med * 1e-3) / 1e9);
       line += buf;
     }
-    std::fprintf(stderr, "gpu_opt prefill profile: %lld tokens, %s path%s, chunk %lld, device ms %.3f:%s\n",
-                 static_cast<long long>(n), path,
-                 std::string(path) == "simple" ? "" : (attn_unfused_ ? " (unfused attention)" : " (flash attention)"),
-                 static_cast<long long>(std::string(path) == "simple" ? kPrefillChunk : tc_chunk_), total, line.c_str());
+    if (verbose_)
+      std::fprintf(stderr, "  %-8s M=%-6d K=%-6d best %s%s\n", kKindNames[kind], p.M, p.K, cfgs[config_[kind]].name,
+                   line.c_str());
   }
+  LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
 
-  cudaDeviceProp prop_;
-  bool use_graph_ = true, use_pdl_ = true, l2_prefetch_all_ = false, l2_prefetch_o_ = false, verbose_ = false;
-  // Prefill selection (ReadPrefillEnv) and the tensor-core path's buffers (sized for tc_chunk_ rows).
-  bool tc_prefill_ = true, attn_unfused_ = false, profile_ = false;
-  int64_t tc_chunk_ = kTcChunkDefault;
-  int gemm_version_ = 0;  // 0: the lab's fastest applicable version
-  float *tx_ = nullptr, *tdelta_ = nullptr, *tqkv_ = nullptr;
-  __half *txh_ = nullptr, *txl_ = nullptr, *tq16_ = nullptr, *tatt16_ = nullptr, *tact16_ = nullptr;
-  int* ttokens_ = nullptr;
-  void* unfused_ws_ = nullptr;
-  size_t unfused_ws_bytes_ = 0;
-  std::vector<cudaEvent_t> prof_events_;
-  std::vector<int> prof_phase_;
-  size_t prof_used_ = 0;
-  double prof_ms_[kNumPhases] = {};
-  cudaStream_t stream_ = nullptr;
-  cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
-  cudaGraphExec_t graph_exec_ = nullptr;
-  // Greedy generation (GenerateImpl): graphs of 1 and kGenSteps steps; best_, gen_pos_, tok_log_ in gen_mem_.
-  cudaGraphExec_t gen_exec_[2] = {nullptr, nullptr};
-  void* gen_mem_ = nullptr;
-  unsigned long long* best_ = nullptr;
-  int *gen_pos_ = nullptr, *tok_log_ = nullptr;
-  const int* step_pos_ = nullptr;  // the position the kernels being enqueued read (ints_ but in generation graphs)
-  cuda::PinnedBuffer h_iota_, h_gen_;
-  cuda::DeviceArena arena_;
-  cuda::PinnedBuffer h_ints_, h_logits_;
-  AttnFn attn_fn_ = nullptr, attn_prefill_fn_ = nullptr;
-  bool decode_attn_v2_ = true, graph_tune_ = false, logits_mapped_ = true;
-  float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
-  int attn_splits_ = gpu::kAttnMaxSplitsV2;
-  int attn_warps_ = gpu::kAttnWarps;
-  int attn_min_chunk_ = 16;  // fewest keys per decode attention split (LAB_GPU_ATTN_MIN_CHUNK)
-  int attn_skip_idle_ = 1;  // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)  // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)  // decode attention grid: kv heads x attn_splits_
-  std::array<int, kNumKinds> config_ = {};
-  double last_decode_device_ms_ = -1;
-
-  __half *embed_ = nullptr, *lm_head_ = nullptr;
-  float* final_norm_ = nullptr;
-  std::vector<DeviceLayer> layers_;
-  __half *k_cache_ = nullptr, *v_cache_ = nullptr;
-  float *x_, *xb_, *qkv_, *q_, *att_, *gu_, *h_, *logits_, *part_acc_, *scratch_, *rope_cos_, *rope_sin_;
-  float2* part_ml_;
-  unsigned* counters_;
-  int* ints_;
-};
-
-}  // namespace
+}  // namespace gpu_opt
 
 std::unique_ptr<Engine> MakeGpuOptEngine(const std::string& model_dir, int64_t max_context) {
   OpenedModel m = OpenModel(model_dir);
@@ -1328,11 +780,11 @@ std::unique_ptr<Engine> MakeGpuOptEngine(const std::string& model_dir, int64_t m
         " is not supported (1..8 query heads per kv head)");
   if (cfg.dim % 8 || cfg.hidden_dim % 8 || cfg.q_dim() % 8)
     bad("dim, hidden_dim and n_heads*head_dim must be multiples of 8 (16-byte weight loads)");
-  return std::make_unique<GpuOptEngine>(cfg, file, max_context);
+  return std::make_unique<gpu_opt::GpuOptEngine>(cfg, file, max_context);
 }
 
 double GpuOptLastDecodeDeviceMs(const Engine& e) {
-  const auto* g = dynamic_cast<const GpuOptEngine*>(&e);
+  const auto* g = dynamic_cast<const gpu_opt::GpuOptEngine*>(&e);
   return g ? g->last_decode_device_ms() : -1.0;
 }
 

@@ -70,20 +70,26 @@ static __global__ void EmbedArgmaxKernel(float* __restrict__ x, const __half* __
   EmbedRow(x, embed, sm_tok, 0, dim);
 }
 
+// The sum of v over the block's threads, returned to every thread. blockDim.x a multiple of 32, at most
+// 1024; every thread of the block must call it (one barrier).
+__device__ __forceinline__ float BlockSum(float v) {
+  __shared__ float red[32];
+  v = WarpSum(v);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float tot = 0.f;
+  for (int i = 0; i < int(blockDim.x >> 5); ++i) tot += red[i];
+  return tot;
+}
+
 // out[t, :] = x[t, :] / rms(x[t, :]) * w. One block (256 threads) per row.
 static __global__ void RmsNormRowsKernel(float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ w,
                                   int dim, float eps) {
-  __shared__ float red[32];
   const int t = blockIdx.x;
   const float* xt = x + size_t(t) * dim;
   float ss = 0.f;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xt[i] * xt[i];
-  ss = WarpSum(ss);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  float tot = 0.f;
-  for (int i = 0; i < int(blockDim.x >> 5); ++i) tot += red[i];
-  const float scale = 1.f / sqrtf(tot / dim + eps);
+  const float scale = 1.f / sqrtf(BlockSum(ss) / dim + eps);
   for (int i = threadIdx.x; i < dim; i += blockDim.x) out[size_t(t) * dim + i] = w[i] * (xt[i] * scale);
 }
 
@@ -185,7 +191,6 @@ static __global__ void SwiGluRowsKernel(float* __restrict__ h, const float* __re
 static __global__ void __launch_bounds__(256) AddRmsNormHalfKernel(float* __restrict__ x, const float* __restrict__ d,
                                                                    const float* __restrict__ w, __half* __restrict__ hi,
                                                                    __half* __restrict__ lo, int dim, float eps) {
-  __shared__ float red[32];
   const int t = blockIdx.x, n4 = dim >> 2;
   float4* x4 = reinterpret_cast<float4*>(x + size_t(t) * dim);
   const float4* d4 = d ? reinterpret_cast<const float4*>(d + size_t(t) * dim) : nullptr;
@@ -202,13 +207,8 @@ static __global__ void __launch_bounds__(256) AddRmsNormHalfKernel(float* __rest
     }
     ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
   }
-  if (!hi) return;  // residual add only (no __syncthreads below is reached by any thread)
-  ss = WarpSum(ss);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  float tot = 0.f;
-  for (int i = 0; i < int(blockDim.x >> 5); ++i) tot += red[i];
-  const float scale = 1.f / sqrtf(tot / dim + eps);
+  if (!hi) return;  // residual add only (the whole block returns: BlockSum's barrier is reached by none)
+  const float scale = 1.f / sqrtf(BlockSum(ss) / dim + eps);
   const float4* w4 = reinterpret_cast<const float4*>(w);
   for (int i = threadIdx.x; i < n4; i += blockDim.x) {
     const float4 v = x4[i], g = w4[i];  // x4[i]: this thread's own store above

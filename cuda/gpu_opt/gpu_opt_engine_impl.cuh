@@ -1,0 +1,180 @@
+// The gpu_opt engine class, shared by its two translation units (not a public header: the interface is
+// MakeGpuOptEngine in gpu_opt_engine.h):
+//   gpu_opt_engine.cu   creation (device memory plan, weight upload, knobs), the decode step and its
+//                       CUDA graphs, greedy generation on the device, matvec tile tuning — the lesson;
+//   gpu_opt_prefill.cu  prefill: the tensor-core path (default), the simple one, and their profiling.
+// Members are grouped by the file that owns them; a member set in one file and read in the other says so.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cc/core/config.h"
+#include "cc/core/engine.h"
+#include "cc/core/model_file.h"
+#include "cuda/common/cuda_check.h"
+#include "cuda/gpu_opt/kernels.cuh"
+#include "cuda/prefill/prefill.h"
+
+namespace lab {
+namespace gpu_opt {
+
+using gpu::MatvecParams;
+
+constexpr int kPrefillChunk = 256;         // simple prefill: prompt tokens per batched pass (and logits_ rows)
+constexpr int kPrefillSplits = 8;          // simple prefill: attention key splits per (token, kv head)
+constexpr int64_t kTcChunkDefault = 2048;  // tensor-core prefill: tokens per chunk (LAB_GPU_PREFILL_CHUNK)
+// Greedy generation (GenerateImpl): decode steps per captured graph. Within a graph the steps follow
+// each other with programmatic dependent launch like the kernels of one step; the graph boundary (one
+// per kGenSteps tokens) costs a few microseconds.
+constexpr int kGenSteps = 8;
+
+// Steps of a prefill, for LAB_GPU_PREFILL_PROFILE.
+enum Phase { kPhEmbedNorm = 0, kPhQkv, kPhRope, kPhAttn, kPhO, kPhGateUp, kPhDown, kPhLogits, kNumPhases };
+
+// An environment flag: unset or empty -> dflt; "0", "n...", "f..." -> false; anything else -> true.
+inline bool EnvFlag(const char* name, bool dflt) {
+  const char* s = std::getenv(name);
+  if (!s || !*s) return dflt;
+  return !(s[0] == '0' || s[0] == 'n' || s[0] == 'N' || s[0] == 'f' || s[0] == 'F');
+}
+
+// A matvec tile: (warps per block, units of 2 rows per warp, 16-byte loads per row per batch), one
+// kernel instantiation per epilogue. The list is Configs() in gpu_opt_engine.cu.
+using MatvecFn = void (*)(const MatvecParams);
+struct MatvecConfig {
+  const char* name;
+  int warps, upw;
+  MatvecFn fn[4];  // by epilogue
+};
+const std::vector<MatvecConfig>& Configs();
+
+using AttnFn = void (*)(const gpu::AttnParams);
+
+struct DeviceLayer {
+  float *attn_norm, *ffn_norm;
+  __half *wqkv, *wo, *wgu, *wdown;
+};
+
+enum Kind { kQkv = 0, kO, kGateUp, kDown, kLm, kNumKinds };
+
+class GpuOptEngine : public Engine {
+ public:
+  GpuOptEngine(const ModelConfig& cfg, const ModelFile& file, int64_t max_context) : Engine(cfg, max_context) {
+    try {
+      Init(file);
+    } catch (...) {
+      Release();  // no destructor runs for a half-built object
+      throw;
+    }
+  }
+  ~GpuOptEngine() override { Release(); }
+
+  std::string name() const override { return "gpu_opt"; }
+  double last_decode_device_ms() const { return last_decode_device_ms_; }
+
+ protected:
+  // n == 1 without all logits: DecodeStep; otherwise the prefill (gpu_opt_prefill.cu).
+  void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) override;
+  void GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* out) override;
+
+ private:
+  // ---- gpu_opt_engine.cu: creation, decode ----
+  void Release();
+  void Init(const ModelFile& file);
+  void DecodeStep(int32_t token, int64_t pos, float* logits);
+  void EnqueueDecode(bool pdl, int gen_step = -1);
+  cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0);
+  void CaptureGraph();
+  void GraphTune();
+  void AutoTune();
+  // `pos`: the device int the kernels read the token's position from (ints_, or a generation slot).
+  MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos) const;
+  static int EpiOf(Kind k);
+  void LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
+  void Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos);
+  void Attention(int B, int splits, int64_t layer, bool pdl, const int* pos, bool prefill = false);
+  // Layer l's K / V cache, [max_context, kv_dim] fp16 rows.
+  __half* LayerK(int64_t l) const { return k_cache_ + size_t(l) * max_context_ * cfg_.kv_dim(); }
+  __half* LayerV(int64_t l) const { return v_cache_ + size_t(l) * max_context_ * cfg_.kv_dim(); }
+  gpu::QkvOut QkvOutFor(int64_t layer) const;
+
+  // ---- gpu_opt_prefill.cu: prefill ----
+  void ReadPrefillEnv();  // called by Init
+  void PlanTcPrefill();   // called by Init after the upload
+  void ForwardSimple(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits);
+  void Gemm(float* C, const float* A, const __half* W, int B, int N, int K, bool accumulate);
+  void RmsNormRows(float* out, const float* x, const float* w, int B);
+  void PrefillChunk(int B);
+  int GemmVersionFor(const prefill::GemmParams& p) const;
+  void TcGemm(const char* what, const prefill::GemmParams& p);
+  prefill::GemmParams QkvGemm(int64_t l, int B) const;
+  prefill::GemmParams OGemm(int64_t l, int B) const;
+  prefill::GemmParams GateUpGemm(int64_t l, int B) const;
+  prefill::GemmParams DownGemm(int64_t l, int B) const;
+  prefill::GemmParams LmGemm(const __half* A, float* C, int rows) const;
+  prefill::AttentionParams AttnArgs(int64_t l, int B, int64_t pos) const;
+  void AddNorm(const float* d, const float* w, __half* h, __half* lo, int B);
+  void EnsureUnfusedWorkspace(int64_t n, int64_t pos);
+  void ForwardTc(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits);
+  void PrefillChunkTc(int B, int64_t pos, const int* d_tokens, bool all_logits);
+  void ProfileBegin();
+  void Mark(int phase);
+  void ProfileCollect();
+  void ProfileReport(int64_t n, const char* path);
+
+  // ---- state: device, model, decode (gpu_opt_engine.cu) ----
+  cudaDeviceProp prop_;
+  bool use_graph_ = true, use_pdl_ = true, l2_prefetch_all_ = false, l2_prefetch_o_ = false, verbose_ = false;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
+  cudaGraphExec_t graph_exec_ = nullptr;
+  // Greedy generation (GenerateImpl): graphs of 1 and kGenSteps steps; best_, gen_pos_, tok_log_ in gen_mem_.
+  cudaGraphExec_t gen_exec_[2] = {nullptr, nullptr};
+  void* gen_mem_ = nullptr;
+  unsigned long long* best_ = nullptr;
+  int *gen_pos_ = nullptr, *tok_log_ = nullptr;
+  cuda::PinnedBuffer h_iota_, h_gen_;
+  cuda::DeviceArena arena_;
+  cuda::PinnedBuffer h_ints_, h_logits_;
+  AttnFn attn_fn_ = nullptr, attn_prefill_fn_ = nullptr;  // decode (V2 by default); the simple prefill's (V1)
+  bool decode_attn_v2_ = true, graph_tune_ = false, logits_mapped_ = true;
+  float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
+  int attn_splits_ = gpu::kAttnMaxSplitsV2;  // decode attention grid: kv heads x attn_splits_
+  int attn_warps_ = gpu::kAttnWarps;         // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)
+  int attn_min_chunk_ = 16;                  // fewest keys per decode attention split (LAB_GPU_ATTN_MIN_CHUNK)
+  int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
+  std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
+  double last_decode_device_ms_ = -1;
+
+  __half *embed_ = nullptr, *lm_head_ = nullptr;
+  float* final_norm_ = nullptr;
+  std::vector<DeviceLayer> layers_;
+  __half *k_cache_ = nullptr, *v_cache_ = nullptr;
+  // Activations, sized for kPrefillChunk tokens (the simple prefill uses them batched, decode row 0).
+  float *x_, *xb_, *qkv_, *q_, *att_, *gu_, *h_, *logits_, *part_acc_, *scratch_, *rope_cos_, *rope_sin_;
+  float2* part_ml_;
+  unsigned* counters_;
+  int* ints_;  // [0] = position, [1..] = tokens
+
+  // ---- state: prefill (gpu_opt_prefill.cu; the tensor-core buffers are planned and allocated by Init) ----
+  bool tc_prefill_ = true, attn_unfused_ = false, profile_ = false;
+  int64_t tc_chunk_ = kTcChunkDefault;
+  int gemm_version_ = 0;  // 0: the lab's fastest applicable version
+  float *tx_ = nullptr, *tdelta_ = nullptr, *tqkv_ = nullptr;
+  __half *txh_ = nullptr, *txl_ = nullptr, *tq16_ = nullptr, *tatt16_ = nullptr, *tact16_ = nullptr;
+  int* ttokens_ = nullptr;
+  void* unfused_ws_ = nullptr;  // freed by Release
+  size_t unfused_ws_bytes_ = 0;
+  std::vector<cudaEvent_t> prof_events_;  // destroyed by Release
+  std::vector<int> prof_phase_;
+  size_t prof_used_ = 0;
+  double prof_ms_[kNumPhases] = {};
+};
+
+}  // namespace gpu_opt
+}  // namespace lab
