@@ -9,7 +9,8 @@
 //     live in device memory (written by one 8-byte copy before each replay), so the graph never changes;
 //   * programmatic dependent launch lets each kernel start its weight loads (the first batch, into
 //     registers) while the previous one drains, and attention load its older K/V rows;
-//   * the matvec tile shape is auto-tuned per layer kind at start-up on the real weights.
+//   * the matvec tile shape is auto-tuned per layer kind at start-up on the real weights
+//     (gpu_opt_tune.cu).
 // Prefill (gpu_opt_prefill.cu) runs on the tensor cores by default; the class both files share is in
 // gpu_opt_engine_impl.cuh.
 //
@@ -46,20 +47,8 @@ namespace gpu_opt {
 namespace {
 
 // Decode tile tuning on the whole captured step (GraphTune): only for models whose weights stream long
-// enough for tile choices to matter (tiny test models are launch-bound), at this position.
+// enough for tile choices to matter (tiny test models are launch-bound).
 constexpr uint64_t kGraphTuneMinBytes = uint64_t(256) << 20;
-constexpr int64_t kGraphTunePos = 1024;
-
-const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
-
-template <int W, int U, int R, int PRE = 1>
-MatvecConfig MakeConfig(const char* name) {
-  return {name,
-          W,
-          U,
-          {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE>}};
-}
 
 template <typename T>
 struct Identity {
@@ -119,21 +108,6 @@ __global__ void FillPatternKernel(float* p, size_t n, uint32_t seed) {
 
 }  // namespace
 
-// 0..5: the kernel lab's v5 tiles; 6..: v7, a longer first batch before the PDL wait (".pN": N batches)
-// and two lighter tiles (fewer registers, so more blocks fit beside the neighbouring kernels).
-const std::vector<MatvecConfig>& Configs() {
-  static const std::vector<MatvecConfig> c = {
-      MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
-      MakeConfig<8, 1, 4>("w8.u1.r4"),        MakeConfig<4, 2, 4>("w4.u2.r4"),
-      MakeConfig<8, 2, 2>("w8.u2.r2"),        MakeConfig<2, 1, 8>("w2.u1.r8"),
-      MakeConfig<4, 1, 4, 2>("w4.u1.r4.p2"),  MakeConfig<4, 1, 4, 4>("w4.u1.r4.p4"),
-      MakeConfig<8, 1, 4, 2>("w8.u1.r4.p2"),  MakeConfig<8, 2, 2, 2>("w8.u2.r2.p2"),
-      MakeConfig<4, 1, 2>("w4.u1.r2"),        MakeConfig<8, 1, 2>("w8.u1.r2"),
-  };
-  return c;
-}
-
-
 void GpuOptEngine::Release() {
   if (stream_) cudaStreamSynchronize(stream_);  // nothing in flight uses what is freed below
   if (unfused_ws_) cudaFree(unfused_ws_);
@@ -156,8 +130,10 @@ void GpuOptEngine::Release() {
   stream_ = nullptr;
 }
 
-void GpuOptEngine::Init(const ModelFile& file) {
-  prop_ = cuda::RequireGpu("gpu_opt");
+// The decode knobs (the file's header lists them); a bad value throws InputError before any device work.
+void GpuOptEngine::ReadDecodeEnv() {
+  const ModelConfig& c = cfg_;
+  const int64_t hd = c.head_dim;
   use_graph_ = EnvFlag("LAB_GPU_GRAPH", true);
   use_pdl_ = EnvFlag("LAB_GPU_PDL", true) && prop_.major >= 9;
   // Bulk L2 prefetch of weights before the PDL wait: off by default (measured slower, see README);
@@ -195,14 +171,6 @@ void GpuOptEngine::Init(const ModelFile& file) {
     if (a != "graph" && a != "kernel") throw InputError("LAB_GPU_TUNE must be graph or kernel, not '" + a + "'");
     graph_tune_ = a == "graph";
   }
-  ReadPrefillEnv();
-  LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  LAB_CUDA_CHECK(cudaEventCreate(&ev_start_));
-  LAB_CUDA_CHECK(cudaEventCreate(&ev_stop_));
-  const ModelConfig& c = cfg_;
-  const int64_t P = kPrefillChunk, T = max_context_;
-  const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), H = c.hidden_dim;
-  const int64_t n_qkv = q_dim + 2 * kv_dim;
   // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
   // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
   if (const char* w = std::getenv("LAB_GPU_ATTN_WARPS")) {
@@ -229,6 +197,19 @@ void GpuOptEngine::Init(const ModelFile& file) {
   attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_, attn_u);
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
   attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
+}
+
+void GpuOptEngine::Init(const ModelFile& file) {
+  prop_ = cuda::RequireGpu("gpu_opt");
+  ReadDecodeEnv();
+  ReadPrefillEnv();
+  LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  LAB_CUDA_CHECK(cudaEventCreate(&ev_start_));
+  LAB_CUDA_CHECK(cudaEventCreate(&ev_stop_));
+  const ModelConfig& c = cfg_;
+  const int64_t P = kPrefillChunk, T = max_context_;
+  const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), H = c.hidden_dim;
+  const int64_t n_qkv = q_dim + 2 * kv_dim;
 
   // ---- plan device memory ----
   auto h16 = [&](int64_t n) { return arena_.Plan(size_t(n) * 2); };
@@ -533,71 +514,6 @@ void GpuOptEngine::CaptureGraph() {
   use_graph_ = false;  // fall back to direct launches
 }
 
-// Tile choice on the real decode step (LAB_GPU_TUNE=graph, for models of 256 MB of weights or more;
-// off by default: on the H200 it found nothing faster than AutoTune's choices, README "Decode
-// tuning"): AutoTune times each matvec alone, launched back to back without PDL, but in the
-// step a kernel's speed also depends on its neighbours (how many of its blocks fit beside the
-// previous kernel's tail and the attention blocks, how much of its weight stream starts before the
-// PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up and down in turn
-// tries every tile with the others fixed, timing replays of the whole captured step at position
-// kGraphTunePos (or the last position of a shorter context), and keeps the fastest.
-// The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
-// written by the prefill and decode steps before it, so nothing the replays leave is ever read.
-void GpuOptEngine::GraphTune() {
-  const int tune_pos = int(std::min<int64_t>(max_context_ - 1, kGraphTunePos));
-  int* hi = h_ints_.as<int>();
-  hi[0] = tune_pos;
-  hi[1] = 0;
-  LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
-  LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  auto time_step = [&]() -> float {  // device ms per replay of the step (median of 3 x 4); < 0 on failure
-    cudaGraphExec_t exec = BuildGraph(use_pdl_, nullptr);
-    if (!exec) return -1.f;
-    std::vector<float> t;
-    cudaError_t err = cudaGraphLaunch(exec, stream_);  // warm-up
-    for (int r = 0; r < 3 && err == cudaSuccess; ++r) {
-      err = cudaEventRecord(ev_start_, stream_);
-      for (int i = 0; i < 4 && err == cudaSuccess; ++i) err = cudaGraphLaunch(exec, stream_);
-      if (err == cudaSuccess) err = cudaEventRecord(ev_stop_, stream_);
-      if (err == cudaSuccess) err = cudaEventSynchronize(ev_stop_);
-      float ms = 0.f;
-      if (err == cudaSuccess) err = cudaEventElapsedTime(&ms, ev_start_, ev_stop_);
-      t.push_back(ms / 4);
-    }
-    cudaGraphExecDestroy(exec);
-    cuda::Check(err, "decode graph replay (tuning)", __FILE__, __LINE__);
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-  };
-  const auto& cfgs = Configs();
-  float best = time_step();
-  if (best < 0) return;  // no graph: the plain launches keep AutoTune's choices
-  if (verbose_)
-    std::fprintf(stderr, "gpu_opt: graph tune at position %d, AutoTune's choices: %.4f ms per step\n", tune_pos, best);
-  for (Kind k : {kO, kQkv, kGateUp, kDown}) {
-    const int keep = config_[k];
-    int best_ci = keep;
-    std::string line;
-    for (int ci = 0; ci < int(cfgs.size()); ++ci) {
-      if (ci == keep) continue;
-      config_[k] = ci;
-      const float ms = time_step();
-      char buf[64];
-      std::snprintf(buf, sizeof(buf), " %s=%.4f", cfgs[ci].name, ms);
-      line += buf;
-      if (ms > 0.f && ms < best) {
-        best = ms;
-        best_ci = ci;
-      }
-    }
-    config_[k] = best_ci;
-    if (verbose_)
-      std::fprintf(stderr, "  %-8s keeps %s (%.4f ms):%s\n", kKindNames[k], cfgs[best_ci].name, best, line.c_str());
-  }
-  LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
-}
-
-// ---- matvec dispatch ----
 MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, const int* pos) const {
   const ModelConfig& c = cfg_;
   MatvecParams p = {};
@@ -707,63 +623,6 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
          dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0,
          stream_, pdl, "AttentionKernel", a);
-}
-
-// Times every configuration for every kind of matvec on the real weights (outputs go to scratch
-// buffers where they would otherwise change state) and keeps the fastest.
-void GpuOptEngine::AutoTune() {
-  const auto& cfgs = Configs();
-  if (const char* s = std::getenv("LAB_GPU_MATVEC_CONFIG")) {
-    const int i = std::atoi(s);
-    if (i < 0 || i >= int(cfgs.size())) throw InputError("LAB_GPU_MATVEC_CONFIG out of range");
-    for (int& k : config_) k = i;
-    return;
-  }
-  if (verbose_)
-    std::fprintf(stderr, "gpu_opt: matvec auto-tune on %s (GB/s of weight bytes, median of 5 batches)\n", prop_.name);
-  for (int kind = 0; kind < kNumKinds; ++kind) {
-    // Batches of back-to-back launches (as in the decode stream), so a launch's fixed latency does not
-    // swamp the difference between configurations; each launch of a batch reads another layer's
-    // weights, so that a matrix smaller than L2 is not served from L2 by the previous launch.
-    const int batch = kind == kLm ? 2 : 10;
-    std::vector<MatvecParams> ps;
-    for (int b = 0; b < batch; ++b) {
-      MatvecParams p = Params(Kind(kind), kind == kDown ? h_ : (kind == kO ? att_ : xb_),
-                              kind == kLm ? -1 : (cfg_.n_layers / 2 + b) % cfg_.n_layers, ints_);
-      if (kind == kO || kind == kDown) p.out = scratch_;
-      ps.push_back(p);
-    }
-    const MatvecParams& p = ps[0];
-    const double bytes = double(p.M) * p.K * 2;
-    float best = 1e30f;
-    std::string line;
-    for (size_t ci = 0; ci < cfgs.size(); ++ci) {
-      LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), p, false);  // warm-up
-      std::vector<float> t;
-      for (int r = 0; r < 5; ++r) {
-        LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
-        for (int b = 0; b < batch; ++b) LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), ps[b], false);
-        LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
-        LAB_CUDA_CHECK(cudaEventSynchronize(ev_stop_));
-        float ms = 0.f;
-        LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
-        t.push_back(ms / batch);
-      }
-      std::sort(t.begin(), t.end());
-      const float med = t[t.size() / 2];
-      if (med < best) {
-        best = med;
-        config_[kind] = int(ci);
-      }
-      char buf[64];
-      std::snprintf(buf, sizeof(buf), " %s=%.0f", cfgs[ci].name, bytes / (med * 1e-3) / 1e9);
-      line += buf;
-    }
-    if (verbose_)
-      std::fprintf(stderr, "  %-8s M=%-6d K=%-6d best %s%s\n", kKindNames[kind], p.M, p.K, cfgs[config_[kind]].name,
-                   line.c_str());
-  }
-  LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 }  // namespace gpu_opt

@@ -2,7 +2,8 @@
 // MakeGpuOptEngine in gpu_opt_engine.h):
 //   gpu_opt_engine.cu   creation (device memory plan, weight upload, knobs), the decode step and its
 //                       CUDA graphs, greedy generation on the device, matvec tile tuning — the lesson;
-//   gpu_opt_prefill.cu  prefill: the tensor-core path (default), the simple one, and their profiling.
+//   gpu_opt_prefill.cu  prefill: the tensor-core path (default), the simple one, and their profiling;
+//   gpu_opt_tune.cu     the matvec tiles (Configs) and their timing at creation (AutoTune, GraphTune).
 // Members are grouped by the file that owns them; a member set in one file and read in the other says so.
 #pragma once
 #include <cuda_runtime.h>
@@ -44,7 +45,7 @@ inline bool EnvFlag(const char* name, bool dflt) {
 }
 
 // A matvec tile: (warps per block, units of 2 rows per warp, 16-byte loads per row per batch), one
-// kernel instantiation per epilogue. The list is Configs() in gpu_opt_engine.cu.
+// kernel instantiation per epilogue. The list is Configs() in gpu_opt_tune.cu.
 using MatvecFn = void (*)(const MatvecParams);
 struct MatvecConfig {
   const char* name;
@@ -86,12 +87,13 @@ class GpuOptEngine : public Engine {
   // ---- gpu_opt_engine.cu: creation, decode ----
   void Release();
   void Init(const ModelFile& file);
+  void ReadDecodeEnv();  // called by Init
   void DecodeStep(int32_t token, int64_t pos, float* logits);
   void EnqueueDecode(bool pdl, int gen_step = -1);
   cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0);
   void CaptureGraph();
-  void GraphTune();
-  void AutoTune();
+  void GraphTune();  // gpu_opt_tune.cu
+  void AutoTune();   // gpu_opt_tune.cu
   // `pos`: the device int the kernels read the token's position from (ints_, or a generation slot).
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos) const;
   static int EpiOf(Kind k);
