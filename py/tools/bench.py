@@ -67,6 +67,16 @@ flags.DEFINE_string("from_json", None, "Re-render a finished run (bench.json: ta
                     "without measuring, e.g. results fetched from a GPU host.")
 flags.DEFINE_list("summary", None, "Write the one-line-per-stage summary of these bench.json files (each may "
                   "end in @engine+engine to keep only those), with --readme PATH:NAME, and exit.")
+flags.DEFINE_bool("interleave", True, "TTFT in paired rounds (CPU): every runner opened first and kept; per "
+                  "prompt length every runner's warm-ups, then --repeats rounds of one prefill per runner, the order "
+                  "rotated each round; the report gives each engine's per-round ratio to the best peer. Sequential "
+                  "(each runner measured completely in turn, as with --nointerleave) where a runner is on a GPU or "
+                  "the runners' weights do not fit in memory together.")
+flags.DEFINE_bool("adjacent_read", True, "CPU decode: a short read-bandwidth sample (lab._membw, all threads, "
+                  "--adjacent_read_mib) right after each timed block, and the decode's GB/s as % of their median "
+                  "(--noadjacent_read to skip).")
+flags.DEFINE_integer("adjacent_read_mib", 512, "Array size of the adjacent read-bandwidth samples, MiB.")
+flags.DEFINE_integer("adjacent_read_repeats", 2, "Passes of each adjacent read-bandwidth sample (after a warm-up pass).")
 flags.DEFINE_bool("ppl_torch", False, "Perplexity mode: also the torch fp32 reference (checks cpu_fp32 against it).")
 
 
@@ -217,7 +227,8 @@ def main(argv):
         ceiling_repeats=3 if quick else FLAGS.ceiling_repeats, fma_seconds=0.03 if quick else 0.2,
         weight_precision=_pairs(FLAGS.weight_precision, "weight_precision"),
         kv_precision=_pairs(FLAGS.kv_precision, "kv_precision"), seed=FLAGS.seed, plot=FLAGS.plot,
-        readme=readme_targets(),
+        readme=readme_targets(), interleave=FLAGS.interleave, adjacent_read=FLAGS.adjacent_read,
+        adjacent_read_bytes=FLAGS.adjacent_read_mib << 20, adjacent_read_repeats=FLAGS.adjacent_read_repeats,
     )
     results = run_bench(opts, log=logging.info)
     write_outputs(results, out_dir, plot=FLAGS.plot, readme=opts.readme, log=logging.info)

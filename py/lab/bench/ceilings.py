@@ -56,6 +56,20 @@ def cpu_read_bandwidth(n_bytes=2 << 30, repeats=10, threads=0) -> dict:
                     threads=None, bytes=int(a.nbytes), fallback=True)
 
 
+def read_probe(n_bytes=512 << 20, repeats=2):
+    """A short CPU read-bandwidth sample to take next to a measurement (after each timed decode block):
+    cpu_read_bandwidth's all-threads lab._membw kernel on a smaller array. Returns (probe, method):
+    probe() -> the GB/s of its `repeats` passes (after one warm-up pass; the array is allocated and
+    first-touched on every call), method says what it is. (None, reason) without lab._membw: the numpy
+    fallback is slow and reads below the machine's bandwidth, no measure of its phase."""
+    m = _membw()
+    if m is None:
+        return None, "lab._membw not found"
+    method = (f"lab._membw OpenMP sum of a {n_bytes / 2**20:.0f} MiB float array, {m.max_threads()} thread(s), "
+              f"{m.simd_levels()[0]}, {repeats} pass(es) after a warm-up pass")
+    return (lambda: cpu_read_bandwidth(n_bytes, repeats)["samples"]), method
+
+
 def cpu_fma_peak(seconds=0.2, threads=0, repeats=3) -> dict:
     m = _membw()
     if m is None:

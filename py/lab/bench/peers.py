@@ -66,8 +66,15 @@ class HFRunner:
             self.cache = self._dynamic(config=self.model.config)
         self.pos = 0
 
+    def _use_attn(self):
+        """Runners of several attention implementations share one model: set this runner's before it runs
+        (a no-op when it is set already, as in the sequential plan)."""
+        if self.model.config._attn_implementation != self.attn:
+            self.model.set_attn_implementation(self.attn)
+
     def _step(self, fwd, tokens):
         torch = self._torch
+        self._use_attn()
         n = len(tokens)
         if self.pos + n > self.max_context:
             raise ValueError(f"{self.label}: {self.pos} + {n} positions exceed the cache of {self.max_context}")
@@ -91,6 +98,7 @@ class HFRunner:
         torch = self._torch
         if self.pos + n > self.max_context:
             raise ValueError(f"{self.label}: {self.pos} + {n} positions exceed the cache of {self.max_context}")
+        self._use_attn()
         dev = self.device
         ids = torch.tensor([[int(token)]], dtype=torch.int64, device=dev)
         out = []

@@ -160,6 +160,50 @@ def _modes_note(st) -> str:
                              for m in modes) + ")")
 
 
+def _plan_note(st) -> str:
+    """The header's sentence on how the TTFT was measured (runs before the plans existed: sequential)."""
+    if st.get("ttft_plan") == "interleaved":
+        return (f" TTFT interleaved: per prompt length every runner's warm-ups, then {st['repeats']} rounds of one "
+                "prefill per runner on the same prompt, the order rotated each round (engines vs the best peer "
+                "round by round below the table).")
+    why = f" ({st['ttft_plan_note']})" if st.get("ttft_plan_note") else ""
+    return f" TTFT sequential: each runner measured completely, one after another{why}."
+
+
+def paired_lines(results: dict) -> list:
+    """Markdown bullets: each engine's interleaved TTFT against the best peer at that length, per round."""
+    out = []
+    for r in results["runners"]:
+        for p in r["ttft"]:
+            q = p.get("paired_vs_best_peer")
+            if not q or not q["rounds"]:
+                continue
+            out.append(f"- {r['label']} vs {q['peer']}, TTFT {p['prompt_len']} tok: median of the per-round ratios "
+                       f"{q['ratio_median']:.2f}x ({q['ratio_min']:.2f}–{q['ratio_max']:.2f}x), faster in "
+                       f"{q['wins']} of {q['rounds']} rounds")
+    if not out:
+        return []
+    return ["", "Paired TTFT (per round: the best peer's time / the engine's, >1: the engine faster):", ""] + out
+
+
+def adjacent_lines(results: dict) -> list:
+    """Markdown bullets: each CPU decode point's GB/s against the read bandwidth sampled next to it."""
+    out = []
+    for r in results["runners"]:
+        for p in r["decode"]:
+            a = p.get("adjacent_read")
+            if not a or p.get("pct_of_adjacent_read") is None:
+                continue
+            out.append(f"- {r['label']}, decode @ {p['context']}{_MODE_NOTE.get(p.get('mode'), '')}: "
+                       f"{_fmt(p['gbps']['median'])} GB/s = {p['pct_of_adjacent_read']:.0f}% of "
+                       f"{a['median']:.1f} GB/s (median of {a['n']} samples, {a['min']:.1f}–{a['max']:.1f})")
+    if not out:
+        return []
+    method = (results.get("settings") or {}).get("adjacent_read_method") or "a short read-bandwidth sample"
+    return ["", f"Decode against the CPU read bandwidth sampled right after each of its timed blocks ({method}); "
+            "the table's % of roof is against the run's ceiling:", ""] + out
+
+
 def markdown(results: dict) -> str:
     m, mod, st = results["machine"], results["model"], results["settings"]
     head = (f"Model `{mod['name']}` ({mod['num_params'] / 1e6:,.0f}M parameters), {m['date'][:10]}, "
@@ -167,7 +211,7 @@ def markdown(results: dict) -> str:
             f"Median of {st['repeats']} repeats (min–max) after {st['warmup']} warm-up; decode timed over "
             f"{st['decode_tokens']} tokens per repeat{_modes_note(st)}. GB/s = bytes each decoded token must read (weights + KV "
             f"cache) x tok/s; % of roof: decode vs the measured read bandwidth, TTFT vs the measured compute "
-            f"peak; vs best peer: >1 is faster than the best peer at the same point.")
+            f"peak; vs best peer: >1 is faster than the best peer at the same point.{_plan_note(st)}")
     la, cpus = m.get("loadavg_at_start"), m.get("usable_cpus") or 1
     if la and max(la[0], (m.get("loadavg_at_end") or [0])[0]) > 0.5 * cpus:
         head += (f" **The machine was busy** (load average {la[0]:.1f} at start, "
@@ -177,6 +221,7 @@ def markdown(results: dict) -> str:
     for r in table_rows(results):
         lines.append(f"| {r['machine']} | {r['engine']} | {r['what']} | {r['value']} | {r['gbps']} | "
                      f"{r['tflops']} | {r['pct']} | {r['ratio']} |")
+    lines += paired_lines(results) + adjacent_lines(results)
     failed = [r for r in results["runners"] if r.get("error")]
     if failed:
         lines += [""] + [f"- **{r['name']} failed**: {r['error']}" for r in failed]

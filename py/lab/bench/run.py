@@ -1,4 +1,14 @@
-"""The bench's plan: ceilings, then each engine, then each peer; derived numbers; files written."""
+"""The bench's plan: ceilings, then each engine, then each peer; derived numbers; files written.
+
+Two plans for the TTFT (Options.interleave):
+  sequential   each runner measured completely (TTFT, then decode), one after another, then closed;
+  interleaved  (CPU only) every runner opened first and kept; the TTFT measured in paired rounds
+               (timing.measure_ttft_interleaved), so a phase change of a shared machine hits every
+               runner alike and the engine-vs-peer ratio can be taken per round; then each runner's
+               decode as in the sequential plan.
+With Options.adjacent_read, every timed decode block of a CPU runner is followed by a short read-bandwidth
+sample (ceilings.read_probe), recorded with the point, against which derive() puts the decode's GB/s.
+"""
 
 import gc
 import json
@@ -40,10 +50,14 @@ class Options:
     seed: int = 0
     plot: bool = True
     readme: list = field(default_factory=list)       # [(path, marker)]
+    interleave: bool = True          # paired TTFT rounds where every runner is on the CPU (module docstring)
+    adjacent_read: bool = True       # a read-bandwidth sample after each timed CPU decode block
+    adjacent_read_bytes: int = 512 << 20
+    adjacent_read_repeats: int = 2
 
 
 def run_bench(opts: Options, log=print) -> dict:
-    from lab.engine import engine_names, open_engine
+    from lab.engine import engine_names
 
     unknown = [e for e in opts.engines if e not in engine_names()]
     if unknown:
@@ -65,59 +79,13 @@ def run_bench(opts: Options, log=print) -> dict:
             ceilings["gpu"] = ceil_mod.gpu_ceilings(opts.gpu_read_bytes, opts.gpu_matmul_n, opts.ceiling_repeats,
                                                     log=log)
 
-    runners = []
-    for name in opts.engines:
-        log(f"{name}: opening on {opts.model_dir} (max context {need})")
-        wp, kvp = counting.engine_precisions(name, opts.weight_precision, opts.kv_precision)
-        try:
-            eng = open_engine(name, opts.model_dir, max_context=need)
-            r = timing.EngineRunner(name, eng)
-            if eng.variant:
-                r.label = f"{name} ({eng.variant})"
-            rec = _measure(r, opts, rng, cfg["vocab_size"], log)
-        except Exception as e:  # noqa: BLE001 - one failing engine must not cost the others' numbers
-            log(f"ERROR {name}: {type(e).__name__}: {e}")
-            runners.append({"name": name, "label": name, "kind": "engine", "error": f"{type(e).__name__}: {e}",
-                            "device": "cuda" if name.startswith("gpu") else "cpu", "ttft": [], "decode": [],
-                            "weight_precision": wp, "kv_precision": kvp})
-            eng = r = None
-            gc.collect()
-            continue
-        rec.update(weight_precision=wp, kv_precision=kvp, engine_stats=dict(eng.stats()), variant=eng.variant,
-                   stats_implied=counting.precision_from_stats(cfg, eng.stats(), eng.max_context))
-        _warn_precision(rec, wp, kvp, log)
-        runners.append(rec)
-        r.close()
-        del eng, r
-        gc.collect()
-
-    if opts.peers:
-        import torch
-
-        dtypes = opts.peer_dtypes or peers_mod.default_dtypes(opts.device)
-        attns = opts.peer_attn or peers_mod.default_attn(opts.device)
-        for dtype in dtypes:
-            log(f"peers: loading transformers' LlamaForCausalLM ({dtype}, {opts.device})")
-            model = peers_mod.load_peer_model(opts.model_dir, dtype, opts.device, attns[0])
-            for attn in attns:
-                model.set_attn_implementation(attn)
-                for name in opts.peers:
-                    if name == "hf_compile" and attn != attns[0]:
-                        continue
-                    r = peers_mod.HFRunner(name, model, dtype, opts.device, need, attn=attn)
-                    rec = _measure(r, opts, rng, cfg["vocab_size"], log)
-                    prec = peers_mod.DTYPE_PRECISION.get(dtype, "fp32")
-                    rec.update(weight_precision=prec, kv_precision=prec, dtype=dtype, compile_mode=r.compile_mode,
-                               attn_implementation=attn, torch_threads=torch.get_num_threads())
-                    runners.append(rec)
-                    r.close()
-                    del r
-                    if opts.device == "cuda":
-                        torch._dynamo.reset()  # drop compiled graphs (and their CUDA graph pools)
-            del model
-            gc.collect()
-            if opts.device == "cuda":
-                torch.cuda.empty_cache()
+    probe, probe_method = _adjacent_probe(opts, log)
+    plan, plan_note = ttft_plan(opts, cfg, log)
+    kw = dict(opts=opts, cfg=cfg, need=need, rng=rng, probe=probe, log=log)
+    if plan == "interleaved":
+        runners, rounds = _run_interleaved(**kw)
+    else:
+        runners, rounds = _run_engines(**kw) + _run_peers(**kw), None
 
     # A shared machine's bandwidth can change while the run goes on (a neighbour starts or stops): the
     # read ceiling is measured again at the end, and the report flags a change (report.markdown).
@@ -130,23 +98,228 @@ def run_bench(opts: Options, log=print) -> dict:
         "machine": info,
         "model": {"dir": str(opts.model_dir), "name": opts.model_name or Path(opts.model_dir).name, "config": cfg,
                   "num_params": _num_params(cfg)},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+        "settings": dict({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+                         ttft_plan=plan, ttft_plan_note=plan_note, adjacent_read_method=probe_method),
         "ceilings": ceilings,
         "runners": runners,
     }
+    if rounds is not None:
+        results["ttft_rounds"] = rounds
     info["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     derive(results)
     return results
 
 
-def _measure(r, opts, rng, vocab, log) -> dict:
-    rec = {"name": r.name, "label": r.label, "kind": r.kind, "device": r.device}
-    rec["ttft"] = timing.measure_ttft(r, opts.prompt_lengths, opts.warmup, opts.repeats, rng, vocab, log)
-    rec["decode"] = []
+def ttft_plan(opts, cfg, log=print):
+    """("interleaved" or "sequential", why): interleaved where asked and every runner is on the CPU and
+    their weights fit in memory together (all are kept open)."""
+    if not opts.interleave:
+        return "sequential", "--nointerleave"
+    if opts.device != "cpu" or any(e.startswith("gpu") for e in opts.engines):
+        return "sequential", "GPU runners are measured one after another (large models, compilation)"
+    need = _weights_bytes_together(opts, cfg)
+    avail = _available_memory()
+    if avail is not None and need > 0.7 * avail:
+        log(f"TTFT plan: sequential, the runners' weights ({need / 2**30:.1f} GiB) do not fit in 70% of the "
+            f"available memory ({avail / 2**30:.1f} GiB) together")
+        return "sequential", f"the runners' weights ({need / 2**30:.1f} GiB) do not fit in memory together"
+    return "interleaved", None
+
+
+def _weights_bytes_together(opts, cfg) -> int:
+    """Weight bytes of every engine and one peer model per dtype, all open at once."""
+    n = _num_params(cfg)
+    total = sum(n * counting.BYTES_PER_ELEMENT[counting.engine_precisions(e, opts.weight_precision)[0]]
+                for e in opts.engines)
+    if opts.peers:
+        for dtype in opts.peer_dtypes or peers_mod.default_dtypes(opts.device):
+            total += n * counting.BYTES_PER_ELEMENT[peers_mod.DTYPE_PRECISION.get(dtype, "fp32")]
+    return total
+
+
+def _available_memory():
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        return None
+
+
+def _adjacent_probe(opts, log):
+    """(probe or None, its method or why there is none) for the CPU decode points."""
+    if not opts.adjacent_read:
+        return None, None
+    probe, method = ceil_mod.read_probe(opts.adjacent_read_bytes, opts.adjacent_read_repeats)
+    log(f"adjacent read samples: {method}" if probe else f"adjacent read samples: none ({method})")
+    return probe, method
+
+
+def _record(r) -> dict:
+    return {"name": r.name, "label": r.label, "kind": r.kind, "device": r.device}
+
+
+def _measure_decode(r, opts, rng, vocab, probe, log) -> list:
+    """Every decode mode's points; the adjacent read probe only for a runner on the CPU."""
+    out = []
     for mode in opts.decode_modes:
-        rec["decode"] += timing.measure_decode(r, opts.contexts, opts.decode_tokens, opts.warmup, opts.repeats, rng,
-                                               vocab, log, mode=mode)
+        out += timing.measure_decode(r, opts.contexts, opts.decode_tokens, opts.warmup, opts.repeats, rng, vocab, log,
+                                     mode=mode, probe=probe if r.device == "cpu" else None)
+    return out
+
+
+def _measure(r, opts, rng, vocab, log, probe=None) -> dict:
+    rec = _record(r)
+    rec["ttft"] = timing.measure_ttft(r, opts.prompt_lengths, opts.warmup, opts.repeats, rng, vocab, log)
+    rec["decode"] = _measure_decode(r, opts, rng, vocab, probe, log)
     return rec
+
+
+def _open_engine(name, opts, need, log):
+    """(EngineRunner, None) or (None, error record)."""
+    from lab.engine import open_engine
+
+    log(f"{name}: opening on {opts.model_dir} (max context {need})")
+    try:
+        eng = open_engine(name, opts.model_dir, max_context=need)
+    except Exception as e:  # noqa: BLE001 - one failing engine must not cost the others' numbers
+        return None, _error_record(name, f"{type(e).__name__}: {e}", opts, log)
+    r = timing.EngineRunner(name, eng)
+    if eng.variant:
+        r.label = f"{name} ({eng.variant})"
+    return r, None
+
+
+def _error_record(name, error, opts, log) -> dict:
+    log(f"ERROR {name}: {error}")
+    wp, kvp = counting.engine_precisions(name, opts.weight_precision, opts.kv_precision)
+    return {"name": name, "label": name, "kind": "engine", "error": error,
+            "device": "cuda" if name.startswith("gpu") else "cpu", "ttft": [], "decode": [],
+            "weight_precision": wp, "kv_precision": kvp}
+
+
+def _engine_fields(rec, r, opts, cfg, log) -> dict:
+    """An engine's record completed: precisions counted, its stats and variant, the precision check."""
+    eng = r.engine
+    wp, kvp = counting.engine_precisions(r.name, opts.weight_precision, opts.kv_precision)
+    rec.update(weight_precision=wp, kv_precision=kvp, engine_stats=dict(eng.stats()), variant=eng.variant,
+               stats_implied=counting.precision_from_stats(cfg, eng.stats(), eng.max_context))
+    _warn_precision(rec, wp, kvp, log)
+    return rec
+
+
+def _peer_fields(rec, r) -> dict:
+    import torch
+
+    prec = peers_mod.DTYPE_PRECISION.get(r.dtype, "fp32")
+    rec.update(weight_precision=prec, kv_precision=prec, dtype=r.dtype, compile_mode=r.compile_mode,
+               attn_implementation=r.attn, torch_threads=torch.get_num_threads())
+    return rec
+
+
+def _run_engines(opts, cfg, need, rng, probe, log) -> list:
+    """Sequential plan: each engine opened, measured completely and closed, in turn."""
+    runners = []
+    for name in opts.engines:
+        r, err = _open_engine(name, opts, need, log)
+        if err:
+            runners.append(err)
+            continue
+        try:
+            rec = _measure(r, opts, rng, cfg["vocab_size"], log, probe)
+        except Exception as e:  # noqa: BLE001 - one failing engine must not cost the others' numbers
+            runners.append(_error_record(name, f"{type(e).__name__}: {e}", opts, log))
+        else:
+            runners.append(_engine_fields(rec, r, opts, cfg, log))
+        r.close()
+        del r
+        gc.collect()
+    return runners
+
+
+def _peer_variants(opts):
+    """(dtype, attention implementations, [(peer name, attn)]) per peer model to load, in the bench's order."""
+    attns = opts.peer_attn or peers_mod.default_attn(opts.device)
+    for dtype in opts.peer_dtypes or peers_mod.default_dtypes(opts.device):
+        yield dtype, attns, [(name, attn) for attn in attns for name in opts.peers
+                             if not (name == "hf_compile" and attn != attns[0])]
+
+
+def _run_peers(opts, cfg, need, rng, probe, log) -> list:
+    """Sequential plan: per dtype one model loaded; each peer variant measured completely, in turn."""
+    if not opts.peers:
+        return []
+    import torch
+
+    runners = []
+    for dtype, attns, variants in _peer_variants(opts):
+        log(f"peers: loading transformers' LlamaForCausalLM ({dtype}, {opts.device})")
+        model = peers_mod.load_peer_model(opts.model_dir, dtype, opts.device, attns[0])
+        for name, attn in variants:
+            model.set_attn_implementation(attn)
+            r = peers_mod.HFRunner(name, model, dtype, opts.device, need, attn=attn)
+            runners.append(_peer_fields(_measure(r, opts, rng, cfg["vocab_size"], log, probe), r))
+            r.close()
+            del r
+            if opts.device == "cuda":
+                torch._dynamo.reset()  # drop compiled graphs (and their CUDA graph pools)
+        del model
+        gc.collect()
+        if opts.device == "cuda":
+            torch.cuda.empty_cache()
+    return runners
+
+
+def _run_interleaved(opts, cfg, need, rng, probe, log):
+    """Interleaved plan (CPU): every engine and peer variant opened and kept, the TTFT in paired rounds,
+    then each runner's decode in turn. Returns (records in the sequential plan's order, the rounds'
+    orders by label)."""
+    slots, live = [], []  # slots: a record (a failed engine) or an open runner, in order
+    for name in opts.engines:
+        r, err = _open_engine(name, opts, need, log)
+        slots.append(err or r)
+    models = []
+    if opts.peers:
+        for dtype, attns, variants in _peer_variants(opts):
+            log(f"peers: loading transformers' LlamaForCausalLM ({dtype}, {opts.device})")
+            models.append(peers_mod.load_peer_model(opts.model_dir, dtype, opts.device, attns[0]))
+            slots += [peers_mod.HFRunner(name, models[-1], dtype, opts.device, need, attn=attn)
+                      for name, attn in variants]
+    live = [x for x in slots if not isinstance(x, dict)]
+    log(f"TTFT interleaved over {len(live)} runners: {', '.join(r.label for r in live)}")
+    points, orders, errors = timing.measure_ttft_interleaved(live, opts.prompt_lengths, opts.warmup, opts.repeats,
+                                                             rng, cfg["vocab_size"], log)
+    rounds = [{"prompt_len": o["prompt_len"], "rounds": [[live[i].label for i in rd] for rd in o["rounds"]]}
+              for o in orders]
+    ttft = {id(r): (points[i], errors.get(i)) for i, r in enumerate(live)}
+    runners = []
+    for x in slots:
+        if isinstance(x, dict):
+            runners.append(x)
+            continue
+        pts, err = ttft[id(x)]
+        runners.append(_decode_after_interleaved(x, pts, err, opts, cfg, rng, probe, log))
+        x.close()
+    del slots, live, models
+    gc.collect()
+    return runners, rounds
+
+
+def _decode_after_interleaved(r, ttft_points, error, opts, cfg, rng, probe, log) -> dict:
+    """One runner's record in the interleaved plan: its TTFT points from the rounds, its decode now. An
+    engine that failed becomes an error record; a peer that failed stops the bench, as in the sequential plan."""
+    decode = []
+    if error is None:
+        try:
+            decode = _measure_decode(r, opts, rng, cfg["vocab_size"], probe, log)
+        except Exception as e:  # noqa: BLE001 - one failing engine must not cost the others' numbers
+            error = f"{type(e).__name__}: {e}"
+    if error is not None:
+        if r.kind == "peer":
+            raise RuntimeError(f"{r.label}: {error}")
+        return _error_record(r.name, error, opts, log)
+    rec = dict(_record(r), ttft=ttft_points, decode=decode)
+    return _engine_fields(rec, r, opts, cfg, log) if r.kind == "engine" else _peer_fields(rec, r)
 
 
 def _warn_precision(rec, wp, kvp, log):
@@ -173,7 +346,9 @@ def _scaled(summary, factor) -> dict:
 
 
 def derive(results: dict) -> None:
-    """Bytes, FLOPs, GB/s, TFLOP/s, % of roof, best-of-dtypes and ratios vs the best peer, in place."""
+    """Bytes, FLOPs, GB/s, TFLOP/s, % of roof, best-of-dtypes and ratios vs the best peer, in place; where
+    the TTFT was interleaved, an engine's per-round ratios against the best peer ("paired_vs_best_peer");
+    where decode had adjacent read samples, its GB/s as % of their median ("pct_of_adjacent_read")."""
     cfg, ce = results["model"]["config"], results.get("ceilings") or {}
     for r in results["runners"]:
         r["machine"] = report.machine_label(results["machine"], r["device"])
@@ -229,6 +404,20 @@ def derive(results: dict) -> None:
                 p["best_peer"] = t[1]
                 p["ratio_vs_best_peer"] = (peer["seconds"]["median"] / p["seconds"]["median"] if key == "ttft"
                                            else p["tok_s"]["median"] / peer["tok_s"]["median"])
+                if key == "ttft" and r["kind"] == "engine":
+                    p["paired_vs_best_peer"] = _paired(p, peer, t[1])
+    for r in results["runners"]:
+        for p in r["decode"]:
+            adj = (p.get("adjacent_read") or {}).get("median")
+            p["pct_of_adjacent_read"] = 100 * p["gbps"]["median"] / adj if adj else None
+
+
+def _paired(p, peer, peer_label):
+    """An engine's TTFT point against the best peer's, round by round (timing.pair_ratios), where both
+    were measured in the same interleaved rounds; else None."""
+    if not (p.get("interleaved") and peer.get("interleaved")):
+        return None
+    return dict(timing.pair_ratios(p["seconds"]["samples"], peer["seconds"]["samples"]), peer=peer_label)
 
 
 def write_outputs(results: dict, out_dir: Path, plot=True, readme=(), log=print) -> dict:
