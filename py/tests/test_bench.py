@@ -177,8 +177,20 @@ def test_bench_cli_tiny(tiny, tmp_path):
     # Exactly one dtype is the reported best at each point.
     for i in range(2):
         assert sum(x["decode"][i]["best_of_variants"] for x in peers) == 1
+    # CPU runs interleave the TTFT by default (paired with the best peer per round) and sample the read
+    # bandwidth after each timed decode block (2 blocks x 2 passes).
+    assert res["settings"]["ttft_plan"] == "interleaved" and len(res["ttft_rounds"]) == 2
+    for x in res["runners"]:
+        for p in x["ttft"]:
+            assert p["interleaved"]
+            if x["kind"] == "engine":
+                q = p["paired_vs_best_peer"]
+                assert q["rounds"] == 2 and 0 <= q["wins"] <= 2 and q["peer"] == p["best_peer"]
+        for p in x["decode"]:
+            assert p["adjacent_read"]["n"] == 4 and p["pct_of_adjacent_read"] > 0
     md = (out / "bench.md").read_text()
     assert res["machine"]["cpu_model"] in md and "decode @ 24" in md and "TTFT 16 tok" in md
+    assert "Paired TTFT" in md and "sampled right after" in md
     assert "old table" not in readme.read_text() and readme.read_text().endswith("\nafter\n")
 
 
