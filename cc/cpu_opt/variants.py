@@ -28,6 +28,9 @@ def main():
     ap.add_argument("--decode", type=int, default=0, help="greedy steps timed per round (0: none)")
     ap.add_argument("--context", type=int, default=128, help="prompt before the timed decode steps")
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--read_probe", action="store_true",
+                    help="after each round, a CPU read-bandwidth sample (lab.bench.ceilings.read_probe): the "
+                         "machine's phase, printed per round with every variant's numbers")
     a = ap.parse_args()
     if not (a.prefill or a.decode):
         ap.error("nothing to time: give --prefill and/or --decode")
@@ -50,6 +53,13 @@ def main():
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, vocab, max(a.prefill, a.context))
     times = {k: {"prefill": [], "decode": []} for k in engines}
+    probe = None
+    if a.read_probe:
+        from lab.bench.ceilings import read_probe
+
+        probe, method = read_probe()
+        print(f"read probe after each round: {method}", flush=True)
+    phases = []
     for label, e in engines.items():  # warm-up, and the decode prompt
         e.prefill(prompt[:a.prefill or a.context])
     for _ in range(a.rounds):
@@ -65,7 +75,15 @@ def main():
                 t0 = time.perf_counter()
                 e.generate(int(prompt[0]), a.decode)
                 times[label]["decode"].append(a.decode / (time.perf_counter() - t0))
+        if probe:
+            phases.append(float(np.mean(probe())))
     first = next(iter(engines))
+    if phases:
+        print("\nper round: read GB/s sampled after it, then each variant (prefill ms / decode tok/s)")
+        for i, g in enumerate(phases):
+            cells = [f"{label} " + "/".join(f"{times[label][w][i] * (1e3 if w == 'prefill' else 1):.1f}"
+                                             for w in ("prefill", "decode") if times[label][w]) for label in engines]
+            print(f"  round {i + 1:2d}: {g:5.1f} GB/s  " + "  ".join(cells), flush=True)
     for what, unit, scale, better in (("prefill", "ms", 1e3, -1), ("decode", "tok/s", 1.0, 1)):
         if not times[first][what]:
             continue
