@@ -84,26 +84,10 @@ def needed_context(prompt_lengths, contexts, decode_tokens, warmup, repeats) -> 
 
 
 def measure_ttft(runner, lengths, warmup, repeats, rng, vocab, log=print) -> list:
-    out = []
-    for n in lengths:
-        if n > runner.max_context:
-            log(f"{runner.label}: skipping TTFT at {n} tokens (max context {runner.max_context})")
-            continue
-        secs = []
-        for r in range(warmup + repeats):
-            toks = rng.integers(0, vocab, size=n)
-            runner.reset()
-            t0 = time.perf_counter()
-            runner.prefill(toks)
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                secs.append(dt)
-        s = summarize(secs)
-        log(f"{runner.label}: TTFT {n} tokens: {s['median'] * 1e3:.2f} ms (min {s['min'] * 1e3:.2f}, "
-            f"max {s['max'] * 1e3:.2f}, {repeats} repeats)")
-        out.append({"prompt_len": int(n), "seconds": s})
-    runner.reset()
-    return out
+    """One runner's TTFT points: the rounds of measure_ttft_interleaved with a single runner (a fresh
+    random prompt per warm-up and per repeat), its errors raised."""
+    points, _, _ = _ttft_rounds([runner], lengths, warmup, repeats, rng, vocab, log, paired=False)
+    return points[0]
 
 
 DECODE_MODES = ("greedy", "logits")
@@ -173,6 +157,12 @@ def measure_ttft_interleaved(runners, lengths, warmup, repeats, rng, vocab, log=
     "interleaved": True; orders is [{"prompt_len": n, "rounds": [[runner index, ...] per round]}];
     errors maps the index of a runner whose prefill raised to "Type: message" (it is left out from then on,
     its points so far dropped)."""
+    return _ttft_rounds(runners, lengths, warmup, repeats, rng, vocab, log, paired=True)
+
+
+def _ttft_rounds(runners, lengths, warmup, repeats, rng, vocab, log, paired):
+    """measure_ttft_interleaved's rounds. paired=False (measure_ttft, one runner): a prefill's exception
+    propagates, and the points carry no "interleaved" mark."""
     points = [[] for _ in runners]
     orders, errors = [], {}
     for n in lengths:
@@ -192,6 +182,8 @@ def measure_ttft_interleaved(runners, lengths, warmup, repeats, rng, vocab, log=
                 r.prefill(toks)
                 return time.perf_counter() - t0
             except Exception as e:  # noqa: BLE001 - one failing runner must not cost the others' numbers
+                if not paired:
+                    raise
                 errors[i] = f"{type(e).__name__}: {e}"
                 log(f"ERROR {r.label}: {errors[i]}")
                 return None
@@ -214,8 +206,11 @@ def measure_ttft_interleaved(runners, lengths, warmup, repeats, rng, vocab, log=
                 continue
             s = summarize(secs[i])
             log(f"{runners[i].label}: TTFT {n} tokens: {s['median'] * 1e3:.2f} ms (min {s['min'] * 1e3:.2f}, "
-                f"max {s['max'] * 1e3:.2f}, {repeats} interleaved rounds)")
-            points[i].append({"prompt_len": int(n), "seconds": s, "interleaved": True})
+                f"max {s['max'] * 1e3:.2f}, {repeats} {'interleaved rounds' if paired else 'repeats'})")
+            point = {"prompt_len": int(n), "seconds": s}
+            if paired:
+                point["interleaved"] = True
+            points[i].append(point)
         orders.append({"prompt_len": int(n), "rounds": rounds})
     for i, r in enumerate(runners):
         if i in errors:
