@@ -186,6 +186,17 @@ def paired_lines(results: dict) -> list:
     return ["", "Paired TTFT (per round: the best peer's time / the engine's, >1: the engine faster):", ""] + out
 
 
+def _blocks_note(gbps, samples) -> str:
+    """Block by block: decode block j's GB/s against the mean of the samples taken right after it (the
+    probe's passes, len(samples) / len(gbps) of them per block, in order); empty if they do not pair up."""
+    if not gbps or not samples or len(samples) % len(gbps):
+        return ""
+    k = len(samples) // len(gbps)
+    pairs = [(g, sum(samples[j * k:(j + 1) * k]) / k) for j, g in enumerate(gbps)]
+    return "; block by block, decode / the sample after it: " + ", ".join(
+        f"{g:.1f} / {b:.1f} GB/s ({100 * g / b:.0f}%)" for g, b in pairs)
+
+
 def adjacent_lines(results: dict) -> list:
     """Markdown bullets: each CPU decode point's GB/s against the read bandwidth sampled next to it."""
     out = []
@@ -196,7 +207,8 @@ def adjacent_lines(results: dict) -> list:
                 continue
             out.append(f"- {r['label']}, decode @ {p['context']}{_MODE_NOTE.get(p.get('mode'), '')}: "
                        f"{_fmt(p['gbps']['median'])} GB/s = {p['pct_of_adjacent_read']:.0f}% of "
-                       f"{a['median']:.1f} GB/s (median of {a['n']} samples, {a['min']:.1f}–{a['max']:.1f})")
+                       f"{a['median']:.1f} GB/s (median of {a['n']} samples, {a['min']:.1f}–{a['max']:.1f})"
+                       + _blocks_note(p["gbps"]["samples"], a["samples"]))
     if not out:
         return []
     method = (results.get("settings") or {}).get("adjacent_read_method") or "a short read-bandwidth sample"
