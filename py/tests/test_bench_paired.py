@@ -282,8 +282,6 @@ def test_ttft_plan(tmp_path):
 
 
 def test_blocks_note_pairs_each_block_with_the_samples_after_it():
-    from lab.bench import report
-
     # Two samples per block: block 0 (20 GB/s) with 40, 40; block 1 (30 GB/s) with 25, 35.
     note = report._blocks_note([20.0, 30.0], [40.0, 40.0, 25.0, 35.0])
     assert "20.0 / 40.0 GB/s (50%)" in note and "30.0 / 30.0 GB/s (100%)" in note
