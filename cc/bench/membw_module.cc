@@ -1,6 +1,8 @@
 // lab._membw: the machine's CPU ceilings, measured with all cores (OpenMP).
 //
-//   read_bandwidth(n_bytes, repeats, threads=0) -> [GB/s per pass]   sum of a float array
+//   read_bandwidth(n_bytes, repeats, threads=0, isa="auto", pages="huge") -> [GB/s per pass]
+//                    sum of a float array on 2 MiB ("huge", the ceiling) or 4 KiB ("small") pages
+//   read_pages(n_bytes, pages="huge") -> share of such an array the kernel backs with 2 MiB pages
 //   fma_peak(isa="auto", seconds=0.2, threads=0) -> GFLOP/s           independent FMA chains
 //   simd_levels() -> e.g. ["avx512", "avx2", "scalar"] (those this CPU runs; the FMA kernel needs
 //                    avx2 or avx512, the read kernel runs on all three);  max_threads()
@@ -8,7 +10,10 @@
 // The read kernel sums a large float array (first-touched by the threads that later read it) with
 // eight independent vector accumulators per thread, so neither add latency nor a single core's load
 // ports limit it: the time is DRAM's. The FMA kernel runs 12 independent FMA chains per thread on
-// registers only; FLOPs = 2 per lane per FMA. Both release the GIL. Kernels are compiled per ISA
+// registers only; FLOPs = 2 per lane per FMA. The array lives in a lab::PageBuffer (cc/core/huge_pages.h):
+// on 2 MiB pages by default, since a stream on 4 KiB pages pays a page-table walk per 4 KiB, which on
+// a virtual machine reads measurably below what the memory can deliver (the machine's ceiling is the
+// best it can do; the engines that stream weights put them on the same pages). Both release the GIL. Kernels are compiled per ISA
 // with target attributes and chosen at run time, so one .so runs on any x86-64 host.
 #include <immintrin.h>
 #include <omp.h>
@@ -23,6 +28,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "cc/core/huge_pages.h"
 
 namespace py = pybind11;
 
@@ -107,14 +114,18 @@ void Slice(size_t n, int tid, int nt, size_t* lo, size_t* hi) {
   if (tid == nt - 1) *hi = n;
 }
 
-std::vector<double> ReadBandwidth(int64_t n_bytes, int repeats, int threads, const std::string& isa) {
+lab::PageKind Pages(const std::string& pages) {
+  if (pages == "huge") return lab::PageKind::kHuge;
+  if (pages == "small") return lab::PageKind::kSmall;
+  throw std::invalid_argument("pages must be \"huge\" or \"small\", not \"" + pages + "\"");
+}
+
+// A float array of n_bytes on the given pages, first-touched by the threads that later read it.
+lab::PageBuffer TouchedArray(int64_t n_bytes, const std::string& pages, int nt) {
   if (n_bytes < (1 << 20)) throw std::invalid_argument("n_bytes must be at least 1 MiB");
-  if (repeats < 1) throw std::invalid_argument("repeats must be >= 1");
-  const int nt = threads > 0 ? threads : omp_get_max_threads();
-  const SumFn sum = PickSum(isa);
   const size_t n = static_cast<size_t>(n_bytes) / sizeof(float);
-  float* a = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
-  if (!a) throw std::bad_alloc();
+  lab::PageBuffer buf(n * sizeof(float), Pages(pages));
+  float* a = static_cast<float*>(buf.data());
   // First touch by the reading thread (NUMA placement); values are varied, never zeros.
 #pragma omp parallel num_threads(nt)
   {
@@ -126,6 +137,17 @@ std::vector<double> ReadBandwidth(int64_t n_bytes, int repeats, int threads, con
       a[i] = static_cast<float>(x & 0xffff) * (1.0f / 65536.0f) - 0.5f;
     }
   }
+  return buf;
+}
+
+std::vector<double> ReadBandwidth(int64_t n_bytes, int repeats, int threads, const std::string& isa,
+                                  const std::string& pages) {
+  if (repeats < 1) throw std::invalid_argument("repeats must be >= 1");
+  const int nt = threads > 0 ? threads : omp_get_max_threads();
+  const SumFn sum = PickSum(isa);
+  const lab::PageBuffer buf = TouchedArray(n_bytes, pages, nt);
+  const float* a = static_cast<const float*>(buf.data());
+  const size_t n = static_cast<size_t>(n_bytes) / sizeof(float);
   std::vector<double> gbps;
   volatile double sink = 0;
   for (int r = 0; r < repeats + 1; ++r) {  // pass 0 warms up (page tables, thread pool)
@@ -141,7 +163,6 @@ std::vector<double> ReadBandwidth(int64_t n_bytes, int repeats, int threads, con
     sink = sink + total;
     if (r > 0) gbps.push_back(static_cast<double>(n) * sizeof(float) / s / 1e9);
   }
-  std::free(a);
   return gbps;
 }
 
@@ -212,12 +233,23 @@ PYBIND11_MODULE(_membw, m) {
   m.doc() = "CPU ceilings of the LLM inference lab: all-cores read bandwidth and FMA peak (OpenMP)";
   m.def(
       "read_bandwidth",
-      [](int64_t n_bytes, int repeats, int threads, const std::string& isa) {
+      [](int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages) {
         py::gil_scoped_release release;
-        return ReadBandwidth(n_bytes, repeats, threads, isa);
+        return ReadBandwidth(n_bytes, repeats, threads, isa, pages);
       },
       py::arg("n_bytes"), py::arg("repeats") = 5, py::arg("threads") = 0, py::arg("isa") = "auto",
-      "GB/s of each of `repeats` passes summing an n_bytes float array (after one warm-up pass).");
+      py::arg("pages") = "huge",
+      "GB/s of each of `repeats` passes summing an n_bytes float array (after one warm-up pass), the array "
+      "on 2 MiB pages (pages='huge') or 4 KiB pages ('small').");
+  m.def(
+      "read_pages",
+      [](int64_t n_bytes, const std::string& pages) {
+        py::gil_scoped_release release;
+        return TouchedArray(n_bytes, pages, omp_get_max_threads()).HugeFraction();
+      },
+      py::arg("n_bytes"), py::arg("pages") = "huge",
+      "Share of an n_bytes array, allocated and touched as read_bandwidth does, that the kernel backs with "
+      "2 MiB pages (-1: unknown).");
   m.def(
       "fma_peak",
       [](const std::string& isa, double seconds, int threads) {

@@ -19,6 +19,10 @@
 // share of the bytes per token, and keeping it exact keeps this stage's numerics equal to stage 1's on
 // fp16 weights. Prefill also skips the last layer's work for tokens whose outputs nobody reads.
 //
+// The weights are copied at load onto 2 MiB pages (transparent huge pages, cc/core/huge_pages.h): decode
+// streams ~270 MB (SmolLM2) to 15 GB (8B) per token, and on 4 KiB pages each 4 KiB of it costs a
+// page-table walk, two-dimensional inside a virtual machine. The README's "Pages" section measures it.
+//
 // Knobs for experiments (environment, read when an engine is created; variants.py compares them):
 //   LAB_CPU_ISA=avx512|avx2|scalar   the kernel table (kernels.h, SelectKernels)
 //   LAB_CPU_PREFILL=mlp|bf16|fp32    where prefill uses bf16 products (kernels.h, SelectPrefill)
@@ -27,6 +31,8 @@
 //   LAB_CPU_PREFILL_CHUNK=16..4096   prompt tokens per matrix-matrix pass (default 192)
 //   LAB_CPU_PRUNE=1|0                last-layer pruning when only the last logits are asked for
 //                                    (default 1; 0 runs the last layer on every row, to measure it)
+//   LAB_CPU_PAGES=huge|small|map     where the weights live (cc/core/weights.h): copied onto 2 MiB pages
+//                                    (default), copied onto 4 KiB pages, or used from the file's map
 #include "cc/cpu_opt/cpu_opt_engine.h"
 
 #include <omp.h>
@@ -64,6 +70,16 @@ int64_t PrefillChunk() {
   return n;
 }
 
+// LAB_CPU_PAGES: where the weights live (default: a copy on 2 MiB pages).
+WeightMemory CpuPages() {
+  const char* v = std::getenv("LAB_CPU_PAGES");
+  const std::string s = v ? v : "";
+  if (s.empty() || s == "huge") return WeightMemory::kHugePages;
+  if (s == "small") return WeightMemory::kSmallPages;
+  if (s == "map") return WeightMemory::kMap;
+  throw InputError("LAB_CPU_PAGES must be huge, small or map, not '" + s + "'");
+}
+
 bool EnvEquals(const char* name, const char* value) {
   const char* v = std::getenv(name);
   return v && std::string(v) == value;
@@ -76,7 +92,7 @@ class CpuOptEngine : public Engine {
         K_(cpu_opt::SelectKernels()),
         prefill_(cpu_opt::SelectPrefill(K_)),
         file_(std::move(file)),
-        w_(LoadWeights<uint16_t>(*file_, cfg)),
+        w_(LoadWeights<uint16_t>(*file_, cfg, CpuPages())),
         s_(cfg, max_context_, chunk_) {
     xt_.resize(std::max({cfg.dim, cfg.q_dim(), cfg.hidden_dim}) * RoundUp(chunk_, 16));
     matvec_ = PickMatVec();
@@ -87,7 +103,7 @@ class CpuOptEngine : public Engine {
   std::string name() const override { return "cpu_opt"; }
   std::string variant() const override {
     return std::string(K_.isa) + ", prefill " + prefill_.name + (attn_tile_ ? ", attention tiles" : "") +
-           (matvec_ == K_.matvec4 ? ", decode 4 rows" : "");
+           (matvec_ == K_.matvec4 ? ", decode 4 rows" : "") + ", " + PagesNote();
   }
 
  protected:
@@ -256,6 +272,15 @@ class CpuOptEngine : public Engine {
   // GPU host's Xeon (README, "Decode: one stream or four"). Both give bitwise equal results, so the
   // engine times them on its own weights, more bytes than the caches hold, and keeps the faster unless
   // LAB_CPU_MATVEC=1|4 picks one.
+  // "weights on 2 MiB pages (100%)": the placement, and for a copy the share the kernel backs with huge
+  // pages (THP may be off, or short of free 2 MiB blocks; then the copy sits on 4 KiB pages).
+  std::string PagesNote() const {
+    if (w_.memory == WeightMemory::kMap) return "weights in the file's map";
+    const double f = w_.arena.HugeFraction();
+    const std::string share = f < 0 ? "?" : std::to_string(static_cast<int>(f * 100 + 0.5)) + "%";
+    return std::string("weights copied to ") + PageKindName(w_.arena.kind()) + " pages (" + share + " huge)";
+  }
+
   using MatVecFn = void (*)(float*, const float*, const uint16_t*, int64_t, int64_t, int64_t);
   MatVecFn PickMatVec() {
     const char* env = std::getenv("LAB_CPU_MATVEC");

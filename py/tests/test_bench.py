@@ -266,3 +266,18 @@ def test_perplexity_flags_perturbed_engine(tiny):
     assert not verdicts["quiet_fp16"]["flagged"]
     assert verdicts["nan"]["flagged"]
     assert "**FLAGGED**" in ppl_check.markdown(list(verdicts.values()), "m", 120, 120, 17, "t.txt")
+
+
+def test_read_ceiling_pages():
+    """lab._membw reads its array on 2 MiB pages by default (the machine's ceiling) or on 4 KiB pages:
+    MADV_NOHUGEPAGE leaves none huge, and where the kernel offers transparent huge pages the default
+    array gets them (the share is read back from /proc/self/smaps). Bad page names are refused."""
+    m = pytest.importorskip("lab._membw", reason="lab._membw not built")
+    assert m.read_pages(64 << 20, "small") == 0.0
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not thp.exists() or "[never]" in thp.read_text():
+        pytest.skip("this kernel offers no transparent huge pages")
+    assert m.read_pages(64 << 20, "huge") > 0.5
+    assert min(m.read_bandwidth(8 << 20, 2, pages="huge") + m.read_bandwidth(8 << 20, 2, pages="small")) > 0
+    with pytest.raises(ValueError, match="pages must be"):
+        m.read_bandwidth(8 << 20, 1, pages="2M")

@@ -18,10 +18,12 @@ from lab.synthetic import write_random_model
 CPU_ENGINES = [e for e in ("cpu_fp32", "cpu_opt") if e in engine_names()]
 # (engine, environment): cpu_opt as it runs by default (bf16 MLP products where the CPU has AVX512-BF16,
 # else fp32; the decode loop it times fastest), with its fp32 prefill forced, and with the 4-row decode
-# matvec forced, so that every path meets the same bounds.
+# matvec forced, and with its weights read from the file's map instead of the copy on 2 MiB pages, so that
+# every path meets the same bounds.
 VARIANTS = [(e, {}) for e in CPU_ENGINES] + [("cpu_opt", {"LAB_CPU_PREFILL": "fp32"}),
-                                             ("cpu_opt", {"LAB_CPU_MATVEC": "4"})] * ("cpu_opt" in CPU_ENGINES)
-KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC")
+                                             ("cpu_opt", {"LAB_CPU_MATVEC": "4"}),
+                                             ("cpu_opt", {"LAB_CPU_PAGES": "map"})] * ("cpu_opt" in CPU_ENGINES)
+KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC", "LAB_CPU_PAGES")
 
 
 @pytest.fixture(params=VARIANTS, ids=lambda v: "-".join([v[0]] + [f"{k[8:].lower()}_{x}" for k, x in v[1].items()]))
@@ -171,6 +173,29 @@ def test_matvec_one_stream_or_four_bitwise_equal(model, monkeypatch):
     np.testing.assert_array_equal(out["1"], out["4"])
     monkeypatch.setenv("LAB_CPU_MATVEC", "8")
     with pytest.raises(ValueError, match="LAB_CPU_MATVEC"):
+        open_engine("cpu_opt", d, max_context=128)
+
+
+def test_weight_pages_bitwise_equal(model, monkeypatch):
+    """cpu_opt's weights copied onto 2 MiB pages (the default), onto 4 KiB pages, or read from the file's
+    map (LAB_CPU_PAGES=huge|small|map): only where the bytes live differs, so prefill and decode logits are
+    bitwise equal, and the variant says where they are. A copy that put a matrix in the wrong slot, or
+    one tensor's bytes short, changes the logits."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    _, d, _, tokens, ref_logits = model
+    out = {}
+    for pages, note in (("huge", "2 MiB"), ("small", "4 KiB pages (0% huge)"), ("map", "in the file's map")):
+        monkeypatch.setenv("LAB_CPU_PAGES", pages)
+        eng = open_engine("cpu_opt", d, max_context=128)
+        assert note in eng.variant, eng.variant
+        first = eng.prefill(tokens[:8], all_logits=True)
+        out[pages] = np.concatenate([first, np.stack([eng.decode(int(t)) for t in tokens[8:20]])])
+    assert tolerances.rel_error(out["huge"], ref_logits[:20]) < tolerances.logits_rel("cpu_opt")
+    np.testing.assert_array_equal(out["huge"], out["map"])
+    np.testing.assert_array_equal(out["small"], out["map"])
+    monkeypatch.setenv("LAB_CPU_PAGES", "2M")
+    with pytest.raises(ValueError, match="LAB_CPU_PAGES must be huge, small or map"):
         open_engine("cpu_opt", d, max_context=128)
 
 

@@ -1,7 +1,9 @@
 """The machine's ceilings, measured in the same run as the numbers they judge.
 
 CPU  read bandwidth: lab._membw (cc/bench): OpenMP, all cores, each summing its slice of a float array
-     with 8 vector accumulators (AVX-512/AVX2 chosen at run time); also one thread. Without the module
+     with 8 vector accumulators (AVX-512/AVX2 chosen at run time), the array on 2 MiB pages (THP; the
+     share the kernel granted is in the method); also one thread, and all cores on 4 KiB pages (what a
+     stream pays in page-table walks: cpu_opt keeps its weights on 2 MiB pages for it). Without the module
      (e.g. a bundle that lacks it): numpy's sgemv over the array, which the output says.
      peak fp32 FLOP/s: lab._membw's FMA kernel (12 independent FMA chains per thread, best of the
      ISAs the CPU has); also an fp32 matmul through torch (or numpy) for the attainable GEMM rate.
@@ -33,14 +35,22 @@ def _ceiling(samples, unit, method, **extra):
             "method": method, **extra}
 
 
-def cpu_read_bandwidth(n_bytes=2 << 30, repeats=10, threads=0) -> dict:
+def _pages_note(m, n_bytes, pages):
+    if pages == "small":
+        return "4 KiB pages"
+    share = m.read_pages(int(n_bytes), pages)
+    return "2 MiB pages (THP: " + ("share unknown" if share < 0 else f"{share:.0%} granted") + ")"
+
+
+def cpu_read_bandwidth(n_bytes=2 << 30, repeats=10, threads=0, pages="huge") -> dict:
     m = _membw()
     if m is not None:
         nt = threads or m.max_threads()
-        g = m.read_bandwidth(int(n_bytes), int(repeats), int(threads))
+        g = m.read_bandwidth(int(n_bytes), int(repeats), int(threads), pages=pages)
         isa = m.simd_levels()[0]
-        return _ceiling(g, "GB/s", f"lab._membw OpenMP sum of a {n_bytes / 2**30:.2f} GiB float array, "
-                        f"{nt} thread(s), {isa}", threads=nt, bytes=int(n_bytes), fallback=False)
+        return _ceiling(g, "GB/s", f"lab._membw OpenMP sum of a {n_bytes / 2**30:.2f} GiB float array on "
+                        f"{_pages_note(m, n_bytes, pages)}, {nt} thread(s), {isa}", threads=nt, bytes=int(n_bytes),
+                        fallback=False, pages=pages)
     # Fallback: numpy sgemv of [n/1024, 1024] by ones(1024): the matrix read once, BLAS threads.
     n = int(n_bytes) // 4 // 1024
     a = np.random.default_rng(0).standard_normal((n, 1024), dtype=np.float32)
@@ -110,6 +120,8 @@ def cpu_ceilings(read_bytes=2 << 30, repeats=10, fma_seconds=0.2, matmul_n=2048,
     if not out["read_all"]["fallback"]:
         log("ceilings: CPU read bandwidth (one thread)...")
         out["read_1thread"] = cpu_read_bandwidth(read_bytes, max(3, repeats // 3), threads=1)
+        log("ceilings: CPU read bandwidth on 4 KiB pages (all threads)...")
+        out["read_all_4k"] = cpu_read_bandwidth(read_bytes, max(3, repeats // 2), pages="small")
         log("ceilings: CPU FMA peak...")
         out["fma_all"] = cpu_fma_peak(fma_seconds)
         out["fma_1thread"] = cpu_fma_peak(fma_seconds, threads=1)
@@ -120,7 +132,7 @@ def cpu_ceilings(read_bytes=2 << 30, repeats=10, fma_seconds=0.2, matmul_n=2048,
     out["compute_GFLOPs"] = compute["best"]
     out["compute_method"] = compute["method"]
     out["bandwidth_method"] = out["read_all"]["method"]
-    for k in ("read_all", "read_1thread", "fma_all", "fma_1thread", "matmul_fp32"):
+    for k in ("read_all", "read_1thread", "read_all_4k", "fma_all", "fma_1thread", "matmul_fp32"):
         c = out.get(k)
         if c:
             log(f"ceilings: {k}: best {c['best']:.1f} {c['unit']}, median {c['median']:.1f} ({c['method']})")

@@ -244,6 +244,7 @@ def markdown(results: dict) -> str:
             c = ce["cpu"]
             lines.append(f"- {m['cpu_model']}: read {c['bandwidth_GBps']:.1f} GB/s ({c['bandwidth_method']})"
                          + (f"; one thread {c['read_1thread']['best']:.1f} GB/s" if c.get("read_1thread") else "")
+                         + (f"; on 4 KiB pages {c['read_all_4k']['best']:.1f} GB/s" if c.get("read_all_4k") else "")
                          + f"; compute {c['compute_GFLOPs']:.0f} GFLOP/s ({c['compute_method']}; an fp32 roof: "
                          "bf16 paths such as AVX512-BF16 can pass it)"
                          + (f"; fp32 matmul {c['matmul_fp32']['best']:.0f} GFLOP/s" if c.get("matmul_fp32") else ""))
