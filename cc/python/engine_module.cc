@@ -4,6 +4,7 @@
 //   e.prefill(np.array([...], np.int32), all_logits=False) -> np.ndarray [vocab] or [n, vocab]
 //   e.decode(token) -> np.ndarray [vocab];  e.generate(token, n) -> np.ndarray [n] int32 (greedy)
 //   e.reset();  e.stats() -> dict;  e.pos;  e.config;  e.name;  e.variant
+//   gpu_read_bandwidth(n_bytes, repeats) -> ([GB/s per pass], method)   the GPU read ceiling
 //
 // C++ errors arrive as Python exceptions: ModelFormatError (a ValueError), ValueError for bad
 // input, DeviceError (a RuntimeError), MemoryError. The GIL is released while engines compute.
@@ -15,6 +16,7 @@
 
 #include "cc/core/engine.h"
 #include "cc/core/errors.h"
+#include "cuda/common/read_ceiling.h"
 
 namespace py = pybind11;
 
@@ -79,6 +81,20 @@ PYBIND11_MODULE(_engine, m) {
   m.def("engine_names", &lab::EngineNames, "Names of the engines built into this module.");
   m.def("parse_config", [](const std::string& text) { return ConfigDict(lab::ParseConfig(text)); },
         "Parses config.json text as the engines do (raises ModelFormatError).");
+  m.def(
+      "gpu_read_bandwidth",
+      [](int64_t n_bytes, int repeats) {
+        if (n_bytes < 0) throw lab::InputError("n_bytes must be positive");
+        lab::cuda::ReadCeiling c;
+        {
+          py::gil_scoped_release release;
+          c = lab::cuda::MeasureReadBandwidth(static_cast<size_t>(n_bytes), repeats);
+        }
+        return py::make_tuple(c.gbps, c.method);
+      },
+      py::arg("n_bytes"), py::arg("repeats") = 10,
+      "The GPU's read ceiling with the lab's read kernel (cuda/common/read_ceiling.h): GB/s of each timed "
+      "pass of the best launch shape, and what was measured. DeviceError without a GPU.");
 
   py::class_<lab::Engine>(m, "Engine")
       .def(py::init([](const std::string& name, const std::string& model_dir, int64_t max_context) {

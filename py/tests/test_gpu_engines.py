@@ -217,3 +217,30 @@ def test_gpu_stats_and_memory_error(tmp_path):
     ctx = int(2 * free / per_pos)
     with pytest.raises(_engine.DeviceError, match=r"model needs .* GiB, card has .* GiB free"):
         _engine.Engine("gpu_opt", str(d2), ctx)
+
+
+@pytest.mark.skipif(gpu_present(), reason="checks the no-GPU error; this machine has a GPU")
+def test_gpu_read_ceiling_without_gpu():
+    with pytest.raises(_engine.DeviceError, match="no CUDA GPU found"):
+        _engine.gpu_read_bandwidth(1 << 30, 2)
+
+
+@pytest.mark.gpu
+def test_gpu_read_ceiling_against_torch():
+    """The lab's read kernel (the bench's GPU ceiling) against torch's x.sum() over the same number of
+    bytes: a kernel that skipped part of the buffer would report a multiple of torch's bandwidth, one
+    that read it twice half of it. Bad arguments are refused."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    from lab.bench.ceilings import _cuda_time
+    import torch
+
+    n = 2 << 30
+    g, how = _engine.gpu_read_bandwidth(n, 5)
+    assert len(g) == 5 and "lab read kernel" in how
+    x = torch.randn(n // 2, dtype=torch.float16, device="cuda")
+    torch_best = max(n / s / 1e9 for s in _cuda_time(lambda: x.sum(), 3, 5))
+    del x
+    assert 0.85 < max(g) / torch_best < 1.2, (max(g), torch_best, how)
+    with pytest.raises(ValueError, match="at least 64 MiB"):
+        _engine.gpu_read_bandwidth(1 << 20, 2)

@@ -7,7 +7,9 @@ CPU  read bandwidth: lab._membw (cc/bench): OpenMP, all cores, each summing its 
      (e.g. a bundle that lacks it): numpy's sgemv over the array, which the output says.
      peak fp32 FLOP/s: lab._membw's FMA kernel (12 independent FMA chains per thread, best of the
      ISAs the CPU has); also an fp32 matmul through torch (or numpy) for the attainable GEMM rate.
-GPU  read bandwidth: one torch read pass, x.sum() over a 4 GiB fp16 tensor; copy: y.copy_(x) counting
+GPU  read bandwidth: the higher of two reads of 4 GiB: the lab's read kernel (lab._engine.gpu_read_bandwidth,
+     cuda/common/read_ceiling.h: the decode kernels' 16-byte streaming load, best of 4 launch shapes)
+     and torch's x.sum() over an fp16 tensor; both are kept in the JSON. copy: y.copy_(x) counting
      bytes read + written; fp16 tensor-core rate: torch.matmul of two 8192 x 8192 fp16 matrices.
      All timed with CUDA events after warm-up, on random data.
 Each ceiling is reported as best (the roof) and median over its repeats.
@@ -165,20 +167,32 @@ def gpu_ceilings(read_bytes=4 << 30, matmul_n=8192, repeats=10, log=print) -> di
     x = torch.randn(int(read_bytes) // 2, dtype=torch.float16, device=dev)
     nb = x.numel() * 2
     t = _cuda_time(lambda: x.sum(), 3, repeats)
-    read = _ceiling([nb / s / 1e9 for s in t], "GB/s", f"torch x.sum() over {nb / 2**30:.1f} GiB fp16")
+    read_torch = _ceiling([nb / s / 1e9 for s in t], "GB/s", f"torch x.sum() over {nb / 2**30:.1f} GiB fp16")
     y = torch.empty_like(x)
     t = _cuda_time(lambda: y.copy_(x), 3, repeats)
     copy = _ceiling([2 * nb / s / 1e9 for s in t], "GB/s",
                     f"torch y.copy_(x) of {nb / 2**30:.1f} GiB fp16, bytes read + written")
     del x, y
     torch.cuda.empty_cache()
+    read_lab = None
+    try:
+        from lab import _engine
+
+        g, how = _engine.gpu_read_bandwidth(int(read_bytes), int(repeats))
+        read_lab = _ceiling(g, "GB/s", how)
+    except (ImportError, AttributeError) as e:  # a module without the kernel: torch's read alone
+        log(f"ceilings: no lab read kernel ({e}); the GPU read ceiling is torch's alone")
+    read = max([c for c in (read_lab, read_torch) if c], key=lambda c: c["best"])
+    other = read_torch if read is read_lab else read_lab
+    read = dict(read, method=read["method"] + (f"; the other read: {other['best']:.0f} GB/s, {other['method']}"
+                                               if other else ""))
     a = torch.randn(matmul_n, matmul_n, dtype=torch.float16, device=dev)
     b = torch.randn(matmul_n, matmul_n, dtype=torch.float16, device=dev)
     t = _cuda_time(lambda: torch.matmul(a, b), 5, repeats)
     mm = _ceiling([2 * matmul_n**3 / s / 1e9 for s in t], "GFLOP/s", f"torch.matmul fp16 {matmul_n}^3")
     del a, b
     torch.cuda.empty_cache()
-    out = {"name": name, "read": read, "copy": copy, "matmul_fp16": mm, "bandwidth_GBps": read["best"],
+    out = {"name": name, "read": read, "read_lab": read_lab, "read_torch": read_torch, "copy": copy, "matmul_fp16": mm, "bandwidth_GBps": read["best"],
            "bandwidth_method": read["method"], "compute_GFLOPs": mm["best"], "compute_method": mm["method"]}
     for k in ("read", "copy", "matmul_fp16"):
         c = out[k]
