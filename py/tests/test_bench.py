@@ -281,3 +281,33 @@ def test_read_ceiling_pages():
     assert min(m.read_bandwidth(8 << 20, 2, pages="huge") + m.read_bandwidth(8 << 20, 2, pages="small")) > 0
     with pytest.raises(ValueError, match="pages must be"):
         m.read_bandwidth(8 << 20, 1, pages="2M")
+
+
+@pytest.mark.parametrize("huge,small", [(30.0, 26.0), (98.0, 147.0)])
+def test_cpu_roof_is_the_best_read(monkeypatch, huge, small):
+    """The CPU roof is the higher of the reads on 2 MiB and on 4 KiB pages (a host whose bandwidth moved
+    between them must not be judged against the lower one), and the report names the other."""
+    from lab.bench import ceilings
+
+    class FakeMembw:
+        def max_threads(self):
+            return 2
+
+        def simd_levels(self):
+            return ["avx2", "scalar"]
+
+        def read_pages(self, n, pages):
+            return 1.0 if pages == "huge" else 0.0
+
+        def read_bandwidth(self, n, repeats, threads=0, pages="huge"):
+            return [huge if pages == "huge" else small] * repeats
+
+        def fma_peak(self, isa, seconds, threads):
+            return 100.0
+
+    monkeypatch.setattr(ceilings, "_membw", lambda: FakeMembw())
+    c = ceilings.cpu_ceilings(read_bytes=1 << 20, repeats=3, matmul_n=64, log=lambda *_: None)
+    assert c["bandwidth_GBps"] == max(huge, small)
+    assert ("4 KiB pages" in c["bandwidth_method"]) == (small > huge)
+    note = report._other_read_note(c)
+    assert f"{min(huge, small):.1f} GB/s" in note and ("2 MiB" in note) == (small > huge)

@@ -129,11 +129,14 @@ def cpu_ceilings(read_bytes=2 << 30, repeats=10, fma_seconds=0.2, matmul_n=2048,
         out["fma_1thread"] = cpu_fma_peak(fma_seconds, threads=1)
     log("ceilings: CPU fp32 matmul...")
     out["matmul_fp32"] = cpu_matmul_rate(matmul_n)
-    out["bandwidth_GBps"] = out["read_all"]["best"]
+    # The roof is the best read of the run: on 2 MiB pages where they help (a VM's nested page walks), but
+    # a host whose bandwidth moves between the two reads must not be judged against the lower one.
+    roof = max((c for c in (out["read_all"], out.get("read_all_4k")) if c), key=lambda c: c["best"])
+    out["bandwidth_GBps"] = roof["best"]
     compute = out.get("fma_all") or out["matmul_fp32"]
     out["compute_GFLOPs"] = compute["best"]
     out["compute_method"] = compute["method"]
-    out["bandwidth_method"] = out["read_all"]["method"]
+    out["bandwidth_method"] = roof["method"]
     for k in ("read_all", "read_1thread", "read_all_4k", "fma_all", "fma_1thread", "matmul_fp32"):
         c = out.get(k)
         if c:
