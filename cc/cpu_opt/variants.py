@@ -2,8 +2,8 @@
 """cpu_opt under different environment knobs, side by side and interleaved (A/B on a noisy machine).
 
 Each variant is a label and environment settings (LAB_CPU_MATVEC, LAB_CPU_ATTN, LAB_CPU_PREFILL, ...),
-read when its engine is created; all engines are created first, then timed in alternating rounds, so a
-slow minute of a shared machine hits every variant alike. Per round and variant: a prefill of
+read when its engine is created; all engines are created first, then timed in rounds, the order rotated
+every round, so a slow minute of a shared machine, or the position in a round, hits every variant alike. Per round and variant: a prefill of
 --prefill random tokens (wall clock of the call), and/or --decode greedy steps (engine.generate) after
 a --context-token prompt. Prints each variant's median (min) and, against the first variant, the
 median of the paired per-round differences and how many rounds the variant won.
@@ -62,8 +62,13 @@ def main():
     phases = []
     for label, e in engines.items():  # warm-up, and the decode prompt
         e.prefill(prompt[:a.prefill or a.context])
-    for _ in range(a.rounds):
-        for label, e in engines.items():
+    order = list(engines.items())
+    for r in range(a.rounds):
+        # Rotated every round: whichever variant runs first after the read probe (which allocates and frees
+        # 512 MiB) or after the other variants would otherwise always be the same one. Without the rotation,
+        # two runs of one A/B with the variants listed in opposite orders each favoured the one listed
+        # second (bench_results/devcpu-20261127-layout: 15 of 24, then 17 of 24 rounds).
+        for label, e in order[r % len(order):] + order[:r % len(order)]:
             if a.prefill:
                 e.reset()
                 t0 = time.perf_counter()
