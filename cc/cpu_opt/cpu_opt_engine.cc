@@ -22,9 +22,6 @@
 // The weights are copied at load onto 2 MiB pages (transparent huge pages, cc/core/huge_pages.h): decode
 // streams ~270 MB (SmolLM2) to 15 GB (8B) per token, and on 4 KiB pages each 4 KiB of it costs a
 // page-table walk, two-dimensional inside a virtual machine. The README's "Pages" section measures it.
-// The copy is laid out in the order the threads read it (LayOutForThreads): a thread's rows of every
-// matrix of a step follow each other, so each core streams one long run of memory per token instead
-// of ~211 short ones that start over after every barrier.
 //
 // Knobs for experiments (environment, read when an engine is created; variants.py compares them):
 //   LAB_CPU_ISA=avx512|avx2|scalar   the kernel table (kernels.h, SelectKernels)
@@ -36,8 +33,6 @@
 //                                    (default 1; 0 runs the last layer on every row, to measure it)
 //   LAB_CPU_PAGES=huge|small|map     where the weights live (cc/core/weights.h): copied onto 2 MiB pages
 //                                    (default), copied onto 4 KiB pages, or used from the file's map
-//   LAB_CPU_LAYOUT=threads|rows      the copy's order: each thread's rows of the whole step one after
-//                                    the other (default), or each matrix row-major as in the file
 #include "cc/cpu_opt/cpu_opt_engine.h"
 
 #include <omp.h>
@@ -46,10 +41,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <initializer_list>
 #include <string>
-#include <unordered_map>
 
 #include "cc/core/errors.h"
 #include "cc/core/fp16.h"
@@ -87,15 +80,6 @@ WeightMemory CpuPages() {
   throw InputError("LAB_CPU_PAGES must be huge, small or map, not '" + s + "'");
 }
 
-// LAB_CPU_LAYOUT: the copy's order (default: per thread). Without a copy (LAB_CPU_PAGES=map) it is "rows".
-bool ThreadLayout() {
-  const char* v = std::getenv("LAB_CPU_LAYOUT");
-  const std::string s = v ? v : "";
-  if (s.empty() || s == "threads") return true;
-  if (s == "rows") return false;
-  throw InputError("LAB_CPU_LAYOUT must be threads or rows, not '" + s + "'");
-}
-
 bool EnvEquals(const char* name, const char* value) {
   const char* v = std::getenv(name);
   return v && std::string(v) == value;
@@ -108,10 +92,9 @@ class CpuOptEngine : public Engine {
         K_(cpu_opt::SelectKernels()),
         prefill_(cpu_opt::SelectPrefill(K_)),
         file_(std::move(file)),
-        w_(LoadWeights<uint16_t>(*file_, cfg, layout_threads_ ? WeightMemory::kMap : pages_)),
+        w_(LoadWeights<uint16_t>(*file_, cfg, CpuPages())),
         s_(cfg, max_context_, chunk_) {
     xt_.resize(std::max({cfg.dim, cfg.q_dim(), cfg.hidden_dim}) * RoundUp(chunk_, 16));
-    if (layout_threads_) LayOutForThreads(omp_get_max_threads());
     matvec_ = PickMatVec();
     stats_.weight_bytes = w_.bytes;
     stats_.kv_cache_bytes = s_.kv_bytes();
@@ -151,8 +134,6 @@ class CpuOptEngine : public Engine {
   // Decode (B == 1) always streams with K_.matvec; prefill uses Km's matmul (fp32 or bf16, SelectPrefill).
   void MatMul(const cpu_opt::Kernels& Km, const float* x, int64_t B, int64_t n, std::initializer_list<Proj> projs) {
     const Proj* P = projs.begin();
-    const uint16_t* const* rows[4] = {nullptr, nullptr, nullptr, nullptr};  // per proj: its tasks' rows
-    for (size_t j = 0; j < projs.size() && j < 4; ++j) rows[j] = TaskRows(P[j].W);
     int64_t tasks = 0;
     for (const Proj& p : projs) tasks += (p.d + kRowsPerTask - 1) / kRowsPerTask;
     const int64_t Bp = RoundUp(B, Km.token_tile);
@@ -168,12 +149,10 @@ class CpuOptEngine : public Engine {
         int64_t j = 0, i0 = task * kRowsPerTask;
         while (i0 >= RoundUp(P[j].d, kRowsPerTask)) i0 -= RoundUp(P[j++].d, kRowsPerTask);
         const int64_t i1 = std::min(P[j].d, i0 + kRowsPerTask);
-        // The task's rows: in the per-thread layout, kRowsPerTask rows copied together (row i0 first).
-        const uint16_t* W = rows[j] ? rows[j][i0 / kRowsPerTask] : P[j].W + i0 * n;
         if (B == 1) {
-          matvec_(P[j].out + i0, x, W, n, 0, i1 - i0);  // decode: stream the rows at memory bandwidth
+          matvec_(P[j].out, x, P[j].W, n, i0, i1);  // decode: stream the rows at memory bandwidth
         } else {
-          Km.matmul(P[j].out + i0, P[j].d, xt, B, Bp, W, n, 0, i1 - i0);  // prefill: row x token tiles
+          Km.matmul(P[j].out, P[j].d, xt, B, Bp, P[j].W, n, i0, i1);  // prefill: row x token tiles
         }
       }
     }
@@ -296,91 +275,10 @@ class CpuOptEngine : public Engine {
   // "weights on 2 MiB pages (100%)": the placement, and for a copy the share the kernel backs with huge
   // pages (THP may be off, or short of free 2 MiB blocks; then the copy sits on 4 KiB pages).
   std::string PagesNote() const {
-    if (layout_threads_) {
-      const double f = layout_.HugeFraction();
-      const std::string share = f < 0 ? "?" : std::to_string(static_cast<int>(f * 100 + 0.5)) + "%";
-      return "weights laid out for " + std::to_string(layout_nt_) + " thread(s) on " + PageKindName(layout_.kind()) +
-             " pages (" + share + " huge)";
-    }
     if (w_.memory == WeightMemory::kMap) return "weights in the file's map";
     const double f = w_.arena.HugeFraction();
     const std::string share = f < 0 ? "?" : std::to_string(static_cast<int>(f * 100 + 0.5)) + "%";
     return std::string("weights copied to ") + PageKindName(w_.arena.kind()) + " pages (" + share + " huge)";
-  }
-
-  // The per-thread layout. A decode step's MatMul calls, in order (per layer q/k/v, o, gate/up, down;
-  // then lm_head), deal their tasks of kRowsPerTask rows to the threads as `omp for schedule(static)`
-  // does (libgomp: one contiguous block each, the first tasks % nt threads one task more). Each thread's
-  // tasks of the whole step are copied one after the other into its own region of one buffer, by that
-  // thread (first touch: its memory node). A thread then reads one run of memory per token; with row-major
-  // matrices it reads 211 runs (SmolLM2) of 0.1-1.8 MB, and the prefetchers start over after each
-  // barrier. Correctness does not depend on the deal: every task's rows are contiguous, wherever they are,
-  // and MatMul finds them through task_rows_; a different thread count only reads them in another order.
-  void LayOutForThreads(int nt) {
-    const ModelConfig& c = cfg_;
-    struct Mat {
-      const uint16_t* W;
-      int64_t d, n;
-    };
-    std::vector<std::vector<Mat>> sites;
-    for (const LayerWeights<uint16_t>& L : w_.layers) {
-      sites.push_back({{L.wq, c.q_dim(), c.dim}, {L.wk, c.kv_dim(), c.dim}, {L.wv, c.kv_dim(), c.dim}});
-      sites.push_back({{L.wo, c.dim, c.q_dim()}});
-      sites.push_back({{L.w_gate, c.hidden_dim, c.dim}, {L.w_up, c.hidden_dim, c.dim}});
-      sites.push_back({{L.w_down, c.dim, c.hidden_dim}});
-    }
-    sites.push_back({{w_.lm_head, c.vocab_size, c.dim}});
-    struct Task {
-      const uint16_t* src;
-      int64_t elems, slot;  // slot: index into task_ptrs_
-    };
-    std::vector<std::vector<Task>> per_thread(nt);
-    std::unordered_map<const uint16_t*, size_t> first;  // matrix -> index of its first task
-    size_t n_tasks = 0;
-    for (const auto& site : sites) {
-      int64_t total = 0;
-      for (const Mat& m : site) total += (m.d + kRowsPerTask - 1) / kRowsPerTask;
-      int64_t task = 0;
-      for (const Mat& m : site) {
-        first[m.W] = n_tasks;
-        for (int64_t i0 = 0; i0 < m.d; i0 += kRowsPerTask, ++task) {
-          const int64_t q = total / nt, r = total % nt;  // libgomp's static deal
-          const int t = static_cast<int>(task < r * (q + 1) ? task / (q + 1) : r + (task - r * (q + 1)) / std::max<int64_t>(q, 1));
-          per_thread[std::min(t, nt - 1)].push_back({m.W + i0 * m.n, (std::min(m.d, i0 + kRowsPerTask) - i0) * m.n,
-                                                     static_cast<int64_t>(n_tasks++)});
-        }
-      }
-    }
-    std::vector<size_t> start(nt + 1, 0);
-    for (int t = 0; t < nt; ++t) {
-      start[t + 1] = start[t];
-      for (const Task& k : per_thread[t]) start[t + 1] += static_cast<size_t>(k.elems);
-    }
-    try {
-      layout_ = PageBuffer(start[nt] * sizeof(uint16_t), pages_ == WeightMemory::kSmallPages ? PageKind::kSmall : PageKind::kHuge);
-    } catch (const std::bad_alloc&) {
-      throw DeviceError("cannot reserve " + std::to_string((start[nt] * 2) >> 20) +
-                        " MiB of host memory for the weights; LAB_CPU_PAGES=map keeps them in the file's memory map");
-    }
-    auto* base = static_cast<uint16_t*>(layout_.data());
-    task_ptrs_.assign(n_tasks, nullptr);
-#pragma omp parallel for schedule(static, 1) num_threads(nt)
-    for (int t = 0; t < nt; ++t) {
-      uint16_t* dst = base + start[t];
-      for (const Task& k : per_thread[t]) {
-        std::memcpy(dst, k.src, static_cast<size_t>(k.elems) * sizeof(uint16_t));
-        task_ptrs_[k.slot] = dst;
-        dst += k.elems;
-      }
-    }
-    for (const auto& [W, i] : first) task_rows_[W] = task_ptrs_.data() + i;
-    layout_nt_ = nt;
-  }
-
-  const uint16_t* const* TaskRows(const uint16_t* W) const {
-    if (task_rows_.empty()) return nullptr;
-    const auto it = task_rows_.find(W);
-    return it == task_rows_.end() ? nullptr : it->second;
   }
 
   using MatVecFn = void (*)(float*, const float*, const uint16_t*, int64_t, int64_t, int64_t);
@@ -419,8 +317,6 @@ class CpuOptEngine : public Engine {
   const bool attn_tile_ = K_.attend_tile && !EnvEquals("LAB_CPU_ATTN", "token");
   MatVecFn matvec_ = nullptr;  // the decode matvec PickMatVec chose
   const cpu_opt::PrefillKernels prefill_;  // which matmul each prefill product uses
-  const WeightMemory pages_ = CpuPages();
-  const bool layout_threads_ = ThreadLayout() && pages_ != WeightMemory::kMap;  // LayOutForThreads
   std::unique_ptr<ModelFile> file_;
   Weights<uint16_t> w_;
   const int64_t chunk_ = PrefillChunk();  // prompt tokens per matrix-matrix pass
@@ -429,12 +325,6 @@ class CpuOptEngine : public Engine {
   InferenceState s_;
   std::vector<float> xt_;      // [n, chunk] the prefill input, transposed
   std::vector<float> scores_;  // [threads, group * max_context] attention scores
-  // The per-thread layout (LayOutForThreads): the buffer, the thread count it was made for, and for each
-  // matrix (by its pointer in w_) the address of each of its tasks' kRowsPerTask rows.
-  PageBuffer layout_;
-  int layout_nt_ = 0;
-  std::vector<const uint16_t*> task_ptrs_;
-  std::unordered_map<const uint16_t*, const uint16_t* const*> task_rows_;
 };
 
 }  // namespace

@@ -18,13 +18,12 @@ from lab.synthetic import write_random_model
 CPU_ENGINES = [e for e in ("cpu_fp32", "cpu_opt") if e in engine_names()]
 # (engine, environment): cpu_opt as it runs by default (bf16 MLP products where the CPU has AVX512-BF16,
 # else fp32; the decode loop it times fastest), with its fp32 prefill forced, and with the 4-row decode
-# matvec forced, with its weights read from the file's map instead of the copy on 2 MiB pages, and with
-# the copy row-major instead of laid out per thread, so that every path meets the same bounds.
+# matvec forced, and with its weights read from the file's map instead of the copy on 2 MiB pages, so that
+# every path meets the same bounds.
 VARIANTS = [(e, {}) for e in CPU_ENGINES] + [("cpu_opt", {"LAB_CPU_PREFILL": "fp32"}),
                                              ("cpu_opt", {"LAB_CPU_MATVEC": "4"}),
-                                             ("cpu_opt", {"LAB_CPU_PAGES": "map"}),
-                                             ("cpu_opt", {"LAB_CPU_LAYOUT": "rows"})] * ("cpu_opt" in CPU_ENGINES)
-KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC", "LAB_CPU_PAGES", "LAB_CPU_LAYOUT")
+                                             ("cpu_opt", {"LAB_CPU_PAGES": "map"})] * ("cpu_opt" in CPU_ENGINES)
+KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC", "LAB_CPU_PAGES")
 
 
 @pytest.fixture(params=VARIANTS, ids=lambda v: "-".join([v[0]] + [f"{k[8:].lower()}_{x}" for k, x in v[1].items()]))
@@ -177,35 +176,26 @@ def test_matvec_one_stream_or_four_bitwise_equal(model, monkeypatch):
         open_engine("cpu_opt", d, max_context=128)
 
 
-def test_weight_placement_bitwise_equal(model, monkeypatch):
-    """cpu_opt's weights laid out per thread on 2 MiB pages (the default), row-major on 2 MiB or 4 KiB
-    pages, or read from the file's map (LAB_CPU_LAYOUT=threads|rows, LAB_CPU_PAGES=huge|small|map): only
-    where the bytes live differs, so prefill and decode logits are bitwise equal, and the variant says
-    where they are. A copy that put a task's rows in the wrong slot, or a tensor's bytes short, changes
-    the logits. Bad values are refused."""
+def test_weight_pages_bitwise_equal(model, monkeypatch):
+    """cpu_opt's weights copied onto 2 MiB pages (the default), onto 4 KiB pages, or read from the file's
+    map (LAB_CPU_PAGES=huge|small|map): only where the bytes live differs, so prefill and decode logits are
+    bitwise equal, and the variant says where they are. A copy that put a matrix in the wrong slot, or
+    one tensor's bytes short, changes the logits."""
     if "cpu_opt" not in CPU_ENGINES:
         pytest.skip("cpu_opt not built")
     _, d, _, tokens, ref_logits = model
     out = {}
-    for label, layout, pages, note in (("threads", "threads", "huge", "laid out for"),
-                                       ("rows", "rows", "huge", "copied to 2 MiB"),
-                                       ("small", "rows", "small", "4 KiB pages (0% huge)"),
-                                       ("map", "threads", "map", "in the file's map")):
-        monkeypatch.setenv("LAB_CPU_LAYOUT", layout)
+    for pages, note in (("huge", "2 MiB"), ("small", "4 KiB pages (0% huge)"), ("map", "in the file's map")):
         monkeypatch.setenv("LAB_CPU_PAGES", pages)
         eng = open_engine("cpu_opt", d, max_context=128)
         assert note in eng.variant, eng.variant
         first = eng.prefill(tokens[:8], all_logits=True)
-        out[label] = np.concatenate([first, np.stack([eng.decode(int(t)) for t in tokens[8:20]])])
-    assert tolerances.rel_error(out["threads"], ref_logits[:20]) < tolerances.logits_rel("cpu_opt")
-    for label in ("rows", "small", "threads"):
-        np.testing.assert_array_equal(out[label], out["map"], err_msg=label)
+        out[pages] = np.concatenate([first, np.stack([eng.decode(int(t)) for t in tokens[8:20]])])
+    assert tolerances.rel_error(out["huge"], ref_logits[:20]) < tolerances.logits_rel("cpu_opt")
+    np.testing.assert_array_equal(out["huge"], out["map"])
+    np.testing.assert_array_equal(out["small"], out["map"])
     monkeypatch.setenv("LAB_CPU_PAGES", "2M")
     with pytest.raises(ValueError, match="LAB_CPU_PAGES must be huge, small or map"):
-        open_engine("cpu_opt", d, max_context=128)
-    monkeypatch.setenv("LAB_CPU_PAGES", "huge")
-    monkeypatch.setenv("LAB_CPU_LAYOUT", "cols")
-    with pytest.raises(ValueError, match="LAB_CPU_LAYOUT must be threads or rows"):
         open_engine("cpu_opt", d, max_context=128)
 
 
