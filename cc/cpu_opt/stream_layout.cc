@@ -219,12 +219,31 @@ int main(int argc, char** argv) {
     std::printf("  | read %5.1f\n", rd);
     std::fflush(stdout);
   }
-  std::printf("medians:");
-  for (int k = 0; k < 5; ++k) {
-    std::sort(all[k].begin(), all[k].end());
-    std::printf("  %s %.1f", names[k], all[k][all[k].size() / 2]);
+  // Per way, the median of the per-round ratio to the read after the round; where the read moved by more
+  // than 30% over the run (this VM's slow and fast phases), for the rounds below and above the midpoint.
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  const double lo = *std::min_element(reads.begin(), reads.end()), hi = *std::max_element(reads.begin(), reads.end());
+  struct Group {
+    const char* name;
+    double from, to;
+  };
+  std::vector<Group> groups = {{"all rounds", 0, 1e30}};
+  if (hi > 1.3 * lo) groups.push_back({"slow rounds", 0, (lo + hi) / 2}), groups.push_back({"fast rounds", (lo + hi) / 2, 1e30});
+  for (const Group& g : groups) {
+    std::vector<double> rd;
+    std::vector<std::vector<double>> pct(5);
+    for (size_t r = 0; r < reads.size(); ++r) {
+      if (reads[r] < g.from || reads[r] >= g.to) continue;
+      rd.push_back(reads[r]);
+      for (int k = 0; k < 5; ++k) pct[k].push_back(100 * all[k][r] / reads[r]);
+    }
+    if (rd.empty()) continue;
+    std::printf("%s (%zu, read median %.1f GB/s), median %% of the read:", g.name, rd.size(), median(rd));
+    for (int k = 0; k < 5; ++k) std::printf("  %s %.0f%%", names[k], median(pct[k]));
+    std::printf("\n");
   }
-  std::sort(reads.begin(), reads.end());
-  std::printf("  | read %.1f GB/s\n", reads[reads.size() / 2]);
   return 0;
 }
