@@ -3,7 +3,7 @@
 // What changes from stage 3 (cuda/gpu_naive), and why (README.md beside this file has the numbers):
 //   * fp16 weights and KV cache (half the bytes of fp32), fp32 activations and accumulation;
 //   * per decode step 5 kernels per layer + 2, every one reading its weights exactly once with
-//     16-byte coalesced loads and the elementwise work fused in (kernels.cuh);
+//     16-byte coalesced loads and the elementwise work fused in (kernels_matvec.cuh);
 //   * weights re-laid out at load time: [q; k; v] and [gate; up] concatenated so one kernel reads them;
 //   * the whole decode step is captured once into a CUDA graph and replayed; the token and position
 //     live in device memory (written by one 8-byte copy before each replay), so the graph never changes;

@@ -23,7 +23,7 @@
 //      flight per thread before the first is used (memory-level parallelism is what hides the ~600 ns
 //      HBM latency), x reused from registers for both rows; weight loads marked streaming
 //      (ld.global.nc.L1::no_allocate: no L1 pollution, 256-byte L2 prefetch hint).
-//   v5 the engine's kernel (gpu_opt/kernels.cuh DecodeMatvecKernel, kEpiStore): x staged once per
+//   v5 the engine's kernel (gpu_opt/kernels_matvec.cuh DecodeMatvecKernel, kEpiStore): x staged once per
 //      block in shared memory in a bank-conflict-free split layout, the next batch of weight loads
 //      issued before the current batch is consumed (register double buffering), first batch issued
 //      before the PDL wait; tile shape (warps/block, rows/warp, loads/row) is a template parameter the
@@ -131,7 +131,7 @@ static __global__ void MatvecV4(const __half* __restrict__ W, const float* __res
   }
 }
 
-// v5 — the engine's DecodeMatvecKernel<WARPS, UPW, UNROLL, kEpiStore> (gpu_opt/kernels.cuh); the
+// v5 — the engine's DecodeMatvecKernel<WARPS, UPW, UNROLL, kEpiStore> (gpu_opt/kernels_matvec.cuh); the
 // bench instantiates the same configurations the engine auto-tunes between.
 
 }  // namespace lab_kernels

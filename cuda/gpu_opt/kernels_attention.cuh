@@ -1,0 +1,345 @@
+// Split-K flash-decoding attention (AttentionKernel) with GQA and the in-kernel merge; overview in
+// kernels.cuh.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/gpu_opt/kernels_common.cuh"
+
+namespace lab {
+namespace gpu {
+
+// ---------------------------------------------------------------------------------------------
+// Attention (decode and prefill): split-K flash-decoding with GQA and an in-kernel merge.
+// ---------------------------------------------------------------------------------------------
+
+struct AttnParams {
+  const float* q;        // [B, n_heads*HD] rotated, pre-scaled by log2(e)/sqrt(HD)
+  const __half* k_cache; // this layer's [max_ctx, kv_dim]
+  const __half* v_cache;
+  float* out;            // [B, n_heads*HD]
+  float* part_acc;       // [B, n_kv, S, G, HD] unnormalized partial outputs
+  float2* part_ml;       // [B, n_kv, S, G] (running max in log2 units, sum of weights)
+  unsigned* counters;    // [B * n_kv], zero before the launch; the merging block resets its own
+  const int* pos;        // position of token 0 of the batch; token t sees keys 0..pos+t
+  int n_heads, n_kv;
+  int min_chunk;         // fewest keys per split (a multiple of 8; 0 means 32)
+  int skip_idle;         // 1: a warp stops a round at its first step past the split's keys (the engine's
+                         // default; a 32-key split leaves 4 of a warp's 8 steps idle at HD 128, and their
+                         // dot products and shuffles lengthened the chain: +1.2% decode tok/s at ctx 512)
+};
+
+constexpr int kAttnWarps = 4;
+// Decode launches kAttnMaxSplits splits per kv head (blocks past the needed count exit at once).
+// 32 keeps the in-kernel merge short (one round of loads) and still gives 256 blocks at context 2048.
+constexpr int kAttnMaxSplits = 32;
+// V2's merge loops over the splits (V1's gives each split a lane): the engine may launch up to this
+// many (LAB_GPU_ATTN_SPLITS), so that long contexts still take one round of loads per block.
+constexpr int kAttnMaxSplitsV2 = 64;
+
+__device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float mo, float lo, const float* acco) {
+  const float mn = fmaxf(m, mo);
+  const float ca = m == -INFINITY ? 0.f : exp2f(m - mn);
+  const float cb = mo == -INFINITY ? 0.f : exp2f(mo - mn);
+  l = l * ca + lo * cb;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] = acc[i] * ca + acco[i] * cb;
+  m = mn;
+}
+
+// Contract:
+//   grid = (n_kv, S <= kAttnMaxSplits (V2: kAttnMaxSplitsV2), B), WARPS*32 threads; HD in {64, 128};
+//   G = n_heads/n_kv.
+//   Keys 0..n_keys-1 (n_keys = *pos + t + 1) are cut into ceil(n_keys/chunk) splits of chunk =
+//   max(mc, round_up(ceil(n_keys/S), mc)) keys (mc = min_chunk, 32 if 0); blocks with a higher split
+//   index exit at once.
+//   A key's HD halves are read by HD/8 lanes (16 bytes each), so a warp covers 32/(HD/8) keys per
+//   step and keeps U steps of K and V loads in flight (U = 8 for G <= 4, else 4, for registers): a
+//   block covers 64 keys (HD 128) per round of loads, so decode at context 2048 takes one round. Each lane keeps an online softmax (max m,
+//   sum l, unnormalized output acc for its 8 dims) for each of the G query heads; lanes, then warps,
+//   then splits are merged with the usual rescaling by exp2(m_i - m).
+//   V2 (decode default, kernel lab attention v2; README "Decode tuning"): (a) the dependent kernel
+//   (o_proj) may launch as soon as every block of this one has started (griddepcontrol.launch_dependents
+//   at entry instead of after the wait), so its first weight batch streams while attention runs; its
+//   own griddepcontrol.wait still waits for this grid to complete. (b) A leaner split merge: one
+//   release (fence + counter increment, by thread 0 after a barrier) per block instead of a fence in
+//   every thread, and the merging block loads each split's (max, sum) and partial output together,
+//   16 splits per round trip, merging them online, where V1 waited for the (max, sum) loads and a
+//   barrier before loading the partial outputs.
+//   WARPS (default kAttnWarps = 4; the engine's LAB_GPU_ATTN_WARPS=2 for decode): fewer warps per block
+//   cover fewer keys per round of loads (a 32-key decode split still takes one round with 2 warps at
+//   HD 128) but hold half the registers, so more of the next kernel's blocks fit beside them.
+//   UU (0: the U rule above; the engine's decode uses 4): steps in flight per round.
+//   min_chunk (AttnParams; the engine's decode: 16, LAB_GPU_ATTN_MIN_CHUNK): the fewest keys a split
+//   takes, and the unit a split's key count is rounded up to (32 before: at ~2,150 keys over 64 splits
+//   that rounded 34 keys up to 64, two rounds of loads; 16 rounds it to 48).
+template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0>
+__global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p) {
+  if (V2) PdlTrigger();
+  constexpr int LPK = HD / 8;    // lanes per key
+  constexpr int KPW = 32 / LPK;  // keys per warp step
+  constexpr int U = UU ? UU : G <= 4 ? 8 : 4;  // steps in flight
+  __shared__ float sm_acc[WARPS][G][HD];
+  __shared__ float sm_m[WARPS][G], sm_l[WARPS][G];
+  __shared__ float sm_w[G][kAttnMaxSplits];
+  __shared__ float sm_linv[G];
+  __shared__ int sm_last;
+
+  constexpr int STRIDE = WARPS * KPW * U;  // keys per block per round of loads
+  const int kvh = blockIdx.x, s = blockIdx.y, t = blockIdx.z, S = gridDim.y;
+  const int kv_dim = p.n_kv * HD, q_dim = p.n_heads * HD;
+  // The position comes from a host copy made before this step's kernels, not from the kernel this one
+  // waits for, so the key range is known before the PDL wait.
+  const int pos0 = __ldcg(p.pos);
+  const int n_keys = pos0 + t + 1;
+  int chunk = (n_keys + S - 1) / S;
+  const int mc = p.min_chunk > 0 ? p.min_chunk : 32;
+  chunk = max(mc, (chunk + mc - 1) / mc * mc);
+  const int n_splits = (n_keys + chunk - 1) / chunk;
+  if (s >= n_splits) return;
+  const int k_begin = s * chunk, k_end = min(n_keys, k_begin + chunk);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, grp = lane / LPK, sub = lane % LPK;
+  const __half* kb = p.k_cache + kvh * HD + sub * 8;
+  const __half* vb = p.v_cache + kvh * HD + sub * 8;
+
+  // First round of K/V loads. Keys below pos0 were written by earlier launches, so they are loaded
+  // before the PDL wait (the DRAM latency overlaps the qkv kernel's tail); keys from pos0 on were
+  // written by the kernel this one waits for, and are loaded after it.
+  int p0 = k_begin + warp * KPW;  // warp-uniform
+  uint4 kr[U], vr[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int key = p0 + u * WARPS * KPW + grp;
+    if (key < k_end && key < pos0) {
+      kr[u] = __ldcg(reinterpret_cast<const uint4*>(kb + size_t(key) * kv_dim));
+      vr[u] = __ldcg(reinterpret_cast<const uint4*>(vb + size_t(key) * kv_dim));
+    } else {
+      kr[u] = make_uint4(0, 0, 0, 0);
+      vr[u] = make_uint4(0, 0, 0, 0);
+    }
+  }
+  PdlWait();
+  PdlTrigger();
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int key = p0 + u * WARPS * KPW + grp;
+    if (key < k_end && key >= pos0) {
+      kr[u] = __ldcg(reinterpret_cast<const uint4*>(kb + size_t(key) * kv_dim));
+      vr[u] = __ldcg(reinterpret_cast<const uint4*>(vb + size_t(key) * kv_dim));
+    }
+  }
+
+  float qv[G][8];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const float4* q4 = reinterpret_cast<const float4*>(p.q + size_t(t) * q_dim + (kvh * G + g) * HD + sub * 8);
+    const float4 a = __ldcg(q4), b = __ldcg(q4 + 1);
+    qv[g][0] = a.x; qv[g][1] = a.y; qv[g][2] = a.z; qv[g][3] = a.w;
+    qv[g][4] = b.x; qv[g][5] = b.y; qv[g][6] = b.z; qv[g][7] = b.w;
+  }
+  float m[G], l[G], acc[G][8];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[g][i] = 0.f;
+  }
+
+  while (p0 < k_end) {  // warp-uniform: one round of U steps per iteration
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (p.skip_idle && p0 + u * WARPS * KPW >= k_end) break;  // warp-uniform: no key of this step or later
+      const bool ok = p0 + u * WARPS * KPW + grp < k_end;
+      float kf[8], vf[8];
+      Unpack8(kr[u], kf);
+      Unpack8(vr[u], vf);
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        float d = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) d = fmaf(qv[g][i], kf[i], d);
+#pragma unroll
+        for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if (ok) {
+          const float mn = fmaxf(m[g], d);
+          const float corr = exp2f(m[g] - mn);  // m = -inf: exp2(-inf) = 0
+          const float w = exp2f(d - mn);
+          l[g] = l[g] * corr + w;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(acc[g][i], corr, w * vf[i]);
+          m[g] = mn;
+        }
+      }
+    }
+    p0 += STRIDE;
+    if (p0 < k_end) {  // next round (all its keys are older than this launch or written before it)
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int key = p0 + u * WARPS * KPW + grp;
+        if (key < k_end) {
+          kr[u] = __ldcg(reinterpret_cast<const uint4*>(kb + size_t(key) * kv_dim));
+          vr[u] = __ldcg(reinterpret_cast<const uint4*>(vb + size_t(key) * kv_dim));
+        } else {
+          kr[u] = make_uint4(0, 0, 0, 0);
+          vr[u] = make_uint4(0, 0, 0, 0);
+        }
+      }
+    }
+  }
+
+  // Merge the KPW key groups of the warp (lanes sub, sub+LPK, ...).
+#pragma unroll
+  for (int o = LPK; o < 32; o <<= 1) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float mo = __shfl_xor_sync(0xffffffffu, m[g], o);
+      const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
+      float ao[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) ao[i] = __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+      MergeState(m[g], l[g], acc[g], mo, lo, ao);
+    }
+  }
+  if (grp == 0) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sm_acc[warp][g][sub * 8 + i] = acc[g][i];
+      if (sub == 0) {
+        sm_m[warp][g] = m[g];
+        sm_l[warp][g] = l[g];
+      }
+    }
+  }
+  __syncthreads();
+
+  // Merge the warps: block-level (m, l, acc) for each head and dim.
+  const size_t slot = (size_t(t) * p.n_kv + kvh) * S + s;  // this block's partial
+  for (int idx = threadIdx.x; idx < G * HD; idx += WARPS * 32) {
+    const int g = idx / HD, d = idx % HD;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm_m[w][g]);
+    float L = 0.f, A = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) {
+      const float c = sm_m[w][g] == -INFINITY ? 0.f : exp2f(sm_m[w][g] - M);
+      L += sm_l[w][g] * c;
+      A += sm_acc[w][g][d] * c;
+    }
+    if (n_splits == 1) {
+      p.out[size_t(t) * q_dim + (kvh * G + g) * HD + d] = A / L;
+    } else {
+      p.part_acc[(slot * G + g) * HD + d] = A;
+      if (d == 0) p.part_ml[slot * G + g] = make_float2(M, L);
+    }
+  }
+  if (n_splits == 1) return;
+
+  unsigned* const counter = p.counters + size_t(t) * p.n_kv + kvh;
+  const size_t slot0 = (size_t(t) * p.n_kv + kvh) * S;
+  if (V2) {
+    // Release: the barrier orders every thread's partial stores before thread 0's fence and increment
+    // (the pattern of cooperative groups' grid sync); the last block acquires with its own fence.
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      sm_last = atomicAdd(counter, 1u) == unsigned(n_splits - 1);
+    }
+    __syncthreads();
+    if (!sm_last) return;
+    __threadfence();
+    // Each thread merges 4 consecutive dims of one head over all splits: online rescaling, with the
+    // (max, sum) pairs and the partial outputs of 16 splits loaded together per round trip.
+    constexpr int kB = 16;
+    for (int idx = threadIdx.x; idx < G * HD / 4; idx += WARPS * 32) {
+      const int g = idx / (HD / 4), d4 = idx % (HD / 4);
+      const float4* src = reinterpret_cast<const float4*>(p.part_acc + (slot0 * G + g) * HD) + d4;
+      const size_t step = size_t(G) * HD / 4;  // float4s from one split to the next
+      const float2* mls = p.part_ml + slot0 * G + g;
+      float M = -INFINITY, L = 0.f;
+      float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int i0 = 0; i0 < n_splits; i0 += kB) {
+        float2 ml[kB];
+        float4 v[kB];
+#pragma unroll
+        for (int j = 0; j < kB; ++j) {
+          const int i = i0 + j;
+          if (i < n_splits) {
+            ml[j] = __ldcg(mls + size_t(i) * G);
+            v[j] = __ldcg(src + i * step);
+          } else {
+            ml[j] = make_float2(-INFINITY, 0.f);
+            v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+          }
+        }
+        float Mb = M;
+#pragma unroll
+        for (int j = 0; j < kB; ++j) Mb = fmaxf(Mb, ml[j].x);
+        const float c = M == -INFINITY ? 0.f : exp2f(M - Mb);
+        L *= c;
+        a = make_float4(a.x * c, a.y * c, a.z * c, a.w * c);
+#pragma unroll
+        for (int j = 0; j < kB; ++j) {
+          const float w = ml[j].x == -INFINITY ? 0.f : exp2f(ml[j].x - Mb);
+          L = fmaf(ml[j].y, w, L);
+          a.x = fmaf(v[j].x, w, a.x);
+          a.y = fmaf(v[j].y, w, a.y);
+          a.z = fmaf(v[j].z, w, a.z);
+          a.w = fmaf(v[j].w, w, a.w);
+        }
+        M = Mb;
+      }
+      const float li = 1.f / L;
+      *reinterpret_cast<float4*>(p.out + size_t(t) * q_dim + (kvh * G + g) * HD + d4 * 4) =
+          make_float4(a.x * li, a.y * li, a.z * li, a.w * li);
+    }
+    if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+    return;
+  }
+
+  // V1: the last block of this (token, kv head) to finish merges all splits.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) sm_last = atomicAdd(counter, 1u) == unsigned(n_splits - 1);
+  __syncthreads();
+  if (!sm_last) return;
+  __threadfence();
+  for (int g = warp; g < G; g += WARPS) {  // split weights: lane i handles split i (n_splits <= 32)
+    const float2 ml = lane < n_splits ? __ldcg(&p.part_ml[(slot0 + lane) * G + g]) : make_float2(-INFINITY, 0.f);
+    float M = ml.x;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    const float w = lane < n_splits ? exp2f(ml.x - M) : 0.f;  // every used split saw a key: finite m
+    sm_w[g][lane] = w;
+    const float L = WarpSum(ml.y * w);
+    if (lane == 0) sm_linv[g] = 1.f / L;
+  }
+  __syncthreads();
+  // Each thread merges 4 consecutive dims of one head: float4 loads, all splits' loads in flight.
+  for (int idx = threadIdx.x; idx < G * HD / 4; idx += WARPS * 32) {
+    const int g = idx / (HD / 4), d4 = idx % (HD / 4);
+    const float4* src = reinterpret_cast<const float4*>(p.part_acc + (slot0 * G + g) * HD) + d4;
+    const size_t step = size_t(G) * HD / 4;  // float4s from one split to the next
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 16
+    for (int i = 0; i < n_splits; ++i) {
+      const float4 v = __ldcg(src + i * step);
+      const float w = sm_w[g][i];
+      a.x = fmaf(v.x, w, a.x);
+      a.y = fmaf(v.y, w, a.y);
+      a.z = fmaf(v.z, w, a.z);
+      a.w = fmaf(v.w, w, a.w);
+    }
+    const float li = sm_linv[g];
+    *reinterpret_cast<float4*>(p.out + size_t(t) * q_dim + (kvh * G + g) * HD + d4 * 4) =
+        make_float4(a.x * li, a.y * li, a.z * li, a.w * li);
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+}
+
+}  // namespace gpu
+}  // namespace lab

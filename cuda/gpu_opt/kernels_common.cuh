@@ -1,0 +1,82 @@
+// Device helpers every stage-4 kernel uses: the PDL wait and trigger, the streaming weight load, fp16
+// unpacking and dot products, warp sums. The kernels: kernels.cuh (overview), kernels_matvec.cuh,
+// kernels_attention.cuh, kernels_prefill.cuh.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace lab {
+namespace gpu {
+
+// ---------------------------------------------------------------------------------------------
+// Small device helpers
+// ---------------------------------------------------------------------------------------------
+
+// Wait until the grids this one depends on (PDL) have completed and their writes are visible.
+__device__ __forceinline__ void PdlWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Allow the next kernel in the stream (launched with the PDL attribute) to start launching.
+__device__ __forceinline__ void PdlTrigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// 16-byte load of data that is never written (weights): non-coherent path, no L1 allocation (each
+// byte is used once), 256-byte L2 prefetch hint (the warp's next lines of the same row).
+__device__ __forceinline__ uint4 LdStream(const uint4* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+// Asks the copy engine to bring `bytes` (multiple of 16, 16-byte aligned) into L2, asynchronously: one
+// instruction per weight row, no registers, nothing to wait for.
+__device__ __forceinline__ void PrefetchL2(const void* p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void Unpack8(const uint4& w, float f[8]) {
+  const __half2* h = reinterpret_cast<const __half2*>(&w);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 v = __half22float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+
+__device__ __forceinline__ float Dot8(const uint4& w, const float4& lo, const float4& hi, float acc) {
+  float f[8];
+  Unpack8(w, f);
+  acc = fmaf(f[0], lo.x, acc);
+  acc = fmaf(f[1], lo.y, acc);
+  acc = fmaf(f[2], lo.z, acc);
+  acc = fmaf(f[3], lo.w, acc);
+  acc = fmaf(f[4], hi.x, acc);
+  acc = fmaf(f[5], hi.y, acc);
+  acc = fmaf(f[6], hi.z, acc);
+  acc = fmaf(f[7], hi.w, acc);
+  return acc;
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float Silu(float g) { return g / (1.f + expf(-g)); }
+
+}  // namespace gpu
+}  // namespace lab

@@ -1,0 +1,339 @@
+// The decode matvec (DecodeMatvecKernel) and its fused epilogues; overview in kernels.cuh.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/gpu_opt/kernels_common.cuh"
+
+namespace lab {
+namespace gpu {
+
+// ---------------------------------------------------------------------------------------------
+// The qkv epilogue, shared by decode (fused into the matvec) and prefill (after the GEMM).
+// A "unit" is a pair of rows (j, j + hd/2) of one head of the concatenated [q; k; v] weight: the two
+// rows RoPE rotates together (Hugging Face's half-rotated layout).
+// ---------------------------------------------------------------------------------------------
+
+struct QkvOut {
+  float* q;                // [B, n_heads*hd] fp32, rotated and multiplied by q_scale
+  __half* k_cache;         // this layer's [max_ctx, kv_dim] fp16
+  __half* v_cache;
+  const float* rope_cos;   // [max_ctx, hd/2]
+  const float* rope_sin;
+  int hd, n_heads, n_kv;
+  float q_scale;           // log2(e) / sqrt(hd): scores come out in log2 units for exp2f
+};
+
+__device__ __forceinline__ void QkvUnitRows(int unit, int hd, int* r0, int* r1) {
+  const int half = hd >> 1;
+  const int hb = unit / half, j = unit - hb * half;
+  *r0 = hb * hd + j;
+  *r1 = *r0 + half;
+}
+
+// RoPE coefficients of a unit at position `pos` (1, 0 for v rows, which are not rotated).
+__device__ __forceinline__ void QkvRopeCoeffs(const QkvOut& o, int unit, int pos, float* c, float* s) {
+  const int half = o.hd >> 1;
+  const int hb = unit / half, j = unit - hb * half;
+  if (hb < o.n_heads + o.n_kv) {
+    *c = o.rope_cos[pos * half + j];
+    *s = o.rope_sin[pos * half + j];
+  } else {
+    *c = 1.f;
+    *s = 0.f;
+  }
+}
+
+// y0, y1: rows r0, r1 of token t at absolute position `pos`; c, s from QkvRopeCoeffs.
+__device__ __forceinline__ void QkvEpilogue(const QkvOut& o, int unit, float y0, float y1, int t, int pos, float c,
+                                            float s) {
+  const int hd = o.hd, half = hd >> 1;
+  const int hb = unit / half, j = unit - hb * half;
+  const int kv_dim = o.n_kv * hd;
+  if (hb < o.n_heads + o.n_kv) {  // q or k: rotate
+    const float a = y0 * c - y1 * s, b = y1 * c + y0 * s;
+    if (hb < o.n_heads) {
+      float* q = o.q + size_t(t) * o.n_heads * hd + hb * hd + j;
+      q[0] = a * o.q_scale;
+      q[half] = b * o.q_scale;
+    } else {
+      __half* k = o.k_cache + size_t(pos) * kv_dim + (hb - o.n_heads) * hd + j;
+      k[0] = __float2half_rn(a);
+      k[half] = __float2half_rn(b);
+    }
+  } else {
+    __half* v = o.v_cache + size_t(pos) * kv_dim + (hb - o.n_heads - o.n_kv) * hd + j;
+    v[0] = __float2half_rn(y0);
+    v[half] = __float2half_rn(y1);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode matvec with fused prologue/epilogue.
+// ---------------------------------------------------------------------------------------------
+
+enum Epi : int {
+  kEpiStore = 0,   // out[r] = y                       (lm_head -> logits; the kernel lab's plain matvec)
+  kEpiResid = 1,   // out[r] += y                      (o_proj, down_proj: residual add into x)
+  kEpiGateUp = 2,  // out[u] = SiLU(y[u]) * y[H + u]   (W = [gate; up])
+  kEpiQkv = 3,     // RoPE, q scale, K/V -> fp16 cache (W = [q; k; v])
+};
+
+struct MatvecParams {
+  const __half* W;       // [M, K] row-major fp16
+  int M, K;              // K % 8 == 0
+  int n_units;           // work units of two rows each (see UnitRows)
+  const float* x;        // [K] fp32 input
+  const float* norm_w;   // [K] RMSNorm weight, or nullptr for no norm
+  float eps;
+  float* out;            // Store/Resid: [M]; GateUp: [H]; Qkv: unused (see qkv)
+  int H;                 // GateUp: rows of gate (= of up)
+  const int* pos;        // Qkv: device-side position of the token
+  QkvOut qkv;
+  int l2_prefetch;       // 1: bulk-prefetch the block's whole weight rows into L2 before the PDL wait
+  int out_host;          // Store only: out is mapped pinned host memory; the block gathers its rows in
+                         // shared memory and writes them with one coalesced store (few, full PCIe writes)
+  unsigned long long* argmax;  // Store only, or nullptr: greedy generation; each block atomicMax-es
+                               // ArgmaxKey(value, row) of its rows into *argmax (cleared before the launch)
+};
+
+// Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by
+// value (the float's bits made monotone as unsigned: negative values flipped, positive ones given the
+// top bit), then by the lower row on ties (numpy's argmax picks the first maximum).
+__device__ __forceinline__ unsigned long long ArgmaxKey(float v, int row) {
+  unsigned b = __float_as_uint(v);
+  b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  return (static_cast<unsigned long long>(b) << 32) | (0xffffffffu - static_cast<unsigned>(row));
+}
+// The row of a key; also how the host seeds the first step's token (any value bits).
+__host__ __device__ inline unsigned long long ArgmaxKeyOfRow(int row) {
+  return (0xffffffffull << 32) | (0xffffffffu - static_cast<unsigned>(row));
+}
+__host__ __device__ inline long long ArgmaxRow(unsigned long long key) {
+  return static_cast<long long>(0xffffffffu - static_cast<unsigned>(key & 0xffffffffu));
+}
+
+template <int EPI>
+__device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r0, int* r1) {
+  if (EPI == kEpiQkv) {
+    QkvUnitRows(unit, p.qkv.hd, r0, r1);
+  } else if (EPI == kEpiGateUp) {
+    *r0 = unit;
+    *r1 = unit + p.H;
+  } else {
+    *r0 = 2 * unit;
+    *r1 = min(2 * unit + 1, p.M - 1);
+  }
+}
+
+// Dynamic shared memory a DecodeMatvecKernel needs for input length K.
+inline size_t MatvecSmemBytes(int K) { return size_t(K) * sizeof(float); }
+
+// Contract:
+//   grid  = ceil(n_units / (WARPS * UPW)) blocks of WARPS * 32 threads, dynamic smem MatvecSmemBytes(K)
+//   (raise cudaFuncAttributeMaxDynamicSharedMemorySize above 48 KB).
+//   Each warp owns UPW units (2*UPW weight rows) and reads them whole: lane l loads 16-byte chunks
+//   l, l+32, ... of every row, UNROLL chunks per row per batch, so a thread has 2*UPW*UNROLL
+//   independent 16-byte loads in flight, and the next batch is issued before the current one is used.
+//   The first batch, issued before the PDL wait, is PRE batches long (PRE*UNROLL chunks per row):
+//   PRE > 1 (kernel lab v7) starts more of the weight stream while the previous kernel still runs
+//   (o_proj behind the latency-bound attention), at the cost of registers. The accumulation order
+//   (chunk by chunk per lane, then the warp butterfly) is the same for every WARPS/UPW/UNROLL/PRE,
+//   so all configurations give bitwise identical results.
+//   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, 1/rms applied to the
+//   dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
+//   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free.
+template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1>
+__global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecParams p) {
+  constexpr int ROWS = 2 * UPW;
+  constexpr int R0 = UNROLL * PRE;  // chunks per row per lane in the first (pre-wait) batch
+  extern __shared__ float4 smem4[];
+  __shared__ float red[WARPS];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nch = p.K >> 3;  // 16-byte chunks per row
+  const int unit0 = (blockIdx.x * WARPS + warp) * UPW;
+
+  const uint4* rows[ROWS];
+#pragma unroll
+  for (int u = 0; u < UPW; ++u) {
+    // Units past the end re-read the last unit (valid memory) and write nothing.
+    const int unit = min(unit0 + u, p.n_units - 1);
+    int r0, r1;
+    UnitRows<EPI>(p, unit, &r0, &r1);
+    rows[2 * u] = reinterpret_cast<const uint4*>(p.W + size_t(r0) * p.K);
+    rows[2 * u + 1] = reinterpret_cast<const uint4*>(p.W + size_t(r1) * p.K);
+  }
+
+  // First batch of weights: depends on nothing the previous kernel writes, so it is issued before
+  // the PDL wait and overlaps the previous kernel's tail.
+  uint4 first[ROWS][R0];
+#pragma unroll
+  for (int u = 0; u < R0; ++u) {
+    const int c = lane + 32 * u;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) first[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+  }
+
+  // The rest of the rows: bulk L2 prefetch (one instruction per row, by lanes 0..ROWS-1). With PDL
+  // this starts streaming while the previous kernel still runs (its tail, or a latency-bound
+  // attention), so HBM is not idle across the kernel boundary.
+  if (p.l2_prefetch) {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+      if (lane == r) PrefetchL2(rows[r], unsigned(p.K) * 2u);
+  }
+
+  PdlWait();
+  PdlTrigger();
+
+  // Epilogue operands that do not depend on the dot products, fetched now so that their latency hides
+  // under the main loop instead of adding to the kernel's tail: the position and RoPE cos/sin (qkv),
+  // the residual being added to (o_proj, down_proj).
+  int pos = 0;
+  float ep0[UPW], ep1[UPW];
+#pragma unroll
+  for (int u = 0; u < UPW; ++u) ep0[u] = ep1[u] = 0.f;
+  if (lane == 0) {
+    if (EPI == kEpiQkv) pos = __ldcg(p.pos);
+#pragma unroll
+    for (int u = 0; u < UPW; ++u) {
+      const int unit = min(unit0 + u, p.n_units - 1);
+      if (EPI == kEpiQkv) {
+        QkvRopeCoeffs(p.qkv, unit, pos, &ep0[u], &ep1[u]);
+      } else if (EPI == kEpiResid) {
+        ep0[u] = __ldcg(p.out + 2 * unit);
+        ep1[u] = 2 * unit + 1 < p.M ? __ldcg(p.out + 2 * unit + 1) : 0.f;
+      }
+    }
+  }
+
+  // Stage x (x * norm_w) into shared memory; sum of squares for the RMSNorm scale.
+  float4* xlo = smem4;
+  float4* xhi = smem4 + nch;
+  const float4* x4 = reinterpret_cast<const float4*>(p.x);
+  const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < nch; c += WARPS * 32) {
+    float4 a = __ldcg(x4 + 2 * c), b = __ldcg(x4 + 2 * c + 1);
+    if (g4) {
+      ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+      const float4 ga = __ldg(g4 + 2 * c), gb = __ldg(g4 + 2 * c + 1);
+      a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
+      b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
+    }
+    xlo[c] = a;
+    xhi[c] = b;
+  }
+  float scale = 1.f;
+  if (g4) {
+    ss = WarpSum(ss);
+    if (lane == 0) red[warp] = ss;
+  }
+  __syncthreads();
+  if (g4) {
+    float tot = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) tot += red[w];
+    scale = 1.f / sqrtf(tot / p.K + p.eps);
+  }
+
+  float acc[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
+  // The batch after the first is issued before the first is consumed; then the steady state: each
+  // batch is issued before the previous one is used (register double buffering).
+  uint4 buf[ROWS][UNROLL];
+  const int base1 = 32 * R0;
+  if (base1 < nch) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int c = base1 + lane + 32 * u;
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < R0; ++u) {
+    const int c = lane + 32 * u;
+    if (c < nch) {
+      const float4 lo = xlo[c], hi = xhi[c];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(first[r][u], lo, hi, acc[r]);
+    }
+  }
+  for (int base = base1; base < nch; base += 32 * UNROLL) {
+    uint4 cur[ROWS][UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) cur[r][u] = buf[r][u];
+    const int next = base + 32 * UNROLL;
+    if (next < nch) {
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const int c = next + lane + 32 * u;
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int c = base + lane + 32 * u;
+      if (c < nch) {
+        const float4 lo = xlo[c], hi = xhi[c];
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(cur[r][u], lo, hi, acc[r]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) acc[r] = WarpSum(acc[r]) * scale;
+
+  if (EPI == kEpiStore && (p.out_host || p.argmax)) {  // block-uniform
+    // The block's rows are contiguous: 2 * (blockIdx.x * WARPS * UPW) + [0, WARPS * ROWS).
+    __shared__ float sm_out[WARPS * ROWS];
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) sm_out[warp * ROWS + r] = acc[r];
+    }
+    __syncthreads();
+    const int row0 = 2 * blockIdx.x * WARPS * UPW, row = row0 + threadIdx.x;
+    if (threadIdx.x < WARPS * ROWS && row < p.M) p.out[row] = sm_out[threadIdx.x];
+    if (p.argmax && warp == 0) {  // the block's best row, then one atomic per block
+      unsigned long long best = 0;
+      for (int i = lane; i < WARPS * ROWS && row0 + i < p.M; i += 32) best = max(best, ArgmaxKey(sm_out[i], row0 + i));
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+      if (lane == 0) atomicMax(p.argmax, best);
+    }
+    return;
+  }
+
+  if (lane == 0) {
+#pragma unroll
+    for (int u = 0; u < UPW; ++u) {
+      const int unit = unit0 + u;
+      if (unit >= p.n_units) break;
+      const float y0 = acc[2 * u], y1 = acc[2 * u + 1];
+      if (EPI == kEpiQkv) {
+        QkvEpilogue(p.qkv, unit, y0, y1, 0, pos, ep0[u], ep1[u]);
+      } else if (EPI == kEpiGateUp) {
+        p.out[unit] = Silu(y0) * y1;
+      } else {
+        const int r0 = 2 * unit, r1 = 2 * unit + 1;
+        if (EPI == kEpiResid) {
+          p.out[r0] = ep0[u] + y0;
+          if (r1 < p.M) p.out[r1] = ep1[u] + y1;
+        } else {
+          p.out[r0] = y0;
+          if (r1 < p.M) p.out[r1] = y1;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace gpu
+}  // namespace lab
