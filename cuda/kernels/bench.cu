@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
@@ -615,6 +616,8 @@ int main(int argc, char** argv) {
       js += buf;
     }
     js += "  ],\n  \"all_ok\": " + std::string(all_ok ? "true" : "false") + "\n}\n";
+    std::error_code mkdir_error;  // --out may name a folder that does not exist yet
+    std::filesystem::create_directories(out_dir, mkdir_error);
     for (const auto& [fname, text] : {std::make_pair(std::string("kernel_bench.json"), js),
                                       std::make_pair(std::string("kernel_bench.md"), md)}) {
       const std::string path = out_dir + "/" + fname;
