@@ -33,6 +33,8 @@
 //                                    (default 1; 0 runs the last layer on every row, to measure it)
 //   LAB_CPU_PAGES=huge|small|map     where the weights live (cc/core/weights.h): copied onto 2 MiB pages
 //                                    (default), copied onto 4 KiB pages, or used from the file's map
+//   LAB_CPU_DECODE=region|ops        a decode step as one parallel region with barriers (DecodeStep), or
+//                                    as prefill's path with one token (a parallel region per op)
 #include "cc/cpu_opt/cpu_opt_engine.h"
 
 #include <omp.h>
@@ -80,6 +82,15 @@ WeightMemory CpuPages() {
   throw InputError("LAB_CPU_PAGES must be huge, small or map, not '" + s + "'");
 }
 
+// LAB_CPU_DECODE: one parallel region per decode step (default) or one per op.
+bool DecodeRegion() {
+  const char* v = std::getenv("LAB_CPU_DECODE");
+  const std::string s = v ? v : "";
+  if (s.empty() || s == "region") return true;
+  if (s == "ops") return false;
+  throw InputError("LAB_CPU_DECODE must be region or ops, not '" + s + "'");
+}
+
 bool EnvEquals(const char* name, const char* value) {
   const char* v = std::getenv(name);
   return v && std::string(v) == value;
@@ -103,11 +114,13 @@ class CpuOptEngine : public Engine {
   std::string name() const override { return "cpu_opt"; }
   std::string variant() const override {
     return std::string(K_.isa) + ", prefill " + prefill_.name + (attn_tile_ ? ", attention tiles" : "") +
-           (matvec_ == K_.matvec4 ? ", decode 4 rows" : "") + ", " + PagesNote();
+           (matvec_ == K_.matvec4 ? ", decode 4 rows" : "") + (decode_region_ ? "" : ", decode op by op") + ", " +
+           PagesNote();
   }
 
  protected:
   void Forward(const int32_t* tokens, int64_t n, int64_t pos, bool all_logits, float* logits) override {
+    if (n == 1 && decode_region_) return DecodeStep(tokens[0], pos, logits);
     for (int64_t done = 0; done < n; done += chunk_) {
       const int64_t B = std::min(chunk_, n - done);
       // Rows whose output is needed: every row for all_logits, else only the very last one of the call.
@@ -229,6 +242,79 @@ class CpuOptEngine : public Engine {
     for (int64_t t = 0; t < B; ++t) K_.rmsnorm(s_.xb.data() + t * dim, x + t * dim, w_.final_norm, dim, eps);
   }
 
+  // One decode step as one parallel region (LAB_CPU_DECODE=region, the default): the same kernels on the
+  // same rows as ForwardChunk with one token, but where that path forks and joins the threads for every
+  // matrix product and leaves the small vector work between them (RMSNorm, RoPE, residual adds, SwiGLU)
+  // to one thread while the others wait, here the threads stay together for the whole step and meet at
+  // six barriers a layer (the implicit ones at the end of each `omp for`). Each thread keeps its own copy
+  // of the residual stream and does the vector work itself, redundantly: a few thousand floats, cheaper
+  // than a barrier, and it needs none. The results are bitwise those of the other path (a test).
+  void DecodeStep(int32_t token, int64_t pos, float* logits) {
+    const ModelConfig& c = cfg_;
+    const int64_t dim = c.dim, hd = c.head_dim, kv_dim = c.kv_dim(), q_dim = c.q_dim(), hidden = c.hidden_dim;
+    const int64_t half = hd / 2, group = c.group_size(), head_stride = s_.max_context * hd;
+    const float eps = static_cast<float>(c.rms_norm_eps), scale = 1.f / std::sqrt(static_cast<float>(hd));
+    const float* cos = s_.rope_cos.data() + pos * half;
+    const float* sin = s_.rope_sin.data() + pos * half;
+    const int nt = omp_get_max_threads();
+    const int64_t per_thread = 2 * dim + hidden;  // x, x normed, SwiGLU(h)
+    if (static_cast<int64_t>(own_.size()) < nt * per_thread) own_.resize(nt * per_thread);
+    if (static_cast<int64_t>(scores_.size()) < nt * max_context_) scores_.resize(nt * max_context_);
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num();
+      float* x = own_.data() + t * per_thread;  // this thread's copy of the residual stream
+      float* xn = x + dim;                      // x, RMS-normed
+      float* h = xn + dim;                      // SwiGLU(gate, up)
+      for (int64_t i = 0; i < dim; ++i) x[i] = HalfToFloat(w_.embed[token * dim + i]);
+      for (int64_t l = 0; l < c.n_layers; ++l) {
+        const LayerWeights<uint16_t>& L = w_.layers[l];
+        float* kc = s_.key_cache.data() + l * s_.max_context * kv_dim;
+        float* vc = s_.value_cache.data() + l * s_.max_context * kv_dim;
+        K_.rmsnorm(xn, x, L.attn_norm, dim, eps);
+        DecodeMatVecs(xn, dim, {{L.wq, s_.q.data(), q_dim}, {L.wk, s_.k.data(), kv_dim}, {L.wv, s_.v.data(), kv_dim}});
+#pragma omp for schedule(static)
+        for (int64_t g = 0; g < c.n_kv_heads; ++g) {  // a KV head: its keys and queries rotated, K/V cached
+          K_.rope(s_.k.data() + g * hd, 1, hd, cos, sin);
+          K_.rope(s_.q.data() + g * group * hd, group, hd, cos, sin);
+          std::copy_n(s_.k.data() + g * hd, hd, kc + (g * s_.max_context + pos) * hd);
+          std::copy_n(s_.v.data() + g * hd, hd, vc + (g * s_.max_context + pos) * hd);
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t hq = 0; hq < c.n_heads; ++hq) {
+          const int64_t g = hq / group;
+          K_.attend(s_.att_out.data() + hq * hd, s_.q.data() + hq * hd, 1, kc + g * head_stride, vc + g * head_stride,
+                    pos + 1, hd, hd, scale, scores_.data() + t * max_context_);
+        }
+        DecodeMatVecs(s_.att_out.data(), q_dim, {{L.wo, s_.xb.data(), dim}});
+        K_.add(x, s_.xb.data(), dim);
+        K_.rmsnorm(xn, x, L.ffn_norm, dim, eps);
+        DecodeMatVecs(xn, dim, {{L.w_gate, s_.hb.data(), hidden}, {L.w_up, s_.hb2.data(), hidden}});
+        std::copy_n(s_.hb.data(), hidden, h);
+        K_.swiglu(h, s_.hb2.data(), hidden);
+        DecodeMatVecs(h, hidden, {{L.w_down, s_.xb.data(), dim}});
+        K_.add(x, s_.xb.data(), dim);
+      }
+      K_.rmsnorm(xn, x, w_.final_norm, dim, eps);
+      DecodeMatVecs(xn, dim, {{w_.lm_head, logits, c.vocab_size}});
+      if (t == 0) std::copy_n(x, dim, s_.x.data());
+    }
+  }
+
+  // Inside a parallel region: out = W x for every Proj, the rows dealt to the threads in MatMul's tasks
+  // (an orphaned `omp for`, with its barrier at the end).
+  void DecodeMatVecs(const float* x, int64_t n, std::initializer_list<Proj> projs) {
+    const Proj* P = projs.begin();
+    int64_t tasks = 0;
+    for (const Proj& p : projs) tasks += (p.d + kRowsPerTask - 1) / kRowsPerTask;
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      int64_t j = 0, i0 = task * kRowsPerTask;
+      while (i0 >= RoundUp(P[j].d, kRowsPerTask)) i0 -= RoundUp(P[j++].d, kRowsPerTask);
+      matvec_(P[j].out, x, P[j].W, n, i0, std::min(P[j].d, i0 + kRowsPerTask));
+    }
+  }
+
   // Causal grouped-query attention, as in stage 1, spread over the threads. Prefill: one work item per
   // (token, KV head), whose group of query heads is done together so that each cached key and value is
   // loaded once for all of them. Decode: one item per query head, to give every core work.
@@ -267,11 +353,6 @@ class CpuOptEngine : public Engine {
     }
   }
 
-  // Decode streams the weights at memory bandwidth, and how many weight streams one core should read
-  // at once depends on the CPU: one (matvec) on the dev machine's AMD Zen 4, four (matvec4) on the
-  // GPU host's Xeon (README, "Decode: one stream or four"). Both give bitwise equal results, so the
-  // engine times them on its own weights, more bytes than the caches hold, and keeps the faster unless
-  // LAB_CPU_MATVEC=1|4 picks one.
   // "weights on 2 MiB pages (100%)": the placement, and for a copy the share the kernel backs with huge
   // pages (THP may be off, or short of free 2 MiB blocks; then the copy sits on 4 KiB pages).
   std::string PagesNote() const {
@@ -281,6 +362,11 @@ class CpuOptEngine : public Engine {
     return std::string("weights copied to ") + PageKindName(w_.arena.kind()) + " pages (" + share + " huge)";
   }
 
+  // Decode streams the weights at memory bandwidth, and how many weight streams one core should read
+  // at once depends on the CPU: one (matvec) on the dev machine's AMD Zen 4, four (matvec4) on the
+  // GPU host's Xeon (README, "Decode: one stream or four"). Both give bitwise equal results, so the
+  // engine times them on its own weights, more bytes than the caches hold, and keeps the faster unless
+  // LAB_CPU_MATVEC=1|4 picks one.
   using MatVecFn = void (*)(float*, const float*, const uint16_t*, int64_t, int64_t, int64_t);
   MatVecFn PickMatVec() {
     const char* env = std::getenv("LAB_CPU_MATVEC");
@@ -322,6 +408,9 @@ class CpuOptEngine : public Engine {
   const int64_t chunk_ = PrefillChunk();  // prompt tokens per matrix-matrix pass
   // Last-layer pruning (ForwardChunk) unless LAB_CPU_PRUNE=0, which exists to measure what it saves.
   const bool prune_ = !EnvEquals("LAB_CPU_PRUNE", "0");
+  // Decode as one parallel region (DecodeStep) unless LAB_CPU_DECODE=ops.
+  const bool decode_region_ = DecodeRegion();
+  std::vector<float> own_;  // DecodeStep: per thread its residual stream, normed copy and SwiGLU output
   InferenceState s_;
   std::vector<float> xt_;      // [n, chunk] the prefill input, transposed
   std::vector<float> scores_;  // [threads, group * max_context] attention scores

@@ -18,12 +18,13 @@ from lab.synthetic import write_random_model
 CPU_ENGINES = [e for e in ("cpu_fp32", "cpu_opt") if e in engine_names()]
 # (engine, environment): cpu_opt as it runs by default (bf16 MLP products where the CPU has AVX512-BF16,
 # else fp32; the decode loop it times fastest), with its fp32 prefill forced, and with the 4-row decode
-# matvec forced, and with its weights read from the file's map instead of the copy on 2 MiB pages, so that
-# every path meets the same bounds.
+# matvec forced, with its weights read from the file's map instead of the copy on 2 MiB pages, and with
+# decode run op by op instead of as one parallel region, so that every path meets the same bounds.
 VARIANTS = [(e, {}) for e in CPU_ENGINES] + [("cpu_opt", {"LAB_CPU_PREFILL": "fp32"}),
                                              ("cpu_opt", {"LAB_CPU_MATVEC": "4"}),
-                                             ("cpu_opt", {"LAB_CPU_PAGES": "map"})] * ("cpu_opt" in CPU_ENGINES)
-KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC", "LAB_CPU_PAGES")
+                                             ("cpu_opt", {"LAB_CPU_PAGES": "map"}),
+                                             ("cpu_opt", {"LAB_CPU_DECODE": "ops"})] * ("cpu_opt" in CPU_ENGINES)
+KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC", "LAB_CPU_PAGES", "LAB_CPU_DECODE")
 
 
 @pytest.fixture(params=VARIANTS, ids=lambda v: "-".join([v[0]] + [f"{k[8:].lower()}_{x}" for k, x in v[1].items()]))
@@ -196,6 +197,31 @@ def test_weight_pages_bitwise_equal(model, monkeypatch):
     np.testing.assert_array_equal(out["small"], out["map"])
     monkeypatch.setenv("LAB_CPU_PAGES", "2M")
     with pytest.raises(ValueError, match="LAB_CPU_PAGES must be huge, small or map"):
+        open_engine("cpu_opt", d, max_context=128)
+
+
+def test_decode_region_bitwise_equal_op_by_op(model, monkeypatch):
+    """cpu_opt's decode step as one parallel region (the default: each thread its own copy of the residual
+    stream, six barriers a layer) against the same step op by op (LAB_CPU_DECODE=ops, a parallel region
+    per product): the same kernels on the same rows, so decode and greedy tokens are bitwise equal, the
+    cache they write included (the later steps read it). A missed barrier or a wrong RoPE/cache slot
+    changes the logits. A bad value is refused."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    _, d, _, tokens, ref_logits = model
+    out, gen = {}, {}
+    for mode in ("region", "ops"):
+        monkeypatch.setenv("LAB_CPU_DECODE", mode)
+        eng = open_engine("cpu_opt", d, max_context=128)
+        assert ("decode op by op" in eng.variant) == (mode == "ops")
+        first = eng.prefill(tokens[:8])
+        out[mode] = np.concatenate([first[None], np.stack([eng.decode(int(t)) for t in tokens[8:30]])])
+        gen[mode] = eng.generate(int(tokens[30]), 8)
+    assert tolerances.rel_error(out["region"], ref_logits[7:30]) < tolerances.logits_rel("cpu_opt")
+    np.testing.assert_array_equal(out["region"], out["ops"])
+    np.testing.assert_array_equal(gen["region"], gen["ops"])
+    monkeypatch.setenv("LAB_CPU_DECODE", "fused")
+    with pytest.raises(ValueError, match="LAB_CPU_DECODE must be region or ops"):
         open_engine("cpu_opt", d, max_context=128)
 
 
