@@ -8,7 +8,8 @@
 // 2. SIMD. The inner loops are AVX2/AVX-512 kernels (kernels.h): 8 or 16 fused multiply-adds per
 //    instruction instead of one. SelectKernels() picks the widest the CPU has (LAB_CPU_ISA overrides).
 // 3. Threads. OpenMP splits each matrix by weight rows and attention by (token, head): every core
-//    streams its own slice of the weights (OMP_NUM_THREADS, default all cores).
+//    streams its own slice of the weights (OMP_NUM_THREADS, default all cores). A decode step runs as one
+//    parallel region (DecodeStep): barriers between the products instead of a fork/join around each.
 // 4. Blocking. Prefill multiplies a chunk of prompt tokens by a few weight rows at a time in registers
 //    (a tile of rows x tokens), so each weight is widened once per chunk and reused for every token of
 //    it while it sits in cache: prefill becomes compute-bound. Where the CPU has AVX512-BF16, the MLP's
