@@ -177,6 +177,17 @@ def test_matvec_one_stream_or_four_bitwise_equal(model, monkeypatch):
         open_engine("cpu_opt", d, max_context=128)
 
 
+def _run_cpu_opt(monkeypatch, d, tokens, env, n_prompt=8, n_end=30):
+    """cpu_opt with `env` set: (variant, prefill logits of tokens[:n_prompt] (all rows) followed by the
+    decode logits of tokens[n_prompt:n_end], 8 greedy tokens after tokens[n_end])."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    eng = open_engine("cpu_opt", d, max_context=128)
+    first = eng.prefill(tokens[:n_prompt], all_logits=True)
+    logits = np.concatenate([first, np.stack([eng.decode(int(t)) for t in tokens[n_prompt:n_end]])])
+    return eng.variant, logits, eng.generate(int(tokens[n_end]), 8)
+
+
 def test_weight_pages_bitwise_equal(model, monkeypatch):
     """cpu_opt's weights copied onto 2 MiB pages (the default), onto 4 KiB pages, or read from the file's
     map (LAB_CPU_PAGES=huge|small|map): only where the bytes live differs, so prefill and decode logits are
@@ -187,11 +198,8 @@ def test_weight_pages_bitwise_equal(model, monkeypatch):
     _, d, _, tokens, ref_logits = model
     out = {}
     for pages, note in (("huge", "2 MiB"), ("small", "4 KiB pages (0% huge)"), ("map", "in the file's map")):
-        monkeypatch.setenv("LAB_CPU_PAGES", pages)
-        eng = open_engine("cpu_opt", d, max_context=128)
-        assert note in eng.variant, eng.variant
-        first = eng.prefill(tokens[:8], all_logits=True)
-        out[pages] = np.concatenate([first, np.stack([eng.decode(int(t)) for t in tokens[8:20]])])
+        variant, out[pages], _ = _run_cpu_opt(monkeypatch, d, tokens, {"LAB_CPU_PAGES": pages}, n_end=20)
+        assert note in variant, variant
     assert tolerances.rel_error(out["huge"], ref_logits[:20]) < tolerances.logits_rel("cpu_opt")
     np.testing.assert_array_equal(out["huge"], out["map"])
     np.testing.assert_array_equal(out["small"], out["map"])
@@ -211,13 +219,9 @@ def test_decode_region_bitwise_equal_op_by_op(model, monkeypatch):
     _, d, _, tokens, ref_logits = model
     out, gen = {}, {}
     for mode in ("region", "ops"):
-        monkeypatch.setenv("LAB_CPU_DECODE", mode)
-        eng = open_engine("cpu_opt", d, max_context=128)
-        assert ("decode op by op" in eng.variant) == (mode == "ops")
-        first = eng.prefill(tokens[:8])
-        out[mode] = np.concatenate([first[None], np.stack([eng.decode(int(t)) for t in tokens[8:30]])])
-        gen[mode] = eng.generate(int(tokens[30]), 8)
-    assert tolerances.rel_error(out["region"], ref_logits[7:30]) < tolerances.logits_rel("cpu_opt")
+        variant, out[mode], gen[mode] = _run_cpu_opt(monkeypatch, d, tokens, {"LAB_CPU_DECODE": mode})
+        assert ("decode op by op" in variant) == (mode == "ops")
+    assert tolerances.rel_error(out["region"], ref_logits[:30]) < tolerances.logits_rel("cpu_opt")
     np.testing.assert_array_equal(out["region"], out["ops"])
     np.testing.assert_array_equal(gen["region"], gen["ops"])
     monkeypatch.setenv("LAB_CPU_DECODE", "fused")
