@@ -108,6 +108,7 @@ class CpuOptEngine : public Engine {
         s_(cfg, max_context_, chunk_) {
     xt_.resize(std::max({cfg.dim, cfg.q_dim(), cfg.hidden_dim}) * RoundUp(chunk_, 16));
     matvec_ = PickMatVec();
+    pages_note_ = PagesNote();
     stats_.weight_bytes = w_.bytes;
     stats_.kv_cache_bytes = s_.kv_bytes();
     stats_.activation_bytes = s_.activation_bytes() + xt_.size() * sizeof(float);
@@ -116,7 +117,7 @@ class CpuOptEngine : public Engine {
   std::string variant() const override {
     return std::string(K_.isa) + ", prefill " + prefill_.name + (attn_tile_ ? ", attention tiles" : "") +
            (matvec_ == K_.matvec4 ? ", decode 4 rows" : "") + (decode_region_ ? "" : ", decode op by op") + ", " +
-           PagesNote();
+           pages_note_;
   }
 
  protected:
@@ -356,6 +357,7 @@ class CpuOptEngine : public Engine {
 
   // "weights on 2 MiB pages (100%)": the placement, and for a copy the share the kernel backs with huge
   // pages (THP may be off, or short of free 2 MiB blocks; then the copy sits on 4 KiB pages).
+  // Read once, at creation (HugeFraction reads /proc/self/smaps).
   std::string PagesNote() const {
     if (w_.memory == WeightMemory::kMap) return "weights in the file's map";
     const double f = w_.arena.HugeFraction();
@@ -411,6 +413,7 @@ class CpuOptEngine : public Engine {
   const bool prune_ = !EnvEquals("LAB_CPU_PRUNE", "0");
   // Decode as one parallel region (DecodeStep) unless LAB_CPU_DECODE=ops.
   const bool decode_region_ = DecodeRegion();
+  std::string pages_note_;  // PagesNote() at creation, for variant()
   std::vector<float> own_;  // DecodeStep: per thread its residual stream, normed copy and SwiGLU output
   InferenceState s_;
   std::vector<float> xt_;      // [n, chunk] the prefill input, transposed
