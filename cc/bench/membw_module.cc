@@ -2,7 +2,7 @@
 //
 //   read_bandwidth(n_bytes, repeats, threads=0, isa="auto", pages="huge") -> [GB/s per pass]
 //                    sum of a float array on 2 MiB ("huge", the ceiling) or 4 KiB ("small") pages
-//   read_pages(n_bytes, pages="huge") -> share of such an array the kernel backs with 2 MiB pages
+//   read_bandwidth_pages(...same...) -> ([GB/s per pass], share of the array on 2 MiB pages)
 //   fma_peak(isa="auto", seconds=0.2, threads=0) -> GFLOP/s           independent FMA chains
 //   simd_levels() -> e.g. ["avx512", "avx2", "scalar"] (those this CPU runs; the FMA kernel needs
 //                    avx2 or avx512, the read kernel runs on all three);  max_threads()
@@ -140,8 +140,12 @@ lab::PageBuffer TouchedArray(int64_t n_bytes, const std::string& pages, int nt) 
   return buf;
 }
 
-std::vector<double> ReadBandwidth(int64_t n_bytes, int repeats, int threads, const std::string& isa,
-                                  const std::string& pages) {
+struct Reads {
+  std::vector<double> gbps;  // one per timed pass
+  double huge_fraction;      // of the array read, after the passes (PageBuffer::HugeFraction)
+};
+
+Reads ReadBandwidth(int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages) {
   if (repeats < 1) throw std::invalid_argument("repeats must be >= 1");
   const int nt = threads > 0 ? threads : omp_get_max_threads();
   const SumFn sum = PickSum(isa);
@@ -163,7 +167,7 @@ std::vector<double> ReadBandwidth(int64_t n_bytes, int repeats, int threads, con
     sink = sink + total;
     if (r > 0) gbps.push_back(static_cast<double>(n) * sizeof(float) / s / 1e9);
   }
-  return gbps;
+  return {gbps, buf.HugeFraction()};
 }
 
 // ---- FMA peak: 12 independent chains per thread, x = x * m + c (bounded: m < 1) -----------------
@@ -235,21 +239,26 @@ PYBIND11_MODULE(_membw, m) {
       "read_bandwidth",
       [](int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages) {
         py::gil_scoped_release release;
-        return ReadBandwidth(n_bytes, repeats, threads, isa, pages);
+        return ReadBandwidth(n_bytes, repeats, threads, isa, pages).gbps;
       },
       py::arg("n_bytes"), py::arg("repeats") = 5, py::arg("threads") = 0, py::arg("isa") = "auto",
       py::arg("pages") = "huge",
       "GB/s of each of `repeats` passes summing an n_bytes float array (after one warm-up pass), the array "
       "on 2 MiB pages (pages='huge') or 4 KiB pages ('small').");
   m.def(
-      "read_pages",
-      [](int64_t n_bytes, const std::string& pages) {
-        py::gil_scoped_release release;
-        return TouchedArray(n_bytes, pages, omp_get_max_threads()).HugeFraction();
+      "read_bandwidth_pages",
+      [](int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages) {
+        Reads r;
+        {
+          py::gil_scoped_release release;
+          r = ReadBandwidth(n_bytes, repeats, threads, isa, pages);
+        }
+        return py::make_tuple(r.gbps, r.huge_fraction);
       },
-      py::arg("n_bytes"), py::arg("pages") = "huge",
-      "Share of an n_bytes array, allocated and touched as read_bandwidth does, that the kernel backs with "
-      "2 MiB pages (-1: unknown).");
+      py::arg("n_bytes"), py::arg("repeats") = 5, py::arg("threads") = 0, py::arg("isa") = "auto",
+      py::arg("pages") = "huge",
+      "read_bandwidth's passes and the share of the same array the kernel backed with 2 MiB pages (-1: "
+      "unknown).");
   m.def(
       "fma_peak",
       [](const std::string& isa, double seconds, int threads) {

@@ -273,11 +273,11 @@ def test_read_ceiling_pages():
     MADV_NOHUGEPAGE leaves none huge, and where the kernel offers transparent huge pages the default
     array gets them (the share is read back from /proc/self/smaps). Bad page names are refused."""
     m = pytest.importorskip("lab._membw", reason="lab._membw not built")
-    assert m.read_pages(64 << 20, "small") == 0.0
+    assert m.read_bandwidth_pages(64 << 20, 1, pages="small")[1] == 0.0
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if not thp.exists() or "[never]" in thp.read_text():
         pytest.skip("this kernel offers no transparent huge pages")
-    assert m.read_pages(64 << 20, "huge") > 0.5
+    assert m.read_bandwidth_pages(64 << 20, 1, pages="huge")[1] > 0.5
     assert min(m.read_bandwidth(8 << 20, 2, pages="huge") + m.read_bandwidth(8 << 20, 2, pages="small")) > 0
     with pytest.raises(ValueError, match="pages must be"):
         m.read_bandwidth(8 << 20, 1, pages="2M")
@@ -296,11 +296,8 @@ def test_cpu_roof_is_the_best_read(monkeypatch, huge, small):
         def simd_levels(self):
             return ["avx2", "scalar"]
 
-        def read_pages(self, n, pages):
-            return 1.0 if pages == "huge" else 0.0
-
-        def read_bandwidth(self, n, repeats, threads=0, pages="huge"):
-            return [huge if pages == "huge" else small] * repeats
+        def read_bandwidth_pages(self, n, repeats, threads=0, pages="huge"):
+            return [huge if pages == "huge" else small] * repeats, 1.0 if pages == "huge" else 0.0
 
         def fma_peak(self, isa, seconds, threads):
             return 100.0

@@ -37,10 +37,9 @@ def _ceiling(samples, unit, method, **extra):
             "method": method, **extra}
 
 
-def _pages_note(m, n_bytes, pages):
+def _pages_note(pages, share):
     if pages == "small":
         return "4 KiB pages"
-    share = m.read_pages(int(n_bytes), pages)
     return "2 MiB pages (THP: " + ("share unknown" if share < 0 else f"{share:.0%} granted") + ")"
 
 
@@ -48,10 +47,10 @@ def cpu_read_bandwidth(n_bytes=2 << 30, repeats=10, threads=0, pages="huge") -> 
     m = _membw()
     if m is not None:
         nt = threads or m.max_threads()
-        g = m.read_bandwidth(int(n_bytes), int(repeats), int(threads), pages=pages)
+        g, share = m.read_bandwidth_pages(int(n_bytes), int(repeats), int(threads), pages=pages)
         isa = m.simd_levels()[0]
         return _ceiling(g, "GB/s", f"lab._membw OpenMP sum of a {n_bytes / 2**30:.2f} GiB float array on "
-                        f"{_pages_note(m, n_bytes, pages)}, {nt} thread(s), {isa}", threads=nt, bytes=int(n_bytes),
+                        f"{_pages_note(pages, share)}, {nt} thread(s), {isa}", threads=nt, bytes=int(n_bytes),
                         fallback=False, pages=pages)
     # Fallback: numpy sgemv of [n/1024, 1024] by ones(1024): the matrix read once, BLAS threads.
     n = int(n_bytes) // 4 // 1024
