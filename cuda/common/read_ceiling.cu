@@ -65,60 +65,59 @@ ReadCeiling MeasureReadBandwidth(size_t n_bytes, int repeats) {
   if (repeats < 1) throw std::invalid_argument("repeats must be >= 1");
   const cudaDeviceProp prop = RequireGpu("read ceiling");
   n_bytes = n_bytes / 16 * 16;
-  void* buf = nullptr;
-  unsigned* sink = nullptr;
-  cudaStream_t s = nullptr;
-  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  // Everything this measurement allocates, released on every way out (errors throw).
+  struct Resources {
+    void* buf = nullptr;
+    unsigned* sink = nullptr;
+    cudaStream_t s = nullptr;
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    ~Resources() {
+      cudaFree(buf), cudaFree(sink);
+      if (s) cudaStreamDestroy(s);
+      if (e0) cudaEventDestroy(e0);
+      if (e1) cudaEventDestroy(e1);
+    }
+  } r;
   size_t free_b = 0, total_b = 0;
   LAB_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   if (n_bytes + (size_t{256} << 20) > free_b)
     throw DeviceError("read ceiling: needs " + GiB(n_bytes) + ", the card has " + GiB(free_b) + " free");
+  LAB_CUDA_CHECK(cudaMalloc(&r.buf, n_bytes));
+  LAB_CUDA_CHECK(cudaMalloc(&r.sink, sizeof(unsigned)));
+  LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&r.s, cudaStreamNonBlocking));
+  LAB_CUDA_CHECK(cudaEventCreate(&r.e0));
+  LAB_CUDA_CHECK(cudaEventCreate(&r.e1));
+  FillBits<<<prop.multiProcessorCount * 8, 256, 0, r.s>>>(static_cast<uint32_t*>(r.buf), n_bytes / 4);
+  LAB_CUDA_LAUNCH_CHECK("FillBits");
   ReadCeiling best;
   double best_median = -1;
-  try {
-    LAB_CUDA_CHECK(cudaMalloc(&buf, n_bytes));
-    LAB_CUDA_CHECK(cudaMalloc(&sink, sizeof(unsigned)));
-    LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    LAB_CUDA_CHECK(cudaEventCreate(&e0));
-    LAB_CUDA_CHECK(cudaEventCreate(&e1));
-    FillBits<<<prop.multiProcessorCount * 8, 256, 0, s>>>(static_cast<uint32_t*>(buf), n_bytes / 4);
-    LAB_CUDA_LAUNCH_CHECK("FillBits");
-    for (int unroll : {4, 8}) {
-      for (int bps : {4, 8}) {
-        for (int w = 0; w < 3; ++w) LaunchReadPass(buf, n_bytes, sink, unroll, bps, prop.multiProcessorCount, s);
-        std::vector<double> g;
-        for (int r = 0; r < repeats; ++r) {
-          LAB_CUDA_CHECK(cudaEventRecord(e0, s));
-          LaunchReadPass(buf, n_bytes, sink, unroll, bps, prop.multiProcessorCount, s);
-          LAB_CUDA_CHECK(cudaEventRecord(e1, s));
-          LAB_CUDA_CHECK(cudaEventSynchronize(e1));
-          float ms = 0;
-          LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-          g.push_back(double(n_bytes) / (ms * 1e-3) / 1e9);
-        }
-        std::vector<double> sorted = g;
-        std::sort(sorted.begin(), sorted.end());
-        const double median = sorted[sorted.size() / 2];
-        if (median > best_median) {
-          best_median = median;
-          char m[200];
-          std::snprintf(m, sizeof(m),
-                        "lab read kernel over %.1f GiB: 16-byte streaming loads, %d in flight per thread, "
-                        "%d x 512 threads per SM (best median of 4 launch shapes)",
-                        n_bytes / 1073741824.0, unroll, bps);
-          best = {g, m};
-        }
+  for (int unroll : {4, 8}) {
+    for (int bps : {4, 8}) {
+      for (int w = 0; w < 3; ++w) LaunchReadPass(r.buf, n_bytes, r.sink, unroll, bps, prop.multiProcessorCount, r.s);
+      std::vector<double> g;
+      for (int i = 0; i < repeats; ++i) {
+        LAB_CUDA_CHECK(cudaEventRecord(r.e0, r.s));
+        LaunchReadPass(r.buf, n_bytes, r.sink, unroll, bps, prop.multiProcessorCount, r.s);
+        LAB_CUDA_CHECK(cudaEventRecord(r.e1, r.s));
+        LAB_CUDA_CHECK(cudaEventSynchronize(r.e1));
+        float ms = 0;
+        LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, r.e0, r.e1));
+        g.push_back(double(n_bytes) / (ms * 1e-3) / 1e9);
+      }
+      std::vector<double> sorted = g;
+      std::sort(sorted.begin(), sorted.end());
+      const double median = sorted[sorted.size() / 2];
+      if (median > best_median) {
+        best_median = median;
+        char m[200];
+        std::snprintf(m, sizeof(m),
+                      "lab read kernel over %.1f GiB: 16-byte streaming loads, %d in flight per thread, "
+                      "%d x 512 threads per SM (best median of 4 launch shapes)",
+                      n_bytes / 1073741824.0, unroll, bps);
+        best = {g, m};
       }
     }
-  } catch (...) {
-    cudaFree(buf), cudaFree(sink);
-    if (s) cudaStreamDestroy(s);
-    if (e0) cudaEventDestroy(e0);
-    if (e1) cudaEventDestroy(e1);
-    throw;
   }
-  cudaFree(buf), cudaFree(sink);
-  cudaStreamDestroy(s), cudaEventDestroy(e0), cudaEventDestroy(e1);
   return best;
 }
 
