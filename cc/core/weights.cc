@@ -10,17 +10,6 @@
 namespace lab {
 namespace {
 
-// Every matrix of the model, in load order (the embedding first; lm_head only when untied).
-std::vector<std::string> MatrixNames(const ModelConfig& cfg) {
-  std::vector<std::string> names = {"model.embed_tokens.weight"};
-  if (!cfg.tie_word_embeddings) names.push_back("lm_head.weight");
-  for (int64_t l = 0; l < cfg.n_layers; ++l)
-    for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
-      names.push_back(LayerTensor(l, m));
-  return names;
-}
-
 constexpr size_t kAlign = 64;  // each matrix starts on a cache line in the arena
 
 // Puts tensor t where the placement says: the map (same dtype, kMap), an owned conversion (kMap), or
@@ -31,9 +20,10 @@ class Placer {
   Placer(const ModelFile& f, const ModelConfig& cfg, WeightMemory memory, Weights<T>* w) : w_(w) {
     w->memory = memory;
     if (memory == WeightMemory::kMap) return;
-    size_t total = 0;
-    for (const std::string& n : MatrixNames(cfg))
-      total += (static_cast<size_t>(f.Get(n).numel()) * sizeof(T) + kAlign - 1) / kAlign * kAlign;
+    size_t total = 0;  // every matrix the config implies (the 2-D tensors; lm_head only when untied)
+    for (const auto& [name, shape] : ModelFile::ExpectedTensors(cfg))
+      if (shape.size() == 2)
+        total += (static_cast<size_t>(shape[0] * shape[1]) * sizeof(T) + kAlign - 1) / kAlign * kAlign;
     try {
       w->arena = PageBuffer(total, memory == WeightMemory::kHugePages ? PageKind::kHuge : PageKind::kSmall);
     } catch (const std::bad_alloc&) {
