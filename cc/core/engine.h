@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cc/core/config.h"
@@ -48,6 +49,10 @@ class Engine {
   // Which code paths this instance runs where an engine has several (e.g. "avx512, prefill mlp-bf16"); "" if one.
   virtual std::string variant() const { return ""; }
   EngineStats stats() const { return stats_; }
+  // Where the decode steps' time went, for engines that can take their step apart (cpu_opt with
+  // LAB_CPU_PROFILE=1): cumulative seconds per named part since creation ("qkv.work", "qkv.wait", ...,
+  // "steps": the number of steps counted). Empty when the engine does not profile.
+  virtual std::vector<std::pair<std::string, double>> PhaseSeconds() const { return {}; }
 
  protected:
   // Runs tokens[0..n) at positions pos..pos+n; writes logits of every position (all_logits) or of the

@@ -36,6 +36,11 @@
 //                                    (default), copied onto 4 KiB pages, or used from the file's map
 //   LAB_CPU_DECODE=region|ops        a decode step as one parallel region with barriers (DecodeStep), or
 //                                    as prefill's path with one token (a parallel region per op)
+//   LAB_CPU_DECODE_ATTN=split|head|N decode attention: one item per (KV head, key range) with the whole
+//                                    GQA group (default), N ranges (1..16) forced, or one item per query
+//                                    head (before; DecodeAttnItem)
+//   LAB_CPU_PROFILE=1                DecodeStep times its parts per thread, work and barrier wait apart
+//                                    (phase_seconds(); cc/cpu_opt/decode_profile.py)
 #include "cc/cpu_opt/cpu_opt_engine.h"
 
 #include <omp.h>
@@ -45,6 +50,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <initializer_list>
+#include <numeric>
 #include <string>
 
 #include "cc/core/errors.h"
@@ -60,6 +66,8 @@ namespace {
 constexpr int64_t kPrefillChunk = 192;  // prompt tokens per matrix-matrix pass (LAB_CPU_PREFILL_CHUNK)
 constexpr int64_t kAttnTile = 16;      // prefill attention: tokens per attend_tile call
 constexpr int64_t kRowsPerTask = 24;    // weight rows per OpenMP work item (a multiple of the kernels' tiles)
+constexpr int64_t kMinSplitKeys = 32;   // decode attention: fewest keys in a key range
+constexpr int64_t kMaxSplits = 16;      // decode attention: most key ranges per KV head
 
 int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
@@ -92,10 +100,44 @@ bool DecodeRegion() {
   throw InputError("LAB_CPU_DECODE must be region or ops, not '" + s + "'");
 }
 
+// LAB_CPU_DECODE_ATTN: decode attention split by (KV head, key range), the ranges chosen per step (0,
+// the default), or N ranges per KV head whatever the keys (1..kMaxSplits; some may be empty: tests), or
+// one item per query head (-1).
+int DecodeAttnMode() {
+  const char* v = std::getenv("LAB_CPU_DECODE_ATTN");
+  const std::string s = v ? v : "";
+  if (s.empty() || s == "split") return 0;
+  if (s == "head") return -1;
+  if (s.size() <= 2 && std::all_of(s.begin(), s.end(), ::isdigit) && std::stoi(s) >= 1 && std::stoi(s) <= kMaxSplits)
+    return std::stoi(s);
+  throw InputError("LAB_CPU_DECODE_ATTN must be split, head or 1.." + std::to_string(kMaxSplits) + ", not '" + s + "'");
+}
+
 bool EnvEquals(const char* name, const char* value) {
   const char* v = std::getenv(name);
   return v && std::string(v) == value;
 }
+
+// The parts of a decode step that LAB_CPU_PROFILE=1 times (DecodeStep, PhaseSeconds).
+enum Phase { kVector, kQkv, kRope, kAttention, kO, kGateUp, kDown, kLmHead, kPhases };
+constexpr const char* kPhaseNames[kPhases] = {"vector", "qkv", "rope_cache", "attention", "o_proj", "gate_up", "down", "lm_head"};
+
+// One thread's stopwatch for DecodeStep: Mark(phase, part) adds the time since the last mark to
+// acc[phase][part] (part 0: the thread's own work, 1: its wait at the barrier that ends the phase).
+// A clock without acc (profiling off) does nothing, so the step runs the same code either way.
+struct PhaseClock {
+  double* acc = nullptr;  // [kPhases][2] of this thread, or null
+  std::chrono::steady_clock::time_point last;
+  explicit PhaseClock(double* a) : acc(a) {
+    if (acc) last = std::chrono::steady_clock::now();
+  }
+  void Mark(Phase phase, int part) {
+    if (!acc) return;
+    const auto now = std::chrono::steady_clock::now();
+    acc[2 * phase + part] += std::chrono::duration<double>(now - last).count();
+    last = now;
+  }
+};
 
 class CpuOptEngine : public Engine {
  public:
@@ -116,8 +158,27 @@ class CpuOptEngine : public Engine {
   std::string name() const override { return "cpu_opt"; }
   std::string variant() const override {
     return std::string(K_.isa) + ", prefill " + prefill_.name + (attn_tile_ ? ", attention tiles" : "") +
-           (matvec_ == K_.matvec4 ? ", decode 4 rows" : "") + (decode_region_ ? "" : ", decode op by op") + ", " +
+           (matvec_ == K_.matvec4 ? ", decode 4 rows" : "") + (decode_region_ ? "" : ", decode op by op") +
+           (attn_mode_ < 0 ? ", decode attention by query head"
+                           : attn_mode_ > 0 ? ", decode attention in " + std::to_string(attn_mode_) + " key ranges"
+                                            : "") +
+           ", " +
            pages_note_;
+  }
+  std::vector<std::pair<std::string, double>> PhaseSeconds() const override {
+    if (!profile_) return {};
+    std::vector<std::pair<std::string, double>> out;
+    const int nt = static_cast<int>(prof_.size() / (2 * kPhases));
+    for (int ph = 0; ph < kPhases; ++ph) {
+      for (int part = 0; part < 2; ++part) {
+        double sum = 0;  // the threads' mean
+        for (int t = 0; t < nt; ++t) sum += prof_[(t * kPhases + ph) * 2 + part];
+        out.emplace_back(std::string(kPhaseNames[ph]) + (part ? ".wait" : ".work"), nt ? sum / nt : 0.0);
+      }
+    }
+    out.emplace_back("step", prof_step_s_);  // the calling thread's wall clock around the region
+    out.emplace_back("steps", static_cast<double>(prof_steps_));
+    return out;
   }
 
  protected:
@@ -254,76 +315,112 @@ class CpuOptEngine : public Engine {
   void DecodeStep(int32_t token, int64_t pos, float* logits) {
     const ModelConfig& c = cfg_;
     const int64_t dim = c.dim, hd = c.head_dim, kv_dim = c.kv_dim(), q_dim = c.q_dim(), hidden = c.hidden_dim;
-    const int64_t half = hd / 2, group = c.group_size(), head_stride = s_.max_context * hd;
-    const float eps = static_cast<float>(c.rms_norm_eps), scale = 1.f / std::sqrt(static_cast<float>(hd));
+    const int64_t half = hd / 2, group = c.group_size();
+    const float eps = static_cast<float>(c.rms_norm_eps);
     const float* cos = s_.rope_cos.data() + pos * half;
     const float* sin = s_.rope_sin.data() + pos * half;
     const int nt = omp_get_max_threads();
-    const int64_t per_thread = 2 * dim + hidden;  // x, x normed, SwiGLU(h)
+    const int64_t per_thread = 2 * dim + hidden + q_dim;  // x, x normed, SwiGLU(h), attention output
     if (static_cast<int64_t>(own_.size()) < nt * per_thread) own_.resize(nt * per_thread);
-    if (static_cast<int64_t>(scores_.size()) < nt * max_context_) scores_.resize(nt * max_context_);
+    const int64_t scratch = group * max_context_;  // one attention item's scores
+    if (static_cast<int64_t>(scores_.size()) < nt * scratch) scores_.resize(nt * scratch);
+    int64_t splits = 1;
+    const int64_t attn_items = DecodeAttnItems(pos + 1, &splits);
+    if (profile_ && static_cast<int>(prof_.size()) < nt * kPhases * 2) prof_.resize(nt * kPhases * 2, 0.0);
+    const auto step_start = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(nt)
     {
       const int t = omp_get_thread_num();
+      PhaseClock clk(profile_ ? prof_.data() + t * kPhases * 2 : nullptr);
       float* x = own_.data() + t * per_thread;  // this thread's copy of the residual stream
       float* xn = x + dim;                      // x, RMS-normed
       float* h = xn + dim;                      // SwiGLU(gate, up)
+      float* att = h + hidden;                  // attention output, merged from the items' partials
       for (int64_t i = 0; i < dim; ++i) x[i] = HalfToFloat(w_.embed[token * dim + i]);
       for (int64_t l = 0; l < c.n_layers; ++l) {
         const LayerWeights<uint16_t>& L = w_.layers[l];
         float* kc = s_.key_cache.data() + l * s_.max_context * kv_dim;
         float* vc = s_.value_cache.data() + l * s_.max_context * kv_dim;
         K_.rmsnorm(xn, x, L.attn_norm, dim, eps);
-        DecodeMatVecs(xn, dim, {{L.wq, s_.q.data(), q_dim}, {L.wk, s_.k.data(), kv_dim}, {L.wv, s_.v.data(), kv_dim}});
-#pragma omp for schedule(static)
+        clk.Mark(kVector, 0);
+        DecodeMatVecs(xn, dim, {{L.wq, s_.q.data(), q_dim}, {L.wk, s_.k.data(), kv_dim}, {L.wv, s_.v.data(), kv_dim}},
+                      clk, kQkv);
+        // Each `omp for` below ends in an explicit barrier (nowait + barrier is the implicit one, made
+        // visible so that the profile can tell a thread's work from its wait).
+#pragma omp for schedule(static) nowait
         for (int64_t g = 0; g < c.n_kv_heads; ++g) {  // a KV head: its keys and queries rotated, K/V cached
           K_.rope(s_.k.data() + g * hd, 1, hd, cos, sin);
           K_.rope(s_.q.data() + g * group * hd, group, hd, cos, sin);
           std::copy_n(s_.k.data() + g * hd, hd, kc + (g * s_.max_context + pos) * hd);
           std::copy_n(s_.v.data() + g * hd, hd, vc + (g * s_.max_context + pos) * hd);
         }
-#pragma omp for schedule(dynamic)
-        for (int64_t hq = 0; hq < c.n_heads; ++hq) {
-          const int64_t g = hq / group;
-          K_.attend(s_.att_out.data() + hq * hd, s_.q.data() + hq * hd, 1, kc + g * head_stride, vc + g * head_stride,
-                    pos + 1, hd, hd, scale, scores_.data() + t * max_context_);
-        }
-        DecodeMatVecs(s_.att_out.data(), q_dim, {{L.wo, s_.xb.data(), dim}});
+        clk.Mark(kRope, 0);
+#pragma omp barrier
+        clk.Mark(kRope, 1);
+#pragma omp for schedule(static) nowait
+        for (int64_t it = 0; it < attn_items; ++it) DecodeAttnItem(it, splits, pos + 1, kc, vc, scores_.data() + t * scratch);
+        clk.Mark(kAttention, 0);
+#pragma omp barrier
+        clk.Mark(kAttention, 1);
+        MergeSplits(att, splits);
+        clk.Mark(kVector, 0);
+        DecodeMatVecs(att, q_dim, {{L.wo, s_.xb.data(), dim}}, clk, kO);
         K_.add(x, s_.xb.data(), dim);
         K_.rmsnorm(xn, x, L.ffn_norm, dim, eps);
-        DecodeMatVecs(xn, dim, {{L.w_gate, s_.hb.data(), hidden}, {L.w_up, s_.hb2.data(), hidden}});
+        clk.Mark(kVector, 0);
+        DecodeMatVecs(xn, dim, {{L.w_gate, s_.hb.data(), hidden}, {L.w_up, s_.hb2.data(), hidden}}, clk, kGateUp);
         std::copy_n(s_.hb.data(), hidden, h);
         K_.swiglu(h, s_.hb2.data(), hidden);
-        DecodeMatVecs(h, hidden, {{L.w_down, s_.xb.data(), dim}});
+        clk.Mark(kVector, 0);
+        DecodeMatVecs(h, hidden, {{L.w_down, s_.xb.data(), dim}}, clk, kDown);
         K_.add(x, s_.xb.data(), dim);
       }
       K_.rmsnorm(xn, x, w_.final_norm, dim, eps);
-      DecodeMatVecs(xn, dim, {{w_.lm_head, logits, c.vocab_size}});
+      clk.Mark(kVector, 0);
+      DecodeMatVecs(xn, dim, {{w_.lm_head, logits, c.vocab_size}}, clk, kLmHead);
       if (t == 0) std::copy_n(x, dim, s_.x.data());
+    }
+    if (profile_) {
+      prof_step_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+      ++prof_steps_;
     }
   }
 
   // Inside a parallel region: out = W x for every Proj, the rows dealt to the threads in MatMul's tasks
-  // (an orphaned `omp for`, with its barrier at the end).
-  void DecodeMatVecs(const float* x, int64_t n, std::initializer_list<Proj> projs) {
+  // (an orphaned `omp for`), then the barrier that ends it; clk marks this thread's work and its wait.
+  void DecodeMatVecs(const float* x, int64_t n, std::initializer_list<Proj> projs, PhaseClock& clk, Phase phase) {
     const Proj* P = projs.begin();
     int64_t tasks = 0;
     for (const Proj& p : projs) tasks += (p.d + kRowsPerTask - 1) / kRowsPerTask;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t task = 0; task < tasks; ++task) {
       int64_t j = 0, i0 = task * kRowsPerTask;
       while (i0 >= RoundUp(P[j].d, kRowsPerTask)) i0 -= RoundUp(P[j++].d, kRowsPerTask);
       matvec_(P[j].out, x, P[j].W, n, i0, std::min(P[j].d, i0 + kRowsPerTask));
     }
+    clk.Mark(phase, 0);
+#pragma omp barrier
+    clk.Mark(phase, 1);
   }
 
   // Causal grouped-query attention, as in stage 1, spread over the threads. Prefill: one work item per
   // (token, KV head), whose group of query heads is done together so that each cached key and value is
-  // loaded once for all of them. Decode: one item per query head, to give every core work.
+  // loaded once for all of them. Decode: the items of DecodeAttnItem, merged by MergeSplits.
   // The cache is head-major, [kv_head][position][head_dim] within a layer (stage 1: [position][kv_dim]),
   // so the keys and values one head reads are each one contiguous stream.
   void Attention(const float* kc, const float* vc, int64_t B, int64_t pos) {
     const ModelConfig& c = cfg_;
+    if (B == 1) {  // decode: the items of DecodeStep, merged on this thread
+      int64_t splits = 1;
+      const int64_t items = DecodeAttnItems(pos + 1, &splits), scratch = c.group_size() * max_context_;
+      if (static_cast<int64_t>(scores_.size()) < omp_get_max_threads() * scratch)
+        scores_.resize(omp_get_max_threads() * scratch);
+#pragma omp parallel for schedule(static)
+      for (int64_t it = 0; it < items; ++it)
+        DecodeAttnItem(it, splits, pos + 1, kc, vc, scores_.data() + omp_get_thread_num() * scratch);
+      MergeSplits(s_.att_out.data(), splits);
+      return;
+    }
     const int64_t hd = c.head_dim, q_dim = c.q_dim(), group = c.group_size(), head_stride = s_.max_context * hd;
     const float scale = 1.f / std::sqrt(static_cast<float>(hd));
     if (B > 1 && attn_tile_ && (hd == 64 || hd == 128)) {
@@ -343,7 +440,7 @@ class CpuOptEngine : public Engine {
       }
       return;
     }
-    const int64_t nq = B == 1 ? 1 : group, items = c.n_heads / nq;  // query heads per item, items per token
+    const int64_t nq = group, items = c.n_kv_heads;  // query heads per item, items per token
     const int64_t scratch = group * max_context_;                    // softmax rows of one thread
     if (static_cast<int64_t>(scores_.size()) < omp_get_max_threads() * scratch)
       scores_.resize(omp_get_max_threads() * scratch);
@@ -351,7 +448,82 @@ class CpuOptEngine : public Engine {
     for (int64_t it = 0; it < B * items; ++it) {
       const int64_t t = it / items, h = it % items * nq, kvh = h / group;  // first query head of the item
       K_.attend(s_.att_out.data() + t * q_dim + h * hd, s_.q.data() + t * q_dim + h * hd, nq, kc + kvh * head_stride,
-                vc + kvh * head_stride, pos + t + 1, hd, hd, scale, scores_.data() + omp_get_thread_num() * scratch);
+                vc + kvh * head_stride, pos + t + 1, hd, hd, scale, scores_.data() + omp_get_thread_num() * scratch,
+                nullptr);
+    }
+  }
+
+  // Decode attention as work items (both decode paths, so they stay bitwise equal). Split (default): one
+  // item per (KV head, key range), each with the head's whole GQA group, so that every cached key and
+  // value is read once per token for the group: one item per query head (LAB_CPU_DECODE_ATTN=head, what
+  // decode did before) read each of them `group` times, from DRAM more often than not, since 30 layers'
+  // caches do not stay in cache between tokens, and attention took 16-27% of a step at context 512
+  // (README "Where a decode step's time goes"). The ranges per KV head (*splits) make the item count a
+  // multiple of the threads, so the static schedule is balanced (3 KV heads on 2 threads: 2 ranges
+  // each, 6 items), while every range keeps at least kMinSplitKeys keys. Item it writes its group's
+  // partial outputs to part_[it][group][hd] and their log-sum-exps to lse_[it][group]; head mode uses
+  // the same layout with one range (the item index is then the query head).
+  int64_t DecodeAttnItems(int64_t n_keys, int64_t* splits) const {
+    const ModelConfig& c = cfg_;
+    if (attn_mode_ < 0) {
+      *splits = 1;
+      return c.n_heads;
+    }
+    if (attn_mode_ > 0) {
+      *splits = attn_mode_;
+      return c.n_kv_heads * attn_mode_;
+    }
+    const int64_t nt = omp_get_max_threads();
+    int64_t s = nt / std::gcd(nt, c.n_kv_heads);  // n_kv * s = lcm(n_kv, threads)
+    s = std::max<int64_t>(1, std::min({s, n_keys / kMinSplitKeys, kMaxSplits}));
+    *splits = s;
+    return c.n_kv_heads * s;
+  }
+  void DecodeAttnItem(int64_t it, int64_t splits, int64_t n_keys, const float* kc, const float* vc, float* scores) {
+    const ModelConfig& c = cfg_;
+    const int64_t hd = c.head_dim, group = c.group_size(), head_stride = s_.max_context * hd;
+    const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+    float* out = part_.data() + it * (attn_mode_ >= 0 ? group : 1) * hd;
+    float* lse = lse_.data() + it * (attn_mode_ >= 0 ? group : 1);
+    if (attn_mode_ < 0) {  // it = query head
+      const int64_t g = it / group;
+      K_.attend(out, s_.q.data() + it * hd, 1, kc + g * head_stride, vc + g * head_stride, n_keys, hd, hd, scale,
+                scores, lse);
+      return;
+    }
+    const int64_t g = it / splits, r = it % splits, chunk = (n_keys + splits - 1) / splits;
+    const int64_t k0 = r * chunk, k1 = std::min(n_keys, k0 + chunk);
+    if (k1 <= k0) {  // an empty range weighs nothing in the merge
+      std::fill_n(lse, group, -INFINITY);
+      return;
+    }
+    K_.attend(out, s_.q.data() + g * group * hd, group, kc + g * head_stride + k0 * hd, vc + g * head_stride + k0 * hd,
+              k1 - k0, hd, hd, scale, scores, lse);
+  }
+  // out[n_heads * hd] = each query head's output from its `splits` partials, weighted by exp(lse - max);
+  // with one range the weight is exactly 1 and out is the partial itself.
+  void MergeSplits(float* out, int64_t splits) const {
+    const ModelConfig& c = cfg_;
+    const int64_t hd = c.head_dim, group = c.group_size();
+    for (int64_t h = 0; h < c.n_heads; ++h) {
+      const int64_t g = h / group, j = h % group;
+      const auto at = [&](int64_t r) { return (g * splits + r) * group + j; };  // partial r of head h
+      float m = -INFINITY;
+      for (int64_t r = 0; r < splits; ++r) m = std::max(m, lse_[at(r)]);
+      float* o = out + h * hd;
+      float w = std::exp(lse_[at(0)] - m), sum = w;
+      const float* p = part_.data() + at(0) * hd;
+      for (int64_t i = 0; i < hd; ++i) o[i] = w * p[i];
+      for (int64_t r = 1; r < splits; ++r) {
+        if (lse_[at(r)] == -INFINITY) continue;
+        w = std::exp(lse_[at(r)] - m);
+        sum += w;
+        p = part_.data() + at(r) * hd;
+        for (int64_t i = 0; i < hd; ++i) o[i] += w * p[i];
+      }
+      const float inv = 1.f / sum;
+      if (inv != 1.f)
+        for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
     }
   }
 
@@ -413,8 +585,17 @@ class CpuOptEngine : public Engine {
   const bool prune_ = !EnvEquals("LAB_CPU_PRUNE", "0");
   // Decode as one parallel region (DecodeStep) unless LAB_CPU_DECODE=ops.
   const bool decode_region_ = DecodeRegion();
+  // Decode attention by (KV head, key range) unless LAB_CPU_DECODE_ATTN=head (DecodeAttnItem).
+  const int attn_mode_ = DecodeAttnMode();
+  std::vector<float> part_ = std::vector<float>(kMaxSplits * cfg_.q_dim());  // [items][group][hd] partials
+  std::vector<float> lse_ = std::vector<float>(kMaxSplits * cfg_.n_heads);   // [items][group]
   std::string pages_note_;  // PagesNote() at creation, for variant()
   std::vector<float> own_;  // DecodeStep: per thread its residual stream, normed copy and SwiGLU output
+  // LAB_CPU_PROFILE=1: DecodeStep's per-thread [kPhases][work, wait] seconds, its wall clock and count.
+  const bool profile_ = EnvEquals("LAB_CPU_PROFILE", "1");
+  std::vector<double> prof_;
+  double prof_step_s_ = 0;
+  int64_t prof_steps_ = 0;
   InferenceState s_;
   std::vector<float> xt_;      // [n, chunk] the prefill input, transposed
   std::vector<float> scores_;  // [threads, group * max_context] attention scores

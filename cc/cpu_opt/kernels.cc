@@ -75,7 +75,7 @@ void Rope(float* v, int64_t n_heads, int64_t head_dim, const float* cos, const f
 }
 
 void Attend(float* out, const float* q, int64_t nq, const float* kc, const float* vc, int64_t n_keys,
-            int64_t stride, int64_t hd, float scale, float* scores) {
+            int64_t stride, int64_t hd, float scale, float* scores, float* lse) {
   for (int64_t j = 0; j < nq; ++j, q += hd, out += hd) {
     float max_score = -INFINITY;
     for (int64_t p = 0; p < n_keys; ++p) {
@@ -90,6 +90,7 @@ void Attend(float* out, const float* q, int64_t nq, const float* kc, const float
       scores[p] = std::exp(scores[p] - max_score);
       sum += scores[p];
     }
+    if (lse) lse[j] = max_score + std::log(sum);
     for (int64_t i = 0; i < hd; ++i) out[i] = 0.f;
     const float inv = 1.f / sum;
     for (int64_t p = 0; p < n_keys; ++p) {

@@ -49,8 +49,10 @@ struct Kernels {
   // for each query j, a = softmax(q_j . k_p * scale) over p, out_j = sum_p a_p v_p. Query j and its
   // output are at q + j * head_dim and out + j * head_dim; key and value p at kc + p * stride and
   // vc + p * stride. Each key and value is loaded once for all nq queries. `scores`: nq * n_keys floats.
+  // lse (may be null): lse[j] = log of query j's softmax denominator in score units (its max score plus
+  // log(sum of exp(score - max))), what merging outputs over several key ranges needs (decode's splits).
   void (*attend)(float* out, const float* q, int64_t nq, const float* kc, const float* vc, int64_t n_keys,
-                 int64_t stride, int64_t head_dim, float scale, float* scores);
+                 int64_t stride, int64_t head_dim, float scale, float* scores, float* lse);
   // Prefill attention of T consecutive tokens (positions p0..p0+T-1) x G query heads of one KV head,
   // causal: row (t, g) attends keys 0..p0+t. Query row at q + t * q_stride + g * head_dim, output row at
   // out + t * out_stride + g * head_dim, key/value p at kc/vc + p * stride. Each key and value is loaded

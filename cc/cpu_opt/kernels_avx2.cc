@@ -207,7 +207,8 @@ LAB_AVX2 inline __m256 Dot8Keys(const float* q, const float* k, int64_t stride, 
 }
 
 // Softmax of one row in place: the maximum, then exp(x - max) and their sum, then a scale by 1/sum.
-LAB_AVX2 void Softmax(float* x, int64_t n) {
+// Returns max + log(sum), the row's log-sum-exp (attend's lse).
+LAB_AVX2 float Softmax(float* x, int64_t n) {
   __m256 vmax = _mm256_set1_ps(-INFINITY);
   int64_t p = 0;
   for (; p + 8 <= n; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + p));
@@ -228,6 +229,7 @@ LAB_AVX2 void Softmax(float* x, int64_t n) {
   const __m256 inv = _mm256_set1_ps(1.f / sum);
   for (p = 0; p + 8 <= n; p += 8) _mm256_storeu_ps(x + p, _mm256_mul_ps(_mm256_loadu_ps(x + p), inv));
   for (; p < n; ++p) x[p] *= 1.f / sum;
+  return max + std::log(sum);
 }
 
 // out_j[0, 8*NV) = sum_p a_j[p] * v_p[0, 8*NV) for NQ queries j (a_j = a + j * n_keys, out_j = out + j * hd):
@@ -267,8 +269,8 @@ LAB_AVX2 void WeightedSums(float* out, int64_t hd, const float* a, int64_t n_key
 }
 
 LAB_AVX2 void Attend(float* out, const float* q, int64_t nq, const float* kc, const float* vc, int64_t n_keys,
-                     int64_t stride, int64_t hd, float scale, float* scores) {
-  if (hd % 8 != 0) return kScalarKernels.attend(out, q, nq, kc, vc, n_keys, stride, hd, scale, scores);
+                     int64_t stride, int64_t hd, float scale, float* scores, float* lse) {
+  if (hd % 8 != 0) return kScalarKernels.attend(out, q, nq, kc, vc, n_keys, stride, hd, scale, scores, lse);
   // 1. Scores, eight keys at a time; the group's queries reuse each block of keys while it is in L1.
   int64_t p = 0;
   for (; p + 8 <= n_keys; p += 8)
@@ -283,7 +285,10 @@ LAB_AVX2 void Attend(float* out, const float* q, int64_t nq, const float* kc, co
       scores[j * n_keys + p] = Sum8(acc) * scale;
     }
   // 2. Softmax of each query's row.
-  for (int64_t j = 0; j < nq; ++j) Softmax(scores + j * n_keys, n_keys);
+  for (int64_t j = 0; j < nq; ++j) {
+    const float row_lse = Softmax(scores + j * n_keys, n_keys);
+    if (lse) lse[j] = row_lse;
+  }
   // 3. Weighted sums of the values, up to four queries per pass over them.
   for (int64_t j = 0; j < nq; j += 4) {
     float* o = out + j * hd;

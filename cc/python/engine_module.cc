@@ -148,6 +148,12 @@ PYBIND11_MODULE(_engine, m) {
       .def_property_readonly("name", &lab::Engine::name)
       .def_property_readonly("variant", &lab::Engine::variant)
       .def_property_readonly("config", [](const lab::Engine& e) { return ConfigDict(e.config()); })
+      .def("phase_seconds", [](const lab::Engine& e) {
+            py::dict d;
+            for (const auto& [name, seconds] : e.PhaseSeconds()) d[py::str(name)] = seconds;
+            return d;
+          },
+          "Cumulative seconds per part of the decode step (cpu_opt with LAB_CPU_PROFILE=1; else empty).")
       .def("stats", [](const lab::Engine& e) {
         const lab::EngineStats s = e.stats();
         py::dict d;

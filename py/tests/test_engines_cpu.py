@@ -18,13 +18,18 @@ from lab.synthetic import write_random_model
 CPU_ENGINES = [e for e in ("cpu_fp32", "cpu_opt") if e in engine_names()]
 # (engine, environment): cpu_opt as it runs by default (bf16 MLP products where the CPU has AVX512-BF16,
 # else fp32; the decode loop it times fastest), with its fp32 prefill forced, and with the 4-row decode
-# matvec forced, with its weights read from the file's map instead of the copy on 2 MiB pages, and with
-# decode run op by op instead of as one parallel region, so that every path meets the same bounds.
+# matvec forced, with its weights read from the file's map instead of the copy on 2 MiB pages, with
+# decode run op by op instead of as one parallel region, and with decode attention in 5 key ranges per KV
+# head whatever the context (the default splits only where keys and threads call for it, which these small
+# configs on a 2-core machine never do; 5 ranges also leave some empty at short contexts) or by query
+# head, so that every path meets the same bounds.
 VARIANTS = [(e, {}) for e in CPU_ENGINES] + [("cpu_opt", {"LAB_CPU_PREFILL": "fp32"}),
                                              ("cpu_opt", {"LAB_CPU_MATVEC": "4"}),
                                              ("cpu_opt", {"LAB_CPU_PAGES": "map"}),
-                                             ("cpu_opt", {"LAB_CPU_DECODE": "ops"})] * ("cpu_opt" in CPU_ENGINES)
-KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC", "LAB_CPU_PAGES", "LAB_CPU_DECODE")
+                                             ("cpu_opt", {"LAB_CPU_DECODE": "ops"}),
+                                             ("cpu_opt", {"LAB_CPU_DECODE_ATTN": "5"}),
+                                             ("cpu_opt", {"LAB_CPU_DECODE_ATTN": "head"})] * ("cpu_opt" in CPU_ENGINES)
+KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC", "LAB_CPU_PAGES", "LAB_CPU_DECODE", "LAB_CPU_DECODE_ATTN")
 
 
 @pytest.fixture(params=VARIANTS, ids=lambda v: "-".join([v[0]] + [f"{k[8:].lower()}_{x}" for k, x in v[1].items()]))
@@ -227,6 +232,29 @@ def test_decode_region_bitwise_equal_op_by_op(model, monkeypatch):
     monkeypatch.setenv("LAB_CPU_DECODE", "fused")
     with pytest.raises(ValueError, match="LAB_CPU_DECODE must be region or ops"):
         open_engine("cpu_opt", d, max_context=128)
+
+
+def test_decode_attention_key_ranges_equal_per_head(model, monkeypatch):
+    """cpu_opt's decode attention in key ranges per KV head, merged by their log-sum-exps (the default
+    chooses the ranges; "5" forces five, some empty at short contexts), against one item per query head
+    over all keys (LAB_CPU_DECODE_ATTN=head): the same softmax summed in another order, so equal to fp32
+    rounding. A range left out of the merge, or weighted wrongly, is off by far more. Bad values are
+    refused."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    _, d, _, tokens, ref_logits = model
+    out = {}
+    for mode, note in (("head", "by query head"), ("5", "in 5 key ranges"), ("split", None)):
+        variant, out[mode], _ = _run_cpu_opt(monkeypatch, d, tokens, {"LAB_CPU_DECODE_ATTN": mode}, n_prompt=4,
+                                             n_end=SEQ_LEN - 1)
+        assert note is None or note in variant, variant
+    for mode in ("5", "split"):
+        assert tolerances.rel_error(out[mode], out["head"]) < 1e-5, mode
+    assert tolerances.rel_error(out["5"], ref_logits[:SEQ_LEN - 1]) < tolerances.logits_rel("cpu_opt")
+    for bad in ("0", "17", "row"):
+        monkeypatch.setenv("LAB_CPU_DECODE_ATTN", bad)
+        with pytest.raises(ValueError, match="LAB_CPU_DECODE_ATTN must be split, head or 1..16"):
+            open_engine("cpu_opt", d, max_context=128)
 
 
 def test_prefill_attention_tiles_equal_token_by_token(model, monkeypatch):
