@@ -82,8 +82,8 @@ def table(name, s, nbytes):
         pct = f"{d['work_pct_of_read']:.0f}%" if "work_pct_of_read" in d else "—"
         lines.append(f"| {p} | {mb} | {d['work_ms']:.3f} | {d['wait_ms']:.3f} | {100 * d['share']:.1f}% | {gb} | {pct} |")
     region = s["step_ms"] - s["threads_sum_ms"]
-    lines += ["", f"Parts summed (a thread's mean): {s['threads_sum_ms']:.3f} ms; the step's wall clock "
-                  f"{s['step_ms']:.3f} ms; opening and closing the region and the rest: {region:.3f} ms.", ""]
+    lines += ["", f"The parts' medians summed (a thread's mean): {s['threads_sum_ms']:.3f} ms; the step's wall clock (median) "
+                  f"{s['step_ms']:.3f} ms; the difference (the region's opening and closing, and medians of sums against sums of medians): {region:.3f} ms.", ""]
     return lines
 
 
