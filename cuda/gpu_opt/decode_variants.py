@@ -12,7 +12,7 @@ calls, the logits on the host, the Python around them); tok/s is the median over
 K/V at the blocks' mean attended length) x tok/s over the read ceiling measured first in the same call
 (`lab.bench.ceilings.gpu_ceilings`' method: torch x.sum() over 4 GiB fp16, best of 10).
 
-  python3 cuda/gpu_opt/decode_variants.py --model M --out DIR \
+  python3 cuda/gpu_opt/decode_variants.py --model_dir M --out DIR \
       --variant new=/tmp/lab/gpu_bundle --variant base=/tmp/base/gpu_bundle \
       --variant "v1=/tmp/lab/gpu_bundle:LAB_GPU_DECODE_ATTN=v1" ...
 
@@ -80,7 +80,7 @@ def read_ceiling():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model_dir", required=True, help="the model folder (config.json, model.bin)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--variant", action="append", required=True,
                     help="label=bundle_dir[:ENV=VAL[,ENV=VAL...]]; the first is the reference for logits")
@@ -104,7 +104,7 @@ def main():
     sys.path.insert(0, a.variant[0].split("=", 1)[1].partition(":")[0])  # the first bundle's lab package
     from lab.bench import counting
 
-    cfg = counting.config_from_model_dir(a.model)
+    cfg = counting.config_from_model_dir(a.model_dir)
     ceiling = read_ceiling() if not a.ceiling_gbps else {"best": a.ceiling_gbps, "median": a.ceiling_gbps,
                                                           "card": "given", "method": "--ceiling_gbps"}
     print(f"read ceiling {ceiling['best']:.0f} GB/s ({ceiling['card']})", flush=True)
@@ -123,7 +123,7 @@ def main():
                     c["argmax_same"] = bool(int(np.argmax(x)) == int(np.argmax(y)))
                     c["finite"] = bool(np.isfinite(x).all())
 
-        doc = {"mode": a.mode, "ceiling": ceiling, "model": a.model, "tokens": a.tokens, "warmup": a.warmup, "repeats": a.repeats,
+        doc = {"mode": a.mode, "ceiling": ceiling, "model": a.model_dir, "tokens": a.tokens, "warmup": a.warmup, "repeats": a.repeats,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "variants": rows}
         (out / "variants.json").write_text(json.dumps(doc, indent=1))
         lines = [f"Card: {ceiling['card']}, {doc['date']}; read ceiling {ceiling['best']:.0f} GB/s ({ceiling['method']}). "
@@ -153,7 +153,7 @@ def main():
         env["LAB_GPU_VERBOSE"] = "1"
         extra = dict(kv.split("=", 1) for kv in envs.split(",") if kv)
         env.update(extra)
-        args = {"mode": a.mode, "engine": a.engine, "model": a.model, "max_context": max_context, "contexts": contexts, "tokens": a.tokens,
+        args = {"mode": a.mode, "engine": a.engine, "model": a.model_dir, "max_context": max_context, "contexts": contexts, "tokens": a.tokens,
                 "warmup": a.warmup, "repeats": a.repeats, "probe": str(out / f"probe_{label}")}
         t0 = time.time()
         try:
