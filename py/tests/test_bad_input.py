@@ -2,6 +2,8 @@
 
 Each case corrupts a copy of a valid tiny model (or calls with bad arguments) and checks the
 exception type and that its message names the problem. A crash would kill this test process.
+The calls with bad tokens and contexts run on every engine: the CPU ones everywhere, gpu_naive and
+gpu_opt (marked `gpu`) where they are built and a CUDA GPU is present.
 """
 
 import json
@@ -21,6 +23,13 @@ CONFIG = dict(
     bos_token_id=1, eos_token_id=2,
 )
 CPU_ENGINES = [e for e in ("cpu_fp32", "cpu_opt") if e in engine_names()]
+# The GPU engines get the same model with head_dim 64 (gpu_opt's kernels take head_dim 64 or 128).
+GPU_CONFIG = dict(CONFIG, hidden_size=256, intermediate_size=512)
+ENGINES = CPU_ENGINES + [
+    pytest.param(e, marks=[pytest.mark.gpu] + ([] if e in engine_names() else
+                                               [pytest.mark.skip(reason=f"{e} is not built into lab._engine")]))
+    for e in ("gpu_naive", "gpu_opt")
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +37,18 @@ def good(tmp_path_factory):
     d = tmp_path_factory.mktemp("good")
     write_random_model(d, CONFIG, precision="fp32", seed=1)
     return d
+
+
+@pytest.fixture(scope="module")
+def good_gpu(tmp_path_factory):
+    d = tmp_path_factory.mktemp("good_gpu")
+    write_random_model(d, GPU_CONFIG, precision="fp32", seed=1)
+    return d
+
+
+def good_for(request, engine):
+    """The valid model for this engine (made only when a test of its kind runs)."""
+    return request.getfixturevalue("good_gpu" if engine.startswith("gpu") else "good")
 
 
 @pytest.fixture
@@ -59,9 +80,12 @@ def expect_model_error(d, *words):
             assert w in msg, f"{engine}: {w!r} not in {msg!r}"
 
 
-def test_good_model_opens(good):
-    for engine in CPU_ENGINES:
-        assert open_engine(engine, good, max_context=32).prefill([1, 2, 3]).shape == (100,)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_good_model_opens(request, engine):
+    good = good_for(request, engine)
+    assert open_engine(engine, good, max_context=32).prefill([1, 2, 3]).shape == (100,)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        open_engine(engine, good, max_context=65)
 
 
 def test_truncated_model_bin(bad):
@@ -180,9 +204,9 @@ def test_unknown_engine_and_bad_context(good):
         open_engine("cpu_fp32", good, max_context=65)
 
 
-@pytest.mark.parametrize("engine", CPU_ENGINES)
-def test_bad_tokens_and_context_lose_nothing(good, engine):
-    eng = open_engine(engine, good, max_context=16)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_tokens_and_context_lose_nothing(request, engine):
+    eng = open_engine(engine, good_for(request, engine), max_context=16)
     first = eng.prefill([5, 6, 7])
     assert eng.pos == 3
     with pytest.raises(ValueError, match="token id 100 .*out of range"):
@@ -197,6 +221,14 @@ def test_bad_tokens_and_context_lose_nothing(good, engine):
         eng.prefill([])
     with pytest.raises(ValueError, match="one-dimensional"):
         eng.prefill([[1, 2]])
+    with pytest.raises(ValueError, match="generating 14 tokens from position 3 exceeds the context of 16"):
+        eng.generate(8, 14)
+    with pytest.raises(ValueError, match="token id 100 .*out of range"):
+        eng.generate(100, 2)
+    with pytest.raises(ValueError, match="token id -1"):
+        eng.generate(-1, 2)
+    with pytest.raises(ValueError, match="at least one step"):
+        eng.generate(8, 0)
     assert eng.pos == 3  # nothing was consumed by the failed calls
     nxt = eng.decode(8)
     eng.reset()
@@ -210,5 +242,8 @@ def test_bad_tokens_and_context_lose_nothing(good, engine):
     assert eng.pos == 16
     with pytest.raises(ValueError, match="exceeds the context"):
         eng.decode(1)
+    with pytest.raises(ValueError, match="exceeds the context"):
+        eng.generate(1, 1)
+    assert eng.pos == 16
 
 # No GPU at all (DeviceError naming the need) and GPU out of memory: py/tests/test_gpu_engines.py.

@@ -1,4 +1,5 @@
-"""The bench tool: counting by hand, the CLI on a tiny random model, README injection, perplexity flags."""
+"""The bench tool: counting by hand, the CLI on a tiny random model, README injection, perplexity flags, bad
+input ending in a one-line error, a peer that cannot load or runs out of memory recorded as its error."""
 
 import json
 import os
@@ -80,8 +81,8 @@ def tiny(tmp_path_factory):
     return _write_model(tmp_path_factory.mktemp("tiny") / "tiny_fp32", TINY)
 
 
-def _run_bench(args, timeout=240):
-    env = dict(os.environ, PYTHONPATH=str(PY_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _run_bench(args, timeout=240, **env_extra):
+    env = dict(os.environ, PYTHONPATH=str(PY_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
     env.pop("BUILD_WORKING_DIRECTORY", None)
     return subprocess.run([sys.executable, str(BENCH)] + args, capture_output=True, text=True, env=env,
                           timeout=timeout)
@@ -207,6 +208,146 @@ def test_perplexity_cli(tiny, tmp_path):
     assert res["tokens"] == 200
     assert [v["engine"] for v in res["verdicts"]] == CPU_ENGINES
     assert not any(v["flagged"] for v in res["verdicts"])
+
+
+# ---- bad input: one line, exit 1, no traceback ---------------------------------------------------
+
+
+def _assert_clean_error(r, *words):
+    """The bench ended with exit 1 and one `error: ...` line naming the problem, no Python traceback."""
+    assert r.returncode == 1, (r.returncode, r.stderr[-4000:])
+    assert "Traceback" not in r.stderr, r.stderr[-4000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), r.stderr[-4000:]
+    for w in words:
+        assert w in last, f"{w!r} not in {last!r}"
+
+
+def _bad_model_dir(tmp_path, kind):
+    d = tmp_path / "model"
+    if kind == "missing":
+        return d
+    d.mkdir()
+    if kind == "not_json":
+        (d / "config.json").write_text("{not json")
+    elif kind == "no_keys":
+        (d / "config.json").write_text(json.dumps({"hidden_size": 64}))
+    return d
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("missing", ["--model_dir", "no such folder"]),
+    ("empty", ["--model_dir", "no config.json"]),
+    ("not_json", ["config.json: not a usable model config", "JSONDecodeError"]),
+    ("no_keys", ["config.json: not a usable model config", "num_attention_heads"]),
+])
+def test_bench_cli_bad_model_dir(tmp_path, kind, words):
+    d = _bad_model_dir(tmp_path, kind)
+    _assert_clean_error(_run_bench(["--model_dir", str(d), "--noceilings", "--out_dir", str(tmp_path / "out")]),
+                        str(d), *words)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--engines", "gpu_opt"], ["engine gpu_opt"]),
+    (["--engines", "cpu_fp32,gpu_naive", "--noceilings"], ["engine gpu_naive"]),
+    (["--engines", "cpu_fp32", "--peers", "hf_eager", "--device", "cuda", "--noceilings"], ["--device cuda"]),
+])
+def test_bench_cli_gpu_asked_without_gpu(tiny, tmp_path, args, words):
+    """With no GPU visible (CUDA_VISIBLE_DEVICES empty, so on a GPU host too), a GPU engine or cuda peers
+    stop the run before any measurement with an error that names what needs the GPU."""
+    r = _run_bench(["--model_dir", str(tiny), "--quick", "--out_dir", str(tmp_path / "out")] + args,
+                   CUDA_VISIBLE_DEVICES="")
+    _assert_clean_error(r, "a CUDA GPU is needed for", "torch.cuda.is_available() is False", *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_bench_checks_cuda_before_gpu_ceilings(tiny, monkeypatch):
+    """run_bench asks torch for a GPU first: no GPU ceiling, machine probe or engine is tried without one."""
+    torch = pytest.importorskip("torch")
+    from lab.bench import run
+    from lab.engine import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    tried = []
+    monkeypatch.setattr(run.ceil_mod, "gpu_ceilings", lambda *a, **k: tried.append("gpu_ceilings"))
+    monkeypatch.setattr(run.ceil_mod, "cpu_ceilings", lambda *a, **k: tried.append("cpu_ceilings"))
+    monkeypatch.setattr(report, "machine_info", lambda want_gpu: tried.append("machine_info"))
+    for opts, words in ((run.Options(model_dir=tiny, engines=["gpu_opt", "gpu_naive"]), "engines gpu_opt, gpu_naive"),
+                        (run.Options(model_dir=tiny, peers=["hf_eager"], device="cuda"), "--device cuda")):
+        with pytest.raises(DeviceError, match="a CUDA GPU is needed for") as e:
+            run.run_bench(opts, log=lambda *_: None)
+        assert words in str(e.value)
+    assert tried == []
+
+
+def test_perplexity_cli_without_tokenizer(tiny, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox. " * 8)
+    r = _run_bench(["--model_dir", str(tiny), "--engines", "cpu_fp32", "--ppl_text", str(text)])
+    _assert_clean_error(r, "no tokenizer for --ppl_text", "--tokenizer_dir")
+    r = _run_bench(["--model_dir", str(tiny), "--tokenizer_dir", str(tmp_path), "--engines", "cpu_fp32",
+                    "--ppl_text", str(text)])
+    _assert_clean_error(r, str(tmp_path / "tokenizer.json"), "not found")
+
+
+# ---- a peer that cannot load or runs out of memory -----------------------------------------------
+
+
+def _peer_opts(tiny, interleave):
+    from lab.bench import run
+
+    return run.Options(model_dir=tiny, model_name="tiny", engines=CPU_ENGINES[:1], prompt_lengths=[8], contexts=[8],
+                       decode_tokens=2, warmup=0, repeats=2, peers=["hf_eager"], peer_dtypes=["float32", "bfloat16"],
+                       ceilings=False, adjacent_read=False, plot=False, interleave=interleave)
+
+
+def _check_peer_error(res, tmp_path, error):
+    """The engine and the fp32 peer measured, the bf16 peer an error record with `error`, in every output."""
+    from lab.bench import run
+
+    eng, fp32, bf16 = res["runners"]
+    assert not eng.get("error") and eng["ttft"] and eng["decode"]
+    assert not fp32.get("error") and fp32["ttft"] and fp32["decode"] and fp32["label"] == "hf_eager (fp32, sdpa)"
+    assert bf16["kind"] == "peer" and bf16["label"] == "hf_eager (bf16, sdpa)" and bf16["error"].startswith(error)
+    assert bf16["ttft"] == [] and bf16["decode"] == []
+    assert eng["ttft"][0]["best_peer"] == "hf_eager (fp32, sdpa)"  # the failed peer is no one's reference
+    run.write_outputs(res, tmp_path, plot=False, log=lambda *_: None)
+    assert f"**hf_eager (bf16, sdpa) failed**: {error}" in (tmp_path / "bench.md").read_text()
+    assert json.loads((tmp_path / "bench.json").read_text())["runners"][2]["error"] == bf16["error"]
+
+
+@pytest.mark.parametrize("interleave", [True, False], ids=["interleaved", "sequential"])
+def test_peer_that_fails_to_load_is_its_error(tiny, tmp_path, monkeypatch, interleave):
+    from lab.bench import peers as peers_mod, run
+
+    real = peers_mod.load_peer_model
+
+    def load(model_dir, dtype, device, attn_implementation="sdpa"):
+        if dtype == "bfloat16":
+            raise MemoryError("cannot allocate the bf16 copy")
+        return real(model_dir, dtype, device, attn_implementation)
+
+    monkeypatch.setattr(peers_mod, "load_peer_model", load)
+    res = run.run_bench(_peer_opts(tiny, interleave), log=lambda *_: None)
+    _check_peer_error(res, tmp_path, "MemoryError: cannot allocate the bf16 copy")
+
+
+@pytest.mark.parametrize("interleave", [True, False], ids=["interleaved", "sequential"])
+def test_peer_out_of_memory_is_its_error(tiny, tmp_path, monkeypatch, interleave):
+    torch = pytest.importorskip("torch")
+    from lab.bench import peers as peers_mod, run
+
+    real = peers_mod.HFRunner.prefill
+
+    def prefill(self, tokens):
+        if self.dtype == "bfloat16":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, tokens)
+
+    monkeypatch.setattr(peers_mod.HFRunner, "prefill", prefill)
+    res = run.run_bench(_peer_opts(tiny, interleave), log=lambda *_: None)
+    _check_peer_error(res, tmp_path, "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
 # ---- README injection ----------------------------------------------------------------------------

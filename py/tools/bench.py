@@ -8,8 +8,9 @@
 
 Writes bench.json (raw numbers, machine), bench.md (the table), roofline.png to --out_dir
 (default bench_results/<host>-<date>/); --readme PATH:NAME puts the table between <!-- bench:NAME -->
-and <!-- /bench:NAME --> in PATH. Exit code 2 if an engine failed (the others are still measured);
-perplexity mode (--ppl_text) exits 1 if an engine is flagged.
+and <!-- /bench:NAME --> in PATH. Exit code 2 if an engine or peer failed (the others are still measured);
+perplexity mode (--ppl_text) exits 1 if an engine is flagged. Bad input (a missing or invalid model folder, a
+GPU engine or --device cuda without a CUDA GPU, no tokenizer for --ppl_text) ends with a one-line error, exit 1.
 """
 
 import datetime
@@ -26,6 +27,8 @@ except ImportError:  # run as a plain script from the source tree or the bundle:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags, logging
+
+from lab.cli import exit_on_error
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("engines", ["cpu_fp32"], "Engines to measure (any set built into lab._engine).")
@@ -107,7 +110,7 @@ def resolve_model():
         md = _path(FLAGS.model_dir)
         if tok is None and (md / "tokenizer.json").exists():
             tok = md
-        return md, tok, md.name
+        return _checked_model_dir(md, "--model_dir"), tok, md.name
     if FLAGS.model:
         md = paths.model_dir(FLAGS.model, FLAGS.precision)
         if not md.exists():
@@ -121,6 +124,16 @@ def resolve_model():
         raise app.UsageError(f"no --model_dir/--model and lab.prepare is not available ({e})")
     md, default_tok = ensure_default_model(FLAGS.precision)
     return Path(md), tok or Path(default_tok), f"{paths.DEFAULT_MODEL} ({FLAGS.precision})"
+
+
+def _checked_model_dir(md: Path, flag: str) -> Path:
+    """md, or FileNotFoundError naming the flag where it is no model folder (no config.json in it)."""
+    if not md.is_dir():
+        raise FileNotFoundError(f"{flag} {md}: no such folder (a model folder holds config.json and model.bin)")
+    if not (md / "config.json").is_file():
+        raise FileNotFoundError(f"{flag} {md}: no config.json in it (a model folder holds config.json and "
+                                f"model.bin: prepare one with //py:convert or //py:synthetic)")
+    return md
 
 
 def default_out_dir() -> Path:
@@ -233,12 +246,12 @@ def main(argv):
     results = run_bench(opts, log=logging.info)
     write_outputs(results, out_dir, plot=FLAGS.plot, readme=opts.readme, log=logging.info)
     print(results["table_markdown"])
-    failed = [r["name"] for r in results["runners"] if r.get("error")]
+    failed = [r.get("label", r["name"]) for r in results["runners"] if r.get("error")]
     if failed:
-        logging.error("engines that failed: %s (their errors are in bench.json and bench.md)", ", ".join(failed))
+        logging.error("runners that failed: %s (their errors are in bench.json and bench.md)", ", ".join(failed))
         return 2
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(exit_on_error(main))

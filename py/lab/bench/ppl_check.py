@@ -17,7 +17,16 @@ from lab import tolerances
 
 
 def load_tokens(text_path, tokenizer_dir, max_tokens: int) -> list:
-    """Token ids of the text (the model's tokenizer: lab.tokenizer if present, else tokenizer.json)."""
+    """Token ids of the text (the model's tokenizer: lab.tokenizer if present, else tokenizer.json).
+    ValueError where there is no tokenizer, FileNotFoundError where its tokenizer.json or the text is missing."""
+    if tokenizer_dir is None:
+        raise ValueError("no tokenizer for --ppl_text: pass --tokenizer_dir (a folder with tokenizer.json), or a "
+                         "--model_dir that holds tokenizer.json")
+    tok_json = Path(tokenizer_dir) / "tokenizer.json"
+    if not tok_json.is_file():
+        raise FileNotFoundError(f"{tok_json} not found: the tokenizer folder must hold tokenizer.json")
+    if not Path(text_path).is_file():
+        raise FileNotFoundError(f"--ppl_text {text_path}: no such file")
     text = Path(text_path).read_text(encoding="utf-8", errors="replace")
     ids = None
     try:
@@ -30,9 +39,7 @@ def load_tokens(text_path, tokenizer_dir, max_tokens: int) -> list:
     if ids is None:
         from tokenizers import Tokenizer
 
-        if tokenizer_dir is None:
-            raise ValueError("no tokenizer: pass --tokenizer_dir (a folder with tokenizer.json)")
-        ids = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json")).encode(text)
+        ids = Tokenizer.from_file(str(tok_json)).encode(text)
     ids = list(getattr(ids, "ids", ids))
     if len(ids) < 2:
         raise ValueError(f"{text_path}: fewer than 2 tokens")

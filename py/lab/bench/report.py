@@ -246,7 +246,7 @@ def markdown(results: dict) -> str:
     lines += paired_lines(results) + adjacent_lines(results)
     failed = [r for r in results["runners"] if r.get("error")]
     if failed:
-        lines += [""] + [f"- **{r['name']} failed**: {r['error']}" for r in failed]
+        lines += [""] + [f"- **{r.get('label', r['name'])} failed**: {r['error']}" for r in failed]
     ce = results.get("ceilings") or {}
     if ce:
         lines += ["", "Ceilings measured in this run:", ""]

@@ -8,6 +8,9 @@ Two plans for the TTFT (Options.interleave):
                decode as in the sequential plan.
 With Options.adjacent_read, every timed decode block of a CPU runner is followed by a short read-bandwidth
 sample (ceilings.read_probe), recorded with the point, against which derive() puts the decode's GB/s.
+Failures: an engine that fails to open or to run, and a peer that fails to load or runs out of memory, become
+that runner's error record (the others are still measured); a GPU asked for (a gpu_* engine, device "cuda")
+where torch sees no CUDA GPU stops the run before any measurement (DeviceError naming the need).
 """
 
 import gc
@@ -65,8 +68,10 @@ def run_bench(opts: Options, log=print) -> dict:
     bad = [p for p in opts.peers if p not in peers_mod.PEERS]
     if bad:
         raise ValueError(f"unknown peers {bad} (known: {', '.join(peers_mod.PEERS)})")
-    cfg = counting.config_from_model_dir(opts.model_dir)
+    cfg = _model_config(opts.model_dir)
     want_gpu = opts.device == "cuda" or any(e.startswith("gpu") for e in opts.engines)
+    if want_gpu:  # before the GPU ceilings, the machine's GPU info and any runner
+        require_cuda(opts)
     info = report.machine_info(want_gpu)
     rng = np.random.default_rng(opts.seed)
     need = timing.needed_context(opts.prompt_lengths, opts.contexts, opts.decode_tokens, opts.warmup, opts.repeats)
@@ -108,6 +113,38 @@ def run_bench(opts: Options, log=print) -> dict:
     info["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     derive(results)
     return results
+
+
+def _model_config(model_dir) -> dict:
+    """counting's config of model_dir; FileNotFoundError / ValueError naming the file where it is missing or
+    is no model config."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the model folder holds config.json and model.bin")
+    try:
+        return counting.config_from_model_dir(model_dir)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: not a usable model config ({type(e).__name__}: {e})") from None
+
+
+def require_cuda(opts) -> None:
+    """DeviceError (a RuntimeError) naming what needs the GPU where torch sees no CUDA GPU."""
+    try:
+        import torch
+
+        ok, why = torch.cuda.is_available(), "torch.cuda.is_available() is False"
+    except ImportError as e:
+        ok, why = False, f"torch is not importable ({e})"
+    if ok:
+        return
+    from lab.engine import DeviceError
+
+    gpu = [e for e in opts.engines if e.startswith("gpu")]
+    asked = ([f"engine{'s' if len(gpu) > 1 else ''} {', '.join(gpu)}"] if gpu else []) + (
+        ["--device cuda (the peers)"] if opts.device == "cuda" else [])
+    raise DeviceError(f"a CUDA GPU is needed for {' and '.join(asked)} (an NVIDIA GPU and a CUDA build of torch), "
+                      f"but there is none here: {why}. Run on a GPU host, or measure the cpu_* engines with "
+                      f"--device cpu.")
 
 
 def ttft_plan(opts, cfg, log=print):
@@ -208,6 +245,24 @@ def _engine_fields(rec, r, opts, cfg, log) -> dict:
     return rec
 
 
+def _peer_error_record(name, dtype, attn, error, opts, log) -> dict:
+    """A peer variant that failed to load or ran out of memory: its error, no points."""
+    prec = peers_mod.DTYPE_PRECISION.get(dtype, "fp32")
+    label = f"{name} ({prec}, {attn})"
+    log(f"ERROR {label}: {error}")
+    return {"name": name, "label": label, "kind": "peer", "error": error, "device": opts.device, "ttft": [],
+            "decode": [], "weight_precision": prec, "kv_precision": prec, "dtype": dtype, "attn_implementation": attn}
+
+
+# What a peer's measurement may meet and the run survive as that peer's error: out of memory (MemoryError,
+# torch.cuda.OutOfMemoryError - named, so torch is not imported here). Anything else stops the bench.
+_PEER_MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
+
+
+def _is_memory_error(e) -> bool:
+    return isinstance(e, MemoryError) or type(e).__name__ in _PEER_MEMORY_ERRORS
+
+
 def _peer_fields(rec, r) -> dict:
     import torch
 
@@ -254,12 +309,25 @@ def _run_peers(opts, cfg, need, rng, probe, log) -> list:
     runners = []
     for dtype, attns, variants in _peer_variants(opts):
         log(f"peers: loading transformers' LlamaForCausalLM ({dtype}, {opts.device})")
-        model = peers_mod.load_peer_model(opts.model_dir, dtype, opts.device, attns[0])
+        try:
+            model = peers_mod.load_peer_model(opts.model_dir, dtype, opts.device, attns[0])
+        except Exception as e:  # noqa: BLE001 - a peer that cannot load must not cost the others' numbers
+            err = f"{type(e).__name__}: {e}"
+            runners += [_peer_error_record(name, dtype, attn, err, opts, log) for name, attn in variants]
+            model = None
+            variants = []
         for name, attn in variants:
-            model.set_attn_implementation(attn)
-            r = peers_mod.HFRunner(name, model, dtype, opts.device, need, attn=attn)
-            runners.append(_peer_fields(_measure(r, opts, rng, cfg["vocab_size"], log, probe), r))
-            r.close()
+            r = None
+            try:
+                model.set_attn_implementation(attn)
+                r = peers_mod.HFRunner(name, model, dtype, opts.device, need, attn=attn)
+                runners.append(_peer_fields(_measure(r, opts, rng, cfg["vocab_size"], log, probe), r))
+            except Exception as e:  # noqa: BLE001 - out of memory is this peer's error; anything else stops
+                if not _is_memory_error(e):
+                    raise
+                runners.append(_peer_error_record(name, dtype, attn, f"{type(e).__name__}: {e}", opts, log))
+            if r is not None:
+                r.close()
             del r
             if opts.device == "cuda":
                 torch._dynamo.reset()  # drop compiled graphs (and their CUDA graph pools)
@@ -282,9 +350,13 @@ def _run_interleaved(opts, cfg, need, rng, probe, log):
     if opts.peers:
         for dtype, attns, variants in _peer_variants(opts):
             log(f"peers: loading transformers' LlamaForCausalLM ({dtype}, {opts.device})")
-            models.append(peers_mod.load_peer_model(opts.model_dir, dtype, opts.device, attns[0]))
-            slots += [peers_mod.HFRunner(name, models[-1], dtype, opts.device, need, attn=attn)
-                      for name, attn in variants]
+            try:
+                models.append(peers_mod.load_peer_model(opts.model_dir, dtype, opts.device, attns[0]))
+                slots += [peers_mod.HFRunner(name, models[-1], dtype, opts.device, need, attn=attn)
+                          for name, attn in variants]
+            except Exception as e:  # noqa: BLE001 - a peer that cannot load must not cost the others' numbers
+                err = f"{type(e).__name__}: {e}"
+                slots += [_peer_error_record(name, dtype, attn, err, opts, log) for name, attn in variants]
     live = [x for x in slots if not isinstance(x, dict)]
     log(f"TTFT interleaved over {len(live)} runners: {', '.join(r.label for r in live)}")
     points, orders, errors = timing.measure_ttft_interleaved(live, opts.prompt_lengths, opts.warmup, opts.repeats,
@@ -307,7 +379,8 @@ def _run_interleaved(opts, cfg, need, rng, probe, log):
 
 def _decode_after_interleaved(r, ttft_points, error, opts, cfg, rng, probe, log) -> dict:
     """One runner's record in the interleaved plan: its TTFT points from the rounds, its decode now. An
-    engine that failed becomes an error record; a peer that failed stops the bench, as in the sequential plan."""
+    engine that failed or a peer out of memory becomes an error record; a peer that failed otherwise stops
+    the bench, as in the sequential plan."""
     decode = []
     if error is None:
         try:
@@ -316,7 +389,9 @@ def _decode_after_interleaved(r, ttft_points, error, opts, cfg, rng, probe, log)
             error = f"{type(e).__name__}: {e}"
     if error is not None:
         if r.kind == "peer":
-            raise RuntimeError(f"{r.label}: {error}")
+            if error.split(":", 1)[0] not in _PEER_MEMORY_ERRORS:  # errors come as "Type: message"
+                raise RuntimeError(f"{r.label}: {error}")
+            return _peer_error_record(r.name, r.dtype, r.attn, error, opts, log)
         return _error_record(r.name, error, opts, log)
     rec = dict(_record(r), ttft=ttft_points, decode=decode)
     return _engine_fields(rec, r, opts, cfg, log) if r.kind == "engine" else _peer_fields(rec, r)
