@@ -32,7 +32,8 @@ VARIANTS = [(e, {}) for e in CPU_ENGINES] + [("cpu_opt", {"LAB_CPU_PREFILL": "fp
                                              ("cpu_opt", {"LAB_CPU_DECODE_ATTN": "head"}),
                                              ("cpu_opt", {"LAB_CPU_ISA": "avx2"}),
                                              ("cpu_opt", {"LAB_CPU_ISA": "scalar"})] * ("cpu_opt" in CPU_ENGINES)
-KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC", "LAB_CPU_PAGES", "LAB_CPU_DECODE", "LAB_CPU_DECODE_ATTN", "LAB_CPU_ISA")
+KNOBS = ("LAB_CPU_PREFILL", "LAB_CPU_MATVEC", "LAB_CPU_PAGES", "LAB_CPU_DECODE", "LAB_CPU_DECODE_ATTN", "LAB_CPU_ISA",
+         "LAB_CPU_SCHEDULE")
 
 
 @pytest.fixture(params=VARIANTS, ids=lambda v: "-".join([v[0]] + [f"{k[8:].lower()}_{x}" for k, x in v[1].items()]))
@@ -236,6 +237,26 @@ def test_decode_region_bitwise_equal_op_by_op(model, monkeypatch):
     np.testing.assert_array_equal(gen["region"], gen["ops"])
     monkeypatch.setenv("LAB_CPU_DECODE", "fused")
     with pytest.raises(ValueError, match="LAB_CPU_DECODE must be region or ops"):
+        open_engine("cpu_opt", d, max_context=128)
+
+
+def test_decode_guided_schedule_bitwise_equal(model, monkeypatch):
+    """cpu_opt's decode rows dealt out guided (LAB_CPU_SCHEDULE=guided: shrinking chunks, taken as threads
+    free up) or in equal contiguous shares (the default): the same 24-row tasks through the same kernel,
+    so only which thread computes a row differs and the logits and greedy tokens are bitwise equal. A
+    task skipped or done twice by the guided loop changes them. A bad value is refused."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    _, d, _, tokens, ref_logits = model
+    out, gen = {}, {}
+    for mode in ("static", "guided"):
+        variant, out[mode], gen[mode] = _run_cpu_opt(monkeypatch, d, tokens, {"LAB_CPU_SCHEDULE": mode})
+        assert ("guided schedule" in variant) == (mode == "guided")
+    assert tolerances.rel_error(out["guided"], ref_logits[:30]) < tolerances.logits_rel("cpu_opt")
+    np.testing.assert_array_equal(out["guided"], out["static"])
+    np.testing.assert_array_equal(gen["guided"], gen["static"])
+    monkeypatch.setenv("LAB_CPU_SCHEDULE", "dynamic")
+    with pytest.raises(ValueError, match="LAB_CPU_SCHEDULE must be static or guided"):
         open_engine("cpu_opt", d, max_context=128)
 
 
