@@ -39,9 +39,9 @@
 //   LAB_CPU_DECODE_ATTN=split|head|N decode attention: one item per (KV head, key range) with the whole
 //                                    GQA group (default), N ranges (1..16) forced, or one item per query
 //                                    head (before; DecodeAttnItem)
-//   LAB_CPU_SCHEDULE=static|guided   how DecodeStep deals a product's row tasks to the threads: equal
-//                                    contiguous shares, or OpenMP's guided (shrinking chunks, taken as
-//                                    threads free up; DecodeMatVecs)
+//   LAB_CPU_SCHEDULE=guided|static   how DecodeStep deals a product's row tasks to the threads: OpenMP's
+//                                    guided (shrinking chunks, taken as threads free up; default), or
+//                                    equal contiguous shares (before; DecodeMatVecs)
 //   LAB_CPU_PROFILE=1                DecodeStep times its parts per thread, work and barrier wait apart
 //                                    (phase_seconds(); cc/cpu_opt/decode_profile.py)
 #include "cc/cpu_opt/cpu_opt_engine.h"
@@ -116,12 +116,12 @@ int DecodeAttnMode() {
   throw InputError("LAB_CPU_DECODE_ATTN must be split, head or 1.." + std::to_string(kMaxSplits) + ", not '" + s + "'");
 }
 
-// LAB_CPU_SCHEDULE: DecodeStep's row tasks in equal contiguous shares (static) or guided.
+// LAB_CPU_SCHEDULE: DecodeStep's row tasks guided (default) or in equal contiguous shares (static).
 bool GuidedSchedule() {
   const char* v = std::getenv("LAB_CPU_SCHEDULE");
   const std::string s = v ? v : "";
-  if (s.empty() || s == "static") return false;
-  if (s == "guided") return true;
+  if (s.empty() || s == "guided") return true;
+  if (s == "static") return false;
   throw InputError("LAB_CPU_SCHEDULE must be static or guided, not '" + s + "'");
 }
 
@@ -171,7 +171,7 @@ class CpuOptEngine : public Engine {
   std::string variant() const override {
     return std::string(K_.isa) + ", prefill " + prefill_.name + (attn_tile_ ? ", attention tiles" : "") +
            (matvec_ == K_.matvec4 ? ", decode 4 rows" : "") + (decode_region_ ? "" : ", decode op by op") +
-           (guided_ ? ", guided schedule" : "") + (attn_mode_ < 0 ? ", decode attention by query head"
+           (guided_ ? "" : ", static schedule") + (attn_mode_ < 0 ? ", decode attention by query head"
                            : attn_mode_ > 0 ? ", decode attention in " + std::to_string(attn_mode_) + " key ranges"
                                             : "") +
            ", " +
@@ -409,7 +409,11 @@ class CpuOptEngine : public Engine {
       while (i0 >= RoundUp(P[j].d, kRowsPerTask)) i0 -= RoundUp(P[j++].d, kRowsPerTask);
       matvec_(P[j].out, x, P[j].W, n, i0, std::min(P[j].d, i0 + kRowsPerTask));
     };
-    if (guided_) {  // the same tasks, so the same results: only which thread computes a row differs
+    // Guided (the default): equal shares left the threads of the GPU host's 16-core Xeon waiting 19% of an
+    // 8B step at the barriers for the slowest one (README "Where a decode step's time goes"); guided hands
+    // out large contiguous chunks first and small ones last, to whichever thread is free. The same tasks,
+    // so the same results: only which thread computes a row differs.
+    if (guided_) {
 #pragma omp for schedule(guided) nowait
       for (int64_t task = 0; task < tasks; ++task) run(task);
     } else {
@@ -605,7 +609,7 @@ class CpuOptEngine : public Engine {
   const bool decode_region_ = DecodeRegion();
   // Decode attention by (KV head, key range) unless LAB_CPU_DECODE_ATTN=head (DecodeAttnItem).
   const int attn_mode_ = DecodeAttnMode();
-  // DecodeStep's product rows dealt out guided instead of in equal shares (LAB_CPU_SCHEDULE).
+  // DecodeStep's product rows dealt out guided unless LAB_CPU_SCHEDULE=static (equal shares).
   const bool guided_ = GuidedSchedule();
   std::vector<float> part_ = std::vector<float>(kMaxSplits * cfg_.q_dim());  // [items][group][hd] partials
   std::vector<float> lse_ = std::vector<float>(kMaxSplits * cfg_.n_heads);   // [items][group]

@@ -241,8 +241,8 @@ def test_decode_region_bitwise_equal_op_by_op(model, monkeypatch):
 
 
 def test_decode_guided_schedule_bitwise_equal(model, monkeypatch):
-    """cpu_opt's decode rows dealt out guided (LAB_CPU_SCHEDULE=guided: shrinking chunks, taken as threads
-    free up) or in equal contiguous shares (the default): the same 24-row tasks through the same kernel,
+    """cpu_opt's decode rows dealt out guided (the default: shrinking chunks, taken as threads free up) or
+    in equal contiguous shares (LAB_CPU_SCHEDULE=static): the same 24-row tasks through the same kernel,
     so only which thread computes a row differs and the logits and greedy tokens are bitwise equal. A
     task skipped or done twice by the guided loop changes them. A bad value is refused."""
     if "cpu_opt" not in CPU_ENGINES:
@@ -251,7 +251,7 @@ def test_decode_guided_schedule_bitwise_equal(model, monkeypatch):
     out, gen = {}, {}
     for mode in ("static", "guided"):
         variant, out[mode], gen[mode] = _run_cpu_opt(monkeypatch, d, tokens, {"LAB_CPU_SCHEDULE": mode})
-        assert ("guided schedule" in variant) == (mode == "guided")
+        assert ("static schedule" in variant) == (mode == "static")
     assert tolerances.rel_error(out["guided"], ref_logits[:30]) < tolerances.logits_rel("cpu_opt")
     np.testing.assert_array_equal(out["guided"], out["static"])
     np.testing.assert_array_equal(gen["guided"], gen["static"])
