@@ -1,7 +1,8 @@
 // lab._membw: the machine's CPU ceilings, measured with all cores (OpenMP).
 //
-//   read_bandwidth(n_bytes, repeats, threads=0, isa="auto", pages="huge") -> [GB/s per pass]
-//                    sum of a float array on 2 MiB ("huge", the ceiling) or 4 KiB ("small") pages
+//   read_bandwidth(n_bytes, repeats, threads=0, isa="auto", pages="huge", schedule="guided") -> [GB/s per pass]
+//                    sum of a float array on 2 MiB ("huge", the ceiling) or 4 KiB ("small") pages, its
+//                    256 KiB chunks dealt to the threads guided (as they free up) or static (equal shares)
 //   read_bandwidth_pages(...same...) -> ([GB/s per pass], share of the array on 2 MiB pages)
 //   fma_peak(isa="auto", seconds=0.2, threads=0) -> GFLOP/s           independent FMA chains
 //   simd_levels() -> e.g. ["avx512", "avx2", "scalar"] (those this CPU runs; the FMA kernel needs
@@ -9,7 +10,9 @@
 //
 // The read kernel sums a large float array (first-touched by the threads that later read it) with
 // eight independent vector accumulators per thread, so neither add latency nor a single core's load
-// ports limit it: the time is DRAM's. The FMA kernel runs 12 independent FMA chains per thread on
+// ports limit it: the time is DRAM's. The chunks go to whichever thread is free (guided), so one slow
+// thread of a shared host does not hold the pass back: with equal shares the GPU host's Xeon read less
+// than cpu_opt's guided decode then streamed (cc/cpu_opt/README.md, "Where a decode step's time goes"). The FMA kernel runs 12 independent FMA chains per thread on
 // registers only; FLOPs = 2 per lane per FMA. The array lives in a lab::PageBuffer (cc/core/huge_pages.h):
 // on 2 MiB pages by default, since a stream on 4 KiB pages pays a page-table walk per 4 KiB, which on
 // a virtual machine reads measurably below what the memory can deliver (the machine's ceiling is the
@@ -145,8 +148,14 @@ struct Reads {
   double huge_fraction;      // of the array read, after the passes (PageBuffer::HugeFraction)
 };
 
-Reads ReadBandwidth(int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages) {
+constexpr size_t kChunk = 65536;  // floats per chunk of a guided pass (256 KiB)
+
+Reads ReadBandwidth(int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages,
+                    const std::string& schedule) {
   if (repeats < 1) throw std::invalid_argument("repeats must be >= 1");
+  if (schedule != "guided" && schedule != "static")
+    throw std::invalid_argument("schedule must be \"guided\" or \"static\", not \"" + schedule + "\"");
+  const bool guided = schedule == "guided";
   const int nt = threads > 0 ? threads : omp_get_max_threads();
   const SumFn sum = PickSum(isa);
   const lab::PageBuffer buf = TouchedArray(n_bytes, pages, nt);
@@ -157,11 +166,20 @@ Reads ReadBandwidth(int64_t n_bytes, int repeats, int threads, const std::string
   for (int r = 0; r < repeats + 1; ++r) {  // pass 0 warms up (page tables, thread pool)
     double total = 0;
     const auto t0 = Clock::now();
+    if (guided) {
+      const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+#pragma omp parallel for num_threads(nt) schedule(guided) reduction(+ : total)
+      for (int64_t c = 0; c < chunks; ++c) {
+        const size_t lo = c * kChunk;
+        total += sum(a + lo, std::min(n, lo + kChunk) - lo);
+      }
+    } else {
 #pragma omp parallel num_threads(nt) reduction(+ : total)
-    {
-      size_t lo, hi;
-      Slice(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-      total += sum(a + lo, hi - lo);
+      {
+        size_t lo, hi;
+        Slice(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        total += sum(a + lo, hi - lo);
+      }
     }
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     sink = sink + total;
@@ -237,26 +255,28 @@ PYBIND11_MODULE(_membw, m) {
   m.doc() = "CPU ceilings of the LLM inference lab: all-cores read bandwidth and FMA peak (OpenMP)";
   m.def(
       "read_bandwidth",
-      [](int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages) {
+      [](int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages,
+         const std::string& schedule) {
         py::gil_scoped_release release;
-        return ReadBandwidth(n_bytes, repeats, threads, isa, pages).gbps;
+        return ReadBandwidth(n_bytes, repeats, threads, isa, pages, schedule).gbps;
       },
       py::arg("n_bytes"), py::arg("repeats") = 5, py::arg("threads") = 0, py::arg("isa") = "auto",
-      py::arg("pages") = "huge",
+      py::arg("pages") = "huge", py::arg("schedule") = "guided",
       "GB/s of each of `repeats` passes summing an n_bytes float array (after one warm-up pass), the array "
-      "on 2 MiB pages (pages='huge') or 4 KiB pages ('small').");
+      "on 2 MiB pages (pages='huge') or 4 KiB pages ('small'), its chunks dealt out guided or static.");
   m.def(
       "read_bandwidth_pages",
-      [](int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages) {
+      [](int64_t n_bytes, int repeats, int threads, const std::string& isa, const std::string& pages,
+         const std::string& schedule) {
         Reads r;
         {
           py::gil_scoped_release release;
-          r = ReadBandwidth(n_bytes, repeats, threads, isa, pages);
+          r = ReadBandwidth(n_bytes, repeats, threads, isa, pages, schedule);
         }
         return py::make_tuple(r.gbps, r.huge_fraction);
       },
       py::arg("n_bytes"), py::arg("repeats") = 5, py::arg("threads") = 0, py::arg("isa") = "auto",
-      py::arg("pages") = "huge",
+      py::arg("pages") = "huge", py::arg("schedule") = "guided",
       "read_bandwidth's passes and the share of the same array the kernel backed with 2 MiB pages (-1: "
       "unknown).");
   m.def(

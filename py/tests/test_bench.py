@@ -424,6 +424,18 @@ def test_read_ceiling_pages():
         m.read_bandwidth(8 << 20, 1, pages="2M")
 
 
+def test_read_ceiling_schedules():
+    """lab._membw deals its chunks to the threads guided (the default) or in equal static shares: both read
+    the same bytes, so neither is many times faster than the other (a pass that skipped chunks would be);
+    a bad schedule is refused."""
+    m = pytest.importorskip("lab._membw", reason="lab._membw not built")
+    g = max(m.read_bandwidth(64 << 20, 3, schedule="guided"))
+    s = max(m.read_bandwidth(64 << 20, 3, schedule="static"))
+    assert 0.33 < g / s < 3, (g, s)
+    with pytest.raises(ValueError, match="schedule must be"):
+        m.read_bandwidth(8 << 20, 1, schedule="dynamic")
+
+
 @pytest.mark.parametrize("huge,small", [(30.0, 26.0), (98.0, 147.0)])
 def test_cpu_roof_is_the_best_read(monkeypatch, huge, small):
     """The CPU roof is the higher of the reads on 2 MiB and on 4 KiB pages (a host whose bandwidth moved

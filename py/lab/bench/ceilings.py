@@ -50,7 +50,8 @@ def cpu_read_bandwidth(n_bytes=2 << 30, repeats=10, threads=0, pages="huge") -> 
         g, share = m.read_bandwidth_pages(int(n_bytes), int(repeats), int(threads), pages=pages)
         isa = m.simd_levels()[0]
         return _ceiling(g, "GB/s", f"lab._membw OpenMP sum of a {n_bytes / 2**30:.2f} GiB float array on "
-                        f"{_pages_note(pages, share)}, {nt} thread(s), {isa}", threads=nt, bytes=int(n_bytes),
+                        f"{_pages_note(pages, share)}, {nt} thread(s), {isa}, 256 KiB chunks guided",
+                        threads=nt, bytes=int(n_bytes),
                         fallback=False, pages=pages)
     # Fallback: numpy sgemv of [n/1024, 1024] by ones(1024): the matrix read once, BLAS threads.
     n = int(n_bytes) // 4 // 1024
