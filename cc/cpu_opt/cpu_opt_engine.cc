@@ -55,6 +55,7 @@
 #include <initializer_list>
 #include <numeric>
 #include <string>
+#include <vector>
 
 #include "cc/core/errors.h"
 #include "cc/core/fp16.h"
@@ -84,24 +85,32 @@ int64_t PrefillChunk() {
   return n;
 }
 
+// The index of environment variable `name`'s value in `values`; values[0] is the default, also when the
+// variable is unset or empty. Any other value is refused, naming the choices (and `more`, a description
+// of choices the caller parses itself).
+int EnvChoice(const char* name, std::initializer_list<const char*> values, const std::string& more = "") {
+  const char* v = std::getenv(name);
+  const std::string s = v ? v : "";
+  if (s.empty()) return 0;
+  std::vector<std::string> all;
+  for (const char* x : values) {
+    if (s == x) return static_cast<int>(all.size());
+    all.emplace_back(x);
+  }
+  if (!more.empty()) all.push_back(more);
+  std::string list = all[0];
+  for (size_t i = 1; i < all.size(); ++i) list += (i + 1 == all.size() ? " or " : ", ") + all[i];
+  throw InputError(std::string(name) + " must be " + list + ", not '" + s + "'");
+}
+
 // LAB_CPU_PAGES: where the weights live (default: a copy on 2 MiB pages).
 WeightMemory CpuPages() {
-  const char* v = std::getenv("LAB_CPU_PAGES");
-  const std::string s = v ? v : "";
-  if (s.empty() || s == "huge") return WeightMemory::kHugePages;
-  if (s == "small") return WeightMemory::kSmallPages;
-  if (s == "map") return WeightMemory::kMap;
-  throw InputError("LAB_CPU_PAGES must be huge, small or map, not '" + s + "'");
+  const WeightMemory m[] = {WeightMemory::kHugePages, WeightMemory::kSmallPages, WeightMemory::kMap};
+  return m[EnvChoice("LAB_CPU_PAGES", {"huge", "small", "map"})];
 }
 
 // LAB_CPU_DECODE: one parallel region per decode step (default) or one per op.
-bool DecodeRegion() {
-  const char* v = std::getenv("LAB_CPU_DECODE");
-  const std::string s = v ? v : "";
-  if (s.empty() || s == "region") return true;
-  if (s == "ops") return false;
-  throw InputError("LAB_CPU_DECODE must be region or ops, not '" + s + "'");
-}
+bool DecodeRegion() { return EnvChoice("LAB_CPU_DECODE", {"region", "ops"}) == 0; }
 
 // LAB_CPU_DECODE_ATTN: decode attention split by (KV head, key range), the ranges chosen per step (0,
 // the default), or N ranges per KV head whatever the keys (1..kMaxSplits; some may be empty: tests), or
@@ -109,21 +118,14 @@ bool DecodeRegion() {
 int DecodeAttnMode() {
   const char* v = std::getenv("LAB_CPU_DECODE_ATTN");
   const std::string s = v ? v : "";
-  if (s.empty() || s == "split") return 0;
-  if (s == "head") return -1;
-  if (s.size() <= 2 && std::all_of(s.begin(), s.end(), ::isdigit) && std::stoi(s) >= 1 && std::stoi(s) <= kMaxSplits)
+  if (s.size() <= 2 && !s.empty() && std::all_of(s.begin(), s.end(), ::isdigit) && std::stoi(s) >= 1 &&
+      std::stoi(s) <= kMaxSplits)
     return std::stoi(s);
-  throw InputError("LAB_CPU_DECODE_ATTN must be split, head or 1.." + std::to_string(kMaxSplits) + ", not '" + s + "'");
+  return EnvChoice("LAB_CPU_DECODE_ATTN", {"split", "head"}, "1.." + std::to_string(kMaxSplits)) == 1 ? -1 : 0;
 }
 
 // LAB_CPU_SCHEDULE: DecodeStep's row tasks guided (default) or in equal contiguous shares (static).
-bool GuidedSchedule() {
-  const char* v = std::getenv("LAB_CPU_SCHEDULE");
-  const std::string s = v ? v : "";
-  if (s.empty() || s == "guided") return true;
-  if (s == "static") return false;
-  throw InputError("LAB_CPU_SCHEDULE must be static or guided, not '" + s + "'");
-}
+bool GuidedSchedule() { return EnvChoice("LAB_CPU_SCHEDULE", {"guided", "static"}) == 0; }
 
 bool EnvEquals(const char* name, const char* value) {
   const char* v = std::getenv(name);

@@ -219,25 +219,32 @@ def test_weight_pages_bitwise_equal(model, monkeypatch):
         open_engine("cpu_opt", d, max_context=128)
 
 
+def _assert_knob_bitwise_equal(model, monkeypatch, knob, default, other, note, bad):
+    """cpu_opt with `knob` at its default and at `other`: bitwise-equal prefill/decode logits and greedy
+    tokens, the default within the fp16 bound, `note` in the variant only for `other`, and `bad` refused
+    with a message naming the choices."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    _, d, _, tokens, ref_logits = model
+    out, gen = {}, {}
+    for mode in (default, other):
+        variant, out[mode], gen[mode] = _run_cpu_opt(monkeypatch, d, tokens, {knob: mode})
+        assert (note in variant) == (mode == other), variant
+    assert tolerances.rel_error(out[default], ref_logits[:30]) < tolerances.logits_rel("cpu_opt")
+    np.testing.assert_array_equal(out[default], out[other])
+    np.testing.assert_array_equal(gen[default], gen[other])
+    monkeypatch.setenv(knob, bad)
+    with pytest.raises(ValueError, match=f"{knob} must be {default} or {other}, not '{bad}'"):
+        open_engine("cpu_opt", d, max_context=128)
+
+
 def test_decode_region_bitwise_equal_op_by_op(model, monkeypatch):
     """cpu_opt's decode step as one parallel region (the default: each thread its own copy of the residual
     stream, six barriers a layer) against the same step op by op (LAB_CPU_DECODE=ops, a parallel region
     per product): the same kernels on the same rows, so decode and greedy tokens are bitwise equal, the
     cache they write included (the later steps read it). A missed barrier or a wrong RoPE/cache slot
     changes the logits. A bad value is refused."""
-    if "cpu_opt" not in CPU_ENGINES:
-        pytest.skip("cpu_opt not built")
-    _, d, _, tokens, ref_logits = model
-    out, gen = {}, {}
-    for mode in ("region", "ops"):
-        variant, out[mode], gen[mode] = _run_cpu_opt(monkeypatch, d, tokens, {"LAB_CPU_DECODE": mode})
-        assert ("decode op by op" in variant) == (mode == "ops")
-    assert tolerances.rel_error(out["region"], ref_logits[:30]) < tolerances.logits_rel("cpu_opt")
-    np.testing.assert_array_equal(out["region"], out["ops"])
-    np.testing.assert_array_equal(gen["region"], gen["ops"])
-    monkeypatch.setenv("LAB_CPU_DECODE", "fused")
-    with pytest.raises(ValueError, match="LAB_CPU_DECODE must be region or ops"):
-        open_engine("cpu_opt", d, max_context=128)
+    _assert_knob_bitwise_equal(model, monkeypatch, "LAB_CPU_DECODE", "region", "ops", "decode op by op", "fused")
 
 
 def test_decode_guided_schedule_bitwise_equal(model, monkeypatch):
@@ -245,19 +252,8 @@ def test_decode_guided_schedule_bitwise_equal(model, monkeypatch):
     in equal contiguous shares (LAB_CPU_SCHEDULE=static): the same 24-row tasks through the same kernel,
     so only which thread computes a row differs and the logits and greedy tokens are bitwise equal. A
     task skipped or done twice by the guided loop changes them. A bad value is refused."""
-    if "cpu_opt" not in CPU_ENGINES:
-        pytest.skip("cpu_opt not built")
-    _, d, _, tokens, ref_logits = model
-    out, gen = {}, {}
-    for mode in ("static", "guided"):
-        variant, out[mode], gen[mode] = _run_cpu_opt(monkeypatch, d, tokens, {"LAB_CPU_SCHEDULE": mode})
-        assert ("static schedule" in variant) == (mode == "static")
-    assert tolerances.rel_error(out["guided"], ref_logits[:30]) < tolerances.logits_rel("cpu_opt")
-    np.testing.assert_array_equal(out["guided"], out["static"])
-    np.testing.assert_array_equal(gen["guided"], gen["static"])
-    monkeypatch.setenv("LAB_CPU_SCHEDULE", "dynamic")
-    with pytest.raises(ValueError, match="LAB_CPU_SCHEDULE must be static or guided"):
-        open_engine("cpu_opt", d, max_context=128)
+    _assert_knob_bitwise_equal(model, monkeypatch, "LAB_CPU_SCHEDULE", "guided", "static", "static schedule",
+                               "dynamic")
 
 
 def test_decode_attention_key_ranges_equal_per_head(model, monkeypatch):
