@@ -461,3 +461,38 @@ def test_cpu_roof_is_the_best_read(monkeypatch, huge, small):
     assert ("4 KiB pages" in c["bandwidth_method"]) == (small > huge)
     note = report._other_read_note(c)
     assert f"{min(huge, small):.1f} GB/s" in note and ("2 MiB" in note) == (small > huge)
+
+
+def test_summary_rows_from_bench_json(tmp_path):
+    """The README's summary: one row per engine of each bench.json (only the engines after '@' when given),
+    decode at the context nearest 512 (greedy rows before logits-to-host ones), TTFT at the prompt nearest
+    1024, the run's folder and date, and a run from uncommitted changes says so."""
+    from lab.bench import summary
+
+    def point(ctx, tok_s, mode):
+        return {"context": ctx, "mode": mode, "tok_s": {"median": tok_s}, "gbps": {"median": tok_s * 2},
+                "pct_of_roof": 50.0, "best_peer": "hf_eager (fp32)", "ratio_vs_best_peer": 2.0}
+
+    def run(folder, dirty, runners):
+        d = tmp_path / folder
+        d.mkdir()
+        doc = {"machine": {"host": "h", "date": "2026-11-28T01:00:00", "cpu_model": "CPU X", "logical_cpus": 2,
+                           "usable_cpus": 2, "git_dirty": dirty, "gpu": None},
+               "model": {"name": "m"}, "runners": runners}
+        (d / "bench.json").write_text(json.dumps(doc))
+        return str(d / "bench.json")
+
+    eng = {"kind": "engine", "name": "cpu_opt", "device": "cpu",
+           "decode": [point(128, 10.0, "greedy"), point(500, 9.0, "logits"), point(512, 8.0, "greedy")],
+           "ttft": [{"prompt_len": 128, "ms": {"median": 5.0}, "pct_of_roof": 10.0},
+                    {"prompt_len": 1000, "ms": {"median": 50.0}, "pct_of_roof": 20.0}]}
+    other = dict(eng, name="cpu_fp32")
+    a = run("clean", False, [eng, other, {"kind": "peer", "name": "hf_eager"}])
+    b = run("dirty", True, [eng])
+    rows = summary.summary_rows([a + "@cpu_opt", b])
+    assert sorted((r["engine"], r["source"]) for r in rows) == [("cpu_opt", "clean"), ("cpu_opt", "dirty")]
+    assert all(r["decode"]["context"] == 512 and r["ttft"]["prompt_len"] == 1000 for r in rows)
+    md = summary.markdown(rows)
+    assert "8.0 (512, greedy)" in md and "2.00x hf_eager (fp32)" in md and "50.0 (1000)" in md
+    assert md.count("uncommitted changes") == 1 and "dirty (2026-11-28, uncommitted changes)" in md
+    assert "clean (2026-11-28) |" in md and "cpu_fp32" not in md

@@ -35,6 +35,7 @@ def summary_rows(paths) -> list:
                 "stage": STAGE.get(r["name"], "?"), "engine": r["name"], "machine": machine,
                 "model": d["model"]["name"], "date": d["machine"].get("date", "")[:10],
                 "decode": dec, "ttft": tt, "source": str(Path(p).parent.name),
+                "dirty": bool(d["machine"].get("git_dirty")),
             })
     return sorted(rows, key=lambda x: (x["stage"], x["machine"], x["model"]))
 
@@ -50,7 +51,9 @@ def markdown(rows) -> str:
         ttft = f"{t['ms']['median']:,.1f} ({t['prompt_len']})" if t else "—"
         roof = f"{t['pct_of_roof']:.0f}%" if t and t.get("pct_of_roof") is not None else "—"
         out.append(f"| {r['stage']} | `{r['engine']}` | {r['machine']} | {r['model']} | {dec} | {bw} | {peer} | "
-                   f"{ttft} | {roof} | {r['source']} ({r['date']}) |")
+                   f"{ttft} | {roof} | {r['source']} ({r['date']}{', uncommitted changes' if r.get('dirty') else ''}) |")
     return "\n".join(out) + ("\n\nMedians of repeats; each run measured its own ceilings and peers (see its bench.md). "
                               "Decode: greedy generation (`Engine.generate`, argmax where the logits are) where marked "
-                              "greedy, else one `decode()` call per token with the logits copied to the host.\n")
+                              "greedy, else one `decode()` call per token with the logits copied to the host. % of compute roof: TTFT's "
+                              "FLOPs against the machine's measured fp32 FMA peak (CPU) or fp16 matmul rate (GPU); "
+                              "prefill products in bf16 (cpu_opt on AVX512-BF16) can pass the fp32 roof.\n")
