@@ -5,6 +5,7 @@
 //                    256 KiB chunks dealt to the threads guided (as they free up) or static (equal shares)
 //   read_bandwidth_pages(...same...) -> ([GB/s per pass], share of the array on 2 MiB pages)
 //   fma_peak(isa="auto", seconds=0.2, threads=0) -> GFLOP/s           independent FMA chains
+//   read_sum(n_bytes, schedule="guided", threads=0) -> the sum one pass computes (a check, not a ceiling)
 //   simd_levels() -> e.g. ["avx512", "avx2", "scalar"] (those this CPU runs; the FMA kernel needs
 //                    avx2 or avx512, the read kernel runs on all three);  max_threads()
 //
@@ -146,6 +147,7 @@ lab::PageBuffer TouchedArray(int64_t n_bytes, const std::string& pages, int nt) 
 struct Reads {
   std::vector<double> gbps;  // one per timed pass
   double huge_fraction;      // of the array read, after the passes (PageBuffer::HugeFraction)
+  double sum;                // what the last pass summed (read_sum: both schedules must read every value)
 };
 
 constexpr size_t kChunk = 65536;  // floats per chunk of a guided pass (256 KiB)
@@ -163,8 +165,9 @@ Reads ReadBandwidth(int64_t n_bytes, int repeats, int threads, const std::string
   const size_t n = static_cast<size_t>(n_bytes) / sizeof(float);
   std::vector<double> gbps;
   volatile double sink = 0;
+  double total = 0;
   for (int r = 0; r < repeats + 1; ++r) {  // pass 0 warms up (page tables, thread pool)
-    double total = 0;
+    total = 0;
     const auto t0 = Clock::now();
     if (guided) {
       const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
@@ -185,7 +188,7 @@ Reads ReadBandwidth(int64_t n_bytes, int repeats, int threads, const std::string
     sink = sink + total;
     if (r > 0) gbps.push_back(static_cast<double>(n) * sizeof(float) / s / 1e9);
   }
-  return {gbps, buf.HugeFraction()};
+  return {gbps, buf.HugeFraction(), total};
 }
 
 // ---- FMA peak: 12 independent chains per thread, x = x * m + c (bounded: m < 1) -----------------
@@ -279,6 +282,15 @@ PYBIND11_MODULE(_membw, m) {
       py::arg("pages") = "huge", py::arg("schedule") = "guided",
       "read_bandwidth's passes and the share of the same array the kernel backed with 2 MiB pages (-1: "
       "unknown).");
+  m.def(
+      "read_sum",
+      [](int64_t n_bytes, const std::string& schedule, int threads) {
+        py::gil_scoped_release release;
+        return ReadBandwidth(n_bytes, 1, threads, "auto", "huge", schedule).sum;
+      },
+      py::arg("n_bytes"), py::arg("schedule") = "guided", py::arg("threads") = 0,
+      "The sum one read pass computes over the same array read_bandwidth reads (its values depend only on "
+      "n_bytes and the thread count): the schedules must agree to rounding, or a pass skipped values.");
   m.def(
       "fma_peak",
       [](const std::string& isa, double seconds, int threads) {
