@@ -45,7 +45,7 @@ bench() {
   "$PY" "$HERE/tools/bench.py" "$@"
 }
 kernels() {
-  [ -x "$HERE/tools/kernel_bench" ] && "$HERE/tools/kernel_bench" --out "$OUT/kernels" --model "$MODEL8B" \
+  [ -x "$HERE/tools/kernel_bench" ] && "$HERE/tools/kernel_bench" --out "$OUT/kernels" --model_dir "$MODEL8B" \
     --ctx 512,2048 2>&1 | tee "$OUT/kernel_bench.log" | tail -30
   [ -f "$HERE/tools/bench_prefill.py" ] && "$PY" "$HERE/tools/bench_prefill.py" --bench "$HERE/tools/prefill_bench" \
     --out "$OUT/prefill" 2>&1 | tee "$OUT/prefill_bench.log" | tail -30

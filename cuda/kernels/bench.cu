@@ -1,6 +1,6 @@
 // kernel_bench: the kernel lab's one bench program.
 //
-//   kernel_bench --out DIR [--reps N] [--model DIR [--ctx 512,2048] [--naive]] [--no-chain]
+//   kernel_bench --out DIR [--reps N] [--model_dir DIR [--ctx 512,2048] [--naive]] [--no-chain]
 //
 // 1. Ceilings, measured in this run: a device-to-device copy (bytes read + written) and a read-only
 //    kernel (16-byte streaming loads over 2 GiB).
@@ -12,7 +12,7 @@
 // 3. The decode step's whole weight stream (32 layers of qkv, o, gate/up, down + lm_head, 15 GB) as a
 //    chain of v5 launches: from the stream, from a CUDA graph, from a graph with programmatic
 //    dependent launch: what launch gaps cost, and what remains.
-// 4. With --model: the gpu_opt engine's decode at each context (wall and device time per token), and
+// 4. With --model_dir: the gpu_opt engine's decode at each context (wall and device time per token), and
 //    with --naive gpu_naive's at a short context.
 // Writes DIR/kernel_bench.json and DIR/kernel_bench.md; prints the markdown.
 #include <cuda_fp16.h>
@@ -253,7 +253,7 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--out") out_dir = next();
-    else if (a == "--model") model = next();
+    else if (a == "--model_dir") model = next();
     else if (a == "--reps") reps = std::atoi(next().c_str());
     else if (a == "--no-chain") chain = false;
     else if (a == "--naive") naive = true;
@@ -267,7 +267,7 @@ int main(int argc, char** argv) {
         p = q + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: kernel_bench --out DIR [--reps N] [--model DIR [--ctx 512,2048] [--naive]] [--no-chain]\n");
+      std::fprintf(stderr, "usage: kernel_bench --out DIR [--reps N] [--model_dir DIR [--ctx 512,2048] [--naive]] [--no-chain]\n");
       return 2;
     }
   }
