@@ -26,7 +26,8 @@
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
-// LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
+// LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
+// kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
 // LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
 // The prefill's knobs are listed in gpu_opt_prefill.cu.
@@ -122,6 +123,8 @@ void GpuOptEngine::Release() {
   }
   if (gen_mem_) cudaFree(gen_mem_);
   gen_mem_ = nullptr;
+  if (trace_) cudaFree(trace_);
+  trace_ = nullptr;
   if (ev_start_) cudaEventDestroy(ev_start_);
   if (ev_stop_) cudaEventDestroy(ev_stop_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -136,6 +139,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   const int64_t hd = c.head_dim;
   use_graph_ = EnvFlag("LAB_GPU_GRAPH", true);
   use_pdl_ = EnvFlag("LAB_GPU_PDL", true) && prop_.major >= 9;
+  trace_on_ = EnvFlag("LAB_GPU_TRACE", false);
   // Bulk L2 prefetch of weights before the PDL wait: off by default (measured slower, see README);
   // "all" for every matvec, "o" for o_proj only (the kernel after the latency-bound attention).
   if (const char* pf = std::getenv("LAB_GPU_L2_PREFETCH"); pf && prop_.major >= 9) {
@@ -342,6 +346,10 @@ void GpuOptEngine::Init(const ModelFile& file) {
     gen_pos_ = reinterpret_cast<int*>(best_ + 1);
     tok_log_ = gen_pos_ + kGenSteps;
     h_iota_.Reset((size_t(max_context_) + kGenSteps) * sizeof(int));
+    if (trace_on_) {  // LAB_GPU_TRACE: three slots per launch of a step (5 a layer, lm_head, spare)
+      trace_slots_ = size_t(5 * cfg_.n_layers + 8);
+      LAB_CUDA_CHECK(cudaMalloc(&trace_, trace_slots_ * 3 * sizeof(unsigned long long)));
+    }
     for (int64_t i = 0; i < max_context_ + kGenSteps; ++i) h_iota_.as<int>()[i] = int(i);
     h_gen_.Reset(8 + size_t(max_context_) * sizeof(int));
   }
@@ -386,6 +394,7 @@ void GpuOptEngine::DecodeStep(int32_t token, int64_t pos, float* logits) {
   hi[1] = token;
   LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
   if (use_graph_ && !graph_exec_) CaptureGraph();
+  if (trace_) LAB_CUDA_CHECK(cudaMemsetAsync(trace_, 0xff, trace_slots_ * 3 * sizeof(unsigned long long), stream_));
   LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
   if (graph_exec_) {
     LAB_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
@@ -401,6 +410,52 @@ void GpuOptEngine::DecodeStep(int32_t token, int64_t pos, float* logits) {
   LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_start_, ev_stop_));
   last_decode_device_ms_ = ms;
   std::memcpy(logits, h_logits_.as<float>(), size_t(cfg_.vocab_size) * 4);
+  if (trace_) CollectTrace();
+}
+
+unsigned long long* GpuOptEngine::TraceSlot(int kind) {
+  if (!trace_capture_ || trace_kind_.size() >= trace_slots_) return nullptr;
+  trace_kind_.push_back(kind);
+  return trace_ + 3 * (trace_kind_.size() - 1);
+}
+
+void GpuOptEngine::CollectTrace() {
+  const size_t n = trace_kind_.size();
+  std::vector<unsigned long long> t(3 * n);
+  if (n == 0) return;
+  LAB_CUDA_CHECK(cudaMemcpy(t.data(), trace_, t.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+  unsigned long long first = ~0ull, last = 0, prev_end = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned long long s = t[3 * i], e = ~t[3 * i + 2];
+    const unsigned long long r = t[3 * i + 1] == ~0ull ? s : t[3 * i + 1];  // no block waited: its start
+    if (s == ~0ull || e < r) continue;  // a launch that marked nothing (cannot happen; kept out of the sums)
+    double* k = &trace_sum_[size_t(trace_kind_[i]) * 4];
+    k[0] += (e - r) * 1e-9;
+    k[1] += (r - s) * 1e-9;
+    if (prev_end) k[2] += (double(r) - double(prev_end)) * 1e-9;
+    k[3] += 1;
+    first = std::min(first, s);
+    last = std::max(last, e);
+    prev_end = e;
+  }
+  if (last > first) trace_step_s_ += (last - first) * 1e-9;
+  ++trace_steps_;
+}
+
+std::vector<std::pair<std::string, double>> GpuOptEngine::PhaseSeconds() const {
+  if (!trace_on_) return {};
+  static const char* const names[kNumKinds + 1] = {"qkv", "o_proj", "gate_up", "down", "lm_head", "attention"};
+  std::vector<std::pair<std::string, double>> out;
+  for (int k = 0; k <= kNumKinds; ++k) {
+    const double* v = &trace_sum_[size_t(k) * 4];
+    out.emplace_back(std::string(names[k]) + ".busy", v[0]);
+    out.emplace_back(std::string(names[k]) + ".pre", v[1]);
+    out.emplace_back(std::string(names[k]) + ".drain", v[2]);
+    out.emplace_back(std::string(names[k]) + ".launches", v[3]);
+  }
+  out.emplace_back("step", trace_step_s_);
+  out.emplace_back("steps", double(trace_steps_));
+  return out;
 }
 
 // Greedy generation with the whole loop on the device: graphs of kGenSteps (or 1) decode steps in
@@ -450,6 +505,8 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
   const ModelConfig& c = cfg_;
   const bool gen = gen_step >= 0;
   const int* pos = gen ? gen_pos_ + gen_step : ints_;
+  trace_capture_ = trace_ && !gen;
+  if (trace_capture_) trace_kind_.clear();
   if (gen)
     Launch(gpu::EmbedArgmaxKernel, dim3(1), dim3(256), 0, stream_, pdl && gen_step > 0, "EmbedArgmaxKernel", x_,
            embed_, best_, tok_log_, pos, int(c.vocab_size), int(c.dim));
@@ -469,7 +526,9 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
     lm.out = d_host_logits_;
     lm.out_host = 1;
   }
+  lm.trace = TraceSlot(kLm);
   LaunchMatvec(Configs()[config_[kLm]], gpu::kEpiStore, lm, pdl);
+  trace_capture_ = false;
 }
 
 // Captures one decode step (EnqueueDecode with the current tile choices), or gen_steps > 0 steps of
@@ -586,7 +645,9 @@ void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecPar
 }
 
 void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos) {
-  LaunchMatvec(Configs()[config_[kind]], EpiOf(kind), Params(kind, x, layer, pos), pdl);
+  MatvecParams p = Params(kind, x, layer, pos);
+  p.trace = TraceSlot(kind);
+  LaunchMatvec(Configs()[config_[kind]], EpiOf(kind), p, pdl);
 }
 
 gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {
@@ -620,6 +681,7 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   a.n_kv = int(c.n_kv_heads);
   a.skip_idle = attn_skip_idle_;
   a.min_chunk = prefill ? 32 : attn_min_chunk_;
+  a.trace = prefill ? nullptr : TraceSlot(kNumKinds);
   Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
          dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0,
          stream_, pdl, "AttentionKernel", a);

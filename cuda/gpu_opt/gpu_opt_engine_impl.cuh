@@ -77,6 +77,8 @@ class GpuOptEngine : public Engine {
 
   std::string name() const override { return "gpu_opt"; }
   double last_decode_device_ms() const { return last_decode_device_ms_; }
+  // LAB_GPU_TRACE=1: where decode() steps' time went inside the graph, per kind of launch (CollectTrace).
+  std::vector<std::pair<std::string, double>> PhaseSeconds() const override;
 
  protected:
   // n == 1 without all logits: DecodeStep; otherwise the prefill (gpu_opt_prefill.cu).
@@ -98,6 +100,10 @@ class GpuOptEngine : public Engine {
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos) const;
   static int EpiOf(Kind k);
   void LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
+  // The next launch's TraceMarks slots while EnqueueDecode enqueues a traced step (kind: a Kind, or
+  // kNumKinds for attention), else nullptr; CollectTrace adds a finished step's slots to trace_sum_.
+  unsigned long long* TraceSlot(int kind);
+  void CollectTrace();
   void Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos);
   void Attention(int B, int splits, int64_t layer, bool pdl, const int* pos, bool prefill = false);
   // Layer l's K / V cache, [max_context, kv_dim] fp16 rows.
@@ -152,6 +158,18 @@ class GpuOptEngine : public Engine {
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   double last_decode_device_ms_ = -1;
+  // LAB_GPU_TRACE=1 (decode() steps only; generation graphs are not traced): trace_ holds three
+  // globaltimer slots per launch of a step (TraceMarks), trace_kind_ the kind of each, and trace_sum_
+  // [kNumKinds + 1][4] the seconds summed over steps: busy (first block past the wait to the last
+  // block's end), pre (first block's start to the wait's release), drain (the previous launch's end to
+  // this one's release: the kernel boundary) and the count of launches.
+  bool trace_on_ = false, trace_capture_ = false;
+  unsigned long long* trace_ = nullptr;
+  size_t trace_slots_ = 0;
+  std::vector<int> trace_kind_;
+  std::vector<double> trace_sum_ = std::vector<double>((kNumKinds + 1) * 4, 0.0);
+  double trace_step_s_ = 0;
+  int64_t trace_steps_ = 0;
 
   __half *embed_ = nullptr, *lm_head_ = nullptr;
   float* final_norm_ = nullptr;

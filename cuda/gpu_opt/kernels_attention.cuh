@@ -29,6 +29,7 @@ struct AttnParams {
   int skip_idle;         // 1: a warp stops a round at its first step past the split's keys (the engine's
                          // default; a 32-key split leaves 4 of a warp's 8 steps idle at HD 128, and their
                          // dot products and shuffles lengthened the chain: +1.2% decode tok/s at ctx 512)
+  unsigned long long* trace;  // nullptr, or this launch's three TraceMarks slots (LAB_GPU_TRACE)
 };
 
 constexpr int kAttnWarps = 4;
@@ -77,6 +78,7 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 //   that rounded 34 keys up to 64, two rounds of loads; 16 rounds it to 48).
 template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0>
 __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p) {
+  const TraceMarks trace(p.trace);
   if (V2) PdlTrigger();
   constexpr int LPK = HD / 8;    // lanes per key
   constexpr int KPW = 32 / LPK;  // keys per warp step
@@ -121,6 +123,7 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
     }
   }
   PdlWait();
+  trace.Released();
   PdlTrigger();
 #pragma unroll
   for (int u = 0; u < U; ++u) {

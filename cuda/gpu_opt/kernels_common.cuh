@@ -28,6 +28,30 @@ __device__ __forceinline__ void PdlTrigger() {
 #endif
 }
 
+// The GPU's nanosecond clock, the same for every SM (PTX %globaltimer).
+__device__ __forceinline__ unsigned long long GlobalTimer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// LAB_GPU_TRACE (the engine's step trace, gpu_opt_engine.cu): one launch's timeline in three slots kept
+// by atomicMin, so that one memset to 0xff clears them: [0] the first block's start, [1] the first block
+// past griddepcontrol.wait (Released), [2] ~(the last block's end: the destructor, on every return path).
+// Thread 0 of each block marks; with a null slot (the default) nothing is marked.
+struct TraceMarks {
+  unsigned long long* slot;
+  __device__ __forceinline__ explicit TraceMarks(unsigned long long* s) : slot(threadIdx.x == 0 ? s : nullptr) {
+    if (slot) atomicMin(slot, GlobalTimer());
+  }
+  __device__ __forceinline__ void Released() const {
+    if (slot) atomicMin(slot + 1, GlobalTimer());
+  }
+  __device__ __forceinline__ ~TraceMarks() {
+    if (slot) atomicMin(slot + 2, ~GlobalTimer());
+  }
+};
+
 // 16-byte load of data that is never written (weights): non-coherent path, no L1 allocation (each
 // byte is used once), 256-byte L2 prefetch hint (the warp's next lines of the same row).
 __device__ __forceinline__ uint4 LdStream(const uint4* p) {

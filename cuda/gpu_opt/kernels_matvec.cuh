@@ -97,6 +97,7 @@ struct MatvecParams {
                          // shared memory and writes them with one coalesced store (few, full PCIe writes)
   unsigned long long* argmax;  // Store only, or nullptr: greedy generation; each block atomicMax-es
                                // ArgmaxKey(value, row) of its rows into *argmax (cleared before the launch)
+  unsigned long long* trace;   // nullptr, or this launch's three TraceMarks slots (LAB_GPU_TRACE)
 };
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by
@@ -149,6 +150,7 @@ template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1>
 __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecParams p) {
   constexpr int ROWS = 2 * UPW;
   constexpr int R0 = UNROLL * PRE;  // chunks per row per lane in the first (pre-wait) batch
+  const TraceMarks trace(p.trace);
   extern __shared__ float4 smem4[];
   __shared__ float red[WARPS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -186,6 +188,7 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
   }
 
   PdlWait();
+  trace.Released();
   PdlTrigger();
 
   // Epilogue operands that do not depend on the dot products, fetched now so that their latency hides

@@ -256,6 +256,29 @@ def test_decode_guided_schedule_bitwise_equal(model, monkeypatch):
                                "dynamic")
 
 
+def test_decode_profile_counts_every_step(model, monkeypatch):
+    """LAB_CPU_PROFILE=1: phase_seconds() counts every decode step (generate's and decode's), gives each
+    part of the step its work and wait, the parts of a thread add up to no more than the steps' wall clock,
+    and profiling changes no result. Without the knob the engine returns no profile."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    _, d, _, tokens, _ = model
+    plain = open_engine("cpu_opt", d, max_context=128)
+    assert plain.phase_seconds() == {}
+    monkeypatch.setenv("LAB_CPU_PROFILE", "1")
+    eng = open_engine("cpu_opt", d, max_context=128)
+    eng.prefill(tokens[:8])
+    plain.prefill(tokens[:8])
+    assert eng.phase_seconds()["steps"] == 0  # prefill is not a decode step
+    np.testing.assert_array_equal(eng.generate(int(tokens[8]), 6), plain.generate(int(tokens[8]), 6))
+    np.testing.assert_array_equal(eng.decode(int(tokens[9])), plain.decode(int(tokens[9])))
+    p = eng.phase_seconds()
+    assert p["steps"] == 7
+    parts = ("vector", "qkv", "rope_cache", "attention", "o_proj", "gate_up", "down", "lm_head")
+    assert all(p[f"{k}.work"] > 0 and p[f"{k}.wait"] >= 0 for k in parts if k != "vector") and p["vector.work"] > 0
+    assert sum(p[f"{k}.{x}"] for k in parts for x in ("work", "wait")) <= p["step"] * 1.05 + 1e-4
+
+
 def test_decode_attention_key_ranges_equal_per_head(model, monkeypatch):
     """cpu_opt's decode attention in key ranges per KV head, merged by their log-sum-exps (the default
     chooses the ranges; "5" forces five, some empty at short contexts), against one item per query head

@@ -143,6 +143,32 @@ def test_prefill_then_decode_match_fp16_torch_on_gpu(model, engine):
 
 
 @pytest.mark.gpu
+def test_gpu_opt_step_trace(model, monkeypatch):
+    """LAB_GPU_TRACE=1: every decode() step's launches are timed inside the graph; per step the counts are
+    n_layers launches of each layer kind and one lm_head, every kind has busy time, the step spans at
+    least its longest kind, tracing changes no logits, and generation graphs are not traced."""
+    case, precision, d, tokens, _ = model
+    plain = _engine.Engine("gpu_opt", str(d), 128)
+    assert plain.phase_seconds() == {}
+    monkeypatch.setenv("LAB_GPU_TRACE", "1")
+    eng = _engine.Engine("gpu_opt", str(d), 128)
+    for e in (eng, plain):
+        e.prefill(tokens[:N_PROMPT])
+    got = np.stack([eng.decode(int(t)) for t in tokens[N_PROMPT:N_PROMPT + 5]])
+    want = np.stack([plain.decode(int(t)) for t in tokens[N_PROMPT:N_PROMPT + 5]])
+    np.testing.assert_array_equal(got, want)
+    p = eng.phase_seconds()
+    assert p["steps"] == 5
+    layers = ALL_CASES[case]["num_hidden_layers"]
+    for k in ("qkv", "attention", "o_proj", "gate_up", "down", "lm_head"):
+        assert p[f"{k}.launches"] == 5 * (1 if k == "lm_head" else layers), k
+        assert p[f"{k}.busy"] > 0 and p[f"{k}.pre"] >= 0, k
+    assert p["step"] >= max(p[f"{k}.busy"] for k in ("qkv", "attention", "o_proj", "gate_up", "down", "lm_head"))
+    eng.generate(int(tokens[-1]), 3)
+    assert eng.phase_seconds()["steps"] == 5
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("engine", GPU_ENGINES)
 def test_generate_equals_decode_argmax(model, engine):
     """generate(token, n): the tokens of n x decode + argmax, the same position and cache afterwards.

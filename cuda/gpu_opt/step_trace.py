@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Where a gpu_opt decode step's time goes inside its CUDA graph (LAB_GPU_TRACE=1).
+
+ncu serializes the kernels and flushes the caches between them, so it shows each kernel's whole ramp-up
+and tail; inside the graph, with programmatic dependent launch, a kernel's blocks start before the
+previous kernel ends. Here every launch of a decode() step marks, with the GPU's %globaltimer, its first
+block's start, the first block past griddepcontrol.wait (the previous kernel's results visible), and its
+last block's end (gpu_opt_engine.cu, TraceMarks). Per kind of launch and per token:
+  busy   wait released -> last block done: the kernel's own work
+  drain  the previous launch's last block -> this one's release: the kernel boundary, where no kernel of
+         the step does its work (the weights this launch loaded before the wait stream meanwhile)
+  pre    this launch's first block -> its release: blocks resident early, loading their first weights
+and the bytes each kind must read over the read ceiling measured first (our read kernel), so that
+"busy at the ceiling" says how close each kernel's own streaming gets.
+
+  PYTHONPATH=<gpu bundle> python3 cuda/gpu_opt/step_trace.py --model_dir M --context 512 --out DIR
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+KINDS = ["qkv", "attention", "o_proj", "gate_up", "down", "lm_head"]
+
+
+def bytes_per_step(cfg, context):
+    dim, hidden, vocab, layers = (int(cfg[k]) for k in ("dim", "hidden_dim", "vocab_size", "n_layers"))
+    hd = int(cfg.get("head_dim") or dim // int(cfg["n_heads"]))
+    q, kv = int(cfg["n_heads"]) * hd, int(cfg["n_kv_heads"]) * hd
+    return {"qkv": layers * dim * (q + 2 * kv) * 2, "attention": layers * 2 * kv * 2 * context,
+            "o_proj": layers * q * dim * 2, "gate_up": layers * 2 * dim * hidden * 2,
+            "down": layers * hidden * dim * 2, "lm_head": vocab * dim * 2}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model_dir", required=True)
+    ap.add_argument("--context", type=int, default=512)
+    ap.add_argument("--tokens", type=int, default=64, help="traced decode() steps")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    os.environ["LAB_GPU_TRACE"] = "1"
+    import lab._engine as E
+
+    samples, how = E.gpu_read_bandwidth(2 << 30, 5)
+    ceiling = max(samples)
+    eng = E.Engine("gpu_opt", a.model_dir, a.context + a.tokens + 16)
+    cfg = eng.config
+    rng = np.random.default_rng(0)
+    eng.prefill(rng.integers(0, int(cfg["vocab_size"]), a.context))
+    for t in rng.integers(0, int(cfg["vocab_size"]), 8):  # warm-up steps
+        eng.decode(int(t))
+    before = eng.phase_seconds()
+    if not before:
+        raise SystemExit("step_trace: the engine returned no trace (LAB_GPU_TRACE=1 not honoured?)")
+    t0 = time.perf_counter()
+    for t in rng.integers(0, int(cfg["vocab_size"]), a.tokens):
+        eng.decode(int(t))
+    wall = (time.perf_counter() - t0) / a.tokens
+    after = eng.phase_seconds()
+    steps = after["steps"] - before["steps"]
+    per = {k: (after[k] - before[k]) / steps for k in after if k != "steps"}
+    nbytes = bytes_per_step(cfg, a.context + a.tokens // 2)
+    rows, tot = [], {"busy": 0.0, "drain": 0.0, "ideal": 0.0}
+    for k in KINDS:
+        busy, drain, pre, n = (per[f"{k}.{x}"] for x in ("busy", "drain", "pre", "launches"))
+        ideal = nbytes[k] / (ceiling * 1e9)
+        rows.append({"kind": k, "launches": n, "MB": nbytes[k] / 1e6, "busy_us": busy * 1e6, "drain_us": drain * 1e6,
+                     "pre_us": pre * 1e6, "ideal_us": ideal * 1e6, "busy_gbps": nbytes[k] / busy / 1e9 if busy else 0})
+        tot["busy"] += busy
+        tot["drain"] += drain
+        tot["ideal"] += ideal
+    step = per["step"]
+    md = [f"# gpu_opt decode step inside its graph ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+          f"Model `{Path(a.model_dir).name}`, context {a.context} (+{a.tokens} traced decode() steps, logits to the "
+          f"host), {eng.variant or 'defaults'}. Read ceiling measured first: **{ceiling:.0f} GB/s** ({how}). "
+          "Per token, summed over the launches of each kind (`busy`: from the first block past the PDL wait to "
+          "the last block's end; `drain`: from the previous launch's last block to this one's release, the "
+          "kernel boundary; `pre`: blocks resident before the release); `at the ceiling`: the kind's bytes "
+          "over the read ceiling.", "",
+          "| kind | launches | MB | busy us | at the ceiling us | GB/s while busy | % of ceiling while busy | "
+          "drain before it us | pre us |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        md.append(f"| {r['kind']} | {r['launches']:.0f} | {r['MB']:,.1f} | {r['busy_us']:,.1f} | {r['ideal_us']:,.1f} | "
+                  f"{r['busy_gbps']:,.0f} | {100 * r['busy_gbps'] / ceiling:.1f}% | {r['drain_us']:,.1f} | {r['pre_us']:,.1f} |")
+    total_mb = sum(nbytes.values()) / 1e6
+    md += ["", f"Step (first block's start to the last block's end): **{step * 1e6:,.1f} us**; busy summed "
+               f"{tot['busy'] * 1e6:,.1f} us, drains summed {tot['drain'] * 1e6:,.1f} us; the step's {total_mb:,.0f} MB at "
+               f"the ceiling {tot['ideal'] * 1e6:,.1f} us = {100 * tot['ideal'] / step:.1f}% of the step; wall clock per "
+               f"decode() {wall * 1e6:,.1f} us ({1 / wall:.1f} tok/s, host and the logits' copy included).", ""]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "step_trace.json").write_text(json.dumps(
+        {"model_dir": a.model_dir, "context": a.context, "tokens": a.tokens, "ceiling_gbps": ceiling, "ceiling_how": how,
+         "variant": eng.variant, "rows": rows, "step_s": step, "wall_s": wall, "per_step": per}, indent=1))
+    (out / "step_trace.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
