@@ -1,0 +1,63 @@
+// Stage 4 — gpu_opt's step trace (LAB_GPU_TRACE=1; the class is in gpu_opt_engine_impl.cuh): each launch
+// of a decode() step marks its first block's start, its release from the PDL wait and its last block's
+// end with %globaltimer (TraceMarks, kernels_common.cuh); here the slots are handed out while the step is
+// enqueued, and summed per kind after each step (phase_seconds(); cuda/gpu_opt/step_trace.py; README
+// "Inside the graph: the step trace").
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/gpu_opt/gpu_opt_engine_impl.cuh"
+
+namespace lab {
+namespace gpu_opt {
+
+unsigned long long* GpuOptEngine::TraceSlot(int kind) {
+  if (!trace_capture_ || trace_kind_.size() >= trace_slots_) return nullptr;
+  trace_kind_.push_back(kind);
+  return trace_ + 3 * (trace_kind_.size() - 1);
+}
+
+void GpuOptEngine::CollectTrace() {
+  const size_t n = trace_kind_.size();
+  std::vector<unsigned long long> t(3 * n);
+  if (n == 0) return;
+  LAB_CUDA_CHECK(cudaMemcpy(t.data(), trace_, t.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+  unsigned long long first = ~0ull, last = 0, prev_end = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned long long s = t[3 * i], e = ~t[3 * i + 2];
+    const unsigned long long r = t[3 * i + 1] == ~0ull ? s : t[3 * i + 1];  // no block waited: its start
+    if (s == ~0ull || e < r) continue;  // a launch that marked nothing (cannot happen; kept out of the sums)
+    double* k = &trace_sum_[size_t(trace_kind_[i]) * 4];
+    k[0] += (e - r) * 1e-9;
+    k[1] += (r - s) * 1e-9;
+    if (prev_end) k[2] += (double(r) - double(prev_end)) * 1e-9;
+    k[3] += 1;
+    first = std::min(first, s);
+    last = std::max(last, e);
+    prev_end = e;
+  }
+  if (last > first) trace_step_s_ += (last - first) * 1e-9;
+  ++trace_steps_;
+}
+
+std::vector<std::pair<std::string, double>> GpuOptEngine::PhaseSeconds() const {
+  if (!trace_on_) return {};
+  static const char* const names[kNumKinds + 1] = {"qkv", "o_proj", "gate_up", "down", "lm_head", "attention"};
+  std::vector<std::pair<std::string, double>> out;
+  for (int k = 0; k <= kNumKinds; ++k) {
+    const double* v = &trace_sum_[size_t(k) * 4];
+    out.emplace_back(std::string(names[k]) + ".busy", v[0]);
+    out.emplace_back(std::string(names[k]) + ".pre", v[1]);
+    out.emplace_back(std::string(names[k]) + ".drain", v[2]);
+    out.emplace_back(std::string(names[k]) + ".launches", v[3]);
+  }
+  out.emplace_back("step", trace_step_s_);
+  out.emplace_back("steps", double(trace_steps_));
+  return out;
+}
+
+}  // namespace gpu_opt
+}  // namespace lab
