@@ -503,14 +503,14 @@ class CpuOptEngine : public Engine {
 
   const cpu_opt::Kernels& K_;
   // Prefill attention: the tiled kernel where the table has one, unless LAB_CPU_ATTN=token.
-  const bool attn_tile_ = K_.attend_tile && !EnvEquals("LAB_CPU_ATTN", "token");
+  const bool attn_tile_ = K_.attend_tile && EnvChoice("LAB_CPU_ATTN", {"tile", "token"}) == 0;
   MatVecFn matvec_ = nullptr;  // the decode matvec PickMatVec chose
   const cpu_opt::PrefillKernels prefill_;  // which matmul each prefill product uses
   std::unique_ptr<ModelFile> file_;
   Weights<uint16_t> w_;
   const int64_t chunk_ = PrefillChunk();  // prompt tokens per matrix-matrix pass
   // Last-layer pruning (ForwardChunk) unless LAB_CPU_PRUNE=0, which exists to measure what it saves.
-  const bool prune_ = !EnvEquals("LAB_CPU_PRUNE", "0");
+  const bool prune_ = EnvChoice("LAB_CPU_PRUNE", {"1", "0"}) == 0;
   // Decode as one parallel region (DecodeStep) unless LAB_CPU_DECODE=ops.
   const bool decode_region_ = DecodeRegion();
   // Decode attention by (KV head, key range) unless LAB_CPU_DECODE_ATTN=head (DecodeAttnItem).
@@ -522,7 +522,7 @@ class CpuOptEngine : public Engine {
   std::string pages_note_;  // PagesNote() at creation, for variant()
   std::vector<float> own_;  // DecodeStep: per thread its residual stream, normed copy and SwiGLU output
   // LAB_CPU_PROFILE=1: DecodeStep's per-thread [kPhases][work, wait] seconds, its wall clock and count.
-  const bool profile_ = EnvEquals("LAB_CPU_PROFILE", "1");
+  const bool profile_ = EnvChoice("LAB_CPU_PROFILE", {"0", "1"}) == 1;
   std::vector<double> prof_;
   double prof_step_s_ = 0;
   int64_t prof_steps_ = 0;

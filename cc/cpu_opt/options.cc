@@ -53,10 +53,5 @@ int DecodeAttnMode() {
 
 bool GuidedSchedule() { return EnvChoice("LAB_CPU_SCHEDULE", {"guided", "static"}) == 0; }
 
-bool EnvEquals(const char* name, const char* value) {
-  const char* v = std::getenv(name);
-  return v && std::string(v) == value;
-}
-
 }  // namespace cpu_opt
 }  // namespace lab

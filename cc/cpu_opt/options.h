@@ -2,8 +2,8 @@
 // decode step keeps per thread when LAB_CPU_PROFILE=1. Kept apart from cpu_opt_engine.cc so that the
 // engine file reads as the lesson.
 //
-// Knobs for experiments (environment, read when an engine is created; variants.py compares them;
-// each parser below refuses a bad value with an InputError naming the choices):
+// Knobs for experiments (environment, read when an engine is created; variants.py compares them; a bad
+// value is refused with an InputError naming the choices, by EnvChoice here or by kernels.cc):
 //   LAB_CPU_ISA=avx512|avx2|scalar   the kernel table (kernels.h, SelectKernels)
 //   LAB_CPU_PREFILL=mlp|bf16|fp32    where prefill uses bf16 products (kernels.h, SelectPrefill)
 //   LAB_CPU_ATTN=tile|token          prefill attention kernel (default tile where the table has one)
@@ -53,8 +53,6 @@ bool DecodeRegion();
 int DecodeAttnMode();
 // LAB_CPU_SCHEDULE: DecodeStep's row tasks guided (default) or in equal contiguous shares (static).
 bool GuidedSchedule();
-// True when environment variable `name` is exactly `value`.
-bool EnvEquals(const char* name, const char* value);
 
 // The parts of a decode step that LAB_CPU_PROFILE=1 times (DecodeStep, PhaseSeconds).
 enum Phase { kVector, kQkv, kRope, kAttention, kO, kGateUp, kDown, kLmHead, kPhases };

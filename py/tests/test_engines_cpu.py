@@ -279,6 +279,18 @@ def test_decode_profile_counts_every_step(model, monkeypatch):
     assert sum(p[f"{k}.{x}"] for k in parts for x in ("work", "wait")) <= p["step"] * 1.05 + 1e-4
 
 
+@pytest.mark.parametrize("knob,bad", [("LAB_CPU_ATTN", "tiles"), ("LAB_CPU_PRUNE", "2"), ("LAB_CPU_PROFILE", "yes"),
+                                      ("LAB_CPU_PAGES", "2M"), ("LAB_CPU_SCHEDULE", "dynamic")])
+def test_bad_knob_values_refused(model, monkeypatch, knob, bad):
+    """Every cpu_opt choice knob refuses a value it does not know, naming the knob (none falls back to a
+    default silently)."""
+    if "cpu_opt" not in CPU_ENGINES:
+        pytest.skip("cpu_opt not built")
+    monkeypatch.setenv(knob, bad)
+    with pytest.raises(ValueError, match=f"{knob} must be .*, not '{bad}'"):
+        open_engine("cpu_opt", model[1], max_context=128)
+
+
 def test_decode_attention_key_ranges_equal_per_head(model, monkeypatch):
     """cpu_opt's decode attention in key ranges per KV head, merged by their log-sum-exps (the default
     chooses the ranges; "5" forces five, some empty at short contexts), against one item per query head
