@@ -30,18 +30,9 @@ PARTS = ["vector", "qkv", "rope_cache", "attention", "o_proj", "gate_up", "down"
 def bytes_per_token(cfg, attended):
     """Bytes each part reads per token: fp16 weights (2 bytes) for the products, the fp32 K and V cache
     rows of every layer for attention (each kv head's rows once; its query heads re-read them from cache)."""
-    dim, hidden, vocab, layers = (int(cfg[k]) for k in ("dim", "hidden_dim", "vocab_size", "n_layers"))
-    hd = dim // int(cfg["n_heads"])
-    hd = int(cfg.get("head_dim", hd) or hd)
-    q_dim, kv_dim = int(cfg["n_heads"]) * hd, int(cfg["n_kv_heads"]) * hd
-    return {
-        "qkv": layers * dim * (q_dim + 2 * kv_dim) * 2,
-        "o_proj": layers * q_dim * dim * 2,
-        "gate_up": layers * 2 * dim * hidden * 2,
-        "down": layers * hidden * dim * 2,
-        "lm_head": vocab * dim * 2,
-        "attention": layers * 2 * kv_dim * 4 * attended,
-    }
+    from lab.bench.counting import kv_elements, product_elements
+
+    return dict({k: 2 * v for k, v in product_elements(cfg).items()}, attention=4 * kv_elements(cfg, attended))
 
 
 def summarize(rounds, nbytes):

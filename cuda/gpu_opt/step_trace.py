@@ -28,12 +28,10 @@ KINDS = ["qkv", "attention", "o_proj", "gate_up", "down", "lm_head"]
 
 
 def bytes_per_step(cfg, context):
-    dim, hidden, vocab, layers = (int(cfg[k]) for k in ("dim", "hidden_dim", "vocab_size", "n_layers"))
-    hd = int(cfg.get("head_dim") or dim // int(cfg["n_heads"]))
-    q, kv = int(cfg["n_heads"]) * hd, int(cfg["n_kv_heads"]) * hd
-    return {"qkv": layers * dim * (q + 2 * kv) * 2, "attention": layers * 2 * kv * 2 * context,
-            "o_proj": layers * q * dim * 2, "gate_up": layers * 2 * dim * hidden * 2,
-            "down": layers * hidden * dim * 2, "lm_head": vocab * dim * 2}
+    """fp16 weights per product and the fp16 K/V rows attention reads at `context` positions."""
+    from lab.bench.counting import kv_elements, product_elements
+
+    return dict({k: 2 * v for k, v in product_elements(cfg).items()}, attention=2 * kv_elements(cfg, context))
 
 
 def main():

@@ -498,3 +498,17 @@ def test_summary_rows_from_bench_json(tmp_path):
     assert "8.0 (512, greedy)" in md and "2.00x hf_eager (fp32)" in md and "50.0 (1000)" in md
     assert md.count("uncommitted changes") == 1 and "dirty (2026-11-28, uncommitted changes)" in md
     assert "clean (2026-11-28) |" in md and "cpu_fp32" not in md
+
+
+def test_product_elements_add_up_to_the_decode_weights():
+    """The per-product breakdown the step profiles use covers exactly the matrices a decode step reads:
+    with the norms and one embedding row, decode_weight_elements; gate_up is twice down, qkv is q + k + v."""
+    from lab.bench import counting
+
+    cfg = {"dim": 576, "hidden_dim": 1536, "n_layers": 30, "n_heads": 9, "n_kv_heads": 3, "head_dim": 64,
+           "vocab_size": 49152}
+    e = counting.product_elements(cfg)
+    p = counting.param_counts(cfg)
+    assert sum(e.values()) + 30 * p["per_layer_norms"] + p["final_norm"] + p["embedding_row"] == \
+        counting.decode_weight_elements(cfg)
+    assert e["gate_up"] == 2 * e["down"] == 2 * 30 * 576 * 1536 and e["qkv"] == 30 * 576 * (576 + 2 * 192)

@@ -78,6 +78,15 @@ def param_counts(cfg: dict) -> dict:
     }
 
 
+def product_elements(cfg: dict) -> dict:
+    """Weight elements of each matrix product of a decode step, over all layers (lm_head once): the
+    parts the engines' step profiles report (cc/cpu_opt/decode_profile.py, cuda/gpu_opt/step_trace.py)."""
+    d, h, hd, n = cfg["dim"], cfg["hidden_dim"], cfg["head_dim"], cfg["n_layers"]
+    q_dim, kv_dim = cfg["n_heads"] * hd, cfg["n_kv_heads"] * hd
+    return {"qkv": n * d * (q_dim + 2 * kv_dim), "o_proj": n * q_dim * d, "gate_up": n * 2 * d * h,
+            "down": n * h * d, "lm_head": cfg["vocab_size"] * d}
+
+
 def decode_weight_elements(cfg: dict) -> int:
     """Weight elements one decoded token reads: layers + final norm + lm_head + one embedding row."""
     p = param_counts(cfg)
