@@ -22,8 +22,8 @@ unsigned long long* GpuOptEngine::TraceSlot(int kind) {
 
 void GpuOptEngine::CollectTrace() {
   const size_t n = trace_kind_.size();
-  std::vector<unsigned long long> t(3 * n);
   if (n == 0) return;
+  std::vector<unsigned long long> t(3 * n);
   LAB_CUDA_CHECK(cudaMemcpy(t.data(), trace_, t.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
   unsigned long long first = ~0ull, last = 0, prev_end = 0;
   for (size_t i = 0; i < n; ++i) {
