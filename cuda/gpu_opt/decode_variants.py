@@ -10,7 +10,7 @@ default: one `engine.generate` call per block, the loop on the device; --mode lo
 calls, the logits on the host, the Python around them); tok/s is the median over the timed blocks.
 % of read = bytes a token must read (`lab.bench.counting.decode_bytes`, weights +
 K/V at the blocks' mean attended length) x tok/s over the read ceiling measured first in the same call
-(`lab.bench.ceilings.gpu_ceilings`' method: torch x.sum() over 4 GiB fp16, best of 10).
+(`lab.bench.ceilings.gpu_ceilings`' roof: the higher of the lab's read kernel and torch's x.sum(), 4 GiB).
 
   python3 cuda/gpu_opt/decode_variants.py --model_dir M --out DIR \
       --variant new=/tmp/lab/gpu_bundle --variant base=/tmp/base/gpu_bundle \
@@ -64,18 +64,23 @@ print("RESULT " + json.dumps(res))
 
 
 def read_ceiling():
+    """The higher of the lab's read kernel and torch's x.sum() over 4 GiB (the bench's GPU read roof)."""
+    from lab import _engine
     from lab.bench.ceilings import _cuda_time  # same method as the bench's gpu_ceilings
     import torch
 
     x = torch.randn((4 << 30) // 2, dtype=torch.float16, device="cuda")
     nb = x.numel() * 2
     t = _cuda_time(lambda: x.sum(), 3, 10)
-    gbps = [nb / s / 1e9 for s in t]
+    torch_gbps = [nb / s / 1e9 for s in t]
     name = torch.cuda.get_device_name(0)
     del x
     torch.cuda.empty_cache()
-    return {"best": max(gbps), "median": sorted(gbps)[len(gbps) // 2], "card": name,
-            "method": "torch x.sum() over 4.0 GiB fp16, best of 10"}
+    lab_gbps, how = _engine.gpu_read_bandwidth(4 << 30, 10)
+    best = max(max(lab_gbps), max(torch_gbps))
+    return {"best": best, "median": sorted(lab_gbps)[len(lab_gbps) // 2], "card": name,
+            "method": f"the higher of {how} (best {max(lab_gbps):.0f}) and torch x.sum() over 4.0 GiB fp16 "
+                      f"(best {max(torch_gbps):.0f}), 10 passes each"}
 
 
 def main():

@@ -26,6 +26,10 @@
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
+// LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
+// runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
+// fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
+// default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
 // LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
 // kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
@@ -197,6 +201,31 @@ void GpuOptEngine::ReadDecodeEnv() {
     attn_min_chunk_ = std::atoi(m);
     if (attn_min_chunk_ < 8 || attn_min_chunk_ > 1024 || attn_min_chunk_ % 8)
       throw InputError(std::string("LAB_GPU_ATTN_MIN_CHUNK must be a multiple of 8 in 8..1024, not '") + m + "'");
+  }
+  // o_proj's first batch staged in shared memory while attention runs (README "Staging o_proj").
+  if (const char* v = std::getenv("LAB_GPU_O_STAGE"); v && *v) {
+    const std::string a = v;
+    o_stage_config_ = -1;
+    std::string names;
+    for (size_t i = 0; i < Configs().size(); ++i) {
+      if (!Configs()[i].staged) continue;
+      names += std::string(" ") + Configs()[i].name;
+      if (a == Configs()[i].name) o_stage_config_ = int(i);
+    }
+    if (o_stage_config_ < 0 && a != "off")
+      throw InputError("LAB_GPU_O_STAGE must be off or one of the staged tiles (" + names + " ), not '" + a + "'");
+  }
+  if (const char* v = std::getenv("LAB_GPU_O_STAGE_KB"); v && *v) {
+    char* end = nullptr;
+    const long kb = std::strtol(v, &end, 10);
+    if (!end || *end || kb < 1 || kb > 256) throw InputError(std::string("LAB_GPU_O_STAGE_KB must be 1..256, not '") + v + "'");
+    stage_kb_ = size_t(kb);
+  }
+  carveout_max_ = o_stage_config_ >= 0;
+  if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v) {
+    const std::string a = v;
+    if (a != "max" && a != "auto") throw InputError("LAB_GPU_CARVEOUT must be max or auto, not '" + a + "'");
+    carveout_max_ = a == "max";
   }
   attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_, attn_u);
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
@@ -374,10 +403,18 @@ void GpuOptEngine::Init(const ModelFile& file) {
                            " needs more shared memory than the card's " +
                            std::to_string(prop_.sharedMemPerBlockOptin) + " bytes per block");
   for (const MatvecConfig& mc : Configs())
-    for (MatvecFn f : mc.fn)
-      LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_max)));
+    for (MatvecFn f : mc.fn) {
+      int need = int(smem_max);
+      if (mc.staged) {  // the x staging plus as many weight rows as the budget allows (StageChunks)
+        cudaFuncAttributes fa;
+        LAB_CUDA_CHECK(cudaFuncGetAttributes(&fa, f));
+        need = int(prop_.sharedMemPerBlockOptin - fa.sharedSizeBytes);
+      }
+      LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, need));
+    }
 
   AutoTune();
+  SetupStaging();
   if (graph_tune_ && use_graph_ && !std::getenv("LAB_GPU_MATVEC_CONFIG") && weight_bytes >= kGraphTuneMinBytes)
     GraphTune();
   if (tc_prefill_) PlanTcPrefill();
@@ -595,8 +632,13 @@ int GpuOptEngine::EpiOf(Kind k) {
 void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
   const int per_block = mc.warps * mc.upw;
   const unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
-  Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), gpu::MatvecSmemBytes(p.K), stream_, pdl,
-         "DecodeMatvecKernel", p);
+  size_t smem = gpu::MatvecSmemBytes(p.K);
+  MatvecParams q = p;
+  if (mc.staged) {
+    q.stage = StageChunks(mc, p.K);
+    smem += gpu::MatvecStageBytes(mc.warps, mc.upw, q.stage);
+  }
+  Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), smem, stream_, pdl, "DecodeMatvecKernel", q);
 }
 
 void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos) {

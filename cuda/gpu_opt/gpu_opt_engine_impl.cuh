@@ -45,12 +45,15 @@ inline bool EnvFlag(const char* name, bool dflt) {
 }
 
 // A matvec tile: (warps per block, units of 2 rows per warp, 16-byte loads per row per batch), one
-// kernel instantiation per epilogue. The list is Configs() in gpu_opt_tune.cu.
+// kernel instantiation per epilogue. The list is Configs() in gpu_opt_tune.cu. A staged tile's first
+// batch goes to shared memory (DecodeMatvecKernel's STAGE; the auto-tuner leaves them out: their point
+// is the overlap with the kernel before them, which a matvec timed alone does not have).
 using MatvecFn = void (*)(const MatvecParams);
 struct MatvecConfig {
   const char* name;
   int warps, upw;
   MatvecFn fn[4];  // by epilogue
+  bool staged;
 };
 const std::vector<MatvecConfig>& Configs();
 
@@ -100,6 +103,9 @@ class GpuOptEngine : public Engine {
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos) const;
   static int EpiOf(Kind k);
   void LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
+  // Staged tiles: the shared-memory budget (ReadStaging, after AutoTune) and the chunks per row it holds.
+  void SetupStaging();
+  int StageChunks(const MatvecConfig& mc, int K) const;
   // The next launch's TraceMarks slots while EnqueueDecode enqueues a traced step (kind: a Kind, or
   // kNumKinds for attention), else nullptr; CollectTrace adds a finished step's slots to trace_sum_.
   unsigned long long* TraceSlot(int kind);
@@ -157,6 +163,10 @@ class GpuOptEngine : public Engine {
   int attn_min_chunk_ = 16;                  // fewest keys per decode attention split (LAB_GPU_ATTN_MIN_CHUNK)
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
+  int o_stage_config_ = -1;    // LAB_GPU_O_STAGE: the staged tile o_proj uses (an index into Configs()), or -1
+  size_t stage_budget_ = 0;    // bytes of staged weight rows per block of a staged tile (SetupStaging)
+  size_t stage_kb_ = 0;        // LAB_GPU_O_STAGE_KB: stage_budget_ set by hand (0: what fits beside attention)
+  bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
   double last_decode_device_ms_ = -1;
   // LAB_GPU_TRACE=1 (decode() steps only; generation graphs are not traced): trace_ holds three
   // globaltimer slots per launch of a step (TraceMarks), trace_kind_ the kind of each, and trace_sum_

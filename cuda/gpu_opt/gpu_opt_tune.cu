@@ -19,19 +19,23 @@ constexpr int64_t kGraphTunePos = 1024;  // GraphTune: the step's position (or t
 
 const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
 
-template <int W, int U, int R, int PRE = 1>
+template <int W, int U, int R, int PRE = 1, bool STAGE = false>
 MatvecConfig MakeConfig(const char* name) {
   return {name,
           W,
           U,
-          {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE>, gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE>}};
+          {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE, STAGE>,
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, STAGE>,
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE, STAGE>,
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE>},
+          STAGE};
 }
 
 }  // namespace
 
-// 0..5: the kernel lab's v5 tiles; 6..: v7, a longer first batch before the PDL wait (".pN": N batches)
-// and two lighter tiles (fewer registers, so more blocks fit beside the neighbouring kernels).
+// 0..5: the kernel lab's v5 tiles; 6..11: v7, a longer first batch before the PDL wait (".pN": N batches)
+// and two lighter tiles (fewer registers, so more blocks fit beside the neighbouring kernels); 12..: v8,
+// the first batch staged in shared memory (".s", LAB_GPU_O_STAGE; not auto-tuned).
 const std::vector<MatvecConfig>& Configs() {
   static const std::vector<MatvecConfig> c = {
       MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
@@ -40,6 +44,8 @@ const std::vector<MatvecConfig>& Configs() {
       MakeConfig<4, 1, 4, 2>("w4.u1.r4.p2"),  MakeConfig<4, 1, 4, 4>("w4.u1.r4.p4"),
       MakeConfig<8, 1, 4, 2>("w8.u1.r4.p2"),  MakeConfig<8, 2, 2, 2>("w8.u2.r2.p2"),
       MakeConfig<4, 1, 2>("w4.u1.r2"),        MakeConfig<8, 1, 2>("w8.u1.r2"),
+      MakeConfig<8, 2, 2, 1, true>("w8.u2.r2.s"), MakeConfig<4, 2, 4, 1, true>("w4.u2.r4.s"),
+      MakeConfig<8, 1, 4, 1, true>("w8.u1.r4.s"),
   };
   return c;
 }
@@ -90,7 +96,7 @@ void GpuOptEngine::GraphTune() {
     int best_ci = keep;
     std::string line;
     for (int ci = 0; ci < int(cfgs.size()); ++ci) {
-      if (ci == keep) continue;
+      if (ci == keep || cfgs[ci].staged) continue;
       config_[k] = ci;
       const float ms = time_step();
       char buf[64];
@@ -138,6 +144,7 @@ void GpuOptEngine::AutoTune() {
     float best = 1e30f;
     std::string line;
     for (size_t ci = 0; ci < cfgs.size(); ++ci) {
+      if (cfgs[ci].staged) continue;
       LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), p, false);  // warm-up
       std::vector<float> t;
       for (int r = 0; r < 5; ++r) {
@@ -164,6 +171,64 @@ void GpuOptEngine::AutoTune() {
                    line.c_str());
   }
   LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// ---- staging o_proj (README "Staging o_proj") ----
+// o_proj follows attention, which is latency-bound: for ~10 us per layer HBM has almost nothing to do.
+// With LAB_GPU_O_STAGE the o_proj blocks, launched as soon as attention's blocks have started (PDL),
+// copy the first part of their rows into shared memory before they wait: as much as fits in an SM
+// beside the attention blocks still running there. kAttnBlocksPerSm of those are budgeted for (the
+// decode grid's ~264 working blocks at Llama-3.1-8B's 8 kv heads over 132 SMs).
+constexpr int kAttnBlocksPerSm = 2;
+constexpr int64_t kSmemMargin = 512;  // bytes kept back in case the SM rounds allocations up
+
+void GpuOptEngine::SetupStaging() {
+  const int sms = prop_.multiProcessorCount;
+  const size_t reserved = prop_.reservedSharedMemPerBlock;
+  cudaFuncAttributes fa;
+  LAB_CUDA_CHECK(cudaFuncGetAttributes(&fa, attn_fn_));
+  const size_t attn_smem = fa.sharedSizeBytes + reserved;
+  // The budget is sized for o_proj's grid with the tile LAB_GPU_O_STAGE names (or w8.u2.r2.s, for a
+  // staged tile chosen by LAB_GPU_MATVEC_CONFIG): its blocks per SM share what attention leaves.
+  const auto& cfgs = Configs();
+  int ci = o_stage_config_;
+  if (ci < 0)
+    for (size_t i = 0; i < cfgs.size(); ++i)
+      if (cfgs[i].staged) {
+        ci = int(i);
+        break;
+      }
+  const MatvecConfig& mc = cfgs[ci];
+  LAB_CUDA_CHECK(cudaFuncGetAttributes(&fa, mc.fn[gpu::kEpiResid]));
+  const int64_t units = (cfg_.dim + 1) / 2, blocks = (units + mc.warps * mc.upw - 1) / (mc.warps * mc.upw);
+  const int64_t per_sm = std::max<int64_t>(1, (blocks + sms - 1) / sms);
+  const int64_t room = (int64_t(prop_.sharedMemPerMultiprocessor) - kAttnBlocksPerSm * int64_t(attn_smem)) / per_sm -
+                       int64_t(reserved) - int64_t(fa.sharedSizeBytes) - int64_t(gpu::MatvecSmemBytes(int(cfg_.q_dim()))) -
+                       kSmemMargin;
+  stage_budget_ = stage_kb_ ? stage_kb_ * 1024 : size_t(std::max<int64_t>(0, room));
+  if (o_stage_config_ >= 0) config_[kO] = o_stage_config_;
+  if (carveout_max_) {  // one L1/shared split for every decode kernel, so that their blocks can share an SM
+    for (const MatvecConfig& m : cfgs)
+      for (MatvecFn f : m.fn)
+        LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(attn_fn_, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+  }
+  if (verbose_ && o_stage_config_ >= 0)
+    std::fprintf(stderr, "gpu_opt: o_proj staged with %s: %d of %d chunks per row in shared memory (%zu KB per block)\n",
+                 mc.name, StageChunks(mc, int(cfg_.q_dim())), int(cfg_.q_dim() / 8), stage_budget_ / 1024);
+}
+
+// Chunks (16 bytes) at the start of each row that a staged tile copies into shared memory for input
+// length K: a multiple of 32 (one per lane) within the budget and the block's limit, or the whole row;
+// at least one round (32, or the row) even when the budget is smaller.
+int GpuOptEngine::StageChunks(const MatvecConfig& mc, int K) const {
+  const int nch = K / 8, rows = 2 * mc.warps * mc.upw;
+  // The kernel's static shared memory (a few words per warp) is well under kStaticSmem.
+  constexpr int64_t kStaticSmem = 1024;
+  const int64_t cap = int64_t(prop_.sharedMemPerBlockOptin) - kStaticSmem - int64_t(gpu::MatvecSmemBytes(K));
+  const int64_t room = std::min<int64_t>(int64_t(stage_budget_), cap);
+  const int s = int(std::max<int64_t>(0, room) / (rows * 16)) / 32 * 32;
+  return std::max(std::min(s, nch), std::min(nch, 32));
 }
 
 }  // namespace gpu_opt

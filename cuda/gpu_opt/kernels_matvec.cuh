@@ -93,6 +93,8 @@ struct MatvecParams {
   const int* pos;        // Qkv: device-side position of the token
   QkvOut qkv;
   int l2_prefetch;       // 1: bulk-prefetch the block's whole weight rows into L2 before the PDL wait
+  int stage;             // STAGE kernels only: chunks at the start of each row that the first batch copies
+                         // into shared memory (a multiple of 32, or the whole row: nch = K/8); >= 1
   int out_host;          // Store only: out is mapped pinned host memory; the block gathers its rows in
                          // shared memory and writes them with one coalesced store (few, full PCIe writes)
   unsigned long long* argmax;  // Store only, or nullptr: greedy generation; each block atomicMax-es
@@ -129,8 +131,10 @@ __device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r
   }
 }
 
-// Dynamic shared memory a DecodeMatvecKernel needs for input length K.
+// Dynamic shared memory a DecodeMatvecKernel needs for input length K; a STAGE kernel needs
+// MatvecStageBytes more, after it.
 inline size_t MatvecSmemBytes(int K) { return size_t(K) * sizeof(float); }
+inline size_t MatvecStageBytes(int warps, int upw, int stage) { return size_t(warps) * 2 * upw * stage * 16; }
 
 // Contract:
 //   grid  = ceil(n_units / (WARPS * UPW)) blocks of WARPS * 32 threads, dynamic smem MatvecSmemBytes(K)
@@ -146,13 +150,20 @@ inline size_t MatvecSmemBytes(int K) { return size_t(K) * sizeof(float); }
 //   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, 1/rms applied to the
 //   dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
 //   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free.
-template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1>
+//   STAGE (kernel lab v8; the engine's o_proj, LAB_GPU_O_STAGE): the first batch is the first p.stage
+//   chunks of every row of the block, copied into shared memory (after x, MatvecStageBytes) by thread 0
+//   with one bulk copy (TMA) per row before the PDL wait, instead of R0 chunks per lane into registers.
+//   Behind a latency-bound kernel (attention) HBM is otherwise idle: with ~180 KB of staging per block
+//   about 70% of o_proj's weights arrive before attention ends, where registers held ~10%. Each lane
+//   still adds its chunks l, l+32, ... in order, so the result is bitwise that of the other tiles.
+template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1, bool STAGE = false>
 __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecParams p) {
   constexpr int ROWS = 2 * UPW;
-  constexpr int R0 = UNROLL * PRE;  // chunks per row per lane in the first (pre-wait) batch
+  constexpr int R0 = STAGE ? 1 : UNROLL * PRE;  // chunks per row per lane in the register first batch
   const TraceMarks trace(p.trace);
   extern __shared__ float4 smem4[];
   __shared__ float red[WARPS];
+  __shared__ uint64_t stage_bar;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nch = p.K >> 3;  // 16-byte chunks per row
   const int unit0 = (blockIdx.x * WARPS + warp) * UPW;
@@ -170,12 +181,31 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
 
   // First batch of weights: depends on nothing the previous kernel writes, so it is issued before
   // the PDL wait and overlaps the previous kernel's tail.
+  const int S = STAGE ? p.stage : 32 * R0;  // chunks per row in the first batch
+  uint4* const staged = reinterpret_cast<uint4*>(smem4 + 2 * nch);  // STAGE: [WARPS * ROWS][S]
   uint4 first[ROWS][R0];
+  if (STAGE) {
+    if (threadIdx.x == 0) {
+      MbarInit(&stage_bar);
+      MbarArriveExpectTx(&stage_bar, unsigned(WARPS * ROWS * S * 16));
+      for (int w = 0; w < WARPS; ++w) {
+        for (int u = 0; u < UPW; ++u) {
+          const int unit = min((blockIdx.x * WARPS + w) * UPW + u, p.n_units - 1);
+          int r0, r1;
+          UnitRows<EPI>(p, unit, &r0, &r1);
+          BulkCopyToShared(staged + size_t(w * ROWS + 2 * u) * S, p.W + size_t(r0) * p.K, unsigned(S) * 16u, &stage_bar);
+          BulkCopyToShared(staged + size_t(w * ROWS + 2 * u + 1) * S, p.W + size_t(r1) * p.K, unsigned(S) * 16u,
+                           &stage_bar);
+        }
+      }
+    }
+  } else {
 #pragma unroll
-  for (int u = 0; u < R0; ++u) {
-    const int c = lane + 32 * u;
+    for (int u = 0; u < R0; ++u) {
+      const int c = lane + 32 * u;
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) first[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+      for (int r = 0; r < ROWS; ++r) first[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+    }
   }
 
   // The rest of the rows: bulk L2 prefetch (one instruction per row, by lanes 0..ROWS-1). With PDL
@@ -248,7 +278,7 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
   // The batch after the first is issued before the first is consumed; then the steady state: each
   // batch is issued before the previous one is used (register double buffering).
   uint4 buf[ROWS][UNROLL];
-  const int base1 = 32 * R0;
+  const int base1 = S;
   if (base1 < nch) {
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
@@ -257,13 +287,24 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
       for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
     }
   }
-#pragma unroll
-  for (int u = 0; u < R0; ++u) {
-    const int c = lane + 32 * u;
-    if (c < nch) {
+  if (STAGE) {
+    MbarWait(&stage_bar, 0);  // the __syncthreads above made thread 0's MbarInit visible
+    const uint4* mine = staged + size_t(warp) * ROWS * S;
+#pragma unroll 4
+    for (int c = lane; c < S; c += 32) {  // S <= nch
       const float4 lo = xlo[c], hi = xhi[c];
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(first[r][u], lo, hi, acc[r]);
+      for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(mine[size_t(r) * S + c], lo, hi, acc[r]);
+    }
+  } else {
+#pragma unroll
+    for (int u = 0; u < R0; ++u) {
+      const int c = lane + 32 * u;
+      if (c < nch) {
+        const float4 lo = xlo[c], hi = xhi[c];
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(first[r][u], lo, hi, acc[r]);
+      }
     }
   }
   for (int base = base1; base < nch; base += 32 * UNROLL) {

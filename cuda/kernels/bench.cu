@@ -157,6 +157,35 @@ Version V5(const char* cfg) {
           }};
 }
 
+// v8: the first batch staged in shared memory (one bulk copy per row before the PDL wait), about `kb` KB
+// of rows per block. Alone it can only match v5 at best (fewer blocks fit per SM); its point is the
+// overlap with a latency-bound kernel before it (attention), measured in the engine rows.
+template <int W, int U, int R>
+Version V8(const char* cfg, int kb) {
+  return {std::string("v8 ") + cfg + ".s " + std::to_string(kb) + " KB staged",
+          [kb](const __half* Wt, const float* x, float* y, int M, int K, cudaStream_t s) {
+            auto fn = gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, 1, true>;
+            static bool attr_set = false;
+            if (!attr_set) {
+              LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 224 * 1024));
+              attr_set = true;
+            }
+            gpu::MatvecParams p = {};
+            p.W = Wt;
+            p.M = M;
+            p.K = K;
+            p.n_units = (M + 1) / 2;
+            p.x = x;
+            p.out = y;
+            const int nch = K / 8;
+            p.stage = std::max(std::min(nch, kb * 1024 / (2 * W * U * 16) / 32 * 32), std::min(nch, 32));
+            const size_t smem = gpu::MatvecSmemBytes(K) + gpu::MatvecStageBytes(W, U, p.stage);
+            const int per_block = W * U;
+            fn<<<(p.n_units + per_block - 1) / per_block, W * 32, smem, s>>>(p);
+            LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel (staged)");
+          }};
+}
+
 std::vector<Version> Versions() {
   using namespace lab_kernels;
   std::vector<Version> v;
@@ -188,6 +217,8 @@ std::vector<Version> Versions() {
   // can only cost registers; its point is overlap with the previous kernel in the decode step).
   v.push_back(V5<8, 1, 4, 0, 2>("w8.u1.r4.p2"));
   v.push_back(V5<4, 1, 4, 0, 4>("w4.u1.r4.p4"));
+  v.push_back(V8<8, 2, 2>("w8.u2.r2", 176));
+  v.push_back(V8<8, 2, 2>("w8.u2.r2", 32));
   return v;
 }
 
@@ -498,6 +529,7 @@ int main(int argc, char** argv) {
         std::vector<int> ctx;
       };
       std::vector<Run> runs = {{"gpu_opt", "gpu_opt", {}, ctxs},
+                               {"gpu_opt", "gpu_opt, o_proj staged (v8)", {{"LAB_GPU_O_STAGE", "w8.u2.r2.s"}}, ctxs},
                                {"gpu_opt", "gpu_opt, L2 prefetch o_proj", {{"LAB_GPU_L2_PREFETCH", "o"}}, {ctxs[0]}},
                                {"gpu_opt", "gpu_opt, L2 prefetch all", {{"LAB_GPU_L2_PREFETCH", "all"}}, {ctxs[0]}},
                                {"gpu_opt", "gpu_opt, no PDL", {{"LAB_GPU_PDL", "0"}}, {ctxs[0]}},

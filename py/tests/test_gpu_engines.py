@@ -244,6 +244,62 @@ def test_gpu_opt_launch_paths_agree(tmp_path, monkeypatch):
     np.testing.assert_array_equal(results["graph"], results["plain"])
 
 
+# Staged tiles (v8, LAB_GPU_O_STAGE) against the same tile unstaged: indices into gpu_opt's Configs().
+STAGED_PAIRS = [("w8.u2.r2", 4, "w8.u2.r2.s", 12), ("w4.u2.r4", 3, "w4.u2.r4.s", 13), ("w8.u1.r4", 2, "w8.u1.r4.s", 14)]
+
+
+def _decode_logits(d, tokens, env, monkeypatch):
+    for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    eng = _engine.Engine("gpu_opt", str(d), 128)
+    eng.prefill(tokens[:20])
+    out = np.stack([eng.decode(int(t)) for t in tokens[20:]])
+    gen = eng.generate(int(tokens[-1]), 4)
+    return out, gen
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pair", STAGED_PAIRS, ids=[p[2] for p in STAGED_PAIRS])
+def test_gpu_opt_staged_tiles_bitwise(tmp_path, monkeypatch, pair):
+    """A staged tile (first batch copied into shared memory by bulk copies before the PDL wait) adds each
+    lane's chunks in the unstaged tile's order: bitwise the same logits and tokens, for every epilogue
+    (every matvec on the tile), with rows staged whole (the default budget on this small model) and
+    staged 32 chunks deep with the rest streamed through registers (a 1 KB budget); and as o_proj's
+    tile alone (LAB_GPU_O_STAGE) beside the unstaged tile everywhere else. Any misplaced chunk (a wrong
+    row, offset or byte count in the copies) changes the logits."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=1024)  # 64 / 128 chunks per row
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=21)
+    tokens = np.random.default_rng(13).integers(0, cfg["vocab_size"], 30)
+    plain, plain_i, staged, staged_i = pair
+    want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(plain_i)}, monkeypatch)
+    for env in ({"LAB_GPU_MATVEC_CONFIG": str(staged_i)},
+                {"LAB_GPU_MATVEC_CONFIG": str(staged_i), "LAB_GPU_O_STAGE_KB": "1"},
+                {"LAB_GPU_MATVEC_CONFIG": str(plain_i), "LAB_GPU_O_STAGE": staged, "LAB_GPU_O_STAGE_KB": "1"}):
+        got, got_gen = _decode_logits(d, tokens, env, monkeypatch)
+        np.testing.assert_array_equal(got, want, err_msg=f"{staged} {env}")
+        assert got_gen.tolist() == want_gen.tolist(), env
+
+
+@pytest.mark.gpu
+def test_gpu_opt_staging_knobs_refused(tmp_path, monkeypatch):
+    """Unknown staging values are refused, naming what would work, before the engine allocates anything."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = CASES["gqa4_hd64_ropeparams"]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=5)
+    for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
+                           ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto")):
+        monkeypatch.setenv(knob, bad)
+        with pytest.raises(ValueError, match=f"{knob} must be .*{msg}"):
+            _engine.Engine("gpu_opt", str(d), 128)
+        monkeypatch.delenv(knob)
+
+
 @pytest.mark.gpu
 def test_gpu_stats_and_memory_error(tmp_path):
     if not gpu_present():
