@@ -30,6 +30,8 @@
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
 // default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
+// LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
+// blocks, instead of as many as fit on the SMs alone),
 // LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
 // kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
@@ -222,6 +224,13 @@ void GpuOptEngine::ReadDecodeEnv() {
     stage_kb_ = size_t(kb);
   }
   carveout_max_ = o_stage_config_ >= 0;
+  persist_ok_ = EnvFlag("LAB_GPU_PERSIST", true);
+  if (const char* v = std::getenv("LAB_GPU_PERSIST_GRID"); v && *v) {
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (!end || *end || n < 1 || n > 65535) throw InputError(std::string("LAB_GPU_PERSIST_GRID must be 1..65535, not '") + v + "'");
+    persist_grid_ = int(n);
+  }
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v) {
     const std::string a = v;
     if (a != "max" && a != "auto") throw InputError("LAB_GPU_CARVEOUT must be max or auto, not '" + a + "'");
@@ -631,12 +640,21 @@ int GpuOptEngine::EpiOf(Kind k) {
 
 void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
   const int per_block = mc.warps * mc.upw;
-  const unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
+  unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
   size_t smem = gpu::MatvecSmemBytes(p.K);
   MatvecParams q = p;
   if (mc.staged) {
     q.stage = StageChunks(mc, p.K);
     smem += gpu::MatvecStageBytes(mc.warps, mc.upw, q.stage);
+  }
+  if (mc.persist) {  // as many blocks as fit on the SMs alone (or LAB_GPU_PERSIST_GRID), at most the one-task grid
+    int grid = persist_grid_;
+    if (grid <= 0) {
+      int fit = 0;
+      LAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, mc.fn[epi], mc.warps * 32, smem));
+      grid = std::max(1, fit) * prop_.multiProcessorCount;
+    }
+    blocks = std::min<unsigned>(blocks, unsigned(grid));
   }
   Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), smem, stream_, pdl, "DecodeMatvecKernel", q);
 }

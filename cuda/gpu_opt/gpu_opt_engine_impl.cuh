@@ -54,6 +54,7 @@ struct MatvecConfig {
   int warps, upw;
   MatvecFn fn[4];  // by epilogue
   bool staged;
+  bool persist;    // a grid of a few blocks per SM looping over the warps' tasks (".b", balanced)
 };
 const std::vector<MatvecConfig>& Configs();
 
@@ -167,6 +168,8 @@ class GpuOptEngine : public Engine {
   size_t stage_budget_ = 0;    // bytes of staged weight rows per block of a staged tile (SetupStaging)
   size_t stage_kb_ = 0;        // LAB_GPU_O_STAGE_KB: stage_budget_ set by hand (0: what fits beside attention)
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
+  bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
+  int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
   double last_decode_device_ms_ = -1;
   // LAB_GPU_TRACE=1 (decode() steps only; generation graphs are not traced): trace_ holds three
   // globaltimer slots per launch of a step (TraceMarks), trace_kind_ the kind of each, and trace_sum_

@@ -19,23 +19,33 @@ constexpr int64_t kGraphTunePos = 1024;  // GraphTune: the step's position (or t
 
 const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
 
-template <int W, int U, int R, int PRE = 1, bool STAGE = false>
+template <int W, int U, int R, int PRE = 1, bool STAGE = false, bool PERSIST = false>
 MatvecConfig MakeConfig(const char* name) {
   return {name,
           W,
           U,
-          {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE, STAGE>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, STAGE>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE, STAGE>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE>},
-          STAGE};
+          {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE, STAGE, PERSIST>,
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, STAGE, PERSIST>,
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>,
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>},
+          STAGE,
+          PERSIST};
+}
+
+// Whether the tuners may give `kind` the tile `mc`: staged tiles never (LAB_GPU_O_STAGE chooses them);
+// persistent tiles not for lm_head, whose logits gather needs one task per warp, nor with LAB_GPU_PERSIST=0.
+bool Tunable(const MatvecConfig& mc, int kind, bool persist_ok) {
+  return !mc.staged && !(mc.persist && (kind == kLm || !persist_ok));
 }
 
 }  // namespace
 
 // 0..5: the kernel lab's v5 tiles; 6..11: v7, a longer first batch before the PDL wait (".pN": N batches)
-// and two lighter tiles (fewer registers, so more blocks fit beside the neighbouring kernels); 12..: v8,
-// the first batch staged in shared memory (".s", LAB_GPU_O_STAGE; not auto-tuned).
+// and two lighter tiles (fewer registers, so more blocks fit beside the neighbouring kernels); 12..14: v8,
+// the first batch staged in shared memory (".s", LAB_GPU_O_STAGE; not auto-tuned); 15..: v9, persistent
+// (".b": a grid of the blocks that fit per SM loops over the warps' tasks, so every SM gets the same
+// share of the rows to within one task; the one-task grids leave e.g. qkv's 192 blocks of 32 rows on 132
+// SMs, 60 of them with two blocks).
 const std::vector<MatvecConfig>& Configs() {
   static const std::vector<MatvecConfig> c = {
       MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
@@ -46,6 +56,8 @@ const std::vector<MatvecConfig>& Configs() {
       MakeConfig<4, 1, 2>("w4.u1.r2"),        MakeConfig<8, 1, 2>("w8.u1.r2"),
       MakeConfig<8, 2, 2, 1, true>("w8.u2.r2.s"), MakeConfig<4, 2, 4, 1, true>("w4.u2.r4.s"),
       MakeConfig<8, 1, 4, 1, true>("w8.u1.r4.s"),
+      MakeConfig<8, 1, 4, 1, false, true>("w8.u1.r4.b"), MakeConfig<8, 2, 2, 1, false, true>("w8.u2.r2.b"),
+      MakeConfig<4, 1, 4, 1, false, true>("w4.u1.r4.b"), MakeConfig<4, 2, 4, 1, false, true>("w4.u2.r4.b"),
   };
   return c;
 }
@@ -96,7 +108,7 @@ void GpuOptEngine::GraphTune() {
     int best_ci = keep;
     std::string line;
     for (int ci = 0; ci < int(cfgs.size()); ++ci) {
-      if (ci == keep || cfgs[ci].staged) continue;
+      if (ci == keep || !Tunable(cfgs[ci], k, persist_ok_)) continue;
       config_[k] = ci;
       const float ms = time_step();
       char buf[64];
@@ -123,6 +135,7 @@ void GpuOptEngine::AutoTune() {
     const int i = std::atoi(s);
     if (i < 0 || i >= int(cfgs.size())) throw InputError("LAB_GPU_MATVEC_CONFIG out of range");
     for (int& k : config_) k = i;
+    if (cfgs[i].persist) config_[kLm] = 0;  // lm_head's logits gather needs one task per warp
     return;
   }
   if (verbose_)
@@ -144,7 +157,7 @@ void GpuOptEngine::AutoTune() {
     float best = 1e30f;
     std::string line;
     for (size_t ci = 0; ci < cfgs.size(); ++ci) {
-      if (cfgs[ci].staged) continue;
+      if (!Tunable(cfgs[ci], kind, persist_ok_)) continue;
       LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), p, false);  // warm-up
       std::vector<float> t;
       for (int r = 0; r < 5; ++r) {

@@ -156,8 +156,9 @@ inline size_t MatvecStageBytes(int warps, int upw, int stage) { return size_t(wa
 //   Behind a latency-bound kernel (attention) HBM is otherwise idle: with ~180 KB of staging per block
 //   about 70% of o_proj's weights arrive before attention ends, where registers held ~10%. Each lane
 //   still adds its chunks l, l+32, ... in order, so the result is bitwise that of the other tiles.
-template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1, bool STAGE = false>
-__global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecParams p) {
+template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1, bool STAGE = false, bool PERSIST = false>
+__global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKernel(const MatvecParams p) {
+  static_assert(!(STAGE && PERSIST), "a staged first batch covers one task per warp");
   constexpr int ROWS = 2 * UPW;
   constexpr int R0 = STAGE ? 1 : UNROLL * PRE;  // chunks per row per lane in the register first batch
   const TraceMarks trace(p.trace);
@@ -166,24 +167,41 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
   __shared__ uint64_t stage_bar;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nch = p.K >> 3;  // 16-byte chunks per row
-  const int unit0 = (blockIdx.x * WARPS + warp) * UPW;
+  // A task is one warp's UPW units. Persistent (PERSIST): task warp * gridDim.x + blockIdx.x, then
+  // every gridDim.x * WARPS-th after it, so a grid of a few blocks per SM gives every SM the same work
+  // to within one task; warps past the last task only help stage x. Otherwise one task per warp.
+  const int n_tasks = (p.n_units + UPW - 1) / UPW;
+  int task = PERSIST ? warp * gridDim.x + blockIdx.x : blockIdx.x * WARPS + warp;
+  const int task_step = PERSIST ? gridDim.x * WARPS : n_tasks;  // not persistent: one pass
+  const bool any = !PERSIST || task < n_tasks;                   // warp-uniform
 
   const uint4* rows[ROWS];
+  auto set_rows = [&](int t) {
 #pragma unroll
-  for (int u = 0; u < UPW; ++u) {
-    // Units past the end re-read the last unit (valid memory) and write nothing.
-    const int unit = min(unit0 + u, p.n_units - 1);
-    int r0, r1;
-    UnitRows<EPI>(p, unit, &r0, &r1);
-    rows[2 * u] = reinterpret_cast<const uint4*>(p.W + size_t(r0) * p.K);
-    rows[2 * u + 1] = reinterpret_cast<const uint4*>(p.W + size_t(r1) * p.K);
-  }
+    for (int u = 0; u < UPW; ++u) {
+      // Units past the end re-read the last unit (valid memory) and write nothing.
+      const int unit = min(t * UPW + u, p.n_units - 1);
+      int r0, r1;
+      UnitRows<EPI>(p, unit, &r0, &r1);
+      rows[2 * u] = reinterpret_cast<const uint4*>(p.W + size_t(r0) * p.K);
+      rows[2 * u + 1] = reinterpret_cast<const uint4*>(p.W + size_t(r1) * p.K);
+    }
+  };
+  uint4 first[ROWS][R0];
+  auto load_first = [&]() {
+#pragma unroll
+    for (int u = 0; u < R0; ++u) {
+      const int c = lane + 32 * u;
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) first[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  if (any) set_rows(task);
 
   // First batch of weights: depends on nothing the previous kernel writes, so it is issued before
   // the PDL wait and overlaps the previous kernel's tail.
   const int S = STAGE ? p.stage : 32 * R0;  // chunks per row in the first batch
   uint4* const staged = reinterpret_cast<uint4*>(smem4 + 2 * nch);  // STAGE: [WARPS * ROWS][S]
-  uint4 first[ROWS][R0];
   if (STAGE) {
     if (threadIdx.x == 0) {
       MbarInit(&stage_bar);
@@ -199,19 +217,14 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
         }
       }
     }
-  } else {
-#pragma unroll
-    for (int u = 0; u < R0; ++u) {
-      const int c = lane + 32 * u;
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) first[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
-    }
+  } else if (any) {
+    load_first();
   }
 
   // The rest of the rows: bulk L2 prefetch (one instruction per row, by lanes 0..ROWS-1). With PDL
   // this starts streaming while the previous kernel still runs (its tail, or a latency-bound
   // attention), so HBM is not idle across the kernel boundary.
-  if (p.l2_prefetch) {
+  if (p.l2_prefetch && any) {
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
       if (lane == r) PrefetchL2(rows[r], unsigned(p.K) * 2u);
@@ -221,26 +234,29 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
   trace.Released();
   PdlTrigger();
 
-  // Epilogue operands that do not depend on the dot products, fetched now so that their latency hides
-  // under the main loop instead of adding to the kernel's tail: the position and RoPE cos/sin (qkv),
-  // the residual being added to (o_proj, down_proj).
+  // Epilogue operands that do not depend on the dot products, fetched before the task's main loop so
+  // that their latency hides under it instead of adding to the tail: the position and RoPE cos/sin
+  // (qkv), the residual being added to (o_proj, down_proj).
   int pos = 0;
+  if (EPI == kEpiQkv && lane == 0) pos = __ldcg(p.pos);
   float ep0[UPW], ep1[UPW];
+  auto fetch_epilogue = [&](int t) {
 #pragma unroll
-  for (int u = 0; u < UPW; ++u) ep0[u] = ep1[u] = 0.f;
-  if (lane == 0) {
-    if (EPI == kEpiQkv) pos = __ldcg(p.pos);
+    for (int u = 0; u < UPW; ++u) ep0[u] = ep1[u] = 0.f;
+    if (lane == 0) {
 #pragma unroll
-    for (int u = 0; u < UPW; ++u) {
-      const int unit = min(unit0 + u, p.n_units - 1);
-      if (EPI == kEpiQkv) {
-        QkvRopeCoeffs(p.qkv, unit, pos, &ep0[u], &ep1[u]);
-      } else if (EPI == kEpiResid) {
-        ep0[u] = __ldcg(p.out + 2 * unit);
-        ep1[u] = 2 * unit + 1 < p.M ? __ldcg(p.out + 2 * unit + 1) : 0.f;
+      for (int u = 0; u < UPW; ++u) {
+        const int unit = min(t * UPW + u, p.n_units - 1);
+        if (EPI == kEpiQkv) {
+          QkvRopeCoeffs(p.qkv, unit, pos, &ep0[u], &ep1[u]);
+        } else if (EPI == kEpiResid) {
+          ep0[u] = __ldcg(p.out + 2 * unit);
+          ep1[u] = 2 * unit + 1 < p.M ? __ldcg(p.out + 2 * unit + 1) : 0.f;
+        }
       }
     }
-  }
+  };
+  if (any) fetch_epilogue(task);
 
   // Stage x (x * norm_w) into shared memory; sum of squares for the RMSNorm scale.
   float4* xlo = smem4;
@@ -272,109 +288,120 @@ __global__ void __launch_bounds__(WARPS * 32) DecodeMatvecKernel(const MatvecPar
     scale = 1.f / sqrtf(tot / p.K + p.eps);
   }
 
-  float acc[ROWS];
+  // Warp-uniform. Not persistent: exactly one pass for every warp (a task past the end re-reads the last
+  // unit and writes nothing, and the Store gather below needs every warp at its barrier).
+  for (int it = 0; PERSIST ? task < n_tasks : it == 0; ++it, task += task_step) {
+    float acc[ROWS];
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
-  // The batch after the first is issued before the first is consumed; then the steady state: each
-  // batch is issued before the previous one is used (register double buffering).
-  uint4 buf[ROWS][UNROLL];
-  const int base1 = S;
-  if (base1 < nch) {
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      const int c = base1 + lane + 32 * u;
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
-    }
-  }
-  if (STAGE) {
-    MbarWait(&stage_bar, 0);  // the __syncthreads above made thread 0's MbarInit visible
-    const uint4* mine = staged + size_t(warp) * ROWS * S;
-#pragma unroll 4
-    for (int c = lane; c < S; c += 32) {  // S <= nch
-      const float4 lo = xlo[c], hi = xhi[c];
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(mine[size_t(r) * S + c], lo, hi, acc[r]);
-    }
-  } else {
-#pragma unroll
-    for (int u = 0; u < R0; ++u) {
-      const int c = lane + 32 * u;
-      if (c < nch) {
-        const float4 lo = xlo[c], hi = xhi[c];
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(first[r][u], lo, hi, acc[r]);
-      }
-    }
-  }
-  for (int base = base1; base < nch; base += 32 * UNROLL) {
-    uint4 cur[ROWS][UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u)
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) cur[r][u] = buf[r][u];
-    const int next = base + 32 * UNROLL;
-    if (next < nch) {
+    for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
+    // The batch after the first is issued before the first is consumed; then the steady state: each
+    // batch is issued before the previous one is used (register double buffering).
+    uint4 buf[ROWS][UNROLL];
+    const int base1 = S;
+    if (base1 < nch) {
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
-        const int c = next + lane + 32 * u;
+        const int c = base1 + lane + 32 * u;
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
       }
     }
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      const int c = base + lane + 32 * u;
-      if (c < nch) {
+    if (STAGE) {
+      MbarWait(&stage_bar, 0);  // the __syncthreads above made thread 0's MbarInit visible
+      const uint4* mine = staged + size_t(warp) * ROWS * S;
+#pragma unroll 4
+      for (int c = lane; c < S; c += 32) {  // S <= nch
         const float4 lo = xlo[c], hi = xhi[c];
 #pragma unroll
-        for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(cur[r][u], lo, hi, acc[r]);
+        for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(mine[size_t(r) * S + c], lo, hi, acc[r]);
       }
-    }
-  }
+    } else {
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) acc[r] = WarpSum(acc[r]) * scale;
-
-  if (EPI == kEpiStore && (p.out_host || p.argmax)) {  // block-uniform
-    // The block's rows are contiguous: 2 * (blockIdx.x * WARPS * UPW) + [0, WARPS * ROWS).
-    __shared__ float sm_out[WARPS * ROWS];
-    if (lane == 0) {
+      for (int u = 0; u < R0; ++u) {
+        const int c = lane + 32 * u;
+        if (c < nch) {
+          const float4 lo = xlo[c], hi = xhi[c];
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) sm_out[warp * ROWS + r] = acc[r];
-    }
-    __syncthreads();
-    const int row0 = 2 * blockIdx.x * WARPS * UPW, row = row0 + threadIdx.x;
-    if (threadIdx.x < WARPS * ROWS && row < p.M) p.out[row] = sm_out[threadIdx.x];
-    if (p.argmax && warp == 0) {  // the block's best row, then one atomic per block
-      unsigned long long best = 0;
-      for (int i = lane; i < WARPS * ROWS && row0 + i < p.M; i += 32) best = max(best, ArgmaxKey(sm_out[i], row0 + i));
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
-      if (lane == 0) atomicMax(p.argmax, best);
-    }
-    return;
-  }
-
-  if (lane == 0) {
-#pragma unroll
-    for (int u = 0; u < UPW; ++u) {
-      const int unit = unit0 + u;
-      if (unit >= p.n_units) break;
-      const float y0 = acc[2 * u], y1 = acc[2 * u + 1];
-      if (EPI == kEpiQkv) {
-        QkvEpilogue(p.qkv, unit, y0, y1, 0, pos, ep0[u], ep1[u]);
-      } else if (EPI == kEpiGateUp) {
-        p.out[unit] = Silu(y0) * y1;
-      } else {
-        const int r0 = 2 * unit, r1 = 2 * unit + 1;
-        if (EPI == kEpiResid) {
-          p.out[r0] = ep0[u] + y0;
-          if (r1 < p.M) p.out[r1] = ep1[u] + y1;
-        } else {
-          p.out[r0] = y0;
-          if (r1 < p.M) p.out[r1] = y1;
+          for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(first[r][u], lo, hi, acc[r]);
         }
       }
+    }
+    for (int base = base1; base < nch; base += 32 * UNROLL) {
+      uint4 cur[ROWS][UNROLL];
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) cur[r][u] = buf[r][u];
+      const int next = base + 32 * UNROLL;
+      if (next < nch) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+          const int c = next + lane + 32 * u;
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const int c = base + lane + 32 * u;
+        if (c < nch) {
+          const float4 lo = xlo[c], hi = xhi[c];
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(cur[r][u], lo, hi, acc[r]);
+        }
+      }
+    }
+    const int unit0 = task * UPW;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) acc[r] = WarpSum(acc[r]) * scale;
+
+    if (EPI == kEpiStore && (p.out_host || p.argmax)) {  // block-uniform; never persistent (the engine's rule)
+      // The block's rows are contiguous: 2 * (blockIdx.x * WARPS * UPW) + [0, WARPS * ROWS).
+      __shared__ float sm_out[WARPS * ROWS];
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) sm_out[warp * ROWS + r] = acc[r];
+      }
+      __syncthreads();
+      const int row0 = 2 * blockIdx.x * WARPS * UPW, row = row0 + threadIdx.x;
+      if (threadIdx.x < WARPS * ROWS && row < p.M) p.out[row] = sm_out[threadIdx.x];
+      if (p.argmax && warp == 0) {  // the block's best row, then one atomic per block
+        unsigned long long best = 0;
+        for (int i = lane; i < WARPS * ROWS && row0 + i < p.M; i += 32) best = max(best, ArgmaxKey(sm_out[i], row0 + i));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+        if (lane == 0) atomicMax(p.argmax, best);
+      }
+      return;
+    }
+
+    if (lane == 0) {
+#pragma unroll
+      for (int u = 0; u < UPW; ++u) {
+        const int unit = unit0 + u;
+        if (unit >= p.n_units) break;
+        const float y0 = acc[2 * u], y1 = acc[2 * u + 1];
+        if (EPI == kEpiQkv) {
+          QkvEpilogue(p.qkv, unit, y0, y1, 0, pos, ep0[u], ep1[u]);
+        } else if (EPI == kEpiGateUp) {
+          p.out[unit] = Silu(y0) * y1;
+        } else {
+          const int r0 = 2 * unit, r1 = 2 * unit + 1;
+          if (EPI == kEpiResid) {
+            p.out[r0] = ep0[u] + y0;
+            if (r1 < p.M) p.out[r1] = ep1[u] + y1;
+          } else {
+            p.out[r0] = y0;
+            if (r1 < p.M) p.out[r1] = y1;
+          }
+        }
+      }
+    }
+    // Persistent: the next task's first batch and epilogue operands.
+    if (!STAGE && task + task_step < n_tasks) {
+      set_rows(task + task_step);
+      load_first();
+      fetch_epilogue(task + task_step);
     }
   }
 }

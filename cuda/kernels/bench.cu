@@ -186,6 +186,36 @@ Version V8(const char* cfg, int kb) {
           }};
 }
 
+// v9: persistent (balanced): as many blocks as fit on the SMs, each warp looping over tasks of UPW units
+// spaced gridDim.x * W apart, so every SM streams the same share of the rows to within one task.
+template <int W, int U, int R>
+Version V9(const char* cfg) {
+  return {std::string("v9 ") + cfg + ".b persistent",
+          [](const __half* Wt, const float* x, float* y, int M, int K, cudaStream_t s) {
+            auto fn = gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, 1, false, true>;
+            static int grid = 0;
+            const size_t smem = gpu::MatvecSmemBytes(K);
+            if (!grid) {
+              LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+              int fit = 0, dev = 0, sms = 0;
+              LAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, fn, W * 32, 64 * 1024));
+              LAB_CUDA_CHECK(cudaGetDevice(&dev));
+              LAB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+              grid = std::max(1, fit) * sms;  // sized for the longest input (64 KB of x): the same grid for every shape
+            }
+            gpu::MatvecParams p = {};
+            p.W = Wt;
+            p.M = M;
+            p.K = K;
+            p.n_units = (M + 1) / 2;
+            p.x = x;
+            p.out = y;
+            const int per_block = W * U;
+            fn<<<std::min(grid, (p.n_units + per_block - 1) / per_block), W * 32, smem, s>>>(p);
+            LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel (persistent)");
+          }};
+}
+
 std::vector<Version> Versions() {
   using namespace lab_kernels;
   std::vector<Version> v;
@@ -219,6 +249,9 @@ std::vector<Version> Versions() {
   v.push_back(V5<4, 1, 4, 0, 4>("w4.u1.r4.p4"));
   v.push_back(V8<8, 2, 2>("w8.u2.r2", 176));
   v.push_back(V8<8, 2, 2>("w8.u2.r2", 32));
+  v.push_back(V9<8, 1, 4>("w8.u1.r4"));
+  v.push_back(V9<8, 2, 2>("w8.u2.r2"));
+  v.push_back(V9<4, 2, 4>("w4.u2.r4"));
   return v;
 }
 
@@ -530,6 +563,7 @@ int main(int argc, char** argv) {
       };
       std::vector<Run> runs = {{"gpu_opt", "gpu_opt", {}, ctxs},
                                {"gpu_opt", "gpu_opt, o_proj staged (v8)", {{"LAB_GPU_O_STAGE", "w8.u2.r2.s"}}, ctxs},
+                               {"gpu_opt", "gpu_opt, no persistent tiles", {{"LAB_GPU_PERSIST", "0"}}, ctxs},
                                {"gpu_opt", "gpu_opt, L2 prefetch o_proj", {{"LAB_GPU_L2_PREFETCH", "o"}}, {ctxs[0]}},
                                {"gpu_opt", "gpu_opt, L2 prefetch all", {{"LAB_GPU_L2_PREFETCH", "all"}}, {ctxs[0]}},
                                {"gpu_opt", "gpu_opt, no PDL", {{"LAB_GPU_PDL", "0"}}, {ctxs[0]}},

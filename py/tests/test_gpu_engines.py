@@ -249,7 +249,7 @@ STAGED_PAIRS = [("w8.u2.r2", 4, "w8.u2.r2.s", 12), ("w4.u2.r4", 3, "w4.u2.r4.s",
 
 
 def _decode_logits(d, tokens, env, monkeypatch):
-    for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB"):
+    for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -285,6 +285,34 @@ def test_gpu_opt_staged_tiles_bitwise(tmp_path, monkeypatch, pair):
         assert got_gen.tolist() == want_gen.tolist(), env
 
 
+# Persistent tiles (v9, ".b") against the same tile with one task per warp.
+PERSIST_PAIRS = [("w8.u1.r4", 2, "w8.u1.r4.b", 15), ("w8.u2.r2", 4, "w8.u2.r2.b", 16),
+                 ("w4.u1.r4", 0, "w4.u1.r4.b", 17), ("w4.u2.r4", 3, "w4.u2.r4.b", 18)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pair", PERSIST_PAIRS, ids=[p[2] for p in PERSIST_PAIRS])
+def test_gpu_opt_persistent_tiles_bitwise(tmp_path, monkeypatch, pair):
+    """A persistent tile (a grid of a few blocks looping over the warps' tasks) computes every row as the
+    one-task tile does: bitwise the same logits and tokens, with the grid the engine picks and with grids
+    of 1 and 5 blocks, where each warp loops over many tasks, some warps fewer than others; a task
+    skipped, repeated or given another warp's rows changes the logits."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=1024)
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=23)
+    tokens = np.random.default_rng(17).integers(0, cfg["vocab_size"], 30)
+    plain, plain_i, persist, persist_i = pair
+    want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(plain_i)}, monkeypatch)
+    for grid in (None, "1", "5"):
+        env = {"LAB_GPU_MATVEC_CONFIG": str(persist_i)}
+        if grid:
+            env["LAB_GPU_PERSIST_GRID"] = grid
+        got, got_gen = _decode_logits(d, tokens, env, monkeypatch)
+        np.testing.assert_array_equal(got, want, err_msg=f"{persist} {env}")
+        assert got_gen.tolist() == want_gen.tolist(), env
+
+
 @pytest.mark.gpu
 def test_gpu_opt_staging_knobs_refused(tmp_path, monkeypatch):
     """Unknown staging values are refused, naming what would work, before the engine allocates anything."""
@@ -293,7 +321,8 @@ def test_gpu_opt_staging_knobs_refused(tmp_path, monkeypatch):
     cfg = CASES["gqa4_hd64_ropeparams"]
     d = write_model(tmp_path / "m", cfg, "fp16", seed=5)
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
-                           ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto")):
+                           ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
+                           ("LAB_GPU_PERSIST_GRID", "0", "1..65535")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob} must be .*{msg}"):
             _engine.Engine("gpu_opt", str(d), 128)
