@@ -30,6 +30,8 @@
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
 // default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
+// LAB_GPU_EARLY=all|not_o|off (the matvecs' second weight batch is issued before the PDL wait too, so
+// that HBM streams while x is staged after it: for every kind, all but o_proj, or none),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),
 // LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
@@ -225,6 +227,11 @@ void GpuOptEngine::ReadDecodeEnv() {
   }
   carveout_max_ = o_stage_config_ >= 0;
   persist_ok_ = EnvFlag("LAB_GPU_PERSIST", true);
+  if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v) {
+    const std::string a = v;
+    if (a != "all" && a != "not_o" && a != "off") throw InputError("LAB_GPU_EARLY must be all, not_o or off, not '" + a + "'");
+    early_ = a == "all" ? 2 : a == "not_o" ? 1 : 0;
+  }
   if (const char* v = std::getenv("LAB_GPU_PERSIST_GRID"); v && *v) {
     char* end = nullptr;
     const long n = std::strtol(v, &end, 10);
@@ -581,6 +588,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   p.x = x;
   p.pos = pos;
   p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
+  p.early = early_ == 2 || (early_ == 1 && kind != kO) ? 1 : 0;
   const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
   switch (kind) {
     case kQkv:

@@ -93,6 +93,7 @@ struct MatvecParams {
   const int* pos;        // Qkv: device-side position of the token
   QkvOut qkv;
   int l2_prefetch;       // 1: bulk-prefetch the block's whole weight rows into L2 before the PDL wait
+  int early;             // 1: the second batch of weights is issued before the PDL wait too (with the first)
   int stage;             // STAGE kernels only: chunks at the start of each row that the first batch copies
                          // into shared memory (a multiple of 32, or the whole row: nch = K/8); >= 1
   int out_host;          // Store only: out is mapped pinned host memory; the block gathers its rows in
@@ -230,6 +231,23 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       if (lane == r) PrefetchL2(rows[r], unsigned(p.K) * 2u);
   }
 
+  // The second batch (the register double buffer's other half): with p.early it too goes out before
+  // the wait, so that HBM keeps streaming while x is staged after it; it costs no registers, as the
+  // two batches are live together when the first is consumed anyway.
+  const int base1 = S;
+  uint4 buf[ROWS][UNROLL];
+  auto load_second = [&]() {
+    if (base1 < nch) {
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const int c = base1 + lane + 32 * u;
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  if (p.early && any) load_second();
+
   PdlWait();
   trace.Released();
   PdlTrigger();
@@ -296,16 +314,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
     // The batch after the first is issued before the first is consumed; then the steady state: each
     // batch is issued before the previous one is used (register double buffering).
-    uint4 buf[ROWS][UNROLL];
-    const int base1 = S;
-    if (base1 < nch) {
-#pragma unroll
-      for (int u = 0; u < UNROLL; ++u) {
-        const int c = base1 + lane + 32 * u;
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
-      }
-    }
+    if (it > 0 || !p.early) load_second();
     if (STAGE) {
       MbarWait(&stage_bar, 0);  // the __syncthreads above made thread 0's MbarInit visible
       const uint4* mine = staged + size_t(warp) * ROWS * S;

@@ -249,7 +249,7 @@ STAGED_PAIRS = [("w8.u2.r2", 4, "w8.u2.r2.s", 12), ("w4.u2.r4", 3, "w4.u2.r4.s",
 
 
 def _decode_logits(d, tokens, env, monkeypatch):
-    for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID"):
+    for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -314,6 +314,23 @@ def test_gpu_opt_persistent_tiles_bitwise(tmp_path, monkeypatch, pair):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("config", ["2", "4", "6", "15"])
+def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
+    """LAB_GPU_EARLY: the second weight batch issued before the PDL wait (all kinds, all but o_proj) or
+    after it changes when loads go out, not what is added: bitwise the same logits and tokens."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=1024)
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=29)
+    tokens = np.random.default_rng(19).integers(0, cfg["vocab_size"], 30)
+    want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_EARLY": "off"}, monkeypatch)
+    for early in ("all", "not_o"):
+        got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_EARLY": early}, monkeypatch)
+        np.testing.assert_array_equal(got, want, err_msg=early)
+        assert got_gen.tolist() == want_gen.tolist(), early
+
+
+@pytest.mark.gpu
 def test_gpu_opt_staging_knobs_refused(tmp_path, monkeypatch):
     """Unknown staging values are refused, naming what would work, before the engine allocates anything."""
     if not gpu_present():
@@ -322,7 +339,7 @@ def test_gpu_opt_staging_knobs_refused(tmp_path, monkeypatch):
     d = write_model(tmp_path / "m", cfg, "fp16", seed=5)
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
-                           ("LAB_GPU_PERSIST_GRID", "0", "1..65535")):
+                           ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o or off")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob} must be .*{msg}"):
             _engine.Engine("gpu_opt", str(d), 128)
