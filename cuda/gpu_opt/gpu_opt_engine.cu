@@ -32,6 +32,7 @@
 // default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
 // LAB_GPU_EARLY=all|not_o|off (the matvecs' second weight batch is issued before the PDL wait too, so
 // that HBM streams while x is staged after it: for every kind, all but o_proj, or none),
+// LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),
 // LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
@@ -227,6 +228,28 @@ void GpuOptEngine::ReadDecodeEnv() {
   }
   carveout_max_ = o_stage_config_ >= 0;
   persist_ok_ = EnvFlag("LAB_GPU_PERSIST", true);
+  // LAB_GPU_TILES=qkv=w8.u2.r2,o_proj=w8.u1.r4,...: those kinds skip the auto-tuner (for A/B runs, whose
+  // processes would otherwise each tune, and may pick other tiles where two are within the noise).
+  if (const char* v = std::getenv("LAB_GPU_TILES"); v && *v) {
+    static const char* const kinds[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
+    std::string rest = v;
+    while (!rest.empty()) {
+      const size_t comma = rest.find(',');
+      const std::string item = rest.substr(0, comma);
+      rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+      const size_t eq = item.find('=');
+      int k = -1, ci = -1;
+      for (int i = 0; i < kNumKinds && eq != std::string::npos; ++i)
+        if (item.compare(0, eq, kinds[i]) == 0 && eq == std::strlen(kinds[i])) k = i;
+      for (size_t i = 0; i < Configs().size() && eq != std::string::npos; ++i)
+        if (item.substr(eq + 1) == Configs()[i].name && !Configs()[i].staged && !(Configs()[i].persist && k == kLm))
+          ci = int(i);
+      if (k < 0 || ci < 0)
+        throw InputError("LAB_GPU_TILES: '" + item + "' is not <qkv|o_proj|gate_up|down|lm_head>=<a tile> (staged tiles " +
+                         "are LAB_GPU_O_STAGE's; lm_head takes no persistent tile)");
+      pinned_[k] = ci;
+    }
+  }
   if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v) {
     const std::string a = v;
     if (a != "all" && a != "not_o" && a != "off") throw InputError("LAB_GPU_EARLY must be all, not_o or off, not '" + a + "'");

@@ -104,6 +104,7 @@ void GpuOptEngine::GraphTune() {
   if (verbose_)
     std::fprintf(stderr, "gpu_opt: graph tune at position %d, AutoTune's choices: %.4f ms per step\n", tune_pos, best);
   for (Kind k : {kO, kQkv, kGateUp, kDown}) {
+    if (pinned_[k] >= 0) continue;
     const int keep = config_[k];
     int best_ci = keep;
     std::string line;
@@ -136,11 +137,17 @@ void GpuOptEngine::AutoTune() {
     if (i < 0 || i >= int(cfgs.size())) throw InputError("LAB_GPU_MATVEC_CONFIG out of range");
     for (int& k : config_) k = i;
     if (cfgs[i].persist) config_[kLm] = 0;  // lm_head's logits gather needs one task per warp
+    for (int k = 0; k < kNumKinds; ++k)
+      if (pinned_[k] >= 0) config_[k] = pinned_[k];
     return;
   }
   if (verbose_)
     std::fprintf(stderr, "gpu_opt: matvec auto-tune on %s (GB/s of weight bytes, median of 5 batches)\n", prop_.name);
   for (int kind = 0; kind < kNumKinds; ++kind) {
+    if (pinned_[kind] >= 0) {
+      config_[kind] = pinned_[kind];
+      continue;
+    }
     // Batches of back-to-back launches (as in the decode stream), so a launch's fixed latency does not
     // swamp the difference between configurations; each launch of a batch reads another layer's
     // weights, so that a matrix smaller than L2 is not served from L2 by the previous launch.
