@@ -17,9 +17,10 @@
 // Environment knobs (for experiments and the kernel lab): LAB_GPU_GRAPH=0 (launch kernels one by one),
 // LAB_GPU_PDL=0 (no programmatic dependent launch), LAB_GPU_L2_PREFETCH=all|o (bulk L2 prefetch of
 // every matvec's / only o_proj's weights before the PDL wait; off by default), LAB_GPU_MATVEC_CONFIG=<i> (skip auto-tuning, use
-// config i for every kind), LAB_GPU_TUNE=kernel|graph (default kernel: each matvec timed alone; graph:
-// then each kind's tile re-chosen by timing replays of the whole captured decode step; measured no
-// faster, README "Decode tuning"), LAB_GPU_DECODE_ATTN=v2|v1 (decode attention: v2, the default, lets
+// config i for every kind), LAB_GPU_TUNE=graph|kernel (default graph: each matvec timed alone, then each
+// kind's tile re-chosen by timing replays of the whole captured decode step, for models of 256 MB or
+// more; kernel: the first part only, whose picks differ from process to process by up to 3% of decode
+// speed, README "The third pass"), LAB_GPU_DECODE_ATTN=v2|v1 (decode attention: v2, the default, lets
 // o_proj launch while attention runs and merges any number of splits with fewer round trips; v1 the
 // earlier kernel), LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with
 // v2, 32 with v1, the most each merges), LAB_GPU_ATTN_WARPS=2|4 (warps per decode attention block, v2 only),
@@ -30,8 +31,8 @@
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
 // default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
-// LAB_GPU_EARLY=all|not_o|off (the matvecs' second weight batch is issued before the PDL wait too, so
-// that HBM streams while x is staged after it: for every kind, all but o_proj, or none, the default:
+// LAB_GPU_EARLY=all|not_o|qkv|off (the matvecs' second weight batch is issued before the PDL wait too, so
+// that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only, or none, the default:
 // measured slower, README "The third pass"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
@@ -253,8 +254,9 @@ void GpuOptEngine::ReadDecodeEnv() {
   }
   if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v) {
     const std::string a = v;
-    if (a != "all" && a != "not_o" && a != "off") throw InputError("LAB_GPU_EARLY must be all, not_o or off, not '" + a + "'");
-    early_ = a == "all" ? 2 : a == "not_o" ? 1 : 0;
+    if (a != "all" && a != "not_o" && a != "qkv" && a != "off")
+      throw InputError("LAB_GPU_EARLY must be all, not_o, qkv or off, not '" + a + "'");
+    early_ = a == "all" ? 2 : a == "not_o" ? 1 : a == "qkv" ? 3 : 0;
   }
   if (const char* v = std::getenv("LAB_GPU_PERSIST_GRID"); v && *v) {
     char* end = nullptr;
@@ -612,7 +614,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   p.x = x;
   p.pos = pos;
   p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
-  p.early = early_ == 2 || (early_ == 1 && kind != kO) ? 1 : 0;
+  p.early = early_ == 2 || (early_ == 1 && kind != kO) || (early_ == 3 && kind == kQkv) ? 1 : 0;
   const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
   switch (kind) {
     case kQkv:

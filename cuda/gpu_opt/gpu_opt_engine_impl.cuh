@@ -157,7 +157,7 @@ class GpuOptEngine : public Engine {
   cuda::DeviceArena arena_;
   cuda::PinnedBuffer h_ints_, h_logits_;
   AttnFn attn_fn_ = nullptr, attn_prefill_fn_ = nullptr;  // decode (V2 by default); the simple prefill's (V1)
-  bool decode_attn_v2_ = true, graph_tune_ = false, logits_mapped_ = true;
+  bool decode_attn_v2_ = true, graph_tune_ = true, logits_mapped_ = true;
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
   int attn_splits_ = gpu::kAttnMaxSplitsV2;  // decode attention grid: kv heads x attn_splits_
   int attn_warps_ = gpu::kAttnWarps;         // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)
@@ -169,7 +169,7 @@ class GpuOptEngine : public Engine {
   size_t stage_budget_ = 0;    // bytes of staged weight rows per block of a staged tile (SetupStaging)
   size_t stage_kb_ = 0;        // LAB_GPU_O_STAGE_KB: stage_budget_ set by hand (0: what fits beside attention)
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
-  int early_ = 0;              // LAB_GPU_EARLY: second weight batch before the PDL wait: 0 off, 1 all but o_proj, 2 all
+  int early_ = 0;  // LAB_GPU_EARLY: second weight batch before the PDL wait: 0 off, 1 all but o_proj, 2 all, 3 qkv
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
   double last_decode_device_ms_ = -1;

@@ -62,9 +62,10 @@ const std::vector<MatvecConfig>& Configs() {
   return c;
 }
 
-// Tile choice on the real decode step (LAB_GPU_TUNE=graph, for models of 256 MB of weights or more;
-// off by default: on the H200 it found nothing faster than AutoTune's choices, README "Decode
-// tuning"): AutoTune times each matvec alone, launched back to back without PDL, but in the
+// Tile choice on the real decode step (LAB_GPU_TUNE=graph, the default, for models of 256 MB of weights
+// or more; LAB_GPU_TUNE=kernel skips it. It was off until the third pass, README "The third pass": on
+// the H200 three processes of each gave 238.9-239.2 tok/s at context 512 with it and 233.8-236.9
+// without, whose AutoTune picks differed between processes, e.g. down's tile): AutoTune times each matvec alone, launched back to back without PDL, but in the
 // step a kernel's speed also depends on its neighbours (how many of its blocks fit beside the
 // previous kernel's tail and the attention blocks, how much of its weight stream starts before the
 // PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up and down in turn

@@ -324,7 +324,7 @@ def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
     d = write_model(tmp_path / "m", cfg, "fp16", seed=29)
     tokens = np.random.default_rng(19).integers(0, cfg["vocab_size"], 30)
     want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_EARLY": "off"}, monkeypatch)
-    for early in ("all", "not_o"):
+    for early in ("all", "not_o", "qkv"):
         got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_EARLY": early}, monkeypatch)
         np.testing.assert_array_equal(got, want, err_msg=early)
         assert got_gen.tolist() == want_gen.tolist(), early
@@ -339,7 +339,7 @@ def test_gpu_opt_staging_knobs_refused(tmp_path, monkeypatch):
     d = write_model(tmp_path / "m", cfg, "fp16", seed=5)
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
-                           ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o or off"),
+                           ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
