@@ -32,8 +32,8 @@
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
 // default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
 // LAB_GPU_EARLY=all|not_o|qkv|off (the matvecs' second weight batch is issued before the PDL wait too, so
-// that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only, or none, the default:
-// measured slower, README "The third pass"),
+// that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only (the default), or
+// none; README "The third pass"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),

@@ -169,7 +169,7 @@ class GpuOptEngine : public Engine {
   size_t stage_budget_ = 0;    // bytes of staged weight rows per block of a staged tile (SetupStaging)
   size_t stage_kb_ = 0;        // LAB_GPU_O_STAGE_KB: stage_budget_ set by hand (0: what fits beside attention)
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
-  int early_ = 0;  // LAB_GPU_EARLY: second weight batch before the PDL wait: 0 off, 1 all but o_proj, 2 all, 3 qkv
+  int early_ = 3;  // LAB_GPU_EARLY: second weight batch before the PDL wait: 0 off, 1 all but o_proj, 2 all, 3 qkv
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
   double last_decode_device_ms_ = -1;
