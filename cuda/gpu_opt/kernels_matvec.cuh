@@ -236,17 +236,17 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   // two batches are live together when the first is consumed anyway.
   const int base1 = S;
   uint4 buf[ROWS][UNROLL];
-  auto load_second = [&]() {
-    if (base1 < nch) {
+  auto load_batch = [&](int base) {  // chunks base + lane + 32u of every row into buf
+    if (base < nch) {
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
-        const int c = base1 + lane + 32 * u;
+        const int c = base + lane + 32 * u;
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
       }
     }
   };
-  if (p.early && any) load_second();
+  if (p.early && any) load_batch(base1);
 
   PdlWait();
   trace.Released();
@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
     // The batch after the first is issued before the first is consumed; then the steady state: each
     // batch is issued before the previous one is used (register double buffering).
-    if (it > 0 || !p.early) load_second();
+    if (it > 0 || !p.early) load_batch(base1);
     if (STAGE) {
       MbarWait(&stage_bar, 0);  // the __syncthreads above made thread 0's MbarInit visible
       const uint4* mine = staged + size_t(warp) * ROWS * S;
@@ -341,15 +341,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       for (int u = 0; u < UNROLL; ++u)
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) cur[r][u] = buf[r][u];
-      const int next = base + 32 * UNROLL;
-      if (next < nch) {
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-          const int c = next + lane + 32 * u;
-#pragma unroll
-          for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
-        }
-      }
+      load_batch(base + 32 * UNROLL);
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
         const int c = base + lane + 32 * u;

@@ -141,17 +141,23 @@ void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
   LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel");
 }
 
+// y = W x with the plain store epilogue: what every engine-kernel version of the lab launches.
+gpu::MatvecParams PlainParams(const __half* W, const float* x, float* y, int M, int K) {
+  gpu::MatvecParams p = {};
+  p.W = W;
+  p.M = M;
+  p.K = K;
+  p.n_units = (M + 1) / 2;
+  p.x = x;
+  p.out = y;
+  return p;
+}
+
 template <int W, int U, int R, int PREFETCH = 0, int PRE = 1>
 Version V5(const char* cfg) {
   return {std::string(PRE > 1 ? "v7 " : PREFETCH ? "v6 " : "v5 ") + cfg + (PREFETCH ? " +L2 prefetch" : ""),
           [](const __half* Wt, const float* x, float* y, int M, int K, cudaStream_t s) {
-            gpu::MatvecParams p = {};
-            p.W = Wt;
-            p.M = M;
-            p.K = K;
-            p.n_units = (M + 1) / 2;
-            p.x = x;
-            p.out = y;
+            gpu::MatvecParams p = PlainParams(Wt, x, y, M, K);
             p.l2_prefetch = PREFETCH;
             RunV5<W, U, R, gpu::kEpiStore, PRE>(p, s);
           }};
@@ -170,13 +176,7 @@ Version V8(const char* cfg, int kb) {
               LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 224 * 1024));
               attr_set = true;
             }
-            gpu::MatvecParams p = {};
-            p.W = Wt;
-            p.M = M;
-            p.K = K;
-            p.n_units = (M + 1) / 2;
-            p.x = x;
-            p.out = y;
+            gpu::MatvecParams p = PlainParams(Wt, x, y, M, K);
             const int nch = K / 8;
             p.stage = std::max(std::min(nch, kb * 1024 / (2 * W * U * 16) / 32 * 32), std::min(nch, 32));
             const size_t smem = gpu::MatvecSmemBytes(K) + gpu::MatvecStageBytes(W, U, p.stage);
@@ -203,13 +203,7 @@ Version V9(const char* cfg) {
               LAB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
               grid = std::max(1, fit) * sms;  // sized for the longest input (64 KB of x): the same grid for every shape
             }
-            gpu::MatvecParams p = {};
-            p.W = Wt;
-            p.M = M;
-            p.K = K;
-            p.n_units = (M + 1) / 2;
-            p.x = x;
-            p.out = y;
+            gpu::MatvecParams p = PlainParams(Wt, x, y, M, K);
             const int per_block = W * U;
             fn<<<std::min(grid, (p.n_units + per_block - 1) / per_block), W * 32, smem, s>>>(p);
             LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel (persistent)");

@@ -248,6 +248,14 @@ def test_gpu_opt_launch_paths_agree(tmp_path, monkeypatch):
 STAGED_PAIRS = [("w8.u2.r2", 4, "w8.u2.r2.s", 12), ("w4.u2.r4", 3, "w4.u2.r4.s", 13), ("w8.u1.r4", 2, "w8.u1.r4.s", 14)]
 
 
+def _tile_model(tmp_path, seed, token_seed):
+    """The tile tests' model: 512 / 1024 inputs are 64 / 128 chunks per row, so a 32-chunk staged first
+    batch leaves a remainder streamed through registers. 30 tokens: 20 prefilled, 10 decoded."""
+    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=1024)
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=seed)
+    return d, np.random.default_rng(token_seed).integers(0, cfg["vocab_size"], 30)
+
+
 def _decode_logits(d, tokens, env, monkeypatch):
     for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY"):
         monkeypatch.delenv(k, raising=False)
@@ -272,9 +280,7 @@ def test_gpu_opt_staged_tiles_bitwise(tmp_path, monkeypatch, pair):
     row, offset or byte count in the copies) changes the logits."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
-    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=1024)  # 64 / 128 chunks per row
-    d = write_model(tmp_path / "m", cfg, "fp16", seed=21)
-    tokens = np.random.default_rng(13).integers(0, cfg["vocab_size"], 30)
+    d, tokens = _tile_model(tmp_path, 21, 13)
     plain, plain_i, staged, staged_i = pair
     want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(plain_i)}, monkeypatch)
     for env in ({"LAB_GPU_MATVEC_CONFIG": str(staged_i)},
@@ -299,9 +305,7 @@ def test_gpu_opt_persistent_tiles_bitwise(tmp_path, monkeypatch, pair):
     skipped, repeated or given another warp's rows changes the logits."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
-    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=1024)
-    d = write_model(tmp_path / "m", cfg, "fp16", seed=23)
-    tokens = np.random.default_rng(17).integers(0, cfg["vocab_size"], 30)
+    d, tokens = _tile_model(tmp_path, 23, 17)
     plain, plain_i, persist, persist_i = pair
     want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(plain_i)}, monkeypatch)
     for grid in (None, "1", "5"):
@@ -320,9 +324,7 @@ def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
     after it changes when loads go out, not what is added: bitwise the same logits and tokens."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
-    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=1024)
-    d = write_model(tmp_path / "m", cfg, "fp16", seed=29)
-    tokens = np.random.default_rng(19).integers(0, cfg["vocab_size"], 30)
+    d, tokens = _tile_model(tmp_path, 29, 19)
     want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_EARLY": "off"}, monkeypatch)
     for early in ("all", "not_o", "qkv"):
         got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_EARLY": early}, monkeypatch)
