@@ -209,66 +209,7 @@ void GpuOptEngine::ReadDecodeEnv() {
     if (attn_min_chunk_ < 8 || attn_min_chunk_ > 1024 || attn_min_chunk_ % 8)
       throw InputError(std::string("LAB_GPU_ATTN_MIN_CHUNK must be a multiple of 8 in 8..1024, not '") + m + "'");
   }
-  // o_proj's first batch staged in shared memory while attention runs (README "Staging o_proj").
-  if (const char* v = std::getenv("LAB_GPU_O_STAGE"); v && *v) {
-    const std::string a = v;
-    o_stage_config_ = -1;
-    std::string names;
-    for (size_t i = 0; i < Configs().size(); ++i) {
-      if (!Configs()[i].staged) continue;
-      names += std::string(" ") + Configs()[i].name;
-      if (a == Configs()[i].name) o_stage_config_ = int(i);
-    }
-    if (o_stage_config_ < 0 && a != "off")
-      throw InputError("LAB_GPU_O_STAGE must be off or one of the staged tiles (" + names + " ), not '" + a + "'");
-  }
-  if (const char* v = std::getenv("LAB_GPU_O_STAGE_KB"); v && *v) {
-    char* end = nullptr;
-    const long kb = std::strtol(v, &end, 10);
-    if (!end || *end || kb < 1 || kb > 256) throw InputError(std::string("LAB_GPU_O_STAGE_KB must be 1..256, not '") + v + "'");
-    stage_kb_ = size_t(kb);
-  }
-  carveout_max_ = o_stage_config_ >= 0;
-  persist_ok_ = EnvFlag("LAB_GPU_PERSIST", true);
-  // LAB_GPU_TILES=qkv=w8.u2.r2,o_proj=w8.u1.r4,...: those kinds skip the auto-tuner (for A/B runs, whose
-  // processes would otherwise each tune, and may pick other tiles where two are within the noise).
-  if (const char* v = std::getenv("LAB_GPU_TILES"); v && *v) {
-    static const char* const kinds[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
-    std::string rest = v;
-    while (!rest.empty()) {
-      const size_t comma = rest.find(',');
-      const std::string item = rest.substr(0, comma);
-      rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
-      const size_t eq = item.find('=');
-      int k = -1, ci = -1;
-      for (int i = 0; i < kNumKinds && eq != std::string::npos; ++i)
-        if (item.compare(0, eq, kinds[i]) == 0 && eq == std::strlen(kinds[i])) k = i;
-      for (size_t i = 0; i < Configs().size() && eq != std::string::npos; ++i)
-        if (item.substr(eq + 1) == Configs()[i].name && !Configs()[i].staged && !(Configs()[i].persist && k == kLm))
-          ci = int(i);
-      if (k < 0 || ci < 0)
-        throw InputError("LAB_GPU_TILES: '" + item + "' is not <qkv|o_proj|gate_up|down|lm_head>=<a tile> (staged tiles " +
-                         "are LAB_GPU_O_STAGE's; lm_head takes no persistent tile)");
-      pinned_[k] = ci;
-    }
-  }
-  if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v) {
-    const std::string a = v;
-    if (a != "all" && a != "not_o" && a != "qkv" && a != "off")
-      throw InputError("LAB_GPU_EARLY must be all, not_o, qkv or off, not '" + a + "'");
-    early_ = a == "all" ? 2 : a == "not_o" ? 1 : a == "qkv" ? 3 : 0;
-  }
-  if (const char* v = std::getenv("LAB_GPU_PERSIST_GRID"); v && *v) {
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    if (!end || *end || n < 1 || n > 65535) throw InputError(std::string("LAB_GPU_PERSIST_GRID must be 1..65535, not '") + v + "'");
-    persist_grid_ = int(n);
-  }
-  if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v) {
-    const std::string a = v;
-    if (a != "max" && a != "auto") throw InputError("LAB_GPU_CARVEOUT must be max or auto, not '" + a + "'");
-    carveout_max_ = a == "max";
-  }
+  ReadTileEnv();
   attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_, attn_u);
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
   attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);

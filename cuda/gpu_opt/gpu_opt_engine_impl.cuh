@@ -94,6 +94,7 @@ class GpuOptEngine : public Engine {
   void Release();
   void Init(const ModelFile& file);
   void ReadDecodeEnv();  // called by Init
+  void ReadTileEnv();    // gpu_opt_tune.cu; called by ReadDecodeEnv
   void DecodeStep(int32_t token, int64_t pos, float* logits);
   void EnqueueDecode(bool pdl, int gen_step = -1);
   cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0);

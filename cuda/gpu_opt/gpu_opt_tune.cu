@@ -1,10 +1,14 @@
 // Stage 4 — gpu_opt's matvec tiles and their tuning at engine start (GpuOptEngine::AutoTune, GraphTune;
 // the class is in gpu_opt_engine_impl.cuh). A tile is (warps per block, row-pair units per warp, 16-byte
-// loads per row per batch, batches issued before the PDL wait): the kernel lab's versions (cuda/kernels)
-// that won somewhere. Which one is fastest depends on the matrix shape and the card, so the engine times
-// them on its own weights and keeps the fastest per layer kind.
+// loads per row per batch, batches issued before the PDL wait; staged or persistent): the kernel lab's
+// versions (cuda/kernels) that won somewhere. Which one is fastest depends on the matrix shape, the card
+// and the neighbouring kernels, so the engine times them on its own weights, alone and then in the
+// captured step, and keeps the fastest per layer kind. Also the tile knobs (ReadTileEnv) and o_proj's
+// staging budget (SetupStaging).
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -194,7 +198,71 @@ void GpuOptEngine::AutoTune() {
   LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-// ---- staging o_proj (README "Staging o_proj") ----
+// The tile knobs (the engine file's header lists them); called by ReadDecodeEnv, so a bad value throws
+// InputError before any device work.
+void GpuOptEngine::ReadTileEnv() {
+  // o_proj's first batch staged in shared memory while attention runs (README "The third pass").
+  if (const char* v = std::getenv("LAB_GPU_O_STAGE"); v && *v) {
+    const std::string a = v;
+    o_stage_config_ = -1;
+    std::string names;
+    for (size_t i = 0; i < Configs().size(); ++i) {
+      if (!Configs()[i].staged) continue;
+      names += std::string(" ") + Configs()[i].name;
+      if (a == Configs()[i].name) o_stage_config_ = int(i);
+    }
+    if (o_stage_config_ < 0 && a != "off")
+      throw InputError("LAB_GPU_O_STAGE must be off or one of the staged tiles (" + names + " ), not '" + a + "'");
+  }
+  if (const char* v = std::getenv("LAB_GPU_O_STAGE_KB"); v && *v) {
+    char* end = nullptr;
+    const long kb = std::strtol(v, &end, 10);
+    if (!end || *end || kb < 1 || kb > 256) throw InputError(std::string("LAB_GPU_O_STAGE_KB must be 1..256, not '") + v + "'");
+    stage_kb_ = size_t(kb);
+  }
+  carveout_max_ = o_stage_config_ >= 0;
+  persist_ok_ = EnvFlag("LAB_GPU_PERSIST", true);
+  // LAB_GPU_TILES=qkv=w8.u2.r2,o_proj=w8.u1.r4,...: those kinds skip the auto-tuner (for A/B runs, whose
+  // processes would otherwise each tune, and may pick other tiles where two are within the noise).
+  if (const char* v = std::getenv("LAB_GPU_TILES"); v && *v) {
+    std::string rest = v;
+    while (!rest.empty()) {
+      const size_t comma = rest.find(',');
+      const std::string item = rest.substr(0, comma);
+      rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+      const size_t eq = item.find('=');
+      int k = -1, ci = -1;
+      for (int i = 0; i < kNumKinds && eq != std::string::npos; ++i)
+        if (item.compare(0, eq, kKindNames[i]) == 0 && eq == std::strlen(kKindNames[i])) k = i;
+      for (size_t i = 0; i < Configs().size() && eq != std::string::npos; ++i)
+        if (item.substr(eq + 1) == Configs()[i].name && !Configs()[i].staged && !(Configs()[i].persist && k == kLm))
+          ci = int(i);
+      if (k < 0 || ci < 0)
+        throw InputError("LAB_GPU_TILES: '" + item + "' is not <qkv|o_proj|gate_up|down|lm_head>=<a tile> (staged tiles " +
+                         "are LAB_GPU_O_STAGE's; lm_head takes no persistent tile)");
+      pinned_[k] = ci;
+    }
+  }
+  if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v) {
+    const std::string a = v;
+    if (a != "all" && a != "not_o" && a != "qkv" && a != "off")
+      throw InputError("LAB_GPU_EARLY must be all, not_o, qkv or off, not '" + a + "'");
+    early_ = a == "all" ? 2 : a == "not_o" ? 1 : a == "qkv" ? 3 : 0;
+  }
+  if (const char* v = std::getenv("LAB_GPU_PERSIST_GRID"); v && *v) {
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (!end || *end || n < 1 || n > 65535) throw InputError(std::string("LAB_GPU_PERSIST_GRID must be 1..65535, not '") + v + "'");
+    persist_grid_ = int(n);
+  }
+  if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v) {
+    const std::string a = v;
+    if (a != "max" && a != "auto") throw InputError("LAB_GPU_CARVEOUT must be max or auto, not '" + a + "'");
+    carveout_max_ = a == "max";
+  }
+}
+
+// ---- staging o_proj (README "The third pass") ----
 // o_proj follows attention, which is latency-bound: for ~10 us per layer HBM has almost nothing to do.
 // With LAB_GPU_O_STAGE the o_proj blocks, launched as soon as attention's blocks have started (PDL),
 // copy the first part of their rows into shared memory before they wait: as much as fits in an SM
