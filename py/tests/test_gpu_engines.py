@@ -333,12 +333,11 @@ def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
 
 
 @pytest.mark.gpu
-def test_gpu_opt_staging_knobs_refused(tmp_path, monkeypatch):
-    """Unknown staging values are refused, naming what would work, before the engine allocates anything."""
+def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
+    """Unknown tile-knob values are refused, naming what would work, before the engine allocates anything."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
-    cfg = CASES["gqa4_hd64_ropeparams"]
-    d = write_model(tmp_path / "m", cfg, "fp16", seed=5)
+    d, _ = _tile_model(tmp_path, 5, 5)
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
