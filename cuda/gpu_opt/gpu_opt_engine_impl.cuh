@@ -80,6 +80,9 @@ class GpuOptEngine : public Engine {
   ~GpuOptEngine() override { Release(); }
 
   std::string name() const override { return "gpu_opt"; }
+  // The matvec tile each kind runs (the tuners' picks move decode speed by a few percent, so every bench
+  // row names them), and LAB_GPU_EARLY where it is not the default. gpu_opt_tune.cu.
+  std::string variant() const override;
   double last_decode_device_ms() const { return last_decode_device_ms_; }
   // LAB_GPU_TRACE=1: where decode() steps' time went inside the graph, per kind of launch (CollectTrace).
   std::vector<std::pair<std::string, double>> PhaseSeconds() const override;

@@ -262,6 +262,14 @@ void GpuOptEngine::ReadTileEnv() {
   }
 }
 
+std::string GpuOptEngine::variant() const {
+  std::string s;
+  for (int k = 0; k < kNumKinds; ++k) s += std::string(k ? ", " : "") + kKindNames[k] + " " + Configs()[config_[k]].name;
+  static const char* const kEarly[] = {"off", "not_o", "all", "qkv"};
+  if (early_ != 3) s += std::string(", early ") + kEarly[early_];
+  return s;
+}
+
 // ---- staging o_proj (README "The third pass") ----
 // o_proj follows attention, which is latency-bound: for ~10 us per layer HBM has almost nothing to do.
 // With LAB_GPU_O_STAGE the o_proj blocks, launched as soon as attention's blocks have started (PDL),

@@ -333,6 +333,22 @@ def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
 
 
 @pytest.mark.gpu
+def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
+    """engine.variant names every kind's tile (the bench puts it on each row); LAB_GPU_TILES pins a kind's
+    tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY is named too."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    d, _ = _tile_model(tmp_path, 7, 7)
+    kinds = ("qkv", "o_proj", "gate_up", "down", "lm_head")
+    v = _engine.Engine("gpu_opt", str(d), 64).variant
+    assert [part.split(" ")[0] for part in v.split(", ")] == list(kinds), v
+    monkeypatch.setenv("LAB_GPU_TILES", "down=w2.u1.r8,qkv=w8.u2.r2.b")
+    monkeypatch.setenv("LAB_GPU_EARLY", "off")
+    v = _engine.Engine("gpu_opt", str(d), 64).variant
+    assert "down w2.u1.r8" in v and "qkv w8.u2.r2.b" in v and v.endswith("early off"), v
+
+
+@pytest.mark.gpu
 def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     """Unknown tile-knob values are refused, naming what would work, before the engine allocates anything."""
     if not gpu_present():
