@@ -304,11 +304,22 @@ void GpuOptEngine::SetupStaging() {
                        kSmemMargin;
   stage_budget_ = stage_kb_ ? stage_kb_ * 1024 : size_t(std::max<int64_t>(0, room));
   if (o_stage_config_ >= 0) config_[kO] = o_stage_config_;
+  // A function's carveout is the process's, not the engine's: an engine made after one with
+  // LAB_GPU_CARVEOUT=max (the kernel lab's engine rows, a test run) hands its kernels back to the driver's
+  // choice, so that it is not timed on the split that cost 5%. Only a hint: a refusal is ignored.
+  static bool carveout_set = false;
   if (carveout_max_) {  // one L1/shared split for every decode kernel, so that their blocks can share an SM
     for (const MatvecConfig& m : cfgs)
       for (MatvecFn f : m.fn)
         LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
     LAB_CUDA_CHECK(cudaFuncSetAttribute(attn_fn_, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+    carveout_set = true;
+  } else if (carveout_set) {
+    for (const MatvecConfig& m : cfgs)
+      for (MatvecFn f : m.fn) cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutDefault);
+    cudaFuncSetAttribute(attn_fn_, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutDefault);
+    cudaGetLastError();
+    carveout_set = false;
   }
   if (verbose_ && o_stage_config_ >= 0)
     std::fprintf(stderr, "gpu_opt: o_proj staged with %s: %d of %d chunks per row in shared memory (%zu KB per block)\n",
