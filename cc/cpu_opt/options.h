@@ -3,7 +3,7 @@
 // engine file reads as the lesson.
 //
 // Knobs for experiments (environment, read when an engine is created; variants.py compares them; a bad
-// value is refused with an InputError naming the choices, by EnvChoice here or by kernels.cc):
+// value is refused with an InputError naming the choices, by EnvChoice (cc/core/env.h) or by kernels.cc):
 //   LAB_CPU_ISA=avx512|avx2|scalar   the kernel table (kernels.h, SelectKernels)
 //   LAB_CPU_PREFILL=mlp|bf16|fp32    where prefill uses bf16 products (kernels.h, SelectPrefill)
 //   LAB_CPU_ATTN=tile|token          prefill attention kernel (default tile where the table has one)
@@ -29,6 +29,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "cc/core/env.h"  // EnvChoice
 #include "cc/core/weights.h"
 
 namespace lab {
@@ -39,10 +40,6 @@ constexpr int64_t kMaxSplits = 16;      // decode attention: most key ranges per
 
 // The prefill chunk: kPrefillChunk, or LAB_CPU_PREFILL_CHUNK (16..4096 tokens) for experiments.
 int64_t PrefillChunk();
-// The index of environment variable `name`'s value in `values`; values[0] is the default, also when the
-// variable is unset or empty. Any other value is refused, naming the choices (and `more`, a description
-// of choices the caller parses itself).
-int EnvChoice(const char* name, std::initializer_list<const char*> values, const std::string& more = "");
 // LAB_CPU_PAGES: where the weights live (default: a copy on 2 MiB pages).
 WeightMemory CpuPages();
 // LAB_CPU_DECODE: one parallel region per decode step (default) or one per op.

@@ -64,23 +64,15 @@ print("RESULT " + json.dumps(res))
 
 
 def read_ceiling():
-    """The higher of the lab's read kernel and torch's x.sum() over 4 GiB (the bench's GPU read roof)."""
-    from lab import _engine
-    from lab.bench.ceilings import _cuda_time  # same method as the bench's gpu_ceilings
+    """The bench's GPU read roof (lab.bench.ceilings.gpu_read_ceiling: the higher of the lab's read kernel
+    and torch's x.sum(), 4 GiB, 10 passes each)."""
     import torch
+    from lab.bench.ceilings import gpu_read_ceiling
 
-    x = torch.randn((4 << 30) // 2, dtype=torch.float16, device="cuda")
-    nb = x.numel() * 2
-    t = _cuda_time(lambda: x.sum(), 3, 10)
-    torch_gbps = [nb / s / 1e9 for s in t]
-    name = torch.cuda.get_device_name(0)
-    del x
+    read, _, _ = gpu_read_ceiling(4 << 30, 10, log=lambda *_: None)
     torch.cuda.empty_cache()
-    lab_gbps, how = _engine.gpu_read_bandwidth(4 << 30, 10)
-    best = max(max(lab_gbps), max(torch_gbps))
-    return {"best": best, "median": sorted(lab_gbps)[len(lab_gbps) // 2], "card": name,
-            "method": f"the higher of {how} (best {max(lab_gbps):.0f}) and torch x.sum() over 4.0 GiB fp16 "
-                      f"(best {max(torch_gbps):.0f}), 10 passes each"}
+    return {"best": read["best"], "median": read["median"], "card": torch.cuda.get_device_name(0),
+            "method": read["method"]}
 
 
 def main():

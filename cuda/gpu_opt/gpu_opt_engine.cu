@@ -50,6 +50,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "cc/core/env.h"
 #include "cc/core/errors.h"
 #include "cuda/gpu_opt/gpu_opt_engine_impl.cuh"
 #include "cuda/gpu_opt/kernels_prefill.cuh"
@@ -159,11 +160,7 @@ void GpuOptEngine::ReadDecodeEnv() {
     l2_prefetch_o_ = l2_prefetch_all_ || v == "o";
   }
   verbose_ = EnvFlag("LAB_GPU_VERBOSE", false);
-  if (const char* v = std::getenv("LAB_GPU_DECODE_ATTN"); v && *v) {
-    const std::string a = v;
-    if (a != "v1" && a != "v2") throw InputError("LAB_GPU_DECODE_ATTN must be v1 or v2, not '" + a + "'");
-    decode_attn_v2_ = a == "v2";
-  }
+  decode_attn_v2_ = EnvChoice("LAB_GPU_DECODE_ATTN", {"v2", "v1"}) == 0;
   // 64 key splits with V2 (its merge loops over splits): at context ~2,200 each block then takes one
   // round of K/V loads (64 keys) instead of two; below 1,024 keys the split size is the same 32 keys
   // as with 32 splits. V1 merges at most 32 splits.
@@ -176,16 +173,8 @@ void GpuOptEngine::ReadDecodeEnv() {
                        (decode_attn_v2_ ? "v2" : "v1"));
     attn_splits_ = n;
   }
-  if (const char* v = std::getenv("LAB_GPU_LOGITS"); v && *v) {
-    const std::string a = v;
-    if (a != "mapped" && a != "copy") throw InputError("LAB_GPU_LOGITS must be mapped or copy, not '" + a + "'");
-    logits_mapped_ = a == "mapped";
-  }
-  if (const char* v = std::getenv("LAB_GPU_TUNE"); v && *v) {
-    const std::string a = v;
-    if (a != "graph" && a != "kernel") throw InputError("LAB_GPU_TUNE must be graph or kernel, not '" + a + "'");
-    graph_tune_ = a == "graph";
-  }
+  logits_mapped_ = EnvChoice("LAB_GPU_LOGITS", {"mapped", "copy"}) == 0;
+  graph_tune_ = EnvChoice("LAB_GPU_TUNE", {"graph", "kernel"}) == 0;
   // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
   // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
   if (const char* w = std::getenv("LAB_GPU_ATTN_WARPS")) {
@@ -555,7 +544,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   p.x = x;
   p.pos = pos;
   p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
-  p.early = early_ == 2 || (early_ == 1 && kind != kO) || (early_ == 3 && kind == kQkv) ? 1 : 0;
+  p.early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
   const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
   switch (kind) {
     case kQkv:
@@ -624,10 +613,13 @@ void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecPar
   }
   if (mc.persist) {  // as many blocks as fit on the SMs alone (or LAB_GPU_PERSIST_GRID), at most the one-task grid
     int grid = persist_grid_;
-    if (grid <= 0) {
-      int fit = 0;
-      LAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, mc.fn[epi], mc.warps * 32, smem));
-      grid = std::max(1, fit) * prop_.multiProcessorCount;
+    if (grid <= 0) {  // blocks per SM, asked once per kernel and shared-memory size (not on every launch)
+      int& fit = persist_fit_[{mc.fn[epi], smem}];
+      if (fit == 0) {
+        LAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, mc.fn[epi], mc.warps * 32, smem));
+        fit = std::max(1, fit);
+      }
+      grid = fit * prop_.multiProcessorCount;
     }
     blocks = std::min<unsigned>(blocks, unsigned(grid));
   }

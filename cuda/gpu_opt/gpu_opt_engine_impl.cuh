@@ -11,7 +11,9 @@
 #include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cc/core/config.h"
@@ -173,9 +175,11 @@ class GpuOptEngine : public Engine {
   size_t stage_budget_ = 0;    // bytes of staged weight rows per block of a staged tile (SetupStaging)
   size_t stage_kb_ = 0;        // LAB_GPU_O_STAGE_KB: stage_budget_ set by hand (0: what fits beside attention)
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
-  int early_ = 3;  // LAB_GPU_EARLY: second weight batch before the PDL wait: 0 off, 1 all but o_proj, 2 all, 3 qkv
+  // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
+  enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
+  std::map<std::pair<MatvecFn, size_t>, int> persist_fit_;  // LaunchMatvec: blocks per SM by (kernel, smem)
   double last_decode_device_ms_ = -1;
   // LAB_GPU_TRACE=1 (decode() steps only; generation graphs are not traced): trace_ holds three
   // globaltimer slots per launch of a step (TraceMarks), trace_kind_ the kind of each, and trace_sum_

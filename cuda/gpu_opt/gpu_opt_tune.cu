@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cc/core/env.h"
 #include "cc/core/errors.h"
 #include "cuda/gpu_opt/gpu_opt_engine_impl.cuh"
 
@@ -214,12 +215,7 @@ void GpuOptEngine::ReadTileEnv() {
     if (o_stage_config_ < 0 && a != "off")
       throw InputError("LAB_GPU_O_STAGE must be off or one of the staged tiles (" + names + " ), not '" + a + "'");
   }
-  if (const char* v = std::getenv("LAB_GPU_O_STAGE_KB"); v && *v) {
-    char* end = nullptr;
-    const long kb = std::strtol(v, &end, 10);
-    if (!end || *end || kb < 1 || kb > 256) throw InputError(std::string("LAB_GPU_O_STAGE_KB must be 1..256, not '") + v + "'");
-    stage_kb_ = size_t(kb);
-  }
+  stage_kb_ = size_t(EnvInt("LAB_GPU_O_STAGE_KB", 1, 256, 0));
   carveout_max_ = o_stage_config_ >= 0;
   persist_ok_ = EnvFlag("LAB_GPU_PERSIST", true);
   // LAB_GPU_TILES=qkv=w8.u2.r2,o_proj=w8.u1.r4,...: those kinds skip the auto-tuner (for A/B runs, whose
@@ -243,30 +239,19 @@ void GpuOptEngine::ReadTileEnv() {
       pinned_[k] = ci;
     }
   }
-  if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v) {
-    const std::string a = v;
-    if (a != "all" && a != "not_o" && a != "qkv" && a != "off")
-      throw InputError("LAB_GPU_EARLY must be all, not_o, qkv or off, not '" + a + "'");
-    early_ = a == "all" ? 2 : a == "not_o" ? 1 : a == "qkv" ? 3 : 0;
-  }
-  if (const char* v = std::getenv("LAB_GPU_PERSIST_GRID"); v && *v) {
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    if (!end || *end || n < 1 || n > 65535) throw InputError(std::string("LAB_GPU_PERSIST_GRID must be 1..65535, not '") + v + "'");
-    persist_grid_ = int(n);
-  }
-  if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v) {
-    const std::string a = v;
-    if (a != "max" && a != "auto") throw InputError("LAB_GPU_CARVEOUT must be max or auto, not '" + a + "'");
-    carveout_max_ = a == "max";
-  }
+  // (EarlyBatch's order; unset: qkv, hence the explicit check before EnvChoice, whose default is the first.)
+  if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v)
+    early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
+  persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
+  if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
+    carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
 }
 
 std::string GpuOptEngine::variant() const {
   std::string s;
   for (int k = 0; k < kNumKinds; ++k) s += std::string(k ? ", " : "") + kKindNames[k] + " " + Configs()[config_[k]].name;
-  static const char* const kEarly[] = {"off", "not_o", "all", "qkv"};
-  if (early_ != 3) s += std::string(", early ") + kEarly[early_];
+  static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
+  if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
   return s;
 }
 

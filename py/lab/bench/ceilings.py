@@ -161,21 +161,16 @@ def _cuda_time(fn, warmup, repeats):
     return times
 
 
-def gpu_ceilings(read_bytes=4 << 30, matmul_n=8192, repeats=10, log=print) -> dict:
+def gpu_read_ceiling(read_bytes=4 << 30, repeats=10, log=print) -> tuple:
+    """The GPU read roof: (read, read_lab, read_torch), read the higher of the two (its method names the
+    other); read_lab is None for a module without the lab's read kernel."""
     import torch
 
-    dev = torch.device("cuda")
-    name = torch.cuda.get_device_name(dev)
-    log(f"ceilings: GPU ({name}) read, copy, fp16 matmul...")
-    x = torch.randn(int(read_bytes) // 2, dtype=torch.float16, device=dev)
+    x = torch.randn(int(read_bytes) // 2, dtype=torch.float16, device="cuda")
     nb = x.numel() * 2
     t = _cuda_time(lambda: x.sum(), 3, repeats)
     read_torch = _ceiling([nb / s / 1e9 for s in t], "GB/s", f"torch x.sum() over {nb / 2**30:.1f} GiB fp16")
-    y = torch.empty_like(x)
-    t = _cuda_time(lambda: y.copy_(x), 3, repeats)
-    copy = _ceiling([2 * nb / s / 1e9 for s in t], "GB/s",
-                    f"torch y.copy_(x) of {nb / 2**30:.1f} GiB fp16, bytes read + written")
-    del x, y
+    del x
     torch.cuda.empty_cache()
     read_lab = None
     try:
@@ -189,6 +184,24 @@ def gpu_ceilings(read_bytes=4 << 30, matmul_n=8192, repeats=10, log=print) -> di
     other = read_torch if read is read_lab else read_lab
     read = dict(read, method=read["method"] + (f"; the other read: {other['best']:.0f} GB/s, {other['method']}"
                                                if other else ""))
+    return read, read_lab, read_torch
+
+
+def gpu_ceilings(read_bytes=4 << 30, matmul_n=8192, repeats=10, log=print) -> dict:
+    import torch
+
+    dev = torch.device("cuda")
+    name = torch.cuda.get_device_name(dev)
+    log(f"ceilings: GPU ({name}) read, copy, fp16 matmul...")
+    read, read_lab, read_torch = gpu_read_ceiling(read_bytes, repeats, log)
+    x = torch.randn(int(read_bytes) // 2, dtype=torch.float16, device=dev)
+    nb = x.numel() * 2
+    y = torch.empty_like(x)
+    t = _cuda_time(lambda: y.copy_(x), 3, repeats)
+    copy = _ceiling([2 * nb / s / 1e9 for s in t], "GB/s",
+                    f"torch y.copy_(x) of {nb / 2**30:.1f} GiB fp16, bytes read + written")
+    del x, y
+    torch.cuda.empty_cache()
     a = torch.randn(matmul_n, matmul_n, dtype=torch.float16, device=dev)
     b = torch.randn(matmul_n, matmul_n, dtype=torch.float16, device=dev)
     t = _cuda_time(lambda: torch.matmul(a, b), 5, repeats)
