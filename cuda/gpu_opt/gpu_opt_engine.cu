@@ -20,9 +20,10 @@
 // config i for every kind), LAB_GPU_TUNE=graph|kernel (default graph: each matvec timed alone, then each
 // kind's tile re-chosen by timing replays of the whole captured decode step, for models of 256 MB or
 // more; kernel: the first part only, whose picks differ from process to process by up to 3% of decode
-// speed, README "The third pass"), LAB_GPU_DECODE_ATTN=v2|v1 (decode attention: v2, the default, lets
+// speed, README "The third pass"), LAB_GPU_DECODE_ATTN=v2|v1|v3 (decode attention: v2, the default, lets
 // o_proj launch while attention runs and merges any number of splits with fewer round trips; v1 the
-// earlier kernel), LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with
+// earlier kernel; v3, work in progress on branch wip/attn-cluster, not yet run on a card: the splits
+// of a kv head merged in thread-block clusters of 8 through distributed shared memory), LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with
 // v2, 32 with v1, the most each merges), LAB_GPU_ATTN_WARPS=2|4 (warps per decode attention block, v2 only),
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
@@ -85,24 +86,27 @@ void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStr
   cuda::Check(cudaLaunchKernelEx(&cfg, kernel, args...), what, __FILE__, __LINE__);
 }
 
-template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0>
+template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0, int CL = 0>
 AttnFn AttnFor(int G) {
   switch (G) {
-    case 1: return gpu::AttentionKernel<HD, 1, V2, W, U>;
-    case 2: return gpu::AttentionKernel<HD, 2, V2, W, U>;
-    case 3: return gpu::AttentionKernel<HD, 3, V2, W, U>;
-    case 4: return gpu::AttentionKernel<HD, 4, V2, W, U>;
-    case 5: return gpu::AttentionKernel<HD, 5, V2, W, U>;
-    case 6: return gpu::AttentionKernel<HD, 6, V2, W, U>;
-    case 7: return gpu::AttentionKernel<HD, 7, V2, W, U>;
-    case 8: return gpu::AttentionKernel<HD, 8, V2, W, U>;
+    case 1: return gpu::AttentionKernel<HD, 1, V2, W, U, CL>;
+    case 2: return gpu::AttentionKernel<HD, 2, V2, W, U, CL>;
+    case 3: return gpu::AttentionKernel<HD, 3, V2, W, U, CL>;
+    case 4: return gpu::AttentionKernel<HD, 4, V2, W, U, CL>;
+    case 5: return gpu::AttentionKernel<HD, 5, V2, W, U, CL>;
+    case 6: return gpu::AttentionKernel<HD, 6, V2, W, U, CL>;
+    case 7: return gpu::AttentionKernel<HD, 7, V2, W, U, CL>;
+    case 8: return gpu::AttentionKernel<HD, 8, V2, W, U, CL>;
   }
   return nullptr;
 }
 
 // warps: 4 (kAttnWarps) for every path; 2 only with V2 (decode, LAB_GPU_ATTN_WARPS=2). u: 0 (the
 // kernel's rule) or 4 (V2 with 4 warps only, LAB_GPU_ATTN_U=4).
-AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u = 0) {
+AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u = 0, int cluster = 0) {
+  if (v2 && cluster == gpu::kAttnCluster && warps == gpu::kAttnWarps && u == 4)
+    return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G)
+                    : AttnFor<128, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G);
   if (v2 && warps == 2) return hd == 64 ? AttnFor<64, true, 2>(G) : AttnFor<128, true, 2>(G);
   if (v2 && u == 4) return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4>(G) : AttnFor<128, true, gpu::kAttnWarps, 4>(G);
   if (hd == 64) return v2 ? AttnFor<64, true>(G) : AttnFor<64, false>(G);
@@ -160,7 +164,11 @@ void GpuOptEngine::ReadDecodeEnv() {
     l2_prefetch_o_ = l2_prefetch_all_ || v == "o";
   }
   verbose_ = EnvFlag("LAB_GPU_VERBOSE", false);
-  decode_attn_v2_ = EnvChoice("LAB_GPU_DECODE_ATTN", {"v2", "v1"}) == 0;
+  {
+    const int a = EnvChoice("LAB_GPU_DECODE_ATTN", {"v2", "v1", "v3"});
+    decode_attn_v2_ = a != 1;
+    attn_cluster_ = a == 2 ? gpu::kAttnCluster : 0;
+  }
   // 64 key splits with V2 (its merge loops over splits): at context ~2,200 each block then takes one
   // round of K/V loads (64 keys) instead of two; below 1,024 keys the split size is the same 32 keys
   // as with 32 splits. V1 merges at most 32 splits.
@@ -172,6 +180,9 @@ void GpuOptEngine::ReadDecodeEnv() {
       throw InputError("LAB_GPU_ATTN_SPLITS must be 1.." + std::to_string(cap) + " with decode attention " +
                        (decode_attn_v2_ ? "v2" : "v1"));
     attn_splits_ = n;
+    if (attn_cluster_ && n % attn_cluster_)
+      throw InputError("LAB_GPU_ATTN_SPLITS must be a multiple of " + std::to_string(attn_cluster_) +
+                       " with decode attention v3 (whole clusters)");
   }
   logits_mapped_ = EnvChoice("LAB_GPU_LOGITS", {"mapped", "copy"}) == 0;
   graph_tune_ = EnvChoice("LAB_GPU_TUNE", {"graph", "kernel"}) == 0;
@@ -199,7 +210,9 @@ void GpuOptEngine::ReadDecodeEnv() {
       throw InputError(std::string("LAB_GPU_ATTN_MIN_CHUNK must be a multiple of 8 in 8..1024, not '") + m + "'");
   }
   ReadTileEnv();
-  attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_, attn_u);
+  if (attn_cluster_ && (attn_warps_ != gpu::kAttnWarps || attn_u != 4))
+    throw InputError("decode attention v3 runs 4 warps with 4 steps in flight (LAB_GPU_ATTN_WARPS / LAB_GPU_ATTN_U)");
+  attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_, attn_u, attn_cluster_);
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
   attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
 }
@@ -664,6 +677,23 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   a.skip_idle = attn_skip_idle_;
   a.min_chunk = prefill ? 32 : attn_min_chunk_;
   a.trace = prefill ? nullptr : TraceSlot(kNumKinds);
+  if (!prefill && attn_cluster_) {  // V3: clusters of attn_cluster_ consecutive splits of a kv head
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B));
+    cfg.blockDim = dim3(unsigned(attn_warps_ * 32));
+    cfg.stream = stream_;
+    cudaLaunchAttribute attr[2];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = unsigned(attn_cluster_);
+    attr[0].val.clusterDim.z = 1;
+    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 2 : 1;
+    cuda::Check(cudaLaunchKernelEx(&cfg, attn_fn_, a), "AttentionKernel (v3, clusters)", __FILE__, __LINE__);
+    return;
+  }
   Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
          dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0,
          stream_, pdl, "AttentionKernel", a);

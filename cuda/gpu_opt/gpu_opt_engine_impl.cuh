@@ -166,6 +166,7 @@ class GpuOptEngine : public Engine {
   bool decode_attn_v2_ = true, graph_tune_ = true, logits_mapped_ = true;
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
   int attn_splits_ = gpu::kAttnMaxSplitsV2;  // decode attention grid: kv heads x attn_splits_
+  int attn_cluster_ = 0;                     // LAB_GPU_DECODE_ATTN=v3: splits per thread-block cluster
   int attn_warps_ = gpu::kAttnWarps;         // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)
   int attn_min_chunk_ = 16;                  // fewest keys per decode attention split (LAB_GPU_ATTN_MIN_CHUNK)
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)

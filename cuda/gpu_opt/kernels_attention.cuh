@@ -4,6 +4,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cooperative_groups.h>
+
 #include <cstdint>
 
 #include "cuda/gpu_opt/kernels_common.cuh"
@@ -39,6 +41,8 @@ constexpr int kAttnMaxSplits = 32;
 // V2's merge loops over the splits (V1's gives each split a lane): the engine may launch up to this
 // many (LAB_GPU_ATTN_SPLITS), so that long contexts still take one round of loads per block.
 constexpr int kAttnMaxSplitsV2 = 64;
+// V3 (work in progress): the splits of a kv head merge in thread-block clusters of this many blocks.
+constexpr int kAttnCluster = 8;
 
 __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float mo, float lo, const float* acco) {
   const float mn = fmaxf(m, mo);
@@ -48,6 +52,72 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = acc[i] * ca + acco[i] * cb;
   m = mn;
+}
+
+// V3's merge (AttentionKernel's CL > 0), called by every thread of a block of a working cluster with
+// the block's own (acc, (m, l)) in shared memory. Slice r = [r * PER, (r + 1) * PER) of the G*HD outputs
+// is block rank r's to merge.
+template <int HD, int G, int WARPS, int CL>
+__device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, int t, int kvh, int s, int n_splits,
+                             int q_dim) {
+  namespace cg = cooperative_groups;
+  constexpr int PER = G * HD / CL;
+  static_assert(G * HD % CL == 0, "slices of equal size");
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every member's state is in its shared memory
+  const int rank = int(cluster.block_rank());
+  const int c0 = s - rank;  // this cluster's first split
+  const int members = min(CL, n_splits - c0);
+  const int n_cl = (n_splits + CL - 1) / CL, cl_idx = c0 / CL;
+  // Cluster partials: slot (token, head, cluster) of the [B, n_kv, S / CL] slots, acc [G*HD] each and
+  // (m, l) per rank [CL][G]: within the [B, n_kv, S, G, HD] and [B, n_kv, S, G] buffers of V1/V2.
+  const size_t cslot0 = (size_t(t) * p.n_kv + kvh) * (gridDim.y / CL);
+  for (int i = threadIdx.x; i < PER; i += WARPS * 32) {
+    const int idx = rank * PER + i, g = idx / HD, d = idx % HD;
+    float M = -INFINITY;
+    for (int j = 0; j < members; ++j) M = fmaxf(M, cluster.map_shared_rank(cl_ml, j)[g].x);
+    float L = 0.f, A = 0.f;
+    for (int j = 0; j < members; ++j) {
+      const float2 ml = cluster.map_shared_rank(cl_ml, j)[g];
+      const float c = ml.x == -INFINITY ? 0.f : exp2f(ml.x - M);
+      L += ml.y * c;
+      A += cluster.map_shared_rank(cl_acc, j)[idx] * c;
+    }
+    if (n_cl == 1) {
+      p.out[size_t(t) * q_dim + kvh * G * HD + idx] = A / L;
+    } else {  // this cluster's partial of the slice; (m, l) written once per (rank, head) it touches
+      const size_t slot = cslot0 + cl_idx;
+      p.part_acc[slot * G * HD + idx] = A;
+      if (i == 0 || d == 0) p.part_ml[(slot * CL + rank) * G + g] = make_float2(M, L);
+    }
+  }
+  cluster.sync();  // no member leaves (and frees its shared memory) while others still read it
+  if (n_cl == 1) return;
+
+  // The last cluster to finish this slice merges it over the clusters (V2's release / acquire).
+  __shared__ int sm_last_cl;
+  unsigned* const counter = p.counters + (size_t(t) * p.n_kv + kvh) * CL + rank;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    sm_last_cl = atomicAdd(counter, 1u) == unsigned(n_cl - 1);
+  }
+  __syncthreads();
+  if (!sm_last_cl) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < PER; i += WARPS * 32) {
+    const int idx = rank * PER + i, g = idx / HD;
+    float M = -INFINITY, L = 0.f, A = 0.f;
+    for (int c = 0; c < n_cl; ++c) M = fmaxf(M, __ldcg(p.part_ml + ((cslot0 + c) * CL + rank) * G + g).x);
+    for (int c = 0; c < n_cl; ++c) {
+      const float2 ml = __ldcg(p.part_ml + ((cslot0 + c) * CL + rank) * G + g);
+      const float w = ml.x == -INFINITY ? 0.f : exp2f(ml.x - M);
+      L = fmaf(ml.y, w, L);
+      A = fmaf(__ldcg(p.part_acc + (cslot0 + c) * G * HD + idx), w, A);
+    }
+    p.out[size_t(t) * q_dim + kvh * G * HD + idx] = A / L;
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
 }
 
 // Contract:
@@ -76,8 +146,18 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 //   min_chunk (AttnParams; the engine's decode: 16, LAB_GPU_ATTN_MIN_CHUNK): the fewest keys a split
 //   takes, and the unit a split's key count is rounded up to (32 before: at ~2,150 keys over 64 splits
 //   that rounded 34 keys up to 64, two rounds of loads; 16 rounds it to 48).
-template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0>
+//   CL (0, or 8: V3, work in progress, LAB_GPU_DECODE_ATTN=v3; not yet run on a card): launched in
+//   thread-block clusters of CL consecutive splits of one kv head (cluster dims (1, CL, 1); S a
+//   multiple of CL). Each block leaves its (m, l, acc) in its own shared memory; after a cluster
+//   barrier, block rank r merges slice r of the G*HD outputs over the cluster's blocks through
+//   distributed shared memory (DSMEM), with no global partials, fence or counter. If the head's splits
+//   fit one cluster (n_splits <= CL) that is the output; otherwise each cluster's merged slice is a
+//   global partial, and the last cluster to finish a slice (a counter per kv head and rank) merges
+//   that slice over the clusters as V2 does over splits. Idle blocks of a working cluster take part
+//   with an empty state (m = -inf, l = 0); whole idle clusters exit at once.
+template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0, int CL = 0>
 __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p) {
+  static_assert(CL == 0 || V2, "the cluster merge builds on V2's entry trigger");
   const TraceMarks trace(p.trace);
   if (V2) PdlTrigger();
   constexpr int LPK = HD / 8;    // lanes per key
@@ -100,8 +180,10 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
   const int mc = p.min_chunk > 0 ? p.min_chunk : 32;
   chunk = max(mc, (chunk + mc - 1) / mc * mc);
   const int n_splits = (n_keys + chunk - 1) / chunk;
-  if (s >= n_splits) return;
-  const int k_begin = s * chunk, k_end = min(n_keys, k_begin + chunk);
+  constexpr int kCl = CL > 0 ? CL : 1;
+  if (s / kCl * kCl >= n_splits) return;  // CL = 0: an idle split; CL > 0: a whole idle cluster (none of its blocks syncs)
+  const bool idle = s >= n_splits;                 // CL > 0: an idle member of a working cluster
+  const int k_begin = idle ? 0 : s * chunk, k_end = idle ? 0 : min(n_keys, k_begin + chunk);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, grp = lane / LPK, sub = lane % LPK;
   const __half* kb = p.k_cache + kvh * HD + sub * 8;
   const __half* vb = p.v_cache + kvh * HD + sub * 8;
@@ -221,6 +303,8 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
 
   // Merge the warps: block-level (m, l, acc) for each head and dim.
   const size_t slot = (size_t(t) * p.n_kv + kvh) * S + s;  // this block's partial
+  __shared__ float cl_acc[CL ? G * HD : 1];
+  __shared__ float2 cl_ml[CL ? G : 1];
   for (int idx = threadIdx.x; idx < G * HD; idx += WARPS * 32) {
     const int g = idx / HD, d = idx % HD;
     float M = -INFINITY;
@@ -233,12 +317,19 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
       L += sm_l[w][g] * c;
       A += sm_acc[w][g][d] * c;
     }
-    if (n_splits == 1) {
+    if (CL > 0) {
+      cl_acc[idx] = A;
+      if (d == 0) cl_ml[g] = make_float2(M, L);
+    } else if (n_splits == 1) {
       p.out[size_t(t) * q_dim + (kvh * G + g) * HD + d] = A / L;
     } else {
       p.part_acc[(slot * G + g) * HD + d] = A;
       if (d == 0) p.part_ml[slot * G + g] = make_float2(M, L);
     }
+  }
+  if constexpr (CL > 0) {
+    ClusterMerge<HD, G, WARPS, CL>(p, cl_acc, cl_ml, t, kvh, s, n_splits, q_dim);
+    return;
   }
   if (n_splits == 1) return;
 

@@ -333,6 +333,32 @@ def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("case", ["gqa1_hd64_tied", "gqa3_hd128_llama3", "gqa8_hd128", "long_gqa4_hd128"])
+def test_gpu_opt_cluster_attention_matches_v2(tmp_path, monkeypatch, case):
+    """Decode attention v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, work in
+    progress) against v2 (merged through global memory): the same logits to fp32 rounding (the merge
+    order differs), at a short context (one cluster) and, for the long model, past 2,100 positions (up to
+    8 clusters per kv head, merged through global partials). Greedy tokens agree."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = ALL_CASES[case]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=31)
+    n_prompt = 2100 if case.startswith("long") else 20
+    tokens = np.random.default_rng(37).integers(0, cfg["vocab_size"], n_prompt + 6)
+    out = {}
+    for attn in ("v2", "v3"):
+        monkeypatch.setenv("LAB_GPU_DECODE_ATTN", attn)
+        monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+        eng = _engine.Engine("gpu_opt", str(d), n_prompt + 64)
+        eng.prefill(tokens[:n_prompt])
+        dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
+        out[attn] = (dec, eng.generate(int(tokens[-1]), 4))
+    err = rel(out["v3"][0], out["v2"][0])
+    assert err < 1e-5, f"{case}: v3 vs v2 relative error {err:.2e}"
+    assert out["v3"][1].tolist() == out["v2"][1].tolist()
+
+
+@pytest.mark.gpu
 def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     """engine.variant names every kind's tile (the bench puts it on each row); LAB_GPU_TILES pins a kind's
     tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY is named too."""
