@@ -252,7 +252,7 @@ void GpuOptEngine::Init(const ModelFile& file) {
   const size_t o_x = f32(P * dim), o_xb = f32(P * dim), o_qkv = f32(P * n_qkv), o_q = f32(P * q_dim),
                o_att = f32(P * q_dim), o_gu = f32(P * 2 * H), o_h = f32(P * H), o_logits = f32(P * c.vocab_size),
                o_cos = f32(T * hd / 2), o_sin = f32(T * hd / 2), o_pacc = f32(slots * c.group_size() * hd),
-               o_pml = f32(2 * slots * c.group_size()), o_cnt = arena_.Plan(P * c.n_kv_heads * sizeof(unsigned)),
+               o_pml = f32(2 * slots * c.group_size()), o_cnt = arena_.Plan(P * c.n_kv_heads * gpu::kAttnCluster * sizeof(unsigned)),
                o_ints = arena_.Plan((P + 1) * sizeof(int)), o_scratch = f32(std::max(dim, H));
   // Tensor-core prefill: every buffer sized for one chunk of C tokens (a fixed budget, whatever the
   // prompt length), plus the prompt's token ids ([max_context] ints, uploaded once per call).
@@ -344,7 +344,8 @@ void GpuOptEngine::Init(const ModelFile& file) {
     LAB_CUDA_CHECK(cudaMemcpy(rope_cos_, cos_t.data(), cos_t.size() * 4, cudaMemcpyHostToDevice));
     LAB_CUDA_CHECK(cudaMemcpy(rope_sin_, sin_t.data(), sin_t.size() * 4, cudaMemcpyHostToDevice));
   }
-  LAB_CUDA_CHECK(cudaMemset(counters_, 0, P * c.n_kv_heads * sizeof(unsigned)));
+  // V2: one merge counter per (token, kv head); V3: one per (token, kv head, cluster rank).
+  LAB_CUDA_CHECK(cudaMemset(counters_, 0, P * c.n_kv_heads * gpu::kAttnCluster * sizeof(unsigned)));
   LAB_CUDA_CHECK(cudaMemset(ints_, 0, (P + 1) * sizeof(int)));
   FillPatternKernel<<<1024, 256>>>(arena_.Get<float>(o_x), (arena_.Get<char>(o_cos) - arena_.Get<char>(o_x)) / 4, 1234);
   LAB_CUDA_LAUNCH_CHECK("FillPatternKernel");
