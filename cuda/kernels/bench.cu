@@ -330,7 +330,7 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    const cudaDeviceProp prop = cuda::RequireGpu("kernel_bench");
+    const cudaDeviceProp prop = lab::cuda::RequireGpu("kernel_bench");
     cudaStream_t s;
     LAB_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     char date[32];
@@ -354,7 +354,7 @@ int main(int argc, char** argv) {
     const Timing tr = TimeLaunches(
         [&](int) {
           // The shared ceiling kernel (cuda/common/read_ceiling.h), in its original launch shape.
-          cuda::LaunchReadPass(ca, cbytes, sink, 4, 8, prop.multiProcessorCount, s);
+          lab::cuda::LaunchReadPass(ca, cbytes, sink, 4, 8, prop.multiProcessorCount, s);
         },
         s, reps, 1);
     const double read_gbps = double(cbytes) / (tr.med_us * 1e-6) / 1e9;
