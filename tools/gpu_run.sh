@@ -44,12 +44,18 @@ bench() {
   fi
   "$PY" "$HERE/tools/bench.py" "$@"
 }
-kernels() {
-  [ -x "$HERE/tools/kernel_bench" ] && "$HERE/tools/kernel_bench" --out "$OUT/kernels" --model_dir "$MODEL8B" \
-    --ctx 512,2048 2>&1 | tee "$OUT/kernel_bench.log" | tail -30
-  [ -f "$HERE/tools/bench_prefill.py" ] && "$PY" "$HERE/tools/bench_prefill.py" --bench "$HERE/tools/prefill_bench" \
-    --out "$OUT/prefill" 2>&1 | tee "$OUT/prefill_bench.log" | tail -30
-  return 0
+kernels() {  # fails if either lab's bench fails (its error is the last line of its log)
+  local rc=0
+  if [ -x "$HERE/tools/kernel_bench" ]; then
+    "$HERE/tools/kernel_bench" --out "$OUT/kernels" --model_dir "$MODEL8B" --ctx 512,2048 > "$OUT/kernel_bench.log" 2>&1 || rc=1
+    tail -30 "$OUT/kernel_bench.log"
+  fi
+  if [ -f "$HERE/tools/bench_prefill.py" ]; then
+    "$PY" "$HERE/tools/bench_prefill.py" --bench "$HERE/tools/prefill_bench" --out "$OUT/prefill" \
+      > "$OUT/prefill_bench.log" 2>&1 || rc=1
+    tail -30 "$OUT/prefill_bench.log"
+  fi
+  return $rc
 }
 ncu_step() { "$HERE/tools/ncu_decode.sh" "$MODEL8B" 512 gpu_opt "$OUT/ncu" > "$OUT/ncu.log" 2>&1; tail -16 "$OUT/ncu.log"; }
 

@@ -22,9 +22,10 @@
 // more; kernel: the first part only, whose picks differ from process to process by up to 3% of decode
 // speed, README "The third pass"), LAB_GPU_DECODE_ATTN=v2|v1|v3 (decode attention: v2, the default, lets
 // o_proj launch while attention runs and merges any number of splits with fewer round trips; v1 the
-// earlier kernel; v3, work in progress on branch wip/attn-cluster, not yet run on a card: the splits
-// of a kv head merged in thread-block clusters of 8 through distributed shared memory), LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with
-// v2, 32 with v1, the most each merges), LAB_GPU_ATTN_WARPS=2|4 (warps per decode attention block, v2 only),
+// earlier kernel; v3 the splits of a kv head merged in thread-block clusters of 8 through distributed
+// shared memory, measured slower than v2 and kept as a lab version, README "Attention in clusters"),
+// LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with v2, 32 with v1, the
+// most each merges; v3: whole clusters), LAB_GPU_ATTN_WARPS=2|4 (warps per decode attention block, v2 only),
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),

@@ -41,7 +41,8 @@ constexpr int kAttnMaxSplits = 32;
 // V2's merge loops over the splits (V1's gives each split a lane): the engine may launch up to this
 // many (LAB_GPU_ATTN_SPLITS), so that long contexts still take one round of loads per block.
 constexpr int kAttnMaxSplitsV2 = 64;
-// V3 (work in progress): the splits of a kv head merge in thread-block clusters of this many blocks.
+// V3 (LAB_GPU_DECODE_ATTN=v3, measured slower than V2: cuda/gpu_opt/README.md, "Attention in clusters"):
+// the splits of a kv head merge in thread-block clusters of this many blocks.
 constexpr int kAttnCluster = 8;
 
 __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float mo, float lo, const float* acco) {
@@ -67,21 +68,32 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
   cluster.sync();  // every member's state is in its shared memory
   const int rank = int(cluster.block_rank());
   const int c0 = s - rank;  // this cluster's first split
-  const int members = min(CL, n_splits - c0);
   const int n_cl = (n_splits + CL - 1) / CL, cl_idx = c0 / CL;
+  // Every member's state is read, idle members' too (their m = -inf, l = 0, acc = 0 add nothing), in
+  // one unrolled batch of 2 * CL remote loads per output: a DSMEM load takes about as long as an L2 hit,
+  // and the first cut, a loop to `members` with the max in its own pass, waited for 3 x 8 of them in a
+  // row (about 1.5 us a layer on the H100's step trace).
+  float2 ml[CL];
+  float a[CL];
   // Cluster partials: slot (token, head, cluster) of the [B, n_kv, S / CL] slots, acc [G*HD] each and
   // (m, l) per rank [CL][G]: within the [B, n_kv, S, G, HD] and [B, n_kv, S, G] buffers of V1/V2.
   const size_t cslot0 = (size_t(t) * p.n_kv + kvh) * (gridDim.y / CL);
   for (int i = threadIdx.x; i < PER; i += WARPS * 32) {
     const int idx = rank * PER + i, g = idx / HD, d = idx % HD;
+#pragma unroll
+    for (int j = 0; j < CL; ++j) {
+      ml[j] = cluster.map_shared_rank(cl_ml, j)[g];
+      a[j] = cluster.map_shared_rank(cl_acc, j)[idx];
+    }
     float M = -INFINITY;
-    for (int j = 0; j < members; ++j) M = fmaxf(M, cluster.map_shared_rank(cl_ml, j)[g].x);
+#pragma unroll
+    for (int j = 0; j < CL; ++j) M = fmaxf(M, ml[j].x);
     float L = 0.f, A = 0.f;
-    for (int j = 0; j < members; ++j) {
-      const float2 ml = cluster.map_shared_rank(cl_ml, j)[g];
-      const float c = ml.x == -INFINITY ? 0.f : exp2f(ml.x - M);
-      L += ml.y * c;
-      A += cluster.map_shared_rank(cl_acc, j)[idx] * c;
+#pragma unroll
+    for (int j = 0; j < CL; ++j) {
+      const float c = ml[j].x == -INFINITY ? 0.f : exp2f(ml[j].x - M);
+      L += ml[j].y * c;
+      A += a[j] * c;
     }
     if (n_cl == 1) {
       p.out[size_t(t) * q_dim + kvh * G * HD + idx] = A / L;
@@ -94,7 +106,9 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
   cluster.sync();  // no member leaves (and frees its shared memory) while others still read it
   if (n_cl == 1) return;
 
-  // The last cluster to finish this slice merges it over the clusters (V2's release / acquire).
+  // The last cluster to finish this slice merges it over the clusters (V2's release / acquire), its
+  // loads batched as above (at most kMaxCl clusters: S <= kAttnMaxSplitsV2).
+  constexpr int kMaxCl = kAttnMaxSplitsV2 / CL;
   __shared__ int sm_last_cl;
   unsigned* const counter = p.counters + (size_t(t) * p.n_kv + kvh) * CL + rank;
   __syncthreads();
@@ -107,13 +121,21 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
   __threadfence();
   for (int i = threadIdx.x; i < PER; i += WARPS * 32) {
     const int idx = rank * PER + i, g = idx / HD;
+    float2 cm[kMaxCl];
+    float ca[kMaxCl];
+#pragma unroll
+    for (int c = 0; c < kMaxCl; ++c) {
+      cm[c] = c < n_cl ? __ldcg(p.part_ml + ((cslot0 + c) * CL + rank) * G + g) : make_float2(-INFINITY, 0.f);
+      ca[c] = c < n_cl ? __ldcg(p.part_acc + (cslot0 + c) * G * HD + idx) : 0.f;
+    }
     float M = -INFINITY, L = 0.f, A = 0.f;
-    for (int c = 0; c < n_cl; ++c) M = fmaxf(M, __ldcg(p.part_ml + ((cslot0 + c) * CL + rank) * G + g).x);
-    for (int c = 0; c < n_cl; ++c) {
-      const float2 ml = __ldcg(p.part_ml + ((cslot0 + c) * CL + rank) * G + g);
-      const float w = ml.x == -INFINITY ? 0.f : exp2f(ml.x - M);
-      L = fmaf(ml.y, w, L);
-      A = fmaf(__ldcg(p.part_acc + (cslot0 + c) * G * HD + idx), w, A);
+#pragma unroll
+    for (int c = 0; c < kMaxCl; ++c) M = fmaxf(M, cm[c].x);
+#pragma unroll
+    for (int c = 0; c < kMaxCl; ++c) {
+      const float w = cm[c].x == -INFINITY ? 0.f : exp2f(cm[c].x - M);
+      L = fmaf(cm[c].y, w, L);
+      A = fmaf(ca[c], w, A);
     }
     p.out[size_t(t) * q_dim + kvh * G * HD + idx] = A / L;
   }
@@ -146,7 +168,7 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   min_chunk (AttnParams; the engine's decode: 16, LAB_GPU_ATTN_MIN_CHUNK): the fewest keys a split
 //   takes, and the unit a split's key count is rounded up to (32 before: at ~2,150 keys over 64 splits
 //   that rounded 34 keys up to 64, two rounds of loads; 16 rounds it to 48).
-//   CL (0, or 8: V3, work in progress, LAB_GPU_DECODE_ATTN=v3; not yet run on a card): launched in
+//   CL (0, or 8: V3, LAB_GPU_DECODE_ATTN=v3, a measured failure kept as a lab version): launched in
 //   thread-block clusters of CL consecutive splits of one kv head (cluster dims (1, CL, 1); S a
 //   multiple of CL). Each block leaves its (m, l, acc) in its own shared memory; after a cluster
 //   barrier, block rank r merges slice r of the G*HD outputs over the cluster's blocks through

@@ -391,6 +391,24 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
 
 
 @pytest.mark.gpu
+def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
+    """Decode attention's knobs: an unknown version, and v3 (clusters of 8 splits, 4 warps, 4 steps in
+    flight) with a split count that is not whole clusters or another warp count, are refused by name."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    d, _ = _tile_model(tmp_path, 5, 5)
+    for env, msg in (({"LAB_GPU_DECODE_ATTN": "v4"}, "LAB_GPU_DECODE_ATTN must be .*v3"),
+                     ({"LAB_GPU_DECODE_ATTN": "v3", "LAB_GPU_ATTN_SPLITS": "12"}, "multiple of 8 with decode attention v3"),
+                     ({"LAB_GPU_DECODE_ATTN": "v3", "LAB_GPU_ATTN_WARPS": "2"}, "v3 runs 4 warps")):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        with pytest.raises(ValueError, match=msg):
+            _engine.Engine("gpu_opt", str(d), 128)
+        for k in env:
+            monkeypatch.delenv(k)
+
+
+@pytest.mark.gpu
 def test_gpu_stats_and_memory_error(tmp_path):
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
