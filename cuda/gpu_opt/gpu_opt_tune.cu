@@ -252,6 +252,8 @@ std::string GpuOptEngine::variant() const {
   for (int k = 0; k < kNumKinds; ++k) s += std::string(k ? ", " : "") + kKindNames[k] + " " + Configs()[config_[k]].name;
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
+  if (!decode_attn_v2_) s += ", attention v1";
+  if (attn_cluster_) s += ", attention v3 (clusters of " + std::to_string(attn_cluster_) + ")";
   return s;
 }
 

@@ -335,10 +335,11 @@ def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["gqa1_hd64_tied", "gqa3_hd128_llama3", "gqa8_hd128", "long_gqa4_hd128"])
 def test_gpu_opt_cluster_attention_matches_v2(tmp_path, monkeypatch, case):
-    """Decode attention v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, work in
-    progress) against v2 (merged through global memory): the same logits to fp32 rounding (the merge
-    order differs), at a short context (one cluster) and, for the long model, past 2,100 positions (up to
-    8 clusters per kv head, merged through global partials). Greedy tokens agree."""
+    """Decode attention v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab
+    version) against v2 (merged through global memory): the same logits to fp32 rounding (the merge
+    order differs), at a short context (one cluster) and, for the long model, past 2,100 positions (6
+    clusters per kv head, merged through global partials). Greedy tokens agree. The engine's variant
+    names the version, so a knob that fell back to v2 would fail here rather than compare v2 with itself."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = ALL_CASES[case]
@@ -350,6 +351,7 @@ def test_gpu_opt_cluster_attention_matches_v2(tmp_path, monkeypatch, case):
         monkeypatch.setenv("LAB_GPU_DECODE_ATTN", attn)
         monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
         eng = _engine.Engine("gpu_opt", str(d), n_prompt + 64)
+        assert ("attention v3" in eng.variant) == (attn == "v3"), eng.variant
         eng.prefill(tokens[:n_prompt])
         dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
         out[attn] = (dec, eng.generate(int(tokens[-1]), 4))
