@@ -55,6 +55,24 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
   m = mn;
 }
 
+// V2's and V3's release / acquire across the blocks that share *counter: true in the block that arrives
+// last of n, which then sees every arriving block's stores made before its call. Called by every thread
+// of the block. The barrier orders the block's stores before thread 0's fence and increment (the pattern
+// of cooperative groups' grid sync); the last block acquires with its own fence. It does not reset the
+// counter: the last block does, after its merge.
+__device__ __forceinline__ bool LastToArrive(unsigned* counter, unsigned n) {
+  __shared__ int last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(counter, 1u) == n - 1;
+  }
+  __syncthreads();
+  if (!last) return false;
+  __threadfence();
+  return true;
+}
+
 // V3's merge (AttentionKernel's CL > 0), called by every thread of a block of a working cluster with
 // the block's own (acc, (m, l)) in shared memory. Slice r = [r * PER, (r + 1) * PER) of the G*HD outputs
 // is block rank r's to merge.
@@ -109,16 +127,8 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
   // The last cluster to finish this slice merges it over the clusters (V2's release / acquire), its
   // loads batched as above (at most kMaxCl clusters: S <= kAttnMaxSplitsV2).
   constexpr int kMaxCl = kAttnMaxSplitsV2 / CL;
-  __shared__ int sm_last_cl;
   unsigned* const counter = p.counters + (size_t(t) * p.n_kv + kvh) * CL + rank;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    sm_last_cl = atomicAdd(counter, 1u) == unsigned(n_cl - 1);
-  }
-  __syncthreads();
-  if (!sm_last_cl) return;
-  __threadfence();
+  if (!LastToArrive(counter, unsigned(n_cl))) return;
   for (int i = threadIdx.x; i < PER; i += WARPS * 32) {
     const int idx = rank * PER + i, g = idx / HD;
     float2 cm[kMaxCl];
@@ -358,16 +368,7 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
   unsigned* const counter = p.counters + size_t(t) * p.n_kv + kvh;
   const size_t slot0 = (size_t(t) * p.n_kv + kvh) * S;
   if (V2) {
-    // Release: the barrier orders every thread's partial stores before thread 0's fence and increment
-    // (the pattern of cooperative groups' grid sync); the last block acquires with its own fence.
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      __threadfence();
-      sm_last = atomicAdd(counter, 1u) == unsigned(n_splits - 1);
-    }
-    __syncthreads();
-    if (!sm_last) return;
-    __threadfence();
+    if (!LastToArrive(counter, unsigned(n_splits))) return;  // one fence per block (V1: every thread's)
     // Each thread merges 4 consecutive dims of one head over all splits: online rescaling, with the
     // (max, sum) pairs and the partial outputs of 16 splits loaded together per round trip.
     constexpr int kB = 16;

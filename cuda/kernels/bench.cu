@@ -171,16 +171,17 @@ Version V8(const char* cfg, int kb) {
   return {std::string("v8 ") + cfg + ".s " + std::to_string(kb) + " KB staged",
           [kb](const __half* Wt, const float* x, float* y, int M, int K, cudaStream_t s) {
             auto fn = gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, 1, true>;
+            constexpr int kMaxSmem = 224 * 1024;  // a block's dynamic shared memory (an H100/H200 allows 227 KB)
             static bool attr_set = false;
             if (!attr_set) {
-              LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 224 * 1024));
+              LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem));
               attr_set = true;
             }
             gpu::MatvecParams p = PlainParams(Wt, x, y, M, K);
             const int nch = K / 8;
-            // The budget is kb KB or what the 224 KB cap leaves beside x (down's K = 14,336: x alone
-            // takes 56 KB, so its 176 KB row stages 160 KB).
-            const int budget = std::min(kb * 1024, 224 * 1024 - int(gpu::MatvecSmemBytes(K)));
+            // The budget is kb KB or what kMaxSmem leaves beside x (down's K = 14,336: x alone takes
+            // 56 KB, so its 176 KB row stages 160 KB).
+            const int budget = std::min(kb * 1024, kMaxSmem - int(gpu::MatvecSmemBytes(K)));
             p.stage = std::max(std::min(nch, budget / (2 * W * U * 16) / 32 * 32), std::min(nch, 32));
             const size_t smem = gpu::MatvecSmemBytes(K) + gpu::MatvecStageBytes(W, U, p.stage);
             const int per_block = W * U;
