@@ -88,9 +88,10 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
   const int c0 = s - rank;  // this cluster's first split
   const int n_cl = (n_splits + CL - 1) / CL, cl_idx = c0 / CL;
   // Every member's state is read, idle members' too (their m = -inf, l = 0, acc = 0 add nothing), in
-  // one unrolled batch of 2 * CL remote loads per output: a DSMEM load takes about as long as an L2 hit,
-  // and the first cut, a loop to `members` with the max in its own pass, waited for 3 x 8 of them in a
-  // row (about 1.5 us a layer on the H100's step trace).
+  // one unrolled batch of 2 * CL remote loads per output. A remote load crosses the SM-to-SM network,
+  // far slower than one from the block's own shared memory. The first cut looped to `members` (known
+  // only at run time) in two passes, max then sums, so its loads went out in small groups: attention
+  // took about 1.5 us a layer more on the H100's step trace (README "Attention in clusters").
   float2 ml[CL];
   float a[CL];
   // Cluster partials: slot (token, head, cluster) of the [B, n_kv, S / CL] slots, acc [G*HD] each and
