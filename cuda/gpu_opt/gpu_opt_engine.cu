@@ -70,21 +70,37 @@ struct Identity {
   using type = T;
 };
 
-// Launches `kernel` with the PDL attribute when pdl is set (the kernels wait in griddepcontrol.wait).
+// Launches `kernel` with the PDL attribute when pdl is set (the kernels wait in griddepcontrol.wait) and,
+// when cluster_y > 0, in thread-block clusters of (1, cluster_y, 1) (decode attention v3).
 template <typename... Args>
-void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
-            const char* what, typename Identity<Args>::type... args) {
+void LaunchEx(int cluster_y, void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+              bool pdl, const char* what, typename Identity<Args>::type... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_y > 0) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = 1;
+    attr[n].val.clusterDim.y = unsigned(cluster_y);
+    attr[n++].val.clusterDim.z = 1;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = n;
   cuda::Check(cudaLaunchKernelEx(&cfg, kernel, args...), what, __FILE__, __LINE__);
+}
+
+template <typename... Args>
+void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
+            const char* what, typename Identity<Args>::type... args) {
+  LaunchEx(0, kernel, grid, block, smem, stream, pdl, what, args...);
 }
 
 template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0, int CL = 0>
@@ -169,6 +185,8 @@ void GpuOptEngine::ReadDecodeEnv() {
     const int a = EnvChoice("LAB_GPU_DECODE_ATTN", {"v2", "v1", "v3"});
     decode_attn_v2_ = a != 1;
     attn_cluster_ = a == 2 ? gpu::kAttnCluster : 0;
+    if (attn_cluster_ && prop_.major < 9)
+      throw InputError("LAB_GPU_DECODE_ATTN=v3 needs thread-block clusters (compute capability 9.0 or newer)");
   }
   // 64 key splits with V2 (its merge loops over splits): at context ~2,200 each block then takes one
   // round of K/V loads (64 keys) instead of two; below 1,024 keys the split size is the same 32 keys
@@ -679,26 +697,9 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   a.skip_idle = attn_skip_idle_;
   a.min_chunk = prefill ? 32 : attn_min_chunk_;
   a.trace = prefill ? nullptr : TraceSlot(kNumKinds);
-  if (!prefill && attn_cluster_) {  // V3: clusters of attn_cluster_ consecutive splits of a kv head
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B));
-    cfg.blockDim = dim3(unsigned(attn_warps_ * 32));
-    cfg.stream = stream_;
-    cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = unsigned(attn_cluster_);
-    attr[0].val.clusterDim.z = 1;
-    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl ? 2 : 1;
-    cuda::Check(cudaLaunchKernelEx(&cfg, attn_fn_, a), "AttentionKernel (v3, clusters)", __FILE__, __LINE__);
-    return;
-  }
-  Launch(prefill ? attn_prefill_fn_ : attn_fn_, dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
-         dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0,
-         stream_, pdl, "AttentionKernel", a);
+  LaunchEx(prefill ? 0 : attn_cluster_, prefill ? attn_prefill_fn_ : attn_fn_,
+           dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
+           dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0, stream_, pdl, "AttentionKernel", a);
 }
 
 }  // namespace gpu_opt
