@@ -39,6 +39,7 @@ MatvecConfig MakeConfig(const char* name) {
 
 // Whether the tuners may give `kind` the tile `mc`: staged tiles never (LAB_GPU_O_STAGE chooses them);
 // persistent tiles not for lm_head, whose logits gather needs one task per warp, nor with LAB_GPU_PERSIST=0.
+// LAB_GPU_TILES pins by the same rule (persist_ok true: a pinned persistent tile is asked for by name).
 bool Tunable(const MatvecConfig& mc, int kind, bool persist_ok) {
   return !mc.staged && !(mc.persist && (kind == kLm || !persist_ok));
 }
@@ -231,8 +232,7 @@ void GpuOptEngine::ReadTileEnv() {
       for (int i = 0; i < kNumKinds && eq != std::string::npos; ++i)
         if (item.compare(0, eq, kKindNames[i]) == 0 && eq == std::strlen(kKindNames[i])) k = i;
       for (size_t i = 0; i < Configs().size() && eq != std::string::npos; ++i)
-        if (item.substr(eq + 1) == Configs()[i].name && !Configs()[i].staged && !(Configs()[i].persist && k == kLm))
-          ci = int(i);
+        if (item.substr(eq + 1) == Configs()[i].name && Tunable(Configs()[i], k, true)) ci = int(i);
       if (k < 0 || ci < 0)
         throw InputError("LAB_GPU_TILES: '" + item + "' is not <qkv|o_proj|gate_up|down|lm_head>=<a tile> (staged tiles " +
                          "are LAB_GPU_O_STAGE's; lm_head takes no persistent tile)");
@@ -314,16 +314,12 @@ void GpuOptEngine::SetupStaging() {
 }
 
 // Chunks (16 bytes) at the start of each row that a staged tile copies into shared memory for input
-// length K: a multiple of 32 (one per lane) within the budget and the block's limit, or the whole row;
-// at least one round (32, or the row) even when the budget is smaller.
+// length K (MatvecStageChunks): within the budget and the block's limit.
 int GpuOptEngine::StageChunks(const MatvecConfig& mc, int K) const {
-  const int nch = K / 8, rows = 2 * mc.warps * mc.upw;
   // The kernel's static shared memory (a few words per warp) is well under kStaticSmem.
   constexpr int64_t kStaticSmem = 1024;
   const int64_t cap = int64_t(prop_.sharedMemPerBlockOptin) - kStaticSmem - int64_t(gpu::MatvecSmemBytes(K));
-  const int64_t room = std::min<int64_t>(int64_t(stage_budget_), cap);
-  const int s = int(std::max<int64_t>(0, room) / (rows * 16)) / 32 * 32;
-  return std::max(std::min(s, nch), std::min(nch, 32));
+  return gpu::MatvecStageChunks(mc.warps, mc.upw, K, std::min<int64_t>(int64_t(stage_budget_), cap));
 }
 
 }  // namespace gpu_opt

@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda/gpu_opt/kernels_common.cuh"
@@ -136,6 +137,14 @@ __device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r
 // MatvecStageBytes more, after it.
 inline size_t MatvecSmemBytes(int K) { return size_t(K) * sizeof(float); }
 inline size_t MatvecStageBytes(int warps, int upw, int stage) { return size_t(warps) * 2 * upw * stage * 16; }
+// A STAGE kernel's p.stage for input length K and `budget` bytes of staged rows per block: a multiple of
+// 32 chunks (one per lane) that fits, or the whole row; at least one round (32 chunks, or the row) even
+// when the budget is smaller. The engine's budget is what fits beside attention, the kernel lab's a size.
+inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
+  const int nch = K / 8;
+  const int s = int(std::max<int64_t>(0, budget) / (int64_t(2) * warps * upw * 16)) / 32 * 32;
+  return std::max(std::min(s, nch), std::min(nch, 32));
+}
 
 // Contract:
 //   grid  = ceil(n_units / (WARPS * UPW)) blocks of WARPS * 32 threads, dynamic smem MatvecSmemBytes(K)

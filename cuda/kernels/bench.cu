@@ -178,11 +178,10 @@ Version V8(const char* cfg, int kb) {
               attr_set = true;
             }
             gpu::MatvecParams p = PlainParams(Wt, x, y, M, K);
-            const int nch = K / 8;
             // The budget is kb KB or what kMaxSmem leaves beside x (down's K = 14,336: x alone takes
             // 56 KB, so its 176 KB row stages 160 KB).
             const int budget = std::min(kb * 1024, kMaxSmem - int(gpu::MatvecSmemBytes(K)));
-            p.stage = std::max(std::min(nch, budget / (2 * W * U * 16) / 32 * 32), std::min(nch, 32));
+            p.stage = gpu::MatvecStageChunks(W, U, K, budget);
             const size_t smem = gpu::MatvecSmemBytes(K) + gpu::MatvecStageBytes(W, U, p.stage);
             const int per_block = W * U;
             fn<<<(p.n_units + per_block - 1) / per_block, W * 32, smem, s>>>(p);
