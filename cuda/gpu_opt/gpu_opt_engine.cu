@@ -35,7 +35,10 @@
 // default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
 // LAB_GPU_EARLY=all|not_o|qkv|off (the matvecs' second weight batch is issued before the PDL wait too, so
 // that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only (the default), or
-// none; README "The third pass"),
+// none; README "The third pass"), LAB_GPU_SECOND=after_wait|after_x (where the other matvecs issue it:
+// right after the wait, before x is staged, the default; or after x, as before the x-staging pass),
+// LAB_GPU_XSTAGE=async|loads (x staged by cp.async, all of a thread's chunks at once, the default; or
+// loaded through registers, a few chunks per L2 round trip, as before; README "Staging x"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),
@@ -577,7 +580,9 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   p.x = x;
   p.pos = pos;
   p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
-  p.early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
+  const bool early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
+  p.second = early ? gpu::kSecondBeforeWait : second_after_wait_ ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
+  p.xstage_async = xstage_async_ ? 1 : 0;
   const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
   switch (kind) {
     case kQkv:

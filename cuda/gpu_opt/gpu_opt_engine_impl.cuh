@@ -178,6 +178,8 @@ class GpuOptEngine : public Engine {
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
   // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
+  bool second_after_wait_ = true;  // LAB_GPU_SECOND: the other matvecs' second batch right after the wait
+  bool xstage_async_ = true;       // LAB_GPU_XSTAGE: x staged by cp.async (MatvecParams::xstage_async)
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
   std::map<std::pair<MatvecFn, size_t>, int> persist_fit_;  // LaunchMatvec: blocks per SM by (kernel, smem)

@@ -94,7 +94,9 @@ struct MatvecParams {
   const int* pos;        // Qkv: device-side position of the token
   QkvOut qkv;
   int l2_prefetch;       // 1: bulk-prefetch the block's whole weight rows into L2 before the PDL wait
-  int early;             // 1: the second batch of weights is issued before the PDL wait too (with the first)
+  int second;            // SecondBatch: where the second batch of weights is issued
+  int xstage_async;      // 1: x is staged by cp.async, all of a thread's chunks at once (the engine's
+                         // default); 0: loaded through registers, a few chunks per L2 round trip
   int stage;             // STAGE kernels only: chunks at the start of each row that the first batch copies
                          // into shared memory (a multiple of 32, or the whole row: nch = K/8); >= 1
   int out_host;          // Store only: out is mapped pinned host memory; the block gathers its rows in
@@ -119,6 +121,14 @@ __host__ __device__ inline unsigned long long ArgmaxKeyOfRow(int row) {
 __host__ __device__ inline long long ArgmaxRow(unsigned long long key) {
   return static_cast<long long>(0xffffffffu - static_cast<unsigned>(key & 0xffffffffu));
 }
+
+// Where a matvec issues its second weight batch (MatvecParams::second). Until the x-staging pass it went
+// out after x was staged, so for that L2 round trip and barrier only the first batch was in flight.
+enum SecondBatch : int {
+  kSecondAfterX = 0,      // after x is staged and the block's barrier
+  kSecondBeforeWait = 1,  // with the first, before the PDL wait (LAB_GPU_EARLY; the engine's qkv)
+  kSecondAfterWait = 2,   // right after the PDL wait, before x is staged (LAB_GPU_SECOND)
+};
 
 template <int EPI>
 __device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r0, int* r1) {
@@ -159,7 +169,10 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   so all configurations give bitwise identical results.
 //   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, 1/rms applied to the
 //   dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
-//   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free.
+//   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free. With p.xstage_async
+//   (the engine's default since the x-staging pass) every chunk of a thread's share is requested at
+//   once by cp.async right after the PDL wait, then the second weight batch (p.second), and the norm
+//   weights were prefetched into L1 before the wait: one L2 round trip before the first products.
 //   STAGE (kernel lab v8; the engine's o_proj, LAB_GPU_O_STAGE): the first batch is the first p.stage
 //   chunks of every row of the block, copied into shared memory (after x, MatvecStageBytes) by thread 0
 //   with one bulk copy (TMA) per row before the PDL wait, instead of R0 chunks per lane into registers.
@@ -240,9 +253,9 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       if (lane == r) PrefetchL2(rows[r], unsigned(p.K) * 2u);
   }
 
-  // The second batch (the register double buffer's other half): with p.early it too goes out before
-  // the wait, so that HBM keeps streaming while x is staged after it; it costs no registers, as the
-  // two batches are live together when the first is consumed anyway.
+  // The second batch (the register double buffer's other half): with kSecondBeforeWait it too goes out
+  // before the wait, with kSecondAfterWait right after it, so that HBM keeps streaming while x is staged;
+  // either costs no registers, as the two batches are live together when the first is consumed anyway.
   const int base1 = S;
   uint4 buf[ROWS][UNROLL];
   auto load_batch = [&](int base) {  // chunks base + lane + 32u of every row into buf
@@ -255,11 +268,31 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       }
     }
   };
-  if (p.early && any) load_batch(base1);
+  if (p.second == kSecondBeforeWait && any) load_batch(base1);
+
+  // The RMSNorm weights (constant) of the chunks this thread stages, into L1 before the wait: with
+  // p.xstage_async they are read after x has arrived, and would otherwise cost a second L2 round trip.
+  const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
+  if (p.xstage_async && g4) {
+    for (int c = threadIdx.x; c < nch; c += WARPS * 32) PrefetchL1(g4 + 2 * c);
+  }
 
   PdlWait();
   trace.Released();
   PdlTrigger();
+
+  // Stage x, first half: with p.xstage_async every chunk of the thread's share is requested at once by
+  // cp.async (no registers held, one L2 round trip), before the second batch of weights goes out.
+  float4* xlo = smem4;
+  float4* xhi = smem4 + nch;
+  const float4* x4 = reinterpret_cast<const float4*>(p.x);
+  if (p.xstage_async) {
+    for (int c = threadIdx.x; c < nch; c += WARPS * 32) {
+      CpAsync16(xlo + c, x4 + 2 * c);
+      CpAsync16(xhi + c, x4 + 2 * c + 1);
+    }
+  }
+  if (p.second == kSecondAfterWait && any) load_batch(base1);
 
   // Epilogue operands that do not depend on the dot products, fetched before the task's main loop so
   // that their latency hides under it instead of adding to the tail: the position and RoPE cos/sin
@@ -285,14 +318,21 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   };
   if (any) fetch_epilogue(task);
 
-  // Stage x (x * norm_w) into shared memory; sum of squares for the RMSNorm scale.
-  float4* xlo = smem4;
-  float4* xhi = smem4 + nch;
-  const float4* x4 = reinterpret_cast<const float4*>(p.x);
-  const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
+  // Stage x, second half: x * norm_w into shared memory and the sum of squares for the RMSNorm scale.
+  // Loaded through registers (!p.xstage_async) the compiler keeps two chunks' loads in flight, so down's
+  // 1,792 chunks over 256 threads took four dependent L2 round trips. Each thread sums the chunks it
+  // staged in the same order either way, so both give bitwise the same result.
   float ss = 0.f;
-  for (int c = threadIdx.x; c < nch; c += WARPS * 32) {
-    float4 a = __ldcg(x4 + 2 * c), b = __ldcg(x4 + 2 * c + 1);
+  if (p.xstage_async) CpAsyncWaitAll();  // this thread's chunks, the only ones it reads back below
+  for (int c = threadIdx.x; c < nch && (g4 || !p.xstage_async); c += WARPS * 32) {
+    float4 a, b;
+    if (p.xstage_async) {
+      a = xlo[c];
+      b = xhi[c];
+    } else {
+      a = __ldcg(x4 + 2 * c);
+      b = __ldcg(x4 + 2 * c + 1);
+    }
     if (g4) {
       ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
       const float4 ga = __ldg(g4 + 2 * c), gb = __ldg(g4 + 2 * c + 1);
@@ -323,7 +363,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     for (int r = 0; r < ROWS; ++r) acc[r] = 0.f;
     // The batch after the first is issued before the first is consumed; then the steady state: each
     // batch is issued before the previous one is used (register double buffering).
-    if (it > 0 || !p.early) load_batch(base1);
+    if (it > 0 || p.second == kSecondAfterX) load_batch(base1);
     if (STAGE) {
       MbarWait(&stage_bar, 0);  // the __syncthreads above made thread 0's MbarInit visible
       const uint4* mine = staged + size_t(warp) * ROWS * S;

@@ -257,7 +257,8 @@ def _tile_model(tmp_path, seed, token_seed):
 
 
 def _decode_logits(d, tokens, env, monkeypatch):
-    for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY"):
+    for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY",
+              "LAB_GPU_SECOND", "LAB_GPU_XSTAGE"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -333,6 +334,29 @@ def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("config", ["2", "5", "9", "16"])
+def test_gpu_opt_x_staging_bitwise(tmp_path, monkeypatch, config):
+    """LAB_GPU_XSTAGE=async (x copied into shared memory by cp.async, the norm weights prefetched into L1)
+    against loads through registers, each with the second weight batch right after the PDL wait or after
+    x (LAB_GPU_SECOND), and with the second batch before the wait for every kind: bitwise the same logits
+    and tokens. down's input here is 5,000 long (625 chunks), so a thread stages several chunks and the
+    last round is partial, for every tile tried (w8, w2, the PRE=2 tile, a persistent tile); a chunk copied
+    to the wrong place, or read before its copy landed, changes the logits."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=5000)
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=41)
+    tokens = np.random.default_rng(43).integers(0, cfg["vocab_size"], 30)
+    base = {"LAB_GPU_MATVEC_CONFIG": config}
+    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_XSTAGE="loads", LAB_GPU_SECOND="after_x"), monkeypatch)
+    for env in ({}, {"LAB_GPU_SECOND": "after_x"}, {"LAB_GPU_XSTAGE": "loads"}, {"LAB_GPU_EARLY": "all"},
+                {"LAB_GPU_EARLY": "all", "LAB_GPU_XSTAGE": "loads"}):
+        got, got_gen = _decode_logits(d, tokens, dict(base, **env), monkeypatch)
+        np.testing.assert_array_equal(got, want, err_msg=str(env))
+        assert got_gen.tolist() == want_gen.tolist(), env
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("case", ["gqa1_hd64_tied", "gqa3_hd128_llama3", "gqa8_hd128", "long_gqa4_hd128"])
 def test_gpu_opt_cluster_attention_matches_v2(tmp_path, monkeypatch, case):
     """Decode attention v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab
@@ -363,7 +387,8 @@ def test_gpu_opt_cluster_attention_matches_v2(tmp_path, monkeypatch, case):
 @pytest.mark.gpu
 def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     """engine.variant names every kind's tile (the bench puts it on each row); LAB_GPU_TILES pins a kind's
-    tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY is named too."""
+    tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY, LAB_GPU_SECOND or LAB_GPU_XSTAGE is
+    named too."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     d, _ = _tile_model(tmp_path, 7, 7)
@@ -374,6 +399,10 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_EARLY", "off")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert "down w2.u1.r8" in v and "qkv w8.u2.r2.b" in v and v.endswith("early off"), v
+    monkeypatch.setenv("LAB_GPU_SECOND", "after_x")
+    monkeypatch.setenv("LAB_GPU_XSTAGE", "loads")
+    v = _engine.Engine("gpu_opt", str(d), 64).variant
+    assert v.endswith("early off, second after_x, xstage loads"), v
 
 
 @pytest.mark.gpu
@@ -385,6 +414,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
+                           ("LAB_GPU_SECOND", "before", "after_wait or after_x"), ("LAB_GPU_XSTAGE", "tma", "async or loads"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
