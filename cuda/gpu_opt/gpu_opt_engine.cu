@@ -35,10 +35,10 @@
 // default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
 // LAB_GPU_EARLY=all|not_o|qkv|off (the matvecs' second weight batch is issued before the PDL wait too, so
 // that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only (the default), or
-// none; README "The third pass"), LAB_GPU_SECOND=after_wait|after_x (where the other matvecs issue it:
-// right after the wait, before x is staged, the default; or after x, as before the x-staging pass),
-// LAB_GPU_XSTAGE=async|loads (x staged by cp.async, all of a thread's chunks at once, the default; or
-// loaded through registers, a few chunks per L2 round trip, as before; README "Staging x"),
+// none; README "The third pass"), LAB_GPU_SECOND=after_x|after_wait (where the other matvecs issue it:
+// after x is staged, the default; or right after the wait, before x, measured 1.4% slower on the H200),
+// LAB_GPU_XSTAGE=loads|async (x loaded through registers, the default; or copied by cp.async, all of a
+// thread's chunks at once, measured 13% slower on the H200; README "Staging x"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),
@@ -383,9 +383,9 @@ void GpuOptEngine::Init(const ModelFile& file) {
     gen_pos_ = reinterpret_cast<int*>(best_ + 1);
     tok_log_ = gen_pos_ + kGenSteps;
     h_iota_.Reset((size_t(max_context_) + kGenSteps) * sizeof(int));
-    if (trace_on_) {  // LAB_GPU_TRACE: three slots per launch of a step (5 a layer, lm_head, spare)
+    if (trace_on_) {  // LAB_GPU_TRACE: kTraceSlots marks per launch of a step (5 launches a layer, lm_head, spare)
       trace_slots_ = size_t(5 * cfg_.n_layers + 8);
-      LAB_CUDA_CHECK(cudaMalloc(&trace_, trace_slots_ * 3 * sizeof(unsigned long long)));
+      LAB_CUDA_CHECK(cudaMalloc(&trace_, trace_slots_ * gpu::kTraceSlots * sizeof(unsigned long long)));
     }
     for (int64_t i = 0; i < max_context_ + kGenSteps; ++i) h_iota_.as<int>()[i] = int(i);
     h_gen_.Reset(8 + size_t(max_context_) * sizeof(int));
@@ -439,7 +439,8 @@ void GpuOptEngine::DecodeStep(int32_t token, int64_t pos, float* logits) {
   hi[1] = token;
   LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
   if (use_graph_ && !graph_exec_) CaptureGraph();
-  if (trace_) LAB_CUDA_CHECK(cudaMemsetAsync(trace_, 0xff, trace_slots_ * 3 * sizeof(unsigned long long), stream_));
+  if (trace_)
+    LAB_CUDA_CHECK(cudaMemsetAsync(trace_, 0xff, trace_slots_ * gpu::kTraceSlots * sizeof(unsigned long long), stream_));
   LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
   if (graph_exec_) {
     LAB_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));

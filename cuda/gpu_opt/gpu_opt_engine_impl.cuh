@@ -178,22 +178,24 @@ class GpuOptEngine : public Engine {
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
   // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
-  bool second_after_wait_ = true;  // LAB_GPU_SECOND: the other matvecs' second batch right after the wait
-  bool xstage_async_ = true;       // LAB_GPU_XSTAGE: x staged by cp.async (MatvecParams::xstage_async)
+  bool second_after_wait_ = false;  // LAB_GPU_SECOND=after_wait: the other matvecs' second batch right after the wait
+  bool xstage_async_ = false;       // LAB_GPU_XSTAGE=async: x staged by cp.async (MatvecParams::xstage_async)
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
   std::map<std::pair<MatvecFn, size_t>, int> persist_fit_;  // LaunchMatvec: blocks per SM by (kernel, smem)
   double last_decode_device_ms_ = -1;
   // LAB_GPU_TRACE=1 (decode() steps only; generation graphs are not traced): trace_ holds three
   // globaltimer slots per launch of a step (TraceMarks), trace_kind_ the kind of each, and trace_sum_
-  // [kNumKinds + 1][4] the seconds summed over steps: busy (first block past the wait to the last
+  // [kNumKinds + 1][kTraceSums] the seconds summed over steps: busy (first block past the wait to the last
   // block's end), pre (first block's start to the wait's release), drain (the previous launch's end to
-  // this one's release: the kernel boundary) and the count of launches.
+  // this one's release: the kernel boundary), the count of launches, and staged (a block's mean time
+  // from its release to TraceMarks::Staged: a matvec's x staging, attention's own split).
+  static constexpr int kTraceSums = 5;
   bool trace_on_ = false, trace_capture_ = false;
   unsigned long long* trace_ = nullptr;
   size_t trace_slots_ = 0;
   std::vector<int> trace_kind_;
-  std::vector<double> trace_sum_ = std::vector<double>((kNumKinds + 1) * 4, 0.0);
+  std::vector<double> trace_sum_ = std::vector<double>((kNumKinds + 1) * kTraceSums, 0.0);
   double trace_step_s_ = 0;
   int64_t trace_steps_ = 0;
 

@@ -17,24 +17,28 @@ namespace gpu_opt {
 unsigned long long* GpuOptEngine::TraceSlot(int kind) {
   if (!trace_capture_ || trace_kind_.size() >= trace_slots_) return nullptr;
   trace_kind_.push_back(kind);
-  return trace_ + 3 * (trace_kind_.size() - 1);
+  return trace_ + gpu::kTraceSlots * (trace_kind_.size() - 1);
 }
 
 void GpuOptEngine::CollectTrace() {
   const size_t n = trace_kind_.size();
   if (n == 0) return;
-  std::vector<unsigned long long> t(3 * n);
+  constexpr int S = gpu::kTraceSlots;
+  std::vector<unsigned long long> t(S * n);
   LAB_CUDA_CHECK(cudaMemcpy(t.data(), trace_, t.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
   unsigned long long first = ~0ull, last = 0, prev_end = 0;
   for (size_t i = 0; i < n; ++i) {
-    const unsigned long long s = t[3 * i], e = ~t[3 * i + 2];
-    const unsigned long long r = t[3 * i + 1] == ~0ull ? s : t[3 * i + 1];  // no block waited: its start
+    const unsigned long long* m = &t[S * i];
+    const unsigned long long s = m[0], e = ~m[2];
+    const unsigned long long r = m[1] == ~0ull ? s : m[1];  // no block waited: its start
     if (s == ~0ull || e < r) continue;  // a launch that marked nothing (cannot happen; kept out of the sums)
-    double* k = &trace_sum_[size_t(trace_kind_[i]) * 4];
+    double* k = &trace_sum_[size_t(trace_kind_[i]) * kTraceSums];
     k[0] += (e - r) * 1e-9;
     k[1] += (r - s) * 1e-9;
     if (prev_end) k[2] += (double(r) - double(prev_end)) * 1e-9;
     k[3] += 1;
+    const unsigned long long staged_ns = m[3] + 1, staged_blocks = m[4] + 1;  // they start at -1
+    if (staged_blocks) k[4] += double(staged_ns) / double(staged_blocks) * 1e-9;
     first = std::min(first, s);
     last = std::max(last, e);
     prev_end = e;
@@ -48,11 +52,12 @@ std::vector<std::pair<std::string, double>> GpuOptEngine::PhaseSeconds() const {
   static const char* const names[kNumKinds + 1] = {"qkv", "o_proj", "gate_up", "down", "lm_head", "attention"};
   std::vector<std::pair<std::string, double>> out;
   for (int k = 0; k <= kNumKinds; ++k) {
-    const double* v = &trace_sum_[size_t(k) * 4];
+    const double* v = &trace_sum_[size_t(k) * kTraceSums];
     out.emplace_back(std::string(names[k]) + ".busy", v[0]);
     out.emplace_back(std::string(names[k]) + ".pre", v[1]);
     out.emplace_back(std::string(names[k]) + ".drain", v[2]);
     out.emplace_back(std::string(names[k]) + ".launches", v[3]);
+    out.emplace_back(std::string(names[k]) + ".staged", v[4]);
   }
   out.emplace_back("step", trace_step_s_);
   out.emplace_back("steps", double(trace_steps_));

@@ -242,8 +242,8 @@ void GpuOptEngine::ReadTileEnv() {
   // (EarlyBatch's order; unset: qkv, hence the explicit check before EnvChoice, whose default is the first.)
   if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v)
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
-  second_after_wait_ = EnvChoice("LAB_GPU_SECOND", {"after_wait", "after_x"}) == 0;
-  xstage_async_ = EnvChoice("LAB_GPU_XSTAGE", {"async", "loads"}) == 0;
+  second_after_wait_ = EnvChoice("LAB_GPU_SECOND", {"after_x", "after_wait"}) == 1;
+  xstage_async_ = EnvChoice("LAB_GPU_XSTAGE", {"loads", "async"}) == 1;
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
@@ -254,8 +254,8 @@ std::string GpuOptEngine::variant() const {
   for (int k = 0; k < kNumKinds; ++k) s += std::string(k ? ", " : "") + kKindNames[k] + " " + Configs()[config_[k]].name;
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
-  if (!second_after_wait_) s += ", second after_x";
-  if (!xstage_async_) s += ", xstage loads";
+  if (second_after_wait_) s += ", second after_wait";
+  if (xstage_async_) s += ", xstage async";
   if (!decode_attn_v2_) s += ", attention v1";
   if (attn_cluster_) s += ", attention v3 (clusters of " + std::to_string(attn_cluster_) + ")";
   return s;

@@ -191,7 +191,7 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0, int CL = 0>
 __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p) {
   static_assert(CL == 0 || V2, "the cluster merge builds on V2's entry trigger");
-  const TraceMarks trace(p.trace);
+  TraceMarks trace(p.trace);
   if (V2) PdlTrigger();
   constexpr int LPK = HD / 8;    // lanes per key
   constexpr int KPW = 32 / LPK;  // keys per warp step
@@ -360,6 +360,7 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
       if (d == 0) p.part_ml[slot * G + g] = make_float2(M, L);
     }
   }
+  trace.Staged();  // this split's state is written (its partial or the output; v3: in its shared memory)
   if constexpr (CL > 0) {
     ClusterMerge<HD, G, WARPS, CL>(p, cl_acc, cl_ml, t, kvh, s, n_splits, q_dim);
     return;

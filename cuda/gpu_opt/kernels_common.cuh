@@ -35,17 +35,32 @@ __device__ __forceinline__ unsigned long long GlobalTimer() {
   return t;
 }
 
-// LAB_GPU_TRACE (the engine's step trace, gpu_opt_engine.cu): one launch's timeline in three slots kept
-// by atomicMin, so that one memset to 0xff clears them: [0] the first block's start, [1] the first block
-// past griddepcontrol.wait (Released), [2] ~(the last block's end: the destructor, on every return path).
+// LAB_GPU_TRACE (the engine's step trace, gpu_opt_engine.cu): one launch's timeline in kTraceSlots slots,
+// cleared by one memset to 0xff: by atomicMin, [0] the first block's start, [1] the first block past
+// griddepcontrol.wait (Released), [2] ~(the last block's end: the destructor, on every return path); by
+// atomicAdd, [3] the blocks' summed time from their own release to Staged() and [4] how many blocks
+// marked it (both read one less than the truth: they start at all ones, which is -1).
 // Thread 0 of each block marks; with a null slot (the default) nothing is marked.
+constexpr int kTraceSlots = 5;
 struct TraceMarks {
   unsigned long long* slot;
+  unsigned long long released = 0;
   __device__ __forceinline__ explicit TraceMarks(unsigned long long* s) : slot(threadIdx.x == 0 ? s : nullptr) {
     if (slot) atomicMin(slot, GlobalTimer());
   }
-  __device__ __forceinline__ void Released() const {
-    if (slot) atomicMin(slot + 1, GlobalTimer());
+  __device__ __forceinline__ void Released() {
+    if (slot) {
+      released = GlobalTimer();
+      atomicMin(slot + 1, released);
+    }
+  }
+  // The end of the block's first phase after its release (a matvec: x staged; attention: its partial
+  // written), called by thread 0 after Released().
+  __device__ __forceinline__ void Staged() const {
+    if (slot) {
+      atomicAdd(slot + 3, GlobalTimer() - released);
+      atomicAdd(slot + 4, 1ull);
+    }
   }
   __device__ __forceinline__ ~TraceMarks() {
     if (slot) atomicMin(slot + 2, ~GlobalTimer());

@@ -95,8 +95,8 @@ struct MatvecParams {
   QkvOut qkv;
   int l2_prefetch;       // 1: bulk-prefetch the block's whole weight rows into L2 before the PDL wait
   int second;            // SecondBatch: where the second batch of weights is issued
-  int xstage_async;      // 1: x is staged by cp.async, all of a thread's chunks at once (the engine's
-                         // default); 0: loaded through registers, a few chunks per L2 round trip
+  int xstage_async;      // 1: x is staged by cp.async, all of a thread's chunks at once (LAB_GPU_XSTAGE,
+                         // measured slower); 0: loaded through registers, a few chunks per L2 round trip
   int stage;             // STAGE kernels only: chunks at the start of each row that the first batch copies
                          // into shared memory (a multiple of 32, or the whole row: nch = K/8); >= 1
   int out_host;          // Store only: out is mapped pinned host memory; the block gathers its rows in
@@ -127,7 +127,7 @@ __host__ __device__ inline long long ArgmaxRow(unsigned long long key) {
 enum SecondBatch : int {
   kSecondAfterX = 0,      // after x is staged and the block's barrier
   kSecondBeforeWait = 1,  // with the first, before the PDL wait (LAB_GPU_EARLY; the engine's qkv)
-  kSecondAfterWait = 2,   // right after the PDL wait, before x is staged (LAB_GPU_SECOND)
+  kSecondAfterWait = 2,   // right after the PDL wait, before x is staged (LAB_GPU_SECOND; 1.4% slower)
 };
 
 template <int EPI>
@@ -170,9 +170,9 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, 1/rms applied to the
 //   dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
 //   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free. With p.xstage_async
-//   (the engine's default since the x-staging pass) every chunk of a thread's share is requested at
-//   once by cp.async right after the PDL wait, then the second weight batch (p.second), and the norm
-//   weights were prefetched into L1 before the wait: one L2 round trip before the first products.
+//   (LAB_GPU_XSTAGE=async, 13% slower in the step on the H200: cuda/gpu_opt/README.md "Staging x")
+//   every chunk of a thread's share is requested at once by cp.async right after the PDL wait, and the
+//   norm weights were prefetched into L1 before the wait.
 //   STAGE (kernel lab v8; the engine's o_proj, LAB_GPU_O_STAGE): the first batch is the first p.stage
 //   chunks of every row of the block, copied into shared memory (after x, MatvecStageBytes) by thread 0
 //   with one bulk copy (TMA) per row before the PDL wait, instead of R0 chunks per lane into registers.
@@ -184,7 +184,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   static_assert(!(STAGE && PERSIST), "a staged first batch covers one task per warp");
   constexpr int ROWS = 2 * UPW;
   constexpr int R0 = STAGE ? 1 : UNROLL * PRE;  // chunks per row per lane in the register first batch
-  const TraceMarks trace(p.trace);
+  TraceMarks trace(p.trace);
   extern __shared__ float4 smem4[];
   __shared__ float red[WARPS];
   __shared__ uint64_t stage_bar;
@@ -348,6 +348,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     if (lane == 0) red[warp] = ss;
   }
   __syncthreads();
+  trace.Staged();  // x is in shared memory
   if (g4) {
     float tot = 0.f;
 #pragma unroll

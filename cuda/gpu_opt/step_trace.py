@@ -10,6 +10,8 @@ last block's end (gpu_opt_engine.cu, TraceMarks). Per kind of launch and per tok
   drain  the previous launch's last block -> this one's release: the kernel boundary, where no kernel of
          the step does its work (the weights this launch loaded before the wait stream meanwhile)
   pre    this launch's first block -> its release: blocks resident early, loading their first weights
+  first phase  a block's own release -> x staged (matvec) or its split's partial written (attention),
+         averaged over the launch's blocks
 and the bytes each kind must read over the read ceiling measured first (our read kernel), so that
 "busy at the ceiling" says how close each kernel's own streaming gets.
 
@@ -65,10 +67,11 @@ def main():
     nbytes = bytes_per_step(cfg, a.context + a.tokens // 2)
     rows, tot = [], {"busy": 0.0, "drain": 0.0, "ideal": 0.0}
     for k in KINDS:
-        busy, drain, pre, n = (per[f"{k}.{x}"] for x in ("busy", "drain", "pre", "launches"))
+        busy, drain, pre, n, staged = (per[f"{k}.{x}"] for x in ("busy", "drain", "pre", "launches", "staged"))
         ideal = nbytes[k] / (ceiling * 1e9)
         rows.append({"kind": k, "launches": n, "MB": nbytes[k] / 1e6, "busy_us": busy * 1e6, "drain_us": drain * 1e6,
-                     "pre_us": pre * 1e6, "ideal_us": ideal * 1e6, "busy_gbps": nbytes[k] / busy / 1e9 if busy else 0})
+                     "pre_us": pre * 1e6, "ideal_us": ideal * 1e6, "busy_gbps": nbytes[k] / busy / 1e9 if busy else 0,
+                     "staged_us": staged / n * 1e6 if n else 0})
         tot["busy"] += busy
         tot["drain"] += drain
         tot["ideal"] += ideal
@@ -79,12 +82,15 @@ def main():
           "Per token, summed over the launches of each kind (`busy`: from the first block past the PDL wait to "
           "the last block's end; `drain`: from the previous launch's last block to this one's release, the "
           "kernel boundary; `pre`: blocks resident before the release); `at the ceiling`: the kind's bytes "
-          "over the read ceiling.", "",
+          "over the read ceiling; `first phase`: per launch, a block's mean time from its own release to the end "
+          "of its first phase (a matvec: x staged in shared memory; attention: its split's partial written).", "",
           "| kind | launches | MB | busy us | at the ceiling us | GB/s while busy | % of ceiling while busy | "
-          "drain before it us | pre us |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+          "drain before it us | pre us | first phase us per launch |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         md.append(f"| {r['kind']} | {r['launches']:.0f} | {r['MB']:,.1f} | {r['busy_us']:,.1f} | {r['ideal_us']:,.1f} | "
-                  f"{r['busy_gbps']:,.0f} | {100 * r['busy_gbps'] / ceiling:.1f}% | {r['drain_us']:,.1f} | {r['pre_us']:,.1f} |")
+                  f"{r['busy_gbps']:,.0f} | {100 * r['busy_gbps'] / ceiling:.1f}% | {r['drain_us']:,.1f} | {r['pre_us']:,.1f} | "
+                  f"{r['staged_us']:.2f} |")
     total_mb = sum(nbytes.values()) / 1e6
     md += ["", f"Step (first block's start to the last block's end): **{step * 1e6:,.1f} us**; busy summed "
                f"{tot['busy'] * 1e6:,.1f} us, drains summed {tot['drain'] * 1e6:,.1f} us; the step's {total_mb:,.0f} MB at "

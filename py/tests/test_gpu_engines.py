@@ -165,6 +165,8 @@ def test_gpu_opt_step_trace(model, monkeypatch):
     for k in ("qkv", "attention", "o_proj", "gate_up", "down", "lm_head"):
         assert p[f"{k}.launches"] == 5 * (1 if k == "lm_head" else layers), k
         assert p[f"{k}.busy"] > 0 and p[f"{k}.pre"] >= 0, k
+        # a block's first phase (x staged, attention's partial) is part of the launch's busy time
+        assert 0 < p[f"{k}.staged"] < p[f"{k}.busy"], k
     assert p["step"] >= max(p[f"{k}.busy"] for k in ("qkv", "attention", "o_proj", "gate_up", "down", "lm_head"))
     eng.generate(int(tokens[-1]), 3)
     assert eng.phase_seconds()["steps"] == 5
@@ -337,9 +339,9 @@ def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
 @pytest.mark.parametrize("config", ["2", "5", "9", "16"])
 def test_gpu_opt_x_staging_bitwise(tmp_path, monkeypatch, config):
     """LAB_GPU_XSTAGE=async (x copied into shared memory by cp.async, the norm weights prefetched into L1)
-    against loads through registers, each with the second weight batch right after the PDL wait or after
-    x (LAB_GPU_SECOND), and with the second batch before the wait for every kind: bitwise the same logits
-    and tokens. down's input here is 5,000 long (625 chunks), so a thread stages several chunks and the
+    and LAB_GPU_SECOND=after_wait (the second weight batch right after the PDL wait), alone, together, and
+    with the second batch before the wait for every kind, against the defaults (x loaded through
+    registers, the second batch after it): bitwise the same logits and tokens. down's input here is 5,000 long (625 chunks), so a thread stages several chunks and the
     last round is partial, for every tile tried (w8, w2, the PRE=2 tile, a persistent tile); a chunk copied
     to the wrong place, or read before its copy landed, changes the logits."""
     if not gpu_present():
@@ -348,9 +350,9 @@ def test_gpu_opt_x_staging_bitwise(tmp_path, monkeypatch, config):
     d = write_model(tmp_path / "m", cfg, "fp16", seed=41)
     tokens = np.random.default_rng(43).integers(0, cfg["vocab_size"], 30)
     base = {"LAB_GPU_MATVEC_CONFIG": config}
-    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_XSTAGE="loads", LAB_GPU_SECOND="after_x"), monkeypatch)
-    for env in ({}, {"LAB_GPU_SECOND": "after_x"}, {"LAB_GPU_XSTAGE": "loads"}, {"LAB_GPU_EARLY": "all"},
-                {"LAB_GPU_EARLY": "all", "LAB_GPU_XSTAGE": "loads"}):
+    want, want_gen = _decode_logits(d, tokens, base, monkeypatch)  # loads, second batch after x
+    for env in ({"LAB_GPU_XSTAGE": "async", "LAB_GPU_SECOND": "after_wait"}, {"LAB_GPU_XSTAGE": "async"},
+                {"LAB_GPU_SECOND": "after_wait"}, {"LAB_GPU_EARLY": "all", "LAB_GPU_XSTAGE": "async"}):
         got, got_gen = _decode_logits(d, tokens, dict(base, **env), monkeypatch)
         np.testing.assert_array_equal(got, want, err_msg=str(env))
         assert got_gen.tolist() == want_gen.tolist(), env
@@ -399,10 +401,10 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_EARLY", "off")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert "down w2.u1.r8" in v and "qkv w8.u2.r2.b" in v and v.endswith("early off"), v
-    monkeypatch.setenv("LAB_GPU_SECOND", "after_x")
-    monkeypatch.setenv("LAB_GPU_XSTAGE", "loads")
+    monkeypatch.setenv("LAB_GPU_SECOND", "after_wait")
+    monkeypatch.setenv("LAB_GPU_XSTAGE", "async")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert v.endswith("early off, second after_x, xstage loads"), v
+    assert v.endswith("early off, second after_wait, xstage async"), v
 
 
 @pytest.mark.gpu
@@ -414,7 +416,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
-                           ("LAB_GPU_SECOND", "before", "after_wait or after_x"), ("LAB_GPU_XSTAGE", "tma", "async or loads"),
+                           ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_XSTAGE", "tma", "loads or async"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
