@@ -37,7 +37,8 @@
 // that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only (the default), or
 // none; README "The third pass"), LAB_GPU_SECOND=after_x|after_wait (where the other matvecs issue it:
 // after x is staged, the default; or right after the wait, before x, measured 1.4% slower on the H200),
-// LAB_GPU_XSTAGE=loads|async (x loaded through registers, the default; or copied by cp.async, all of a
+// LAB_GPU_ACT16=1 (gate_up writes SiLU(gate) * up in fp16, as transformers' fp16 forward holds it, and
+// down stages half the bytes; README "Staging x"), LAB_GPU_XSTAGE=loads|async (x loaded through registers, the default; or copied by cp.async, all of a
 // thread's chunks at once, measured 13% slower on the H200; README "Staging x"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
@@ -609,6 +610,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.H = int(c.hidden_dim);
       p.norm_w = L->ffn_norm;
       p.out = h_;
+      if (act16_) p.out16 = reinterpret_cast<__half*>(h_);  // decode's h: H halves where prefill keeps floats
       break;
     case kDown:
       p.W = L->wdown;
@@ -616,6 +618,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.K = int(c.hidden_dim);
       p.n_units = (p.M + 1) / 2;
       p.out = x_;
+      if (act16_) p.x16 = reinterpret_cast<const __half*>(h_);
       break;
     case kLm:
       p.W = lm_head_;

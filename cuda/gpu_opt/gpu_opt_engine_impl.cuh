@@ -179,6 +179,7 @@ class GpuOptEngine : public Engine {
   // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
   bool second_after_wait_ = false;  // LAB_GPU_SECOND=after_wait: the other matvecs' second batch right after the wait
+  bool act16_ = false;              // LAB_GPU_ACT16: decode's gate_up output (down's input) in fp16
   bool xstage_async_ = false;       // LAB_GPU_XSTAGE=async: x staged by cp.async (MatvecParams::xstage_async)
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)

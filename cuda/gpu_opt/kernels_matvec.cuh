@@ -87,9 +87,12 @@ struct MatvecParams {
   int M, K;              // K % 8 == 0
   int n_units;           // work units of two rows each (see UnitRows)
   const float* x;        // [K] fp32 input
+  const __half* x16;     // or nullptr: [K] fp16 input instead of x (down's, with LAB_GPU_ACT16: half the
+                         // bytes to stage; unpacked to fp32 in shared memory)
   const float* norm_w;   // [K] RMSNorm weight, or nullptr for no norm
   float eps;
   float* out;            // Store/Resid: [M]; GateUp: [H]; Qkv: unused (see qkv)
+  __half* out16;         // GateUp only, or nullptr: [H] SiLU(gate) * up rounded to fp16, instead of out
   int H;                 // GateUp: rows of gate (= of up)
   const int* pos;        // Qkv: device-side position of the token
   QkvOut qkv;
@@ -286,7 +289,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   float4* xlo = smem4;
   float4* xhi = smem4 + nch;
   const float4* x4 = reinterpret_cast<const float4*>(p.x);
-  if (p.xstage_async) {
+  const bool async = p.xstage_async && !p.x16;  // an fp16 x is unpacked through registers
+  if (async) {
     for (int c = threadIdx.x; c < nch; c += WARPS * 32) {
       CpAsync16(xlo + c, x4 + 2 * c);
       CpAsync16(xhi + c, x4 + 2 * c + 1);
@@ -319,16 +323,21 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   if (any) fetch_epilogue(task);
 
   // Stage x, second half: x * norm_w into shared memory and the sum of squares for the RMSNorm scale.
-  // Loaded through registers (!p.xstage_async) the compiler keeps two chunks' loads in flight, so down's
+  // Loaded through registers (!async) the compiler keeps two chunks' loads in flight, so down's
   // 1,792 chunks over 256 threads took four dependent L2 round trips. Each thread sums the chunks it
   // staged in the same order either way, so both give bitwise the same result.
   float ss = 0.f;
-  if (p.xstage_async) CpAsyncWaitAll();  // this thread's chunks, the only ones it reads back below
-  for (int c = threadIdx.x; c < nch && (g4 || !p.xstage_async); c += WARPS * 32) {
+  if (async) CpAsyncWaitAll();  // this thread's chunks, the only ones it reads back below
+  for (int c = threadIdx.x; c < nch && (g4 || !async); c += WARPS * 32) {
     float4 a, b;
-    if (p.xstage_async) {
+    if (async) {
       a = xlo[c];
       b = xhi[c];
+    } else if (p.x16) {  // one 16-byte load per chunk: 8 halves
+      float f[8];
+      Unpack8(__ldcg(reinterpret_cast<const uint4*>(p.x16) + c), f);
+      a = make_float4(f[0], f[1], f[2], f[3]);
+      b = make_float4(f[4], f[5], f[6], f[7]);
     } else {
       a = __ldcg(x4 + 2 * c);
       b = __ldcg(x4 + 2 * c + 1);
@@ -435,7 +444,10 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
         if (EPI == kEpiQkv) {
           QkvEpilogue(p.qkv, unit, y0, y1, 0, pos, ep0[u], ep1[u]);
         } else if (EPI == kEpiGateUp) {
-          p.out[unit] = Silu(y0) * y1;
+          if (p.out16)
+            p.out16[unit] = __float2half_rn(Silu(y0) * y1);
+          else
+            p.out[unit] = Silu(y0) * y1;
         } else {
           const int r0 = 2 * unit, r1 = 2 * unit + 1;
           if (EPI == kEpiResid) {

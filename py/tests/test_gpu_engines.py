@@ -359,6 +359,31 @@ def test_gpu_opt_x_staging_bitwise(tmp_path, monkeypatch, config):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("case", ["gqa3_hd128_llama3", "gqa4_hd64_ropeparams"])
+def test_gpu_opt_act16_matches_reference(tmp_path, monkeypatch, case):
+    """LAB_GPU_ACT16=1: decode's SiLU(gate) * up is kept in fp16 (down stages half the bytes). The decode
+    logits stay within the fp16 bound of the fp32 torch reference, and are not bitwise those of the fp32
+    activations (the knob took effect; the variant names it)."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = ALL_CASES[case]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=47)
+    tokens = np.random.default_rng(53).integers(0, cfg["vocab_size"], N_PROMPT + N_DECODE)
+    ref = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)
+    monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+    out = {}
+    for act16 in ("0", "1"):
+        monkeypatch.setenv("LAB_GPU_ACT16", act16)
+        eng = _engine.Engine("gpu_opt", str(d), 128)
+        assert ("act16" in eng.variant) == (act16 == "1"), eng.variant
+        eng.prefill(tokens[:N_PROMPT])
+        out[act16] = np.stack([eng.decode(int(t)) for t in tokens[N_PROMPT:]])
+    err = rel(out["1"], ref[N_PROMPT:])
+    assert err < tolerances.logits_rel("gpu_opt"), f"{case}: act16 decode relative error {err:.2e}"
+    assert not np.array_equal(out["1"], out["0"])
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("case", ["gqa1_hd64_tied", "gqa3_hd128_llama3", "gqa8_hd128", "long_gqa4_hd128"])
 def test_gpu_opt_cluster_attention_matches_v2(tmp_path, monkeypatch, case):
     """Decode attention v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab
