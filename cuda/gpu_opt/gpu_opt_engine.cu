@@ -37,8 +37,9 @@
 // that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only (the default), or
 // none; README "The third pass"), LAB_GPU_SECOND=after_x|after_wait (where the other matvecs issue it:
 // after x is staged, the default; or right after the wait, before x, measured 1.4% slower on the H200),
-// LAB_GPU_ACT16=1 (gate_up writes SiLU(gate) * up in fp16, as transformers' fp16 forward holds it, and
-// down stages half the bytes; README "Staging x"), LAB_GPU_XSTAGE=loads|async (x loaded through registers, the default; or copied by cp.async, all of a
+// LAB_GPU_ACT16=off|h|all (decode's matvec inputs in fp16, as transformers' fp16 forward and this
+// engine's tensor-core prefill hold them, so each block stages half the bytes: h, down's input only; all,
+// every matvec's, the residual stream kept in fp32 beside its fp16 copy; README "Staging x"), LAB_GPU_XSTAGE=loads|async (x loaded through registers, the default; or copied by cp.async, all of a
 // thread's chunks at once, measured 13% slower on the H200; README "Staging x"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
@@ -276,7 +277,8 @@ void GpuOptEngine::Init(const ModelFile& file) {
                o_att = f32(P * q_dim), o_gu = f32(P * 2 * H), o_h = f32(P * H), o_logits = f32(P * c.vocab_size),
                o_cos = f32(T * hd / 2), o_sin = f32(T * hd / 2), o_pacc = f32(slots * c.group_size() * hd),
                o_pml = f32(2 * slots * c.group_size()), o_cnt = arena_.Plan(P * c.n_kv_heads * gpu::kAttnCluster * sizeof(unsigned)),
-               o_ints = arena_.Plan((P + 1) * sizeof(int)), o_scratch = f32(std::max(dim, H));
+               o_ints = arena_.Plan((P + 1) * sizeof(int)), o_scratch = f32(std::max(dim, H)),
+               o_x16 = h16(dim), o_att16 = h16(q_dim), o_h16 = h16(H);  // decode's fp16 inputs (LAB_GPU_ACT16)
   // Tensor-core prefill: every buffer sized for one chunk of C tokens (a fixed budget, whatever the
   // prompt length), plus the prompt's token ids ([max_context] ints, uploaded once per call).
   size_t o_tx = 0, o_tdelta = 0, o_txh = 0, o_txl = 0, o_tqkv = 0, o_tq = 0, o_tatt = 0, o_tact = 0, o_ttok = 0;
@@ -348,6 +350,9 @@ void GpuOptEngine::Init(const ModelFile& file) {
   counters_ = arena_.Get<unsigned>(o_cnt);
   ints_ = arena_.Get<int>(o_ints);  // [0] = position, [1..] = tokens
   scratch_ = arena_.Get<float>(o_scratch);
+  x16_ = arena_.Get<__half>(o_x16);
+  att16_ = arena_.Get<__half>(o_att16);
+  h16_ = arena_.Get<__half>(o_h16);
   rope_cos_ = arena_.Get<float>(o_cos);
   rope_sin_ = arena_.Get<float>(o_sin);
   if (tc_prefill_) {
@@ -511,9 +516,10 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
   if (trace_capture_) trace_kind_.clear();
   if (gen)
     Launch(gpu::EmbedArgmaxKernel, dim3(1), dim3(256), 0, stream_, pdl && gen_step > 0, "EmbedArgmaxKernel", x_,
-           embed_, best_, tok_log_, pos, int(c.vocab_size), int(c.dim));
+           act16_ == kAct16All ? x16_ : nullptr, embed_, best_, tok_log_, pos, int(c.vocab_size), int(c.dim));
   else
-    Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_, embed_, ints_ + 1, int(c.dim));
+    Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_,
+           act16_ == kAct16All ? x16_ : nullptr, embed_, ints_ + 1, int(c.dim));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     Matvec(kQkv, x_, pdl, l, pos);
     Attention(1, attn_splits_, l, pdl, pos);
@@ -582,6 +588,9 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   p.x = x;
   p.pos = pos;
   p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
+  // LAB_GPU_ACT16: which inputs are fp16 (h: down's; all: every matvec's, from the embedding, the residual
+  // epilogues, attention and gate_up); x stays the fp32 residual stream either way.
+  const bool all16 = act16_ == kAct16All;
   const bool early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
   p.second = early ? gpu::kSecondBeforeWait : second_after_wait_ ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
   p.xstage_async = xstage_async_ ? 1 : 0;
@@ -594,6 +603,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.n_units = p.M / 2;
       p.norm_w = L->attn_norm;
       p.qkv = QkvOutFor(layer);
+      if (all16) p.x16 = x16_;
       break;
     case kO:
       p.W = L->wo;
@@ -601,6 +611,10 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.K = int(c.q_dim());
       p.n_units = (p.M + 1) / 2;
       p.out = x_;
+      if (all16) {
+        p.x16 = att16_;
+        p.out16 = x16_;
+      }
       break;
     case kGateUp:
       p.W = L->wgu;
@@ -610,7 +624,8 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.H = int(c.hidden_dim);
       p.norm_w = L->ffn_norm;
       p.out = h_;
-      if (act16_) p.out16 = reinterpret_cast<__half*>(h_);  // decode's h: H halves where prefill keeps floats
+      if (act16_ != kAct16Off) p.out16 = h16_;
+      if (all16) p.x16 = x16_;
       break;
     case kDown:
       p.W = L->wdown;
@@ -618,7 +633,8 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.K = int(c.hidden_dim);
       p.n_units = (p.M + 1) / 2;
       p.out = x_;
-      if (act16_) p.x16 = reinterpret_cast<const __half*>(h_);
+      if (act16_ != kAct16Off) p.x16 = h16_;
+      if (all16) p.out16 = x16_;
       break;
     case kLm:
       p.W = lm_head_;
@@ -627,6 +643,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.n_units = (p.M + 1) / 2;
       p.norm_w = final_norm_;
       p.out = logits_;
+      if (all16) p.x16 = x16_;
       break;
     default:
       break;
@@ -697,6 +714,7 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   a.k_cache = LayerK(layer);
   a.v_cache = LayerV(layer);
   a.out = att_;
+  a.out16 = act16_ == kAct16All && !prefill ? att16_ : nullptr;
   a.part_acc = part_acc_;
   a.part_ml = part_ml_;
   a.counters = counters_;

@@ -179,7 +179,7 @@ class GpuOptEngine : public Engine {
   // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
   bool second_after_wait_ = false;  // LAB_GPU_SECOND=after_wait: the other matvecs' second batch right after the wait
-  bool act16_ = false;              // LAB_GPU_ACT16: decode's gate_up output (down's input) in fp16
+  enum Act16 { kAct16Off, kAct16H, kAct16All } act16_ = kAct16Off;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   bool xstage_async_ = false;       // LAB_GPU_XSTAGE=async: x staged by cp.async (MatvecParams::xstage_async)
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
@@ -206,6 +206,7 @@ class GpuOptEngine : public Engine {
   __half *k_cache_ = nullptr, *v_cache_ = nullptr;
   // Activations, sized for kPrefillChunk tokens (the simple prefill uses them batched, decode row 0).
   float *x_, *xb_, *qkv_, *q_, *att_, *gu_, *h_, *logits_, *part_acc_, *scratch_, *rope_cos_, *rope_sin_;
+  __half *x16_ = nullptr, *att16_ = nullptr, *h16_ = nullptr;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   float2* part_ml_;
   unsigned* counters_;
   int* ints_;  // [0] = position, [1..] = tokens

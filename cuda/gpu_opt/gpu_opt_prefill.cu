@@ -139,7 +139,7 @@ void GpuOptEngine::PrefillChunk(int B) {
   const ModelConfig& c = cfg_;
   const int dim = int(c.dim), q_dim = int(c.q_dim()), H = int(c.hidden_dim);
   const int n_qkv = int(c.q_dim() + 2 * c.kv_dim());
-  gpu::EmbedKernel<<<B, 256, 0, stream_>>>(x_, embed_, ints_ + 1, dim);
+  gpu::EmbedKernel<<<B, 256, 0, stream_>>>(x_, nullptr, embed_, ints_ + 1, dim);
   LAB_CUDA_LAUNCH_CHECK("EmbedKernel");
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const DeviceLayer& L = layers_[l];
@@ -376,7 +376,7 @@ void GpuOptEngine::ForwardTc(const int32_t* tokens, int64_t n, int64_t pos, bool
 void GpuOptEngine::PrefillChunkTc(int B, int64_t pos, const int* d_tokens, bool all_logits) {
   const ModelConfig& c = cfg_;
   const int dim = int(c.dim);
-  gpu::EmbedKernel<<<B, 256, 0, stream_>>>(tx_, embed_, d_tokens, dim);
+  gpu::EmbedKernel<<<B, 256, 0, stream_>>>(tx_, nullptr, embed_, d_tokens, dim);
   LAB_CUDA_LAUNCH_CHECK("EmbedKernel");
   AddNorm(nullptr, layers_[0].attn_norm, txh_, nullptr, B);
   Mark(kPhEmbedNorm);

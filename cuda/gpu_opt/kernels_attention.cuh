@@ -22,6 +22,7 @@ struct AttnParams {
   const __half* k_cache; // this layer's [max_ctx, kv_dim]
   const __half* v_cache;
   float* out;            // [B, n_heads*HD]
+  __half* out16;         // or nullptr: the output in fp16 here instead (LAB_GPU_ACT16: o_proj's x16)
   float* part_acc;       // [B, n_kv, S, G, HD] unnormalized partial outputs
   float2* part_ml;       // [B, n_kv, S, G] (running max in log2 units, sum of weights)
   unsigned* counters;    // [B * n_kv], zero before the launch; the merging block resets its own
@@ -44,6 +45,23 @@ constexpr int kAttnMaxSplitsV2 = 64;
 // V3 (LAB_GPU_DECODE_ATTN=v3, measured slower than V2: cuda/gpu_opt/README.md, "Attention in clusters"):
 // the splits of a kv head merge in thread-block clusters of this many blocks.
 constexpr int kAttnCluster = 8;
+
+// The attention output: element i, or elements i..i+3 (i % 4 == 0), in fp32 or (p.out16) fp16.
+__device__ __forceinline__ void StoreOut(const AttnParams& p, size_t i, float v) {
+  if (p.out16)
+    p.out16[i] = __float2half_rn(v);
+  else
+    p.out[i] = v;
+}
+__device__ __forceinline__ void StoreOut4(const AttnParams& p, size_t i, float4 v) {
+  if (p.out16) {
+    __half2* o = reinterpret_cast<__half2*>(p.out16 + i);
+    o[0] = __floats2half2_rn(v.x, v.y);
+    o[1] = __floats2half2_rn(v.z, v.w);
+  } else {
+    *reinterpret_cast<float4*>(p.out + i) = v;
+  }
+}
 
 __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float mo, float lo, const float* acco) {
   const float mn = fmaxf(m, mo);
@@ -115,7 +133,7 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
       A += a[j] * c;
     }
     if (n_cl == 1) {
-      p.out[size_t(t) * q_dim + kvh * G * HD + idx] = A / L;
+      StoreOut(p, size_t(t) * q_dim + kvh * G * HD + idx, A / L);
     } else {  // this cluster's partial of the slice; (m, l) written once per (rank, head) it touches
       const size_t slot = cslot0 + cl_idx;
       p.part_acc[slot * G * HD + idx] = A;
@@ -148,7 +166,7 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
       L = fmaf(cm[c].y, w, L);
       A = fmaf(ca[c], w, A);
     }
-    p.out[size_t(t) * q_dim + kvh * G * HD + idx] = A / L;
+    StoreOut(p, size_t(t) * q_dim + kvh * G * HD + idx, A / L);
   }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
 }
@@ -354,7 +372,7 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
       cl_acc[idx] = A;
       if (d == 0) cl_ml[g] = make_float2(M, L);
     } else if (n_splits == 1) {
-      p.out[size_t(t) * q_dim + (kvh * G + g) * HD + d] = A / L;
+      StoreOut(p, size_t(t) * q_dim + (kvh * G + g) * HD + d, A / L);
     } else {
       p.part_acc[(slot * G + g) * HD + d] = A;
       if (d == 0) p.part_ml[slot * G + g] = make_float2(M, L);
@@ -413,8 +431,7 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
         M = Mb;
       }
       const float li = 1.f / L;
-      *reinterpret_cast<float4*>(p.out + size_t(t) * q_dim + (kvh * G + g) * HD + d4 * 4) =
-          make_float4(a.x * li, a.y * li, a.z * li, a.w * li);
+      StoreOut4(p, size_t(t) * q_dim + (kvh * G + g) * HD + d4 * 4, make_float4(a.x * li, a.y * li, a.z * li, a.w * li));
     }
     if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
     return;
@@ -454,8 +471,7 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p
       a.w = fmaf(v.w, w, a.w);
     }
     const float li = sm_linv[g];
-    *reinterpret_cast<float4*>(p.out + size_t(t) * q_dim + (kvh * G + g) * HD + d4 * 4) =
-        make_float4(a.x * li, a.y * li, a.z * li, a.w * li);
+    StoreOut4(p, size_t(t) * q_dim + (kvh * G + g) * HD + d4 * 4, make_float4(a.x * li, a.y * li, a.z * li, a.w * li));
   }
   if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
 }

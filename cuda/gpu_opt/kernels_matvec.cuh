@@ -87,12 +87,13 @@ struct MatvecParams {
   int M, K;              // K % 8 == 0
   int n_units;           // work units of two rows each (see UnitRows)
   const float* x;        // [K] fp32 input
-  const __half* x16;     // or nullptr: [K] fp16 input instead of x (down's, with LAB_GPU_ACT16: half the
-                         // bytes to stage; unpacked to fp32 in shared memory)
+  const __half* x16;     // or nullptr: [K] fp16 input instead of x (LAB_GPU_ACT16: half the bytes to
+                         // stage, one load per chunk; unpacked to fp32 in shared memory, normed there)
   const float* norm_w;   // [K] RMSNorm weight, or nullptr for no norm
   float eps;
   float* out;            // Store/Resid: [M]; GateUp: [H]; Qkv: unused (see qkv)
-  __half* out16;         // GateUp only, or nullptr: [H] SiLU(gate) * up rounded to fp16, instead of out
+  __half* out16;         // or nullptr. GateUp: [H] SiLU(gate) * up in fp16, instead of out; Resid: [M] an
+                         // fp16 copy of the updated out (the residual stream: the next matvec's x16)
   int H;                 // GateUp: rows of gate (= of up)
   const int* pos;        // Qkv: device-side position of the token
   QkvOut qkv;
@@ -323,33 +324,57 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   if (any) fetch_epilogue(task);
 
   // Stage x, second half: x * norm_w into shared memory and the sum of squares for the RMSNorm scale.
-  // Loaded through registers (!async) the compiler keeps two chunks' loads in flight, so down's
-  // 1,792 chunks over 256 threads took four dependent L2 round trips. Each thread sums the chunks it
-  // staged in the same order either way, so both give bitwise the same result.
+  // An fp32 x loaded through registers (!async) keeps two chunks' loads in flight, so down's 1,792
+  // chunks over 256 threads took four dependent L2 round trips. Each thread sums the chunks it staged in
+  // the same order on every path (fp32 loads or cp.async: bitwise the same; fp16: x rounded first).
   float ss = 0.f;
-  if (async) CpAsyncWaitAll();  // this thread's chunks, the only ones it reads back below
-  for (int c = threadIdx.x; c < nch && (g4 || !async); c += WARPS * 32) {
-    float4 a, b;
-    if (async) {
-      a = xlo[c];
-      b = xhi[c];
-    } else if (p.x16) {  // one 16-byte load per chunk: 8 halves
-      float f[8];
-      Unpack8(__ldcg(reinterpret_cast<const uint4*>(p.x16) + c), f);
-      a = make_float4(f[0], f[1], f[2], f[3]);
-      b = make_float4(f[4], f[5], f[6], f[7]);
-    } else {
-      a = __ldcg(x4 + 2 * c);
-      b = __ldcg(x4 + 2 * c + 1);
-    }
+  auto put = [&](int c, float4 a, float4 b, float4 ga, float4 gb) {  // one chunk: norm sums, x * norm_w
     if (g4) {
       ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
-      const float4 ga = __ldg(g4 + 2 * c), gb = __ldg(g4 + 2 * c + 1);
       a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
       b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
     }
     xlo[c] = a;
     xhi[c] = b;
+  };
+  if (p.x16) {
+    // fp16 x: one 16-byte load per chunk, XU chunks per thread in flight (with their norm weights) before
+    // the first is stored; without a norm (o_proj, down: up to 7 chunks a thread) all of them at once.
+    constexpr int XU = EPI == kEpiResid ? (PERSIST ? 4 : 8) : 2;
+    const uint4* xh = reinterpret_cast<const uint4*>(p.x16);
+    for (int c0 = threadIdx.x; c0 < nch; c0 += XU * WARPS * 32) {
+      uint4 r[XU];
+      float4 ga[XU], gb[XU];
+#pragma unroll
+      for (int i = 0; i < XU; ++i) {
+        const int c = c0 + i * WARPS * 32;
+        r[i] = c < nch ? __ldcg(xh + c) : make_uint4(0, 0, 0, 0);
+        if (g4 && c < nch) {
+          ga[i] = __ldg(g4 + 2 * c);
+          gb[i] = __ldg(g4 + 2 * c + 1);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < XU; ++i) {
+        const int c = c0 + i * WARPS * 32;
+        if (c < nch) {
+          float f[8];
+          Unpack8(r[i], f);
+          put(c, make_float4(f[0], f[1], f[2], f[3]), make_float4(f[4], f[5], f[6], f[7]), ga[i], gb[i]);
+        }
+      }
+    }
+  } else {
+    if (async) CpAsyncWaitAll();  // this thread's chunks, the only ones it reads back below
+    for (int c = threadIdx.x; c < nch && (g4 || !async); c += WARPS * 32) {
+      const float4 a = async ? xlo[c] : __ldcg(x4 + 2 * c), b = async ? xhi[c] : __ldcg(x4 + 2 * c + 1);
+      float4 ga = a, gb = b;
+      if (g4) {
+        ga = __ldg(g4 + 2 * c);
+        gb = __ldg(g4 + 2 * c + 1);
+      }
+      put(c, a, b, ga, gb);
+    }
   }
   float scale = 1.f;
   if (g4) {
@@ -453,6 +478,10 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
           if (EPI == kEpiResid) {
             p.out[r0] = ep0[u] + y0;
             if (r1 < p.M) p.out[r1] = ep1[u] + y1;
+            if (p.out16) {
+              p.out16[r0] = __float2half_rn(ep0[u] + y0);
+              if (r1 < p.M) p.out16[r1] = __float2half_rn(ep1[u] + y1);
+            }
           } else {
             p.out[r0] = y0;
             if (r1 < p.M) p.out[r1] = y1;

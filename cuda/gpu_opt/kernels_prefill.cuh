@@ -12,12 +12,13 @@ namespace gpu {
 // Prefill and shared small kernels
 // ---------------------------------------------------------------------------------------------
 
-// x[t, :] = embed[tokens[t], :] (fp16 -> fp32). One block per token; dim % 8 == 0 (16-byte rows).
+// x[t, :] = embed[tokens[t], :] (fp16 -> fp32), and the row as it is into x16 unless it is null (decode
+// with LAB_GPU_ACT16: the first matvec's fp16 input). One block per token; dim % 8 == 0 (16-byte rows).
 // 16-byte loads, all of a thread's loads issued before the first store (the row is 8 KB for the 8B
 // shape: 2 loads per thread of 256), so the gather costs about one DRAM latency instead of one per
 // loop step (it was 8.7 us per decode step in ncu, a serial chain of 2-byte loads).
-__device__ __forceinline__ void EmbedRow(float* __restrict__ x, const __half* __restrict__ embed, int token, int t,
-                                         int dim) {
+__device__ __forceinline__ void EmbedRow(float* __restrict__ x, __half* __restrict__ x16, const __half* __restrict__ embed,
+                                         int token, int t, int dim) {
   const uint4* e = reinterpret_cast<const uint4*>(embed + size_t(token) * dim);
   float4* xo = reinterpret_cast<float4*>(x + size_t(t) * dim);
   const int nch = dim >> 3;
@@ -37,16 +38,17 @@ __device__ __forceinline__ void EmbedRow(float* __restrict__ x, const __half* __
         Unpack8(w[b], f);
         xo[2 * c] = make_float4(f[0], f[1], f[2], f[3]);
         xo[2 * c + 1] = make_float4(f[4], f[5], f[6], f[7]);
+        if (x16) reinterpret_cast<uint4*>(x16 + size_t(t) * dim)[c] = w[b];
       }
     }
   }
 }
 
-static __global__ void EmbedKernel(float* __restrict__ x, const __half* __restrict__ embed, const int* __restrict__ tokens,
-                            int dim) {
+static __global__ void EmbedKernel(float* __restrict__ x, __half* __restrict__ x16, const __half* __restrict__ embed,
+                                   const int* __restrict__ tokens, int dim) {
   PdlWait();
   PdlTrigger();
-  EmbedRow(x, embed, __ldcg(tokens + blockIdx.x), blockIdx.x, dim);
+  EmbedRow(x, x16, embed, __ldcg(tokens + blockIdx.x), blockIdx.x, dim);
 }
 
 // Greedy generation (GpuOptEngine::GenerateImpl): the first kernel of a decode step whose token is the
@@ -54,7 +56,7 @@ static __global__ void EmbedKernel(float* __restrict__ x, const __half* __restri
 // seeded by the host for the first step. One block; thread 0 decodes the token, records it in
 // tok_log[*pos] (the host reads the generated tokens from there) and clears *best for this step's lm_head.
 // Launch with the PDL attribute after the previous step's lm_head: *best is read after the wait.
-static __global__ void EmbedArgmaxKernel(float* __restrict__ x, const __half* __restrict__ embed,
+static __global__ void EmbedArgmaxKernel(float* __restrict__ x, __half* __restrict__ x16, const __half* __restrict__ embed,
                                          unsigned long long* best, int* tok_log, const int* pos, int vocab, int dim) {
   __shared__ int sm_tok;
   PdlWait();
@@ -67,7 +69,7 @@ static __global__ void EmbedArgmaxKernel(float* __restrict__ x, const __half* __
     *best = 0;
   }
   __syncthreads();
-  EmbedRow(x, embed, sm_tok, 0, dim);
+  EmbedRow(x, x16, embed, sm_tok, 0, dim);
 }
 
 // The sum of v over the block's threads, returned to every thread. blockDim.x a multiple of 32, at most

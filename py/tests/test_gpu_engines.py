@@ -359,11 +359,13 @@ def test_gpu_opt_x_staging_bitwise(tmp_path, monkeypatch, config):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", ["gqa3_hd128_llama3", "gqa4_hd64_ropeparams"])
+@pytest.mark.parametrize("case", ["gqa3_hd128_llama3", "gqa4_hd64_ropeparams", "gqa1_hd64_tied"])
 def test_gpu_opt_act16_matches_reference(tmp_path, monkeypatch, case):
-    """LAB_GPU_ACT16=1: decode's SiLU(gate) * up is kept in fp16 (down stages half the bytes). The decode
-    logits stay within the fp16 bound of the fp32 torch reference, and are not bitwise those of the fp32
-    activations (the knob took effect; the variant names it)."""
+    """LAB_GPU_ACT16: decode's matvec inputs in fp16 (h: down's; all: every matvec's, written by the
+    embedding, the residual epilogues, attention and gate_up). The decode logits stay within the fp16
+    bound of the fp32 torch reference and are not bitwise those of the fp32 inputs (the knob took effect;
+    the variant names it); generate() gives the argmax tokens of decode() on the same engine, so the
+    generation graphs' embedding writes the fp16 copy too (a stale copy would change the tokens)."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = ALL_CASES[case]
@@ -372,15 +374,26 @@ def test_gpu_opt_act16_matches_reference(tmp_path, monkeypatch, case):
     ref = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
     out = {}
-    for act16 in ("0", "1"):
+    for act16 in ("off", "h", "all"):
         monkeypatch.setenv("LAB_GPU_ACT16", act16)
         eng = _engine.Engine("gpu_opt", str(d), 128)
-        assert ("act16" in eng.variant) == (act16 == "1"), eng.variant
+        assert ("act16 " + act16 in eng.variant) == (act16 != "off"), eng.variant
         eng.prefill(tokens[:N_PROMPT])
         out[act16] = np.stack([eng.decode(int(t)) for t in tokens[N_PROMPT:]])
-    err = rel(out["1"], ref[N_PROMPT:])
-    assert err < tolerances.logits_rel("gpu_opt"), f"{case}: act16 decode relative error {err:.2e}"
-    assert not np.array_equal(out["1"], out["0"])
+        err = rel(out[act16], ref[N_PROMPT:])
+        assert err < tolerances.logits_rel("gpu_opt"), f"{case} act16 {act16}: decode relative error {err:.2e}"
+        eng.reset()
+        eng.prefill(tokens[:N_PROMPT])
+        got = eng.generate(int(tokens[N_PROMPT]), 12)
+        eng.reset()
+        eng.prefill(tokens[:N_PROMPT])
+        want, tok = [], int(tokens[N_PROMPT])
+        for _ in range(12):
+            tok = int(np.argmax(eng.decode(tok)))
+            want.append(tok)
+        assert got.tolist() == want, f"{case} act16 {act16}"
+    assert not np.array_equal(out["h"], out["off"])
+    assert not np.array_equal(out["all"], out["h"])
 
 
 @pytest.mark.gpu
@@ -441,7 +454,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
-                           ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_XSTAGE", "tma", "loads or async"),
+                           ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "off, h or all"), ("LAB_GPU_XSTAGE", "tma", "loads or async"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
