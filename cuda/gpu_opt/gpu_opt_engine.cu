@@ -39,8 +39,7 @@
 // after x is staged, the default; or right after the wait, before x, measured 1.4% slower on the H200),
 // LAB_GPU_ACT16=off|h|all (decode's matvec inputs in fp16, as transformers' fp16 forward and this
 // engine's tensor-core prefill hold them, so each block stages half the bytes: h, down's input only; all,
-// every matvec's, the residual stream kept in fp32 beside its fp16 copy; README "Staging x"), LAB_GPU_XSTAGE=loads|async (x loaded through registers, the default; or copied by cp.async, all of a
-// thread's chunks at once, measured 13% slower on the H200; README "Staging x"),
+// every matvec's, the residual stream kept in fp32 beside its fp16 copy; README "Staging x"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),
@@ -593,7 +592,6 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   const bool all16 = act16_ == kAct16All;
   const bool early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
   p.second = early ? gpu::kSecondBeforeWait : second_after_wait_ ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
-  p.xstage_async = xstage_async_ ? 1 : 0;
   const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
   switch (kind) {
     case kQkv:

@@ -243,7 +243,6 @@ void GpuOptEngine::ReadTileEnv() {
   if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v)
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
   second_after_wait_ = EnvChoice("LAB_GPU_SECOND", {"after_x", "after_wait"}) == 1;
-  xstage_async_ = EnvChoice("LAB_GPU_XSTAGE", {"loads", "async"}) == 1;
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"off", "h", "all"}));
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
@@ -256,7 +255,6 @@ std::string GpuOptEngine::variant() const {
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
   if (second_after_wait_) s += ", second after_wait";
-  if (xstage_async_) s += ", xstage async";
   static const char* const kAct16[] = {"off", "h", "all"};  // Act16's order
   if (act16_ != kAct16Off) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";

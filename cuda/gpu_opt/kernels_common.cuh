@@ -85,24 +85,6 @@ __device__ __forceinline__ void PrefetchL2(const void* p, unsigned bytes) {
 #endif
 }
 
-// One 16-byte asynchronous copy from global memory (through L2 only, .cg: data another grid just wrote)
-// into shared memory, without registers (sm_80 LDGSTS); CpAsyncWaitAll waits for the calling thread's.
-__device__ __forceinline__ void CpAsync16(void* dst, const void* src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))),
-               "l"(src)
-               : "memory");
-#endif
-}
-__device__ __forceinline__ void CpAsyncWaitAll() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_all;" ::: "memory");
-#endif
-}
-
-// Brings the 128-byte line holding p into this SM's L1 (no registers, nothing to wait for).
-__device__ __forceinline__ void PrefetchL1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
-
 // ---- The 1-D bulk copy (TMA) into shared memory, and the mbarrier that counts its bytes (sm_90) ----
 __device__ __forceinline__ unsigned SmemAddr(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));

@@ -99,8 +99,6 @@ struct MatvecParams {
   QkvOut qkv;
   int l2_prefetch;       // 1: bulk-prefetch the block's whole weight rows into L2 before the PDL wait
   int second;            // SecondBatch: where the second batch of weights is issued
-  int xstage_async;      // 1: x is staged by cp.async, all of a thread's chunks at once (LAB_GPU_XSTAGE,
-                         // measured slower); 0: loaded through registers, a few chunks per L2 round trip
   int stage;             // STAGE kernels only: chunks at the start of each row that the first batch copies
                          // into shared memory (a multiple of 32, or the whole row: nch = K/8); >= 1
   int out_host;          // Store only: out is mapped pinned host memory; the block gathers its rows in
@@ -173,10 +171,8 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   so all configurations give bitwise identical results.
 //   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, 1/rms applied to the
 //   dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
-//   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free. With p.xstage_async
-//   (LAB_GPU_XSTAGE=async, 13% slower in the step on the H200: cuda/gpu_opt/README.md "Staging x")
-//   every chunk of a thread's share is requested at once by cp.async right after the PDL wait, and the
-//   norm weights were prefetched into L1 before the wait.
+//   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free. x16 (LAB_GPU_ACT16):
+//   the input arrives in fp16, half the bytes to stage (cuda/gpu_opt/README.md "Staging x").
 //   STAGE (kernel lab v8; the engine's o_proj, LAB_GPU_O_STAGE): the first batch is the first p.stage
 //   chunks of every row of the block, copied into shared memory (after x, MatvecStageBytes) by thread 0
 //   with one bulk copy (TMA) per row before the PDL wait, instead of R0 chunks per lane into registers.
@@ -274,29 +270,10 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   };
   if (p.second == kSecondBeforeWait && any) load_batch(base1);
 
-  // The RMSNorm weights (constant) of the chunks this thread stages, into L1 before the wait: with
-  // p.xstage_async they are read after x has arrived, and would otherwise cost a second L2 round trip.
-  const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
-  if (p.xstage_async && g4) {
-    for (int c = threadIdx.x; c < nch; c += WARPS * 32) PrefetchL1(g4 + 2 * c);
-  }
-
   PdlWait();
   trace.Released();
   PdlTrigger();
 
-  // Stage x, first half: with p.xstage_async every chunk of the thread's share is requested at once by
-  // cp.async (no registers held, one L2 round trip), before the second batch of weights goes out.
-  float4* xlo = smem4;
-  float4* xhi = smem4 + nch;
-  const float4* x4 = reinterpret_cast<const float4*>(p.x);
-  const bool async = p.xstage_async && !p.x16;  // an fp16 x is unpacked through registers
-  if (async) {
-    for (int c = threadIdx.x; c < nch; c += WARPS * 32) {
-      CpAsync16(xlo + c, x4 + 2 * c);
-      CpAsync16(xhi + c, x4 + 2 * c + 1);
-    }
-  }
   if (p.second == kSecondAfterWait && any) load_batch(base1);
 
   // Epilogue operands that do not depend on the dot products, fetched before the task's main loop so
@@ -323,58 +300,35 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   };
   if (any) fetch_epilogue(task);
 
-  // Stage x, second half: x * norm_w into shared memory and the sum of squares for the RMSNorm scale.
-  // An fp32 x loaded through registers (!async) keeps two chunks' loads in flight, so down's 1,792
-  // chunks over 256 threads took four dependent L2 round trips. Each thread sums the chunks it staged in
-  // the same order on every path (fp32 loads or cp.async: bitwise the same; fp16: x rounded first).
+  // Stage x (x * norm_w) into shared memory; sum of squares for the RMSNorm scale. The compiler keeps
+  // two chunks' loads in flight, so down's 1,792 chunks over 256 threads take four dependent L2 round
+  // trips (a block's mean time from its release to here, at context 512 on the H200: qkv 2.6 us, o_proj
+  // 1.5, gate_up 1.9, down 3.9; README "Staging x"). An fp16 x (p.x16) is one 16-byte load per chunk
+  // instead of two.
+  float4* xlo = smem4;
+  float4* xhi = smem4 + nch;
+  const float4* x4 = reinterpret_cast<const float4*>(p.x);
+  const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
   float ss = 0.f;
-  auto put = [&](int c, float4 a, float4 b, float4 ga, float4 gb) {  // one chunk: norm sums, x * norm_w
+  for (int c = threadIdx.x; c < nch; c += WARPS * 32) {
+    float4 a, b;
+    if (p.x16) {
+      float f[8];
+      Unpack8(__ldcg(reinterpret_cast<const uint4*>(p.x16) + c), f);
+      a = make_float4(f[0], f[1], f[2], f[3]);
+      b = make_float4(f[4], f[5], f[6], f[7]);
+    } else {
+      a = __ldcg(x4 + 2 * c);
+      b = __ldcg(x4 + 2 * c + 1);
+    }
     if (g4) {
       ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+      const float4 ga = __ldg(g4 + 2 * c), gb = __ldg(g4 + 2 * c + 1);
       a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
       b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
     }
     xlo[c] = a;
     xhi[c] = b;
-  };
-  if (p.x16) {
-    // fp16 x: one 16-byte load per chunk, XU chunks per thread in flight (with their norm weights) before
-    // the first is stored; without a norm (o_proj, down: up to 7 chunks a thread) all of them at once.
-    constexpr int XU = EPI == kEpiResid ? (PERSIST ? 4 : 8) : 2;
-    const uint4* xh = reinterpret_cast<const uint4*>(p.x16);
-    for (int c0 = threadIdx.x; c0 < nch; c0 += XU * WARPS * 32) {
-      uint4 r[XU];
-      float4 ga[XU], gb[XU];
-#pragma unroll
-      for (int i = 0; i < XU; ++i) {
-        const int c = c0 + i * WARPS * 32;
-        r[i] = c < nch ? __ldcg(xh + c) : make_uint4(0, 0, 0, 0);
-        if (g4 && c < nch) {
-          ga[i] = __ldg(g4 + 2 * c);
-          gb[i] = __ldg(g4 + 2 * c + 1);
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < XU; ++i) {
-        const int c = c0 + i * WARPS * 32;
-        if (c < nch) {
-          float f[8];
-          Unpack8(r[i], f);
-          put(c, make_float4(f[0], f[1], f[2], f[3]), make_float4(f[4], f[5], f[6], f[7]), ga[i], gb[i]);
-        }
-      }
-    }
-  } else {
-    if (async) CpAsyncWaitAll();  // this thread's chunks, the only ones it reads back below
-    for (int c = threadIdx.x; c < nch && (g4 || !async); c += WARPS * 32) {
-      const float4 a = async ? xlo[c] : __ldcg(x4 + 2 * c), b = async ? xhi[c] : __ldcg(x4 + 2 * c + 1);
-      float4 ga = a, gb = b;
-      if (g4) {
-        ga = __ldg(g4 + 2 * c);
-        gb = __ldg(g4 + 2 * c + 1);
-      }
-      put(c, a, b, ga, gb);
-    }
   }
   float scale = 1.f;
   if (g4) {

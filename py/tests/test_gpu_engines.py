@@ -260,7 +260,7 @@ def _tile_model(tmp_path, seed, token_seed):
 
 def _decode_logits(d, tokens, env, monkeypatch):
     for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY",
-              "LAB_GPU_SECOND", "LAB_GPU_XSTAGE"):
+              "LAB_GPU_SECOND", "LAB_GPU_ACT16"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -321,38 +321,25 @@ def test_gpu_opt_persistent_tiles_bitwise(tmp_path, monkeypatch, pair):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", ["2", "4", "6", "15"])
-def test_gpu_opt_early_second_batch_bitwise(tmp_path, monkeypatch, config):
-    """LAB_GPU_EARLY: the second weight batch issued before the PDL wait (all kinds, all but o_proj) or
-    after it changes when loads go out, not what is added: bitwise the same logits and tokens."""
-    if not gpu_present():
-        pytest.skip("GPU test: no CUDA GPU on this machine")
-    d, tokens = _tile_model(tmp_path, 29, 19)
-    want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_EARLY": "off"}, monkeypatch)
-    for early in ("all", "not_o", "qkv"):
-        got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_EARLY": early}, monkeypatch)
-        np.testing.assert_array_equal(got, want, err_msg=early)
-        assert got_gen.tolist() == want_gen.tolist(), early
-
-
-@pytest.mark.gpu
 @pytest.mark.parametrize("config", ["2", "5", "9", "16"])
-def test_gpu_opt_x_staging_bitwise(tmp_path, monkeypatch, config):
-    """LAB_GPU_XSTAGE=async (x copied into shared memory by cp.async, the norm weights prefetched into L1)
-    and LAB_GPU_SECOND=after_wait (the second weight batch right after the PDL wait), alone, together, and
-    with the second batch before the wait for every kind, against the defaults (x loaded through
-    registers, the second batch after it): bitwise the same logits and tokens. down's input here is 5,000 long (625 chunks), so a thread stages several chunks and the
-    last round is partial, for every tile tried (w8, w2, the PRE=2 tile, a persistent tile); a chunk copied
-    to the wrong place, or read before its copy landed, changes the logits."""
+@pytest.mark.parametrize("act16", ["off", "all"])
+def test_gpu_opt_second_batch_bitwise(tmp_path, monkeypatch, config, act16):
+    """Where the second weight batch goes out (LAB_GPU_SECOND=after_wait: right after the PDL wait, before
+    x is staged; LAB_GPU_EARLY=all, not_o or off: before the wait for every kind, all but o_proj, or
+    none; the default is qkv only) changes when loads
+    go out, not what is added: bitwise the logits and tokens of the defaults, with fp32 and with fp16
+    inputs (LAB_GPU_ACT16=all). down's input here is 5,000 long (625 chunks), so a thread stages several
+    chunks and the last round is partial, for every tile tried (w8, w2, the PRE=2 tile, a persistent
+    tile)."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=5000)
     d = write_model(tmp_path / "m", cfg, "fp16", seed=41)
     tokens = np.random.default_rng(43).integers(0, cfg["vocab_size"], 30)
-    base = {"LAB_GPU_MATVEC_CONFIG": config}
-    want, want_gen = _decode_logits(d, tokens, base, monkeypatch)  # loads, second batch after x
-    for env in ({"LAB_GPU_XSTAGE": "async", "LAB_GPU_SECOND": "after_wait"}, {"LAB_GPU_XSTAGE": "async"},
-                {"LAB_GPU_SECOND": "after_wait"}, {"LAB_GPU_EARLY": "all", "LAB_GPU_XSTAGE": "async"}):
+    base = {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_ACT16": act16}
+    want, want_gen = _decode_logits(d, tokens, base, monkeypatch)
+    for env in ({"LAB_GPU_SECOND": "after_wait"}, {"LAB_GPU_EARLY": "all"}, {"LAB_GPU_EARLY": "not_o"},
+                {"LAB_GPU_EARLY": "off"}):
         got, got_gen = _decode_logits(d, tokens, dict(base, **env), monkeypatch)
         np.testing.assert_array_equal(got, want, err_msg=str(env))
         assert got_gen.tolist() == want_gen.tolist(), env
@@ -427,8 +414,7 @@ def test_gpu_opt_cluster_attention_matches_v2(tmp_path, monkeypatch, case):
 @pytest.mark.gpu
 def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     """engine.variant names every kind's tile (the bench puts it on each row); LAB_GPU_TILES pins a kind's
-    tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY, LAB_GPU_SECOND or LAB_GPU_XSTAGE is
-    named too."""
+    tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY or LAB_GPU_SECOND is named too."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     d, _ = _tile_model(tmp_path, 7, 7)
@@ -440,9 +426,8 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert "down w2.u1.r8" in v and "qkv w8.u2.r2.b" in v and v.endswith("early off"), v
     monkeypatch.setenv("LAB_GPU_SECOND", "after_wait")
-    monkeypatch.setenv("LAB_GPU_XSTAGE", "async")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert v.endswith("early off, second after_wait, xstage async"), v
+    assert v.endswith("early off, second after_wait"), v
 
 
 @pytest.mark.gpu
@@ -454,7 +439,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
-                           ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "off, h or all"), ("LAB_GPU_XSTAGE", "tma", "loads or async"),
+                           ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "off, h or all"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
