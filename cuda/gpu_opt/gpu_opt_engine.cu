@@ -37,9 +37,10 @@
 // that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only (the default), or
 // none; README "The third pass"), LAB_GPU_SECOND=after_x|after_wait (where the other matvecs issue it:
 // after x is staged, the default; or right after the wait, before x, measured 1.4% slower on the H200),
-// LAB_GPU_ACT16=off|h|all (decode's matvec inputs in fp16, as transformers' fp16 forward and this
-// engine's tensor-core prefill hold them, so each block stages half the bytes: h, down's input only; all,
-// every matvec's, the residual stream kept in fp32 beside its fp16 copy; README "Staging x"),
+// LAB_GPU_ACT16=all|h|off (decode's matvec inputs in fp16, as transformers' fp16 forward and this
+// engine's tensor-core prefill hold them, so each block stages half the bytes: all, every matvec's, the
+// default, the residual stream kept in fp32 beside its fp16 copy; h, down's input only; off, fp32 as
+// before the x-staging pass; README "Staging x"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),

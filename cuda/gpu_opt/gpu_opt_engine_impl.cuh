@@ -179,7 +179,7 @@ class GpuOptEngine : public Engine {
   // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
   bool second_after_wait_ = false;  // LAB_GPU_SECOND=after_wait: the other matvecs' second batch right after the wait
-  enum Act16 { kAct16Off, kAct16H, kAct16All } act16_ = kAct16Off;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
+  enum Act16 { kAct16All, kAct16H, kAct16Off } act16_ = kAct16All;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
   std::map<std::pair<MatvecFn, size_t>, int> persist_fit_;  // LaunchMatvec: blocks per SM by (kernel, smem)
