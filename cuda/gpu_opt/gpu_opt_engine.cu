@@ -581,7 +581,7 @@ void GpuOptEngine::CaptureGraph() {
   use_graph_ = false;  // fall back to direct launches
 }
 
-MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, const int* pos) const {
+MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step) const {
   const ModelConfig& c = cfg_;
   MatvecParams p = {};
   p.eps = float(c.rms_norm_eps);
@@ -590,7 +590,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
   // LAB_GPU_ACT16: which inputs are fp16 (h: down's; all: every matvec's, from the embedding, the residual
   // epilogues, attention and gate_up); x stays the fp32 residual stream either way.
-  const bool all16 = act16_ == kAct16All;
+  const bool all16 = step && act16_ == kAct16All;
   const bool early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
   p.second = early ? gpu::kSecondBeforeWait : second_after_wait_ ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
   const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
@@ -623,7 +623,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.H = int(c.hidden_dim);
       p.norm_w = L->ffn_norm;
       p.out = h_;
-      if (act16_ != kAct16Off) p.out16 = h16_;
+      if (step && act16_ != kAct16Off) p.out16 = h16_;
       if (all16) p.x16 = x16_;
       break;
     case kDown:
@@ -632,7 +632,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.K = int(c.hidden_dim);
       p.n_units = (p.M + 1) / 2;
       p.out = x_;
-      if (act16_ != kAct16Off) p.x16 = h16_;
+      if (step && act16_ != kAct16Off) p.x16 = h16_;
       if (all16) p.out16 = x16_;
       break;
     case kLm:
@@ -684,8 +684,8 @@ void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecPar
   Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), smem, stream_, pdl, "DecodeMatvecKernel", q);
 }
 
-void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos) {
-  MatvecParams p = Params(kind, x, layer, pos);
+void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step) {
+  MatvecParams p = Params(kind, x, layer, pos, step);
   p.trace = TraceSlot(kind);
   LaunchMatvec(Configs()[config_[kind]], EpiOf(kind), p, pdl);
 }

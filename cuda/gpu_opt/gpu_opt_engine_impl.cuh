@@ -107,7 +107,9 @@ class GpuOptEngine : public Engine {
   void GraphTune();  // gpu_opt_tune.cu
   void AutoTune();   // gpu_opt_tune.cu
   // `pos`: the device int the kernels read the token's position from (ints_, or a generation slot).
-  MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos) const;
+  // `step`: a decode step's launch, whose inputs with LAB_GPU_ACT16 are the step's fp16 copies (x16_,
+  // att16_, h16_); false for the prefill's last-row lm_head, which reads the fp32 x it is given.
+  MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step = true) const;
   static int EpiOf(Kind k);
   void LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
   // Staged tiles: the shared-memory budget (ReadStaging, after AutoTune) and the chunks per row it holds.
@@ -117,7 +119,7 @@ class GpuOptEngine : public Engine {
   // kNumKinds for attention), else nullptr; CollectTrace adds a finished step's slots to trace_sum_.
   unsigned long long* TraceSlot(int kind);
   void CollectTrace();
-  void Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos);
+  void Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step = true);
   void Attention(int B, int splits, int64_t layer, bool pdl, const int* pos, bool prefill = false);
   // Layer l's K / V cache, [max_context, kv_dim] fp16 rows.
   __half* LayerK(int64_t l) const { return k_cache_ + size_t(l) * max_context_ * cfg_.kv_dim(); }

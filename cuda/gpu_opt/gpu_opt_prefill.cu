@@ -109,7 +109,7 @@ void GpuOptEngine::ForwardSimple(const int32_t* tokens, int64_t n, int64_t pos, 
                                      stream_));
       Mark(kPhLogits);
     } else if (done + B == n) {
-      Matvec(kLm, x_ + size_t(B - 1) * dim, false, -1, ints_);
+      Matvec(kLm, x_ + size_t(B - 1) * dim, false, -1, ints_, /*step=*/false);
       Mark(kPhLogits);
       LAB_CUDA_CHECK(cudaMemcpyAsync(logits, logits_, size_t(vocab) * 4, cudaMemcpyDeviceToHost, stream_));
     }
@@ -361,7 +361,7 @@ void GpuOptEngine::ForwardTc(const int32_t* tokens, int64_t n, int64_t pos, bool
         Mark(kPhLogits);
       }
     } else if (last_chunk) {
-      Matvec(kLm, tx_ + size_t(B - 1) * dim, false, -1, ints_);  // final RMSNorm fused, fp32 input
+      Matvec(kLm, tx_ + size_t(B - 1) * dim, false, -1, ints_, /*step=*/false);  // final RMSNorm fused, fp32 input
       Mark(kPhLogits);
       LAB_CUDA_CHECK(cudaMemcpyAsync(logits, logits_, size_t(vocab) * 4, cudaMemcpyDeviceToHost, stream_));
     }

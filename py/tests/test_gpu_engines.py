@@ -364,7 +364,7 @@ def test_gpu_opt_act16_matches_reference(tmp_path, monkeypatch, case):
     for act16 in ("off", "h", "all"):
         monkeypatch.setenv("LAB_GPU_ACT16", act16)
         eng = _engine.Engine("gpu_opt", str(d), 128)
-        assert ("act16 " + act16 in eng.variant) == (act16 != "off"), eng.variant
+        assert ("act16 " + act16 in eng.variant) == (act16 != "all"), eng.variant  # all: the default
         eng.prefill(tokens[:N_PROMPT])
         out[act16] = np.stack([eng.decode(int(t)) for t in tokens[N_PROMPT:]])
         err = rel(out[act16], ref[N_PROMPT:])
@@ -439,7 +439,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
-                           ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "off, h or all"),
+                           ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
