@@ -1,4 +1,5 @@
-// Stage 4 kernels: fp16 weights and KV cache, fp32 activations and accumulation.
+// Stage 4 kernels: fp16 weights and KV cache, fp32 accumulation; the residual stream in fp32, and (decode,
+// LAB_GPU_ACT16=all, the default) each matvec's input also written in fp16 by the kernel that produces it.
 //
 // Decode (one token) is a chain of matrix-vector products, each reading its weights from HBM exactly
 // once, so its speed limit is bytes / bandwidth. These kernels try to keep HBM busy from the first
@@ -9,7 +10,8 @@
 //                       gate/up epilogue, the residual add in the o_proj/down_proj epilogues.
 //                       16-byte streaming weight loads, coalesced across the warp, a whole batch of
 //                       them in flight per thread and the next batch issued before the current one is
-//                       used (register double buffering); the input vector lives in shared memory.
+//                       used (register double buffering); the input vector lives in shared memory
+//                       (staged from its fp16 copy: half the bytes of the step's first phase).
 //   AttentionKernel     flash-decoding: the keys are split across blocks (grid = kv heads x splits),
 //                       each block keeps an online softmax per query head of its GQA group, reading
 //                       every cached K/V row once for the whole group; the last block of a kv head
