@@ -389,8 +389,9 @@ def test_gpu_opt_cluster_attention_matches_v2(tmp_path, monkeypatch, case):
     """Decode attention v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab
     version) against v2 (merged through global memory): the same logits to fp32 rounding (the merge
     order differs), at a short context (one cluster) and, for the long model, past 2,100 positions (6
-    clusters per kv head, merged through global partials), with fp32 matvec inputs. Greedy tokens agree. The engine's variant
-    names the version, so a knob that fell back to v2 would fail here rather than compare v2 with itself."""
+    clusters per kv head, merged through global partials), with fp32 matvec inputs. Greedy tokens agree.
+    The engine's variant names the version, so a knob that fell back to v2 would fail here rather than
+    compare v2 with itself."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = ALL_CASES[case]
