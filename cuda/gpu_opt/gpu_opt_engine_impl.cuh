@@ -186,8 +186,8 @@ class GpuOptEngine : public Engine {
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
   std::map<std::pair<MatvecFn, size_t>, int> persist_fit_;  // LaunchMatvec: blocks per SM by (kernel, smem)
   double last_decode_device_ms_ = -1;
-  // LAB_GPU_TRACE=1 (decode() steps only; generation graphs are not traced): trace_ holds three
-  // globaltimer slots per launch of a step (TraceMarks), trace_kind_ the kind of each, and trace_sum_
+  // LAB_GPU_TRACE=1 (decode() steps only; generation graphs are not traced): trace_ holds kTraceSlots
+  // marks per launch of a step (TraceMarks), trace_kind_ the kind of each, and trace_sum_
   // [kNumKinds + 1][kTraceSums] the seconds summed over steps: busy (first block past the wait to the last
   // block's end), pre (first block's start to the wait's release), drain (the previous launch's end to
   // this one's release: the kernel boundary), the count of launches, and staged (a block's mean time

@@ -162,7 +162,7 @@ void GpuOptEngine::AutoTune() {
     // weights, so that a matrix smaller than L2 is not served from L2 by the previous launch.
     const int batch = kind == kLm ? 2 : 10;
     std::vector<MatvecParams> ps;
-    for (int b = 0; b < batch; ++b) {
+    for (int b = 0; b < batch; ++b) {  // (with LAB_GPU_ACT16 the inputs are the step's fp16 copies, as in the step)
       MatvecParams p = Params(Kind(kind), kind == kDown ? h_ : (kind == kO ? att_ : xb_),
                               kind == kLm ? -1 : (cfg_.n_layers / 2 + b) % cfg_.n_layers, ints_);
       if (kind == kO || kind == kDown) p.out = scratch_;
