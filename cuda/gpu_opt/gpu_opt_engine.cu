@@ -514,12 +514,12 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
   const int* pos = gen ? gen_pos_ + gen_step : ints_;
   trace_capture_ = trace_ && !gen;
   if (trace_capture_) trace_kind_.clear();
+  __half* const x16 = act16_ == kAct16All ? x16_ : nullptr;  // the first qkv's fp16 input (LAB_GPU_ACT16)
   if (gen)
-    Launch(gpu::EmbedArgmaxKernel, dim3(1), dim3(256), 0, stream_, pdl && gen_step > 0, "EmbedArgmaxKernel", x_,
-           act16_ == kAct16All ? x16_ : nullptr, embed_, best_, tok_log_, pos, int(c.vocab_size), int(c.dim));
+    Launch(gpu::EmbedArgmaxKernel, dim3(1), dim3(256), 0, stream_, pdl && gen_step > 0, "EmbedArgmaxKernel", x_, x16,
+           embed_, best_, tok_log_, pos, int(c.vocab_size), int(c.dim));
   else
-    Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_,
-           act16_ == kAct16All ? x16_ : nullptr, embed_, ints_ + 1, int(c.dim));
+    Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_, x16, embed_, ints_ + 1, int(c.dim));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     Matvec(kQkv, x_, pdl, l, pos);
     Attention(1, attn_splits_, l, pdl, pos);
