@@ -74,11 +74,11 @@ const std::vector<MatvecConfig>& Configs() {
 // without, whose AutoTune picks differed between processes, e.g. down's tile): AutoTune times each matvec alone, launched back to back without PDL, but in the
 // step a kernel's speed also depends on its neighbours (how many of its blocks fit beside the
 // previous kernel's tail and the attention blocks, how much of its weight stream starts before the
-// PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up, down and (since the
-// x-staging pass: AutoTune once left it on a tile that streamed at 93% instead of 97-99%, 18 us a step
-// on the H200) lm_head in turn tries every tile with the others fixed, timing replays of the whole
-// captured step at position kGraphTunePos (or the last position of a shorter context), and keeps the
-// fastest.
+// PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up, down and lm_head in
+// turn tries every tile with the others fixed, timing replays of the whole captured step at position
+// kGraphTunePos (or the last position of a shorter context), and keeps the fastest. (lm_head since the
+// x-staging pass: AutoTune once left it on w8.u1.r4, which streamed at 93% of the ceiling while busy,
+// 18 us a step more than w8.u2.r2's 96-99.6% in the H200's other traces.)
 // The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
 // written by the prefill and decode steps before it, so nothing the replays leave is ever read.
 void GpuOptEngine::GraphTune() {
