@@ -25,7 +25,7 @@
 // earlier kernel; v3 the splits of a kv head merged in thread-block clusters of 8 through distributed
 // shared memory, measured slower than v2 and kept as a lab version, README "Attention in clusters"),
 // LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with v2, 32 with v1, the
-// most each merges; v3: whole clusters), LAB_GPU_ATTN_WARPS=2|4 (warps per decode attention block, v2 only),
+// most each merges; v3: whole clusters), LAB_GPU_ATTN_WARPS=2|4|8 (warps per decode attention block, v2 only),
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
@@ -123,13 +123,14 @@ AttnFn AttnFor(int G) {
   return nullptr;
 }
 
-// warps: 4 (kAttnWarps) for every path; 2 only with V2 (decode, LAB_GPU_ATTN_WARPS=2). u: 0 (the
-// kernel's rule) or 4 (V2 with 4 warps only, LAB_GPU_ATTN_U=4).
+// warps: 4 (kAttnWarps) for every path; 2 or 8 only with V2 (decode, LAB_GPU_ATTN_WARPS; 8 runs 4 steps
+// in flight). u: 0 (the kernel's rule) or 4 (V2 with 4 warps, LAB_GPU_ATTN_U=4).
 AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u = 0, int cluster = 0) {
   if (v2 && cluster == gpu::kAttnCluster && warps == gpu::kAttnWarps && u == 4)
     return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G)
                     : AttnFor<128, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G);
   if (v2 && warps == 2) return hd == 64 ? AttnFor<64, true, 2>(G) : AttnFor<128, true, 2>(G);
+  if (v2 && warps == 8) return hd == 64 ? AttnFor<64, true, 8, 4>(G) : AttnFor<128, true, 8, 4>(G);
   if (v2 && u == 4) return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4>(G) : AttnFor<128, true, gpu::kAttnWarps, 4>(G);
   if (hd == 64) return v2 ? AttnFor<64, true>(G) : AttnFor<64, false>(G);
   return v2 ? AttnFor<128, true>(G) : AttnFor<128, false>(G);
@@ -214,13 +215,14 @@ void GpuOptEngine::ReadDecodeEnv() {
   // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
   if (const char* w = std::getenv("LAB_GPU_ATTN_WARPS")) {
     attn_warps_ = std::atoi(w);
-    if ((attn_warps_ != 2 && attn_warps_ != gpu::kAttnWarps) || (attn_warps_ == 2 && !decode_attn_v2_))
-      throw InputError(std::string("LAB_GPU_ATTN_WARPS must be 2 or 4 (2 needs the v2 decode attention), not '") +
+    if ((attn_warps_ != 2 && attn_warps_ != gpu::kAttnWarps && attn_warps_ != 8) ||
+        (attn_warps_ != gpu::kAttnWarps && !decode_attn_v2_))
+      throw InputError(std::string("LAB_GPU_ATTN_WARPS must be 2, 4 or 8 (2 and 8 need the v2 decode attention), not '") +
                        w + "'");
   }
   // 4 steps of K/V loads in flight per warp (the decode default since the pass of README "Attention
   // latency"); LAB_GPU_ATTN_U=8 restores the kernel's own rule (8 for groups up to 4).
-  int attn_u = decode_attn_v2_ && attn_warps_ == gpu::kAttnWarps ? 4 : 0;
+  int attn_u = decode_attn_v2_ && attn_warps_ >= gpu::kAttnWarps ? 4 : 0;
   if (const char* u = std::getenv("LAB_GPU_ATTN_U")) {
     attn_u = std::atoi(u);
     if ((attn_u != 4 && attn_u != 8) || !decode_attn_v2_ || attn_warps_ != gpu::kAttnWarps)

@@ -170,7 +170,8 @@ class GpuOptEngine : public Engine {
   int attn_splits_ = gpu::kAttnMaxSplitsV2;  // decode attention grid: kv heads x attn_splits_
   int attn_cluster_ = 0;                     // LAB_GPU_DECODE_ATTN=v3: splits per thread-block cluster
   int attn_warps_ = gpu::kAttnWarps;         // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)
-  int attn_min_chunk_ = 16;                  // fewest keys per decode attention split (LAB_GPU_ATTN_MIN_CHUNK)
+  static constexpr int kAttnMinChunk = 16;  // its default
+  int attn_min_chunk_ = kAttnMinChunk;       // fewest keys per decode attention split (LAB_GPU_ATTN_MIN_CHUNK)
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1

@@ -261,6 +261,8 @@ std::string GpuOptEngine::variant() const {
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";
   if (attn_cluster_) s += ", attention v3 (clusters of " + std::to_string(attn_cluster_) + ")";
+  if (attn_warps_ != gpu::kAttnWarps) s += ", attention " + std::to_string(attn_warps_) + " warps";
+  if (attn_min_chunk_ != kAttnMinChunk) s += ", splits of " + std::to_string(attn_min_chunk_) + "+ keys";
   return s;
 }
 

@@ -383,36 +383,53 @@ def test_gpu_opt_act16_matches_reference(tmp_path, monkeypatch, case):
     assert not np.array_equal(out["all"], out["h"])
 
 
+# Decode attention's other layouts, each against v2's default (4 warps, 16-key split unit): its knobs,
+# and what the engine's variant must then name.
+ATTN_LAYOUTS = {
+    "v3": ({"LAB_GPU_DECODE_ATTN": "v3"}, "attention v3"),
+    "w8": ({"LAB_GPU_ATTN_WARPS": "8", "LAB_GPU_ATTN_MIN_CHUNK": "64"}, "attention 8 warps, splits of 64+ keys"),
+    "w2": ({"LAB_GPU_ATTN_WARPS": "2"}, "attention 2 warps"),
+}
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["gqa1_hd64_tied", "gqa3_hd128_llama3", "gqa8_hd128", "long_gqa4_hd128"])
-def test_gpu_opt_cluster_attention_matches_v2(tmp_path, monkeypatch, case):
-    """Decode attention v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab
-    version) against v2 (merged through global memory): the same logits to fp32 rounding (the merge
-    order differs), at a short context (one cluster) and, for the long model, past 2,100 positions (6
-    clusters per kv head, merged through global partials), with fp32 matvec inputs. Greedy tokens agree.
-    The engine's variant names the version, so a knob that fell back to v2 would fail here rather than
-    compare v2 with itself."""
+def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
+    """Decode attention's layouts against v2 with its defaults (splits merged through global memory): v3
+    (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab version), 8-warp
+    blocks over splits of 64+ keys, 2-warp blocks. The same logits to fp32 rounding (the merge order
+    differs), at a short context (one cluster, one split of 64) and, for the long model, past 2,100
+    positions (6 clusters per kv head, 33 splits of 64), with fp32 matvec inputs. Greedy tokens agree.
+    The engine's variant names the layout, so a knob that fell back to the default would fail here
+    rather than compare v2 with itself."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = ALL_CASES[case]
     d = write_model(tmp_path / "m", cfg, "fp16", seed=31)
     n_prompt = 2100 if case.startswith("long") else 20
     tokens = np.random.default_rng(37).integers(0, cfg["vocab_size"], n_prompt + 6)
-    out = {}
     # fp32 matvec inputs: with the default fp16 ones (LAB_GPU_ACT16=all) the two merge orders' last-bit
     # differences flip an attention output's fp16 rounding now and then (6e-5 to 2.4e-4 here on the H200).
     monkeypatch.setenv("LAB_GPU_ACT16", "off")
-    for attn in ("v2", "v3"):
-        monkeypatch.setenv("LAB_GPU_DECODE_ATTN", attn)
-        monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+    monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+
+    def run(env, name):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
         eng = _engine.Engine("gpu_opt", str(d), n_prompt + 64)
-        assert ("attention v3" in eng.variant) == (attn == "v3"), eng.variant
+        for k in env:
+            monkeypatch.delenv(k)
+        assert ("attention" in eng.variant) == bool(name) and name in eng.variant, (name, eng.variant)
         eng.prefill(tokens[:n_prompt])
         dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
-        out[attn] = (dec, eng.generate(int(tokens[-1]), 4))
-    err = rel(out["v3"][0], out["v2"][0])
-    assert err < 1e-5, f"{case}: v3 vs v2 relative error {err:.2e}"
-    assert out["v3"][1].tolist() == out["v2"][1].tolist()
+        return dec, eng.generate(int(tokens[-1]), 4)
+
+    want = run({}, "")
+    for layout, (env, name) in ATTN_LAYOUTS.items():
+        got = run(env, name)
+        err = rel(got[0], want[0])
+        assert err < 1e-5, f"{case} {layout}: relative error {err:.2e} against v2"
+        assert got[1].tolist() == want[1].tolist(), f"{case} {layout}"
 
 
 @pytest.mark.gpu
