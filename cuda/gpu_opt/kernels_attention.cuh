@@ -190,9 +190,12 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   every thread, and the merging block loads each split's (max, sum) and partial output together,
 //   16 splits per round trip, merging them online, where V1 waited for the (max, sum) loads and a
 //   barrier before loading the partial outputs.
-//   WARPS (default kAttnWarps = 4; the engine's LAB_GPU_ATTN_WARPS=2 for decode): fewer warps per block
+//   WARPS (default kAttnWarps = 4; the engine's LAB_GPU_ATTN_WARPS=2|8 for decode): fewer warps per block
 //   cover fewer keys per round of loads (a 32-key decode split still takes one round with 2 warps at
-//   HD 128) but hold half the registers, so more of the next kernel's blocks fit beside them.
+//   HD 128) but hold half the registers, so more of the next kernel's blocks fit beside them. 8 warps
+//   cover 64 keys per round at HD 128 with U = 4: with 64-key splits a kv head at context 512 is 8
+//   splits, whose merge is one round of loads. Compiled for 2 blocks per SM (at most 128 registers a
+//   thread; 148 without the bound, so one 256-thread block per SM and two waves at 264 blocks).
 //   UU (0: the U rule above; the engine's decode uses 4): steps in flight per round.
 //   min_chunk (AttnParams; the engine's decode: 16, LAB_GPU_ATTN_MIN_CHUNK): the fewest keys a split
 //   takes, and the unit a split's key count is rounded up to (32 before: at ~2,150 keys over 64 splits
@@ -207,7 +210,7 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   that slice over the clusters as V2 does over splits. Idle blocks of a working cluster take part
 //   with an empty state (m = -inf, l = 0); whole idle clusters exit at once.
 template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0, int CL = 0>
-__global__ void __launch_bounds__(WARPS * 32) AttentionKernel(const AttnParams p) {
+__global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKernel(const AttnParams p) {
   static_assert(CL == 0 || V2, "the cluster merge builds on V2's entry trigger");
   TraceMarks trace(p.trace);
   if (V2) PdlTrigger();

@@ -149,6 +149,9 @@ def test_gpu_opt_step_trace(model, monkeypatch):
     least its longest kind, the logits are an untraced engine's (to the rounding of another prefill tile),
     and generation graphs are not traced."""
     case, precision, d, tokens, _ = model
+    # fp32 matvec inputs: with fp16 ones (the default) the two prefills' last-bit differences flip an
+    # input's fp16 rounding now and then (1.4e-4 and 3.5e-4 relative on the H200), past the bound below.
+    monkeypatch.setenv("LAB_GPU_ACT16", "off")
     plain = _engine.Engine("gpu_opt", str(d), 128)
     assert plain.phase_seconds() == {}
     monkeypatch.setenv("LAB_GPU_TRACE", "1")
