@@ -6,7 +6,8 @@
 //     16-byte coalesced loads and the elementwise work fused in (kernels_matvec.cuh);
 //   * weights re-laid out at load time: [q; k; v] and [gate; up] concatenated so one kernel reads them;
 //   * the whole decode step is captured once into a CUDA graph and replayed; the token and position
-//     live in device memory (written by one 8-byte copy before each replay), so the graph never changes;
+//     live in device memory (written by one 8-byte copy before each replay), so the graph never changes
+//     (one graph per attention layout: short contexts run their own, LAB_GPU_ATTN_SHORT);
 //   * programmatic dependent launch lets each kernel start its weight loads (the first batch, into
 //     registers) while the previous one drains, and attention load its older K/V rows;
 //   * the matvec tile shape is auto-tuned per layer kind at start-up on the real weights
@@ -29,6 +30,10 @@
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
+// LAB_GPU_ATTN_SHORT=<keys>|0 (steps attending at most this many keys run 8-warp attention blocks over
+// 64-key splits, from their own graphs; default 64 x (SMs / kv heads), 1,024 keys for Llama-3.1-8B on an
+// H100 or H200; 0 off, as it is by default when one of the three knobs above pins a layout; README
+// "Attention at short contexts"),
 // LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
@@ -155,11 +160,15 @@ void GpuOptEngine::Release() {
   unfused_ws_bytes_ = 0;
   for (cudaEvent_t e : prof_events_) cudaEventDestroy(e);
   prof_events_.clear();
-  if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
-  for (cudaGraphExec_t& g : gen_exec_) {
+  for (cudaGraphExec_t& g : graph_exec_) {
     if (g) cudaGraphExecDestroy(g);
     g = nullptr;
   }
+  for (auto& gens : gen_exec_)
+    for (cudaGraphExec_t& g : gens) {
+      if (g) cudaGraphExecDestroy(g);
+      g = nullptr;
+    }
   if (gen_mem_) cudaFree(gen_mem_);
   gen_mem_ = nullptr;
   if (trace_) cudaFree(trace_);
@@ -167,7 +176,6 @@ void GpuOptEngine::Release() {
   if (ev_start_) cudaEventDestroy(ev_start_);
   if (ev_stop_) cudaEventDestroy(ev_stop_);
   if (stream_) cudaStreamDestroy(stream_);
-  graph_exec_ = nullptr;
   ev_start_ = ev_stop_ = nullptr;
   stream_ = nullptr;
 }
@@ -213,32 +221,44 @@ void GpuOptEngine::ReadDecodeEnv() {
   graph_tune_ = EnvChoice("LAB_GPU_TUNE", {"graph", "kernel"}) == 0;
   // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
   // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
+  AttnLayout& a0 = attn_[0];
   if (const char* w = std::getenv("LAB_GPU_ATTN_WARPS")) {
-    attn_warps_ = std::atoi(w);
-    if ((attn_warps_ != 2 && attn_warps_ != gpu::kAttnWarps && attn_warps_ != 8) ||
-        (attn_warps_ != gpu::kAttnWarps && !decode_attn_v2_))
+    a0.warps = std::atoi(w);
+    if ((a0.warps != 2 && a0.warps != gpu::kAttnWarps && a0.warps != 8) || (a0.warps != gpu::kAttnWarps && !decode_attn_v2_))
       throw InputError(std::string("LAB_GPU_ATTN_WARPS must be 2, 4 or 8 (2 and 8 need the v2 decode attention), not '") +
                        w + "'");
   }
   // 4 steps of K/V loads in flight per warp (the decode default since the pass of README "Attention
   // latency"); LAB_GPU_ATTN_U=8 restores the kernel's own rule (8 for groups up to 4).
-  int attn_u = decode_attn_v2_ && attn_warps_ >= gpu::kAttnWarps ? 4 : 0;
+  int attn_u = decode_attn_v2_ && a0.warps >= gpu::kAttnWarps ? 4 : 0;
   if (const char* u = std::getenv("LAB_GPU_ATTN_U")) {
     attn_u = std::atoi(u);
-    if ((attn_u != 4 && attn_u != 8) || !decode_attn_v2_ || attn_warps_ != gpu::kAttnWarps)
+    if ((attn_u != 4 && attn_u != 8) || !decode_attn_v2_ || a0.warps != gpu::kAttnWarps)
       throw InputError(std::string("LAB_GPU_ATTN_U must be 4 or 8 (with the v2 decode attention, 4 warps), not '") +
                        u + "'");
     if (attn_u == 8) attn_u = 0;
   }
   if (const char* m = std::getenv("LAB_GPU_ATTN_MIN_CHUNK")) {
-    attn_min_chunk_ = std::atoi(m);
-    if (attn_min_chunk_ < 8 || attn_min_chunk_ > 1024 || attn_min_chunk_ % 8)
+    a0.min_chunk = std::atoi(m);
+    if (a0.min_chunk < 8 || a0.min_chunk > 1024 || a0.min_chunk % 8)
       throw InputError(std::string("LAB_GPU_ATTN_MIN_CHUNK must be a multiple of 8 in 8..1024, not '") + m + "'");
   }
   ReadTileEnv();
-  if (attn_cluster_ && (attn_warps_ != gpu::kAttnWarps || attn_u != 4))
+  if (attn_cluster_ && (a0.warps != gpu::kAttnWarps || attn_u != 4))
     throw InputError("decode attention v3 runs 4 warps with 4 steps in flight (LAB_GPU_ATTN_WARPS / LAB_GPU_ATTN_U)");
-  attn_fn_ = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, attn_warps_, attn_u, attn_cluster_);
+  a0.fn = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, a0.warps, attn_u, attn_cluster_);
+  // The short-context layout (README "Attention at short contexts"): 8-warp blocks over 64-key splits,
+  // whose merge is one round of loads, while the kv heads' working blocks number at most one per SM
+  // (1,024 keys at 8 kv heads on 132 SMs); past that, two 8-warp blocks share an SM and the 4-warp
+  // layout is faster. On by default with v2 unless a layout knob (warps, steps in flight, split unit)
+  // pins one layout for every context; LAB_GPU_ATTN_SHORT=<keys> sets the bound, 0 turns it off.
+  const bool pinned = !decode_attn_v2_ || attn_cluster_ || std::getenv("LAB_GPU_ATTN_WARPS") ||
+                      std::getenv("LAB_GPU_ATTN_U") || std::getenv("LAB_GPU_ATTN_MIN_CHUNK");
+  attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20,
+                                pinned ? 0 : kAttnShortChunk * std::max(1, prop_.multiProcessorCount / int(c.n_kv_heads))));
+  if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
+    throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
+  if (attn_short_keys_ > 0) attn_[1] = {AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4), 8, kAttnShortChunk};
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
   attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
 }
@@ -446,13 +466,15 @@ void GpuOptEngine::DecodeStep(int32_t token, int64_t pos, float* logits) {
   hi[0] = int(pos);
   hi[1] = token;
   LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
-  if (use_graph_ && !graph_exec_) CaptureGraph();
+  const int layout = AttnLayoutFor(pos + 1);
+  if (use_graph_ && !graph_exec_[layout]) CaptureGraph(layout);
   if (trace_)
     LAB_CUDA_CHECK(cudaMemsetAsync(trace_, 0xff, trace_slots_ * gpu::kTraceSlots * sizeof(unsigned long long), stream_));
   LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
-  if (graph_exec_) {
-    LAB_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+  if (graph_exec_[layout]) {
+    LAB_CUDA_CHECK(cudaGraphLaunch(graph_exec_[layout], stream_));
   } else {
+    attn_sel_ = layout;
     EnqueueDecode(use_pdl_);
   }
   LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
@@ -471,17 +493,25 @@ void GpuOptEngine::DecodeStep(int32_t token, int64_t pos, float* logits) {
 // which each step's token is the previous step's argmax (lm_head's argmax epilogue -> best_ ->
 // EmbedArgmaxKernel) and each step reads its position from its own slot gen_pos_[k], filled by one
 // small copy from a constant pinned table (h_iota_) before each graph. The host only enqueues: no
-// synchronization until the last step, so consecutive steps run back to back on the GPU.
+// synchronization until the last step, so consecutive steps run back to back on the GPU. A graph's
+// attention layout is the one for its last step's keys (all its steps then fit that layout's bound).
 void GpuOptEngine::GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* out) {
-  if (use_graph_ && !graph_exec_) CaptureGraph();  // settles use_pdl_
-  if (use_graph_ && !gen_exec_[0]) {
-    cudaError_t err = cudaSuccess;
-    gen_exec_[0] = BuildGraph(use_pdl_, &err, 1);
-    if (gen_exec_[0]) gen_exec_[1] = BuildGraph(use_pdl_, &err, kGenSteps);
-    if (!gen_exec_[1] && verbose_)
-      std::fprintf(stderr, "gpu_opt: generation graph capture failed (%s): host loop\n", cudaGetErrorString(err));
-  }
-  if (!gen_exec_[1]) {
+  const int first = AttnLayoutFor(pos + 1), last = AttnLayoutFor(pos + n);  // the layouts of the first and last steps
+  if (use_graph_ && !graph_exec_[first]) CaptureGraph(first);  // settles use_pdl_
+  // The generation graphs of `layout`, captured on first use; false: no graphs (the host loop).
+  auto ready = [&](int layout) {
+    cudaGraphExec_t* g = gen_exec_[layout];
+    if (use_graph_ && !g[0]) {
+      cudaError_t err = cudaSuccess;
+      attn_sel_ = layout;
+      g[0] = BuildGraph(use_pdl_, &err, 1);
+      if (g[0]) g[1] = BuildGraph(use_pdl_, &err, kGenSteps);
+      if (!g[1] && verbose_)
+        std::fprintf(stderr, "gpu_opt: generation graph capture failed (%s): host loop\n", cudaGetErrorString(err));
+    }
+    return g[1] != nullptr;
+  };
+  if (!ready(first) || !ready(last)) {
     Engine::GenerateImpl(token, n, pos, out);
     return;
   }
@@ -492,7 +522,7 @@ void GpuOptEngine::GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* 
     const int k = n - done >= kGenSteps ? kGenSteps : 1;
     LAB_CUDA_CHECK(cudaMemcpyAsync(gen_pos_, h_iota_.as<int>() + pos + done, k * sizeof(int),
                                    cudaMemcpyHostToDevice, stream_));
-    LAB_CUDA_CHECK(cudaGraphLaunch(gen_exec_[k == kGenSteps], stream_));
+    LAB_CUDA_CHECK(cudaGraphLaunch(gen_exec_[AttnLayoutFor(pos + done + k)][k == kGenSteps], stream_));
     done += k;
   }
   int* const hlog = reinterpret_cast<int*>(hb + 1);
@@ -568,12 +598,13 @@ cudaGraphExec_t GpuOptEngine::BuildGraph(bool pdl, cudaError_t* why, int gen_ste
   return exec;
 }
 
-void GpuOptEngine::CaptureGraph() {
+void GpuOptEngine::CaptureGraph(int layout) {
+  attn_sel_ = layout;
   for (int attempt = 0; attempt < 2; ++attempt) {
     const bool pdl = use_pdl_ && attempt == 0;
     cudaError_t err = cudaSuccess;
-    graph_exec_ = BuildGraph(pdl, &err);
-    if (graph_exec_) {
+    graph_exec_[layout] = BuildGraph(pdl, &err);
+    if (graph_exec_[layout]) {
       use_pdl_ = pdl;
       if (verbose_) std::fprintf(stderr, "gpu_opt: decode step captured into a CUDA graph (PDL %s)\n", pdl ? "on" : "off");
       return;
@@ -707,7 +738,8 @@ gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {
   return o;
 }
 
-// Decode (B = 1, the graph) uses attn_fn_ (V2 by default); the simple prefill attn_prefill_fn_ (V1).
+// Decode (B = 1, the graph) uses the layout attn_[attn_sel_] (V2 by default); the simple prefill
+// attn_prefill_fn_ (V1).
 void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const int* pos, bool prefill) {
   const ModelConfig& c = cfg_;
   gpu::AttnParams a;
@@ -723,11 +755,12 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   a.n_heads = int(c.n_heads);
   a.n_kv = int(c.n_kv_heads);
   a.skip_idle = attn_skip_idle_;
-  a.min_chunk = prefill ? 32 : attn_min_chunk_;
+  const AttnLayout& lay = attn_[attn_sel_];
+  a.min_chunk = prefill ? 32 : lay.min_chunk;
   a.trace = prefill ? nullptr : TraceSlot(kNumKinds);
-  LaunchEx(prefill ? 0 : attn_cluster_, prefill ? attn_prefill_fn_ : attn_fn_,
+  LaunchEx(prefill ? 0 : attn_cluster_, prefill ? attn_prefill_fn_ : lay.fn,
            dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
-           dim3((prefill ? gpu::kAttnWarps : attn_warps_) * 32), 0, stream_, pdl, "AttentionKernel", a);
+           dim3((prefill ? gpu::kAttnWarps : lay.warps) * 32), 0, stream_, pdl, "AttentionKernel", a);
 }
 
 }  // namespace gpu_opt

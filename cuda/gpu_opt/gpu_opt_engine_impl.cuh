@@ -103,7 +103,7 @@ class GpuOptEngine : public Engine {
   void DecodeStep(int32_t token, int64_t pos, float* logits);
   void EnqueueDecode(bool pdl, int gen_step = -1);
   cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0);
-  void CaptureGraph();
+  void CaptureGraph(int layout);  // graph_exec_[layout]
   void GraphTune();  // gpu_opt_tune.cu
   void AutoTune();   // gpu_opt_tune.cu
   // `pos`: the device int the kernels read the token's position from (ints_, or a generation slot).
@@ -155,23 +155,37 @@ class GpuOptEngine : public Engine {
   bool use_graph_ = true, use_pdl_ = true, l2_prefetch_all_ = false, l2_prefetch_o_ = false, verbose_ = false;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
-  cudaGraphExec_t graph_exec_ = nullptr;
-  // Greedy generation (GenerateImpl): graphs of 1 and kGenSteps steps; best_, gen_pos_, tok_log_ in gen_mem_.
-  cudaGraphExec_t gen_exec_[2] = {nullptr, nullptr};
+  // The decode step's graph for each attention layout (attn_ below), captured on first use.
+  cudaGraphExec_t graph_exec_[2] = {nullptr, nullptr};
+  // Greedy generation (GenerateImpl): per attention layout, graphs of 1 and kGenSteps steps; best_,
+  // gen_pos_, tok_log_ in gen_mem_.
+  cudaGraphExec_t gen_exec_[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};
   void* gen_mem_ = nullptr;
   unsigned long long* best_ = nullptr;
   int *gen_pos_ = nullptr, *tok_log_ = nullptr;
   cuda::PinnedBuffer h_iota_, h_gen_;
   cuda::DeviceArena arena_;
   cuda::PinnedBuffer h_ints_, h_logits_;
-  AttnFn attn_fn_ = nullptr, attn_prefill_fn_ = nullptr;  // decode (V2 by default); the simple prefill's (V1)
+  AttnFn attn_prefill_fn_ = nullptr;  // the simple prefill's attention (V1)
   bool decode_attn_v2_ = true, graph_tune_ = true, logits_mapped_ = true;
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
   int attn_splits_ = gpu::kAttnMaxSplitsV2;  // decode attention grid: kv heads x attn_splits_
   int attn_cluster_ = 0;                     // LAB_GPU_DECODE_ATTN=v3: splits per thread-block cluster
-  int attn_warps_ = gpu::kAttnWarps;         // decode attention block: attn_warps_ warps (LAB_GPU_ATTN_WARPS)
-  static constexpr int kAttnMinChunk = 16;  // its default
-  int attn_min_chunk_ = kAttnMinChunk;       // fewest keys per decode attention split (LAB_GPU_ATTN_MIN_CHUNK)
+  static constexpr int kAttnMinChunk = 16;   // AttnLayout::min_chunk's default
+  static constexpr int kAttnShortChunk = 64;  // the short-context layout's split unit (one round of 8 warps)
+  // A decode attention launch layout: the kernel (V2 by default), warps per block, fewest keys per split.
+  struct AttnLayout {
+    AttnFn fn = nullptr;
+    int warps = gpu::kAttnWarps;     // LAB_GPU_ATTN_WARPS
+    int min_chunk = kAttnMinChunk;   // LAB_GPU_ATTN_MIN_CHUNK
+  };
+  // [0]: the layout the knobs name; [1]: the short-context layout (8 warps over 64-key splits), which a
+  // step attending at most attn_short_keys_ keys runs instead (0: never; LAB_GPU_ATTN_SHORT; README
+  // "Attention at short contexts"). attn_sel_ is the one Attention() launches, set before a step is
+  // enqueued or captured.
+  AttnLayout attn_[2];
+  int attn_short_keys_ = 0, attn_sel_ = 0;
+  int AttnLayoutFor(int64_t keys) const { return attn_short_keys_ > 0 && keys <= attn_short_keys_ ? 1 : 0; }
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1

@@ -88,6 +88,7 @@ void GpuOptEngine::GraphTune() {
   hi[1] = 0;
   LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
   LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  attn_sel_ = AttnLayoutFor(tune_pos + 1);  // the attention layout a step at tune_pos runs
   auto time_step = [&]() -> float {  // device ms per replay of the step (median of 3 x 4); < 0 on failure
     cudaGraphExec_t exec = BuildGraph(use_pdl_, nullptr);
     if (!exec) return -1.f;
@@ -261,8 +262,11 @@ std::string GpuOptEngine::variant() const {
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";
   if (attn_cluster_) s += ", attention v3 (clusters of " + std::to_string(attn_cluster_) + ")";
-  if (attn_warps_ != gpu::kAttnWarps) s += ", attention " + std::to_string(attn_warps_) + " warps";
-  if (attn_min_chunk_ != kAttnMinChunk) s += ", splits of " + std::to_string(attn_min_chunk_) + "+ keys";
+  if (attn_[0].warps != gpu::kAttnWarps) s += ", attention " + std::to_string(attn_[0].warps) + " warps";
+  if (attn_[0].min_chunk != kAttnMinChunk) s += ", splits of " + std::to_string(attn_[0].min_chunk) + "+ keys";
+  // The short-context layout's bound when a knob set it (the default follows the card: not named).
+  if (const char* v = std::getenv("LAB_GPU_ATTN_SHORT"); v && *v)
+    s += attn_short_keys_ ? ", attention short up to " + std::to_string(attn_short_keys_) + " keys" : ", attention short off";
   return s;
 }
 
@@ -279,8 +283,12 @@ void GpuOptEngine::SetupStaging() {
   const int sms = prop_.multiProcessorCount;
   const size_t reserved = prop_.reservedSharedMemPerBlock;
   cudaFuncAttributes fa;
-  LAB_CUDA_CHECK(cudaFuncGetAttributes(&fa, attn_fn_));
-  const size_t attn_smem = fa.sharedSizeBytes + reserved;
+  size_t attn_smem = 0;  // the larger of the decode attention layouts'
+  for (const AttnLayout& a : attn_)
+    if (a.fn) {
+      LAB_CUDA_CHECK(cudaFuncGetAttributes(&fa, a.fn));
+      attn_smem = std::max(attn_smem, fa.sharedSizeBytes + reserved);
+    }
   // The budget is sized for o_proj's grid with the tile LAB_GPU_O_STAGE names (or w8.u2.r2.s, for a
   // staged tile chosen by LAB_GPU_MATVEC_CONFIG): its blocks per SM share what attention leaves.
   const auto& cfgs = Configs();
@@ -308,12 +316,15 @@ void GpuOptEngine::SetupStaging() {
     for (const MatvecConfig& m : cfgs)
       for (MatvecFn f : m.fn)
         LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
-    LAB_CUDA_CHECK(cudaFuncSetAttribute(attn_fn_, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+    for (const AttnLayout& a : attn_)
+      if (a.fn)
+        LAB_CUDA_CHECK(cudaFuncSetAttribute(a.fn, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
     carveout_set = true;
   } else if (carveout_set) {
     for (const MatvecConfig& m : cfgs)
       for (MatvecFn f : m.fn) cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutDefault);
-    cudaFuncSetAttribute(attn_fn_, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutDefault);
+    for (const AttnLayout& a : attn_)
+      if (a.fn) cudaFuncSetAttribute(a.fn, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutDefault);
     cudaGetLastError();
     carveout_set = false;
   }

@@ -386,25 +386,35 @@ def test_gpu_opt_act16_matches_reference(tmp_path, monkeypatch, case):
     assert not np.array_equal(out["all"], out["h"])
 
 
-# Decode attention's other layouts, each against v2's default (4 warps, 16-key split unit): its knobs,
-# and what the engine's variant must then name.
+# Decode attention's layouts, each against v2 with one layout for every context (4 warps, 16-key split
+# unit, LAB_GPU_ATTN_SHORT=0): its knobs (a callable takes the prompt length), and what the engine's
+# variant must then name ("" : nothing about attention).
 ATTN_LAYOUTS = {
-    "v3": ({"LAB_GPU_DECODE_ATTN": "v3"}, "attention v3"),
-    "w8": ({"LAB_GPU_ATTN_WARPS": "8", "LAB_GPU_ATTN_MIN_CHUNK": "64"}, "attention 8 warps, splits of 64+ keys"),
-    "w2": ({"LAB_GPU_ATTN_WARPS": "2"}, "attention 2 warps"),
+    "v3": (lambda n: {"LAB_GPU_DECODE_ATTN": "v3"}, "attention v3"),
+    "w8": (lambda n: {"LAB_GPU_ATTN_WARPS": "8", "LAB_GPU_ATTN_MIN_CHUNK": "64"}, "attention 8 warps, splits of 64+ keys"),
+    "w2": (lambda n: {"LAB_GPU_ATTN_WARPS": "2"}, "attention 2 warps"),
+    # the default: the short-context layout (8 warps, 64-key splits) up to 64 x (SMs / kv heads) keys,
+    # which covers every step here (these models have 1 or 2 kv heads)
+    "default": (lambda n: {}, ""),
+    # the short layout for the first 2 decode() steps, then the 4-warp one: two decode graphs
+    "cross_decode": (lambda n: {"LAB_GPU_ATTN_SHORT": str(n + 2)}, "attention short up to"),
+    # decode() steps and generate()'s first 8-step graph short, its single steps after 2 keys more long
+    "cross_generate": (lambda n: {"LAB_GPU_ATTN_SHORT": str(n + 16)}, "attention short up to"),
 }
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["gqa1_hd64_tied", "gqa3_hd128_llama3", "gqa8_hd128", "long_gqa4_hd128"])
 def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
-    """Decode attention's layouts against v2 with its defaults (splits merged through global memory): v3
-    (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab version), 8-warp
-    blocks over splits of 64+ keys, 2-warp blocks. The same logits to fp32 rounding (the merge order
-    differs), at a short context (one cluster, one split of 64) and, for the long model, past 2,100
-    positions (6 clusters per kv head, 33 splits of 64), with fp32 matvec inputs. Greedy tokens agree.
-    The engine's variant names the layout, so a knob that fell back to the default would fail here
-    rather than compare v2 with itself."""
+    """Decode attention's layouts against v2 with one layout (4 warps, 16-key splits merged through global
+    memory): v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab version),
+    8-warp blocks over splits of 64+ keys, 2-warp blocks, the default (8 warps over 64-key splits at short
+    contexts), and the default's switch from its short-context graphs to the 4-warp ones partway through
+    decode() and generate(). The same logits to fp32 rounding (the merge order differs), at a short
+    context (one cluster, one split of 64) and, for the long model, past 2,100 positions (6 clusters per
+    kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of 12-step generations agree. The
+    engine's variant names the layout, so a knob that fell back to another would fail here rather than
+    compare a layout with itself."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = ALL_CASES[case]
@@ -422,14 +432,17 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
         eng = _engine.Engine("gpu_opt", str(d), n_prompt + 64)
         for k in env:
             monkeypatch.delenv(k)
-        assert ("attention" in eng.variant) == bool(name) and name in eng.variant, (name, eng.variant)
+        if name:
+            assert name in eng.variant, (name, eng.variant)
+        else:
+            assert "attention" not in eng.variant and "splits" not in eng.variant, eng.variant
         eng.prefill(tokens[:n_prompt])
         dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
-        return dec, eng.generate(int(tokens[-1]), 4)
+        return dec, eng.generate(int(tokens[-1]), 12)
 
-    want = run({}, "")
+    want = run({"LAB_GPU_ATTN_SHORT": "0"}, "attention short off")
     for layout, (env, name) in ATTN_LAYOUTS.items():
-        got = run(env, name)
+        got = run(env(n_prompt), name)
         err = rel(got[0], want[0])
         assert err < 1e-5, f"{case} {layout}: relative error {err:.2e} against v2"
         assert got[1].tolist() == want[1].tolist(), f"{case} {layout}"
@@ -474,13 +487,17 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
 @pytest.mark.gpu
 def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
     """Decode attention's knobs: an unknown version, and v3 (clusters of 8 splits, 4 warps, 4 steps in
-    flight) with a split count that is not whole clusters or another warp count, are refused by name."""
+    flight) with a split count that is not whole clusters or another warp count, an unknown warp count,
+    and a short-context bound that is negative or asked of v1, are refused by name."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     d, _ = _tile_model(tmp_path, 5, 5)
     for env, msg in (({"LAB_GPU_DECODE_ATTN": "v4"}, "LAB_GPU_DECODE_ATTN must be .*v3"),
                      ({"LAB_GPU_DECODE_ATTN": "v3", "LAB_GPU_ATTN_SPLITS": "12"}, "multiple of 8 with decode attention v3"),
-                     ({"LAB_GPU_DECODE_ATTN": "v3", "LAB_GPU_ATTN_WARPS": "2"}, "v3 runs 4 warps")):
+                     ({"LAB_GPU_DECODE_ATTN": "v3", "LAB_GPU_ATTN_WARPS": "2"}, "v3 runs 4 warps"),
+                     ({"LAB_GPU_ATTN_WARPS": "6"}, "LAB_GPU_ATTN_WARPS must be 2, 4 or 8"),
+                     ({"LAB_GPU_ATTN_SHORT": "-1"}, "LAB_GPU_ATTN_SHORT must be 0..1048576"),
+                     ({"LAB_GPU_DECODE_ATTN": "v1", "LAB_GPU_ATTN_SHORT": "512"}, "SHORT needs the v2 decode attention")):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         with pytest.raises(ValueError, match=msg):
