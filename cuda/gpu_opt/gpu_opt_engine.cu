@@ -496,7 +496,7 @@ void GpuOptEngine::DecodeStep(int32_t token, int64_t pos, float* logits) {
 // synchronization until the last step, so consecutive steps run back to back on the GPU. A graph's
 // attention layout is the one for its last step's keys (all its steps then fit that layout's bound).
 void GpuOptEngine::GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* out) {
-  const int first = AttnLayoutFor(pos + 1), last = AttnLayoutFor(pos + n);  // the layouts of the first and last steps
+  const int first = AttnLayoutFor(pos + 1), final = AttnLayoutFor(pos + n);  // the first and last steps' layouts
   if (use_graph_ && !graph_exec_[first]) CaptureGraph(first);  // settles use_pdl_
   // The generation graphs of `layout`, captured on first use; false: no graphs (the host loop).
   auto ready = [&](int layout) {
@@ -511,7 +511,7 @@ void GpuOptEngine::GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* 
     }
     return g[1] != nullptr;
   };
-  if (!ready(first) || !ready(last)) {
+  if (!ready(first) || !ready(final)) {
     Engine::GenerateImpl(token, n, pos, out);
     return;
   }
