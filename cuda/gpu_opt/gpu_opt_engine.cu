@@ -31,8 +31,8 @@
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
 // LAB_GPU_ATTN_SHORT=<keys>|0 (steps attending at most this many keys run 8-warp attention blocks over
-// 64-key splits, from their own graphs; default 64 x (SMs / kv heads), 1,024 keys for Llama-3.1-8B on an
-// H100 or H200; 0 off, as it is by default when one of the three knobs above pins a layout; README
+// 64-key splits, from their own graphs; default 64 x (2 SMs / kv heads), 2,112 keys for Llama-3.1-8B on
+// an H100 or H200; 0 off, as it is by default when one of the three knobs above pins a layout; README
 // "Attention at short contexts"),
 // LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
@@ -248,14 +248,16 @@ void GpuOptEngine::ReadDecodeEnv() {
     throw InputError("decode attention v3 runs 4 warps with 4 steps in flight (LAB_GPU_ATTN_WARPS / LAB_GPU_ATTN_U)");
   a0.fn = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, a0.warps, attn_u, attn_cluster_);
   // The short-context layout (README "Attention at short contexts"): 8-warp blocks over 64-key splits,
-  // whose merge is one round of loads, while the kv heads' working blocks number at most one per SM
-  // (1,024 keys at 8 kv heads on 132 SMs); past that, two 8-warp blocks share an SM and the 4-warp
-  // layout is faster. On by default with v2 unless a layout knob (warps, steps in flight, split unit)
-  // pins one layout for every context; LAB_GPU_ATTN_SHORT=<keys> sets the bound, 0 turns it off.
+  // a merge of few partials, while the kv heads' working blocks fit the SMs at the two per SM the
+  // kernel is compiled for (2,112 keys at 8 kv heads on 132 SMs); past that they take a second wave and
+  // the 4-warp layout is faster. On by default with v2 unless a layout knob (warps, steps in flight,
+  // split unit) pins one layout for every context; LAB_GPU_ATTN_SHORT=<keys> sets the bound, 0 turns it off.
   const bool pinned = !decode_attn_v2_ || attn_cluster_ || std::getenv("LAB_GPU_ATTN_WARPS") ||
                       std::getenv("LAB_GPU_ATTN_U") || std::getenv("LAB_GPU_ATTN_MIN_CHUNK");
+  const char* short_env = std::getenv("LAB_GPU_ATTN_SHORT");
+  attn_short_set_ = short_env && *short_env;
   attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20,
-                                pinned ? 0 : kAttnShortChunk * std::max(1, prop_.multiProcessorCount / int(c.n_kv_heads))));
+                                pinned ? 0 : kAttnShortChunk * std::max(1, 2 * prop_.multiProcessorCount / int(c.n_kv_heads))));
   if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
   if (attn_short_keys_ > 0) attn_[1] = {AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4), 8, kAttnShortChunk};

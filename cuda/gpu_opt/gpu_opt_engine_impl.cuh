@@ -185,6 +185,7 @@ class GpuOptEngine : public Engine {
   // enqueued or captured.
   AttnLayout attn_[2];
   int attn_short_keys_ = 0, attn_sel_ = 0;
+  bool attn_short_set_ = false;  // LAB_GPU_ATTN_SHORT was given (variant() names the bound)
   int AttnLayoutFor(int64_t keys) const { return attn_short_keys_ > 0 && keys <= attn_short_keys_ ? 1 : 0; }
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
