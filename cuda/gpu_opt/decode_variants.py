@@ -94,7 +94,13 @@ def main():
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     contexts = [int(c) for c in a.contexts.split(",")]
-    max_context = max(contexts) + 1 + (a.warmup + a.repeats) * a.tokens
+    if contexts != sorted(set(contexts)):
+        raise SystemExit(f"--contexts must increase: {a.contexts}")
+    # A context closer to the last than its decoded steps starts where they ended (the child prefills
+    # only up to a context it has not passed yet).
+    max_context = 0
+    for c in contexts:
+        max_context = max(max_context, c) + 1 + (a.warmup + a.repeats) * a.tokens
 
     import numpy as np
 
