@@ -15,7 +15,10 @@
 //   AttentionKernel     flash-decoding: the keys are split across blocks (grid = kv heads x splits),
 //                       each block keeps an online softmax per query head of its GQA group, reading
 //                       every cached K/V row once for the whole group; the last block of a kv head
-//                       to finish merges the partial results (no second launch).
+//                       to finish merges the partial results (no second launch). Two launch layouts:
+//                       4-warp blocks over 16-key splits, and at short contexts 8-warp blocks over
+//                       64-key splits, whose merge reads 4x fewer partials (the engine's
+//                       LAB_GPU_ATTN_SHORT, README "Attention at short contexts").
 // Both begin with programmatic dependent launch (PDL): a kernel may start while the previous one
 // drains; it issues its first weight loads (attention: its older K/V rows), which depend on nothing,
 // and then waits in griddepcontrol.wait until the previous kernel's results are visible. Launched without the PDL
