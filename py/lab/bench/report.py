@@ -127,7 +127,7 @@ def table_rows(results: dict, best_only=True) -> list:
             rows.append({"machine": r["machine"], "engine": r["label"], "kind": r["kind"],
                          "what": f"TTFT {p['prompt_len']} tok", "value": _spread(p["seconds"], 1e3) + " ms",
                          "gbps": "—", "tflops": _fmt(p["tflops"]["median"]),
-                         "pct": _fmt(p["pct_of_roof"], 2) + "%" if p["pct_of_roof"] is not None else "—",
+                         "pct": _fmt(p["pct_of_roof"], 3) + "%" if p["pct_of_roof"] is not None else "—",
                          "ratio": _ratio(p)})
         for p in r["decode"]:
             if best_only and r["kind"] == "peer" and not p.get("best_of_variants", True):
@@ -136,7 +136,7 @@ def table_rows(results: dict, best_only=True) -> list:
                          "what": f"decode @ {p['context']}" + _MODE_NOTE.get(p.get("mode"), ""),
                          "value": _spread(p["tok_s"]) + " tok/s",
                          "gbps": _fmt(p["gbps"]["median"]), "tflops": "—",
-                         "pct": _fmt(p["pct_of_roof"], 2) + "%" if p["pct_of_roof"] is not None else "—",
+                         "pct": _fmt(p["pct_of_roof"], 3) + "%" if p["pct_of_roof"] is not None else "—",
                          "ratio": _ratio(p)})
     return rows
 
