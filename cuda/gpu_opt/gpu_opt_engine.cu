@@ -15,45 +15,8 @@
 // Prefill (gpu_opt_prefill.cu) runs on the tensor cores by default; the class both files share is in
 // gpu_opt_engine_impl.cuh.
 //
-// Environment knobs (for experiments and the kernel lab): LAB_GPU_GRAPH=0 (launch kernels one by one),
-// LAB_GPU_PDL=0 (no programmatic dependent launch), LAB_GPU_L2_PREFETCH=all|o (bulk L2 prefetch of
-// every matvec's / only o_proj's weights before the PDL wait; off by default), LAB_GPU_MATVEC_CONFIG=<i> (skip auto-tuning, use
-// config i for every kind), LAB_GPU_TUNE=graph|kernel (default graph: each matvec timed alone, then each
-// kind's tile re-chosen by timing replays of the whole captured decode step, for models of 256 MB or
-// more; kernel: the first part only, whose picks differ from process to process by up to 3% of decode
-// speed, README "The third pass"), LAB_GPU_DECODE_ATTN=v2|v1|v3 (decode attention: v2, the default, lets
-// o_proj launch while attention runs and merges any number of splits with fewer round trips; v1 the
-// earlier kernel; v3 the splits of a kv head merged in thread-block clusters of 8 through distributed
-// shared memory, measured slower than v2 and kept as a lab version, README "Attention in clusters"),
-// LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with v2, 32 with v1, the
-// most each merges; v3: whole clusters), LAB_GPU_ATTN_WARPS=2|4|8 (warps per decode attention block, v2 only),
-// LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
-// LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
-// LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
-// LAB_GPU_ATTN_SHORT=<keys>|0 (steps attending at most this many keys run 8-warp attention blocks over
-// 64-key splits, from their own graphs; default 64 x (2 SMs / kv heads), 2,112 keys for Llama-3.1-8B on
-// an H100 or H200; 0 off, as it is by default when one of the three knobs above pins a layout; README
-// "Attention at short contexts"),
-// LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
-// runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
-// fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
-// default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
-// LAB_GPU_EARLY=all|not_o|qkv|off (the matvecs' second weight batch is issued before the PDL wait too, so
-// that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only (the default), or
-// none; README "The third pass"), LAB_GPU_SECOND=after_x|after_wait (where the other matvecs issue it:
-// after x is staged, the default; or right after the wait, before x, measured 1.4% slower on the H200),
-// LAB_GPU_ACT16=all|h|off (decode's matvec inputs in fp16, as transformers' fp16 forward and this
-// engine's tensor-core prefill hold them, so each block stages half the bytes: all, every matvec's, the
-// default, the residual stream kept in fp32 beside its fp16 copy; h, down's input only; off, fp32 as
-// before the x-staging pass; README "Staging x"),
-// LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
-// LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
-// blocks, instead of as many as fit on the SMs alone),
-// LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
-// kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
-// into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
-// LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
-// The prefill's knobs are listed in gpu_opt_prefill.cu.
+// Environment knobs (for experiments and the kernel lab): gpu_opt_knobs.cu lists and reads them;
+// the prefill's are listed in gpu_opt_prefill.cu.
 #include "cuda/gpu_opt/gpu_opt_engine.h"
 
 #include <algorithm>
@@ -113,34 +76,6 @@ void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStr
   LaunchEx(0, kernel, grid, block, smem, stream, pdl, what, args...);
 }
 
-template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0, int CL = 0>
-AttnFn AttnFor(int G) {
-  switch (G) {
-    case 1: return gpu::AttentionKernel<HD, 1, V2, W, U, CL>;
-    case 2: return gpu::AttentionKernel<HD, 2, V2, W, U, CL>;
-    case 3: return gpu::AttentionKernel<HD, 3, V2, W, U, CL>;
-    case 4: return gpu::AttentionKernel<HD, 4, V2, W, U, CL>;
-    case 5: return gpu::AttentionKernel<HD, 5, V2, W, U, CL>;
-    case 6: return gpu::AttentionKernel<HD, 6, V2, W, U, CL>;
-    case 7: return gpu::AttentionKernel<HD, 7, V2, W, U, CL>;
-    case 8: return gpu::AttentionKernel<HD, 8, V2, W, U, CL>;
-  }
-  return nullptr;
-}
-
-// warps: 4 (kAttnWarps) for every path; 2 or 8 only with V2 (decode, LAB_GPU_ATTN_WARPS; 8 runs 4 steps
-// in flight). u: 0 (the kernel's rule) or 4 (V2 with 4 warps, LAB_GPU_ATTN_U=4).
-AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u = 0, int cluster = 0) {
-  if (v2 && cluster == gpu::kAttnCluster && warps == gpu::kAttnWarps && u == 4)
-    return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G)
-                    : AttnFor<128, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G);
-  if (v2 && warps == 2) return hd == 64 ? AttnFor<64, true, 2>(G) : AttnFor<128, true, 2>(G);
-  if (v2 && warps == 8) return hd == 64 ? AttnFor<64, true, 8, 4>(G) : AttnFor<128, true, 8, 4>(G);
-  if (v2 && u == 4) return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4>(G) : AttnFor<128, true, gpu::kAttnWarps, 4>(G);
-  if (hd == 64) return v2 ? AttnFor<64, true>(G) : AttnFor<64, false>(G);
-  return v2 ? AttnFor<128, true>(G) : AttnFor<128, false>(G);
-}
-
 __global__ void FillPatternKernel(float* p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
     uint32_t h = uint32_t(i) * 2654435761u ^ seed;
@@ -178,91 +113,6 @@ void GpuOptEngine::Release() {
   if (stream_) cudaStreamDestroy(stream_);
   ev_start_ = ev_stop_ = nullptr;
   stream_ = nullptr;
-}
-
-// The decode knobs (the file's header lists them); a bad value throws InputError before any device work.
-void GpuOptEngine::ReadDecodeEnv() {
-  const ModelConfig& c = cfg_;
-  const int64_t hd = c.head_dim;
-  use_graph_ = EnvFlag("LAB_GPU_GRAPH", true);
-  use_pdl_ = EnvFlag("LAB_GPU_PDL", true) && prop_.major >= 9;
-  trace_on_ = EnvFlag("LAB_GPU_TRACE", false);
-  // Bulk L2 prefetch of weights before the PDL wait: off by default (measured slower, see README);
-  // "all" for every matvec, "o" for o_proj only (the kernel after the latency-bound attention).
-  if (const char* pf = std::getenv("LAB_GPU_L2_PREFETCH"); pf && prop_.major >= 9) {
-    const std::string v = pf;
-    l2_prefetch_all_ = v == "1" || v == "all";
-    l2_prefetch_o_ = l2_prefetch_all_ || v == "o";
-  }
-  verbose_ = EnvFlag("LAB_GPU_VERBOSE", false);
-  {
-    const int a = EnvChoice("LAB_GPU_DECODE_ATTN", {"v2", "v1", "v3"});
-    decode_attn_v2_ = a != 1;
-    attn_cluster_ = a == 2 ? gpu::kAttnCluster : 0;
-    if (attn_cluster_ && prop_.major < 9)
-      throw InputError("LAB_GPU_DECODE_ATTN=v3 needs thread-block clusters (compute capability 9.0 or newer)");
-  }
-  // 64 key splits with V2 (its merge loops over splits): at context ~2,200 each block then takes one
-  // round of K/V loads (64 keys) instead of two; below 1,024 keys the split size is the same 32 keys
-  // as with 32 splits. V1 merges at most 32 splits.
-  attn_splits_ = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
-  if (const char* v = std::getenv("LAB_GPU_ATTN_SPLITS"); v && *v) {
-    const int n = std::atoi(v);
-    const int cap = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
-    if (n < 1 || n > cap)
-      throw InputError("LAB_GPU_ATTN_SPLITS must be 1.." + std::to_string(cap) + " with decode attention " +
-                       (decode_attn_v2_ ? "v2" : "v1"));
-    attn_splits_ = n;
-    if (attn_cluster_ && n % attn_cluster_)
-      throw InputError("LAB_GPU_ATTN_SPLITS must be a multiple of " + std::to_string(attn_cluster_) +
-                       " with decode attention v3 (whole clusters)");
-  }
-  logits_mapped_ = EnvChoice("LAB_GPU_LOGITS", {"mapped", "copy"}) == 0;
-  graph_tune_ = EnvChoice("LAB_GPU_TUNE", {"graph", "kernel"}) == 0;
-  // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
-  // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
-  AttnLayout& a0 = attn_[0];
-  if (const char* w = std::getenv("LAB_GPU_ATTN_WARPS")) {
-    a0.warps = std::atoi(w);
-    if ((a0.warps != 2 && a0.warps != gpu::kAttnWarps && a0.warps != 8) || (a0.warps != gpu::kAttnWarps && !decode_attn_v2_))
-      throw InputError(std::string("LAB_GPU_ATTN_WARPS must be 2, 4 or 8 (2 and 8 need the v2 decode attention), not '") +
-                       w + "'");
-  }
-  // 4 steps of K/V loads in flight per warp (the decode default since the pass of README "Attention
-  // latency"); LAB_GPU_ATTN_U=8 restores the kernel's own rule (8 for groups up to 4).
-  int attn_u = decode_attn_v2_ && a0.warps >= gpu::kAttnWarps ? 4 : 0;
-  if (const char* u = std::getenv("LAB_GPU_ATTN_U")) {
-    attn_u = std::atoi(u);
-    if ((attn_u != 4 && attn_u != 8) || !decode_attn_v2_ || a0.warps != gpu::kAttnWarps)
-      throw InputError(std::string("LAB_GPU_ATTN_U must be 4 or 8 (with the v2 decode attention, 4 warps), not '") +
-                       u + "'");
-    if (attn_u == 8) attn_u = 0;
-  }
-  if (const char* m = std::getenv("LAB_GPU_ATTN_MIN_CHUNK")) {
-    a0.min_chunk = std::atoi(m);
-    if (a0.min_chunk < 8 || a0.min_chunk > 1024 || a0.min_chunk % 8)
-      throw InputError(std::string("LAB_GPU_ATTN_MIN_CHUNK must be a multiple of 8 in 8..1024, not '") + m + "'");
-  }
-  ReadTileEnv();
-  if (attn_cluster_ && (a0.warps != gpu::kAttnWarps || attn_u != 4))
-    throw InputError("decode attention v3 runs 4 warps with 4 steps in flight (LAB_GPU_ATTN_WARPS / LAB_GPU_ATTN_U)");
-  a0.fn = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, a0.warps, attn_u, attn_cluster_);
-  // The short-context layout (README "Attention at short contexts"): 8-warp blocks over 64-key splits,
-  // a merge of few partials, while the kv heads' working blocks fit the SMs at the two per SM the
-  // kernel is compiled for (2,112 keys at 8 kv heads on 132 SMs); past that they take a second wave and
-  // the 4-warp layout is faster. On by default with v2 unless a layout knob (warps, steps in flight,
-  // split unit) pins one layout for every context; LAB_GPU_ATTN_SHORT=<keys> sets the bound, 0 turns it off.
-  const bool pinned = !decode_attn_v2_ || attn_cluster_ || std::getenv("LAB_GPU_ATTN_WARPS") ||
-                      std::getenv("LAB_GPU_ATTN_U") || std::getenv("LAB_GPU_ATTN_MIN_CHUNK");
-  const char* short_env = std::getenv("LAB_GPU_ATTN_SHORT");
-  attn_short_set_ = short_env && *short_env;
-  attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20,
-                                pinned ? 0 : kAttnShortChunk * std::max(1, 2 * prop_.multiProcessorCount / int(c.n_kv_heads))));
-  if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
-    throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
-  if (attn_short_keys_ > 0) attn_[1] = {AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4), 8, kAttnShortChunk};
-  attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
-  attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
 }
 
 void GpuOptEngine::Init(const ModelFile& file) {
