@@ -17,12 +17,17 @@ K/V at the blocks' mean attended length) x tok/s over the read ceiling measured 
       --variant "v1=/tmp/lab/gpu_bundle:LAB_GPU_DECODE_ATTN=v1" ...
 
 Writes DIR/variants.json, DIR/variants.md, DIR/<label>.log (the engine's stderr, LAB_GPU_VERBOSE=1:
-its tuning tables) and prints the table.
+its tuning tables) and prints the table; with more than one context also DIR/variants.png (tok/s against
+the context, one line per variant, the blocks' min-max as bars).
+
+  python3 cuda/gpu_opt/decode_variants.py --replot DIR/variants.md --out DIR   (the plot again, from a
+      saved table: this tool's variants.md, or its printed log)
 """
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -75,12 +80,97 @@ def read_ceiling():
             "method": read["method"]}
 
 
+def context_needed(contexts, steps):
+    """The engine's context for a child that, per context in turn, prefills up to it (unless already past
+    it) and then decodes `steps` tokens: a context closer to the last than its steps starts where they ended."""
+    pos = 0
+    for c in contexts:
+        pos = max(pos, c) + steps
+    return pos
+
+
+def table_lines(rows, contexts, ref):
+    """The markdown table: per variant its env, then per context tok/s median (min-max) and % of the read
+    ceiling (a dash where it has none), and the probe logits against variant `ref` ((!) where the argmax
+    differs or a logit is not finite)."""
+    lines = ["| variant | env | " + " | ".join(f"tok/s @{c} | % read @{c}" for c in contexts) + f" | logits vs {ref} |",
+             "| --- | --- | " + " | ".join("---: | ---:" for _ in contexts) + " | --- |"]
+    for row in rows:
+        cs = {c["context"]: c for c in row.get("contexts", [])}
+        cells = []
+        for c in contexts:
+            if c in cs:
+                cells.append(f"{cs[c]['median']:.1f} ({cs[c]['min']:.1f}-{cs[c]['max']:.1f}) | {cs[c]['pct_read']:.1f}%")
+            else:
+                cells.append("— | —")
+        errs = ", ".join(f"{c['rel_err_vs_' + ref]:.1e}{'' if c['argmax_same'] and c['finite'] else ' (!)'}"
+                         for c in row.get("contexts", []) if "rel_err_vs_" + ref in c)
+        env = ",".join(f"{k}={v}" for k, v in row["env"].items()) or "defaults"
+        lines.append(f"| {row['label']} | {env} | " + " | ".join(cells) + f" | {errs or row.get('error', '')} |")
+    return lines
+
+
+def rows_from_table(text):
+    """(contexts, rows) from the first table of this tool's output (variants.md, or the log that printed
+    it): each row {"label", "env", "contexts": [{"context", "median", "min", "max"}]}, a context left out
+    where its cell is a dash."""
+    contexts, rows = None, []
+    for line in text.splitlines():
+        if contexts is None:
+            if line.startswith("| variant | env |"):
+                contexts = [int(c) for c in re.findall(r"tok/s @(\d+)", line)]
+            continue
+        if not line.startswith("|"):
+            break  # the table's end
+        if line.startswith("| ---"):
+            continue
+        cells = [x.strip() for x in line.strip().strip("|").split("|")]
+        points = []
+        for i, c in enumerate(contexts):
+            m = re.match(r"([\d.]+) \(([\d.]+)-([\d.]+)\)", cells[2 + 2 * i])
+            if m:
+                points.append({"context": c, "median": float(m[1]), "min": float(m[2]), "max": float(m[3])})
+        env = dict(kv.split("=", 1) for kv in cells[1].split(",") if "=" in kv)
+        rows.append({"label": cells[0], "env": env, "contexts": points})
+    if contexts is None:
+        raise SystemExit("no decode_variants table found (a line starting '| variant | env |')")
+    return contexts, rows
+
+
+def plot(rows, path, title):
+    """tok/s against the context, one line per variant, min-max of the blocks as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for row in rows:
+        pts = row.get("contexts", [])
+        if not pts:
+            continue
+        x = [p["context"] for p in pts]
+        y = [p["median"] for p in pts]
+        err = [[p["median"] - p["min"] for p in pts], [p["max"] - p["median"] for p in pts]]
+        env = ",".join(f"{k}={v}" for k, v in row.get("env", {}).items()) or "defaults"
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{row['label']}: {env}")
+    ax.set_xlabel("context (tokens before the timed decode steps)")
+    ax.set_ylabel("decode tok/s (median of blocks)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model_dir", required=True, help="the model folder (config.json, model.bin)")
+    ap.add_argument("--model_dir", help="the model folder (config.json, model.bin)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--variant", action="append", required=True,
+    ap.add_argument("--variant", action="append",
                     help="label=bundle_dir[:ENV=VAL[,ENV=VAL...]]; the first is the reference for logits")
+    ap.add_argument("--replot", help="a saved table (variants.md or the printed log): write DIR/variants.png only")
     ap.add_argument("--contexts", default="512,2048")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=1)
@@ -93,14 +183,19 @@ def main():
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.replot:
+        text = Path(a.replot).read_text()
+        _, rows = rows_from_table(text)
+        card = re.search(r"Card: ([^;]+);", text)
+        plot(rows, out / "variants.png", f"gpu_opt decode variants, {card[1] if card else Path(a.replot).name}")
+        print(f"wrote {out / 'variants.png'}")
+        return
+    if not a.variant or not a.model_dir:
+        ap.error("--model_dir and --variant are required (or --replot)")
     contexts = [int(c) for c in a.contexts.split(",")]
     if contexts != sorted(set(contexts)):
         raise SystemExit(f"--contexts must increase: {a.contexts}")
-    # A context closer to the last than its decoded steps starts where they ended (the child prefills
-    # only up to a context it has not passed yet).
-    max_context = 0
-    for c in contexts:
-        max_context = max(max_context, c) + 1 + (a.warmup + a.repeats) * a.tokens
+    max_context = context_needed(contexts, 1 + (a.warmup + a.repeats) * a.tokens)
 
     import numpy as np
 
@@ -130,22 +225,12 @@ def main():
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "variants": rows}
         (out / "variants.json").write_text(json.dumps(doc, indent=1))
         lines = [f"Card: {ceiling['card']}, {doc['date']}; read ceiling {ceiling['best']:.0f} GB/s ({ceiling['method']}). "
-                 f"Median of {a.repeats} blocks of {a.tokens} decode steps (after {a.warmup}), wall clock, mode {a.mode}.", "",
-                 "| variant | env | " + " | ".join(f"tok/s @{c} | % read @{c}" for c in contexts) + f" | logits vs {ref} |",
-                 "| --- | --- | " + " | ".join("---: | ---:" for _ in contexts) + " | --- |"]
-        for row in rows:
-            cs = {c["context"]: c for c in row.get("contexts", [])}
-            cells = []
-            for c in contexts:
-                if c in cs:
-                    cells.append(f"{cs[c]['median']:.1f} ({cs[c]['min']:.1f}-{cs[c]['max']:.1f}) | {cs[c]['pct_read']:.1f}%")
-                else:
-                    cells.append("— | —")
-            errs = ", ".join(f"{c['rel_err_vs_' + ref]:.1e}{'' if c['argmax_same'] and c['finite'] else ' (!)'}"
-                             for c in row.get("contexts", []) if "rel_err_vs_" + ref in c)
-            env = ",".join(f"{k}={v}" for k, v in row["env"].items()) or "defaults"
-            lines.append(f"| {row['label']} | {env} | " + " | ".join(cells) + f" | {errs or row.get('error', '')} |")
+                 f"Median of {a.repeats} blocks of {a.tokens} decode steps (after {a.warmup}), wall clock, mode {a.mode}.", ""]
+        lines += table_lines(rows, contexts, ref)
         (out / "variants.md").write_text("\n".join(lines) + "\n")
+        if len(contexts) > 1:
+            plot(rows, out / "variants.png", f"gpu_opt decode variants, {ceiling['card']}, {doc['date']}, "
+                                             f"read ceiling {ceiling['best']:.0f} GB/s")
         return lines
 
     for spec in a.variant:

@@ -1,0 +1,54 @@
+"""cuda/gpu_opt/decode_variants.py's host side (its runs need a GPU): the engine context it sizes for
+contexts closer together than their decoded steps, its markdown table read back for a plot, and the plot."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "cuda" / "gpu_opt" / "decode_variants.py"
+
+
+@pytest.fixture(scope="module")
+def dv():
+    spec = importlib.util.spec_from_file_location("decode_variants", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_context_needed(dv):
+    # 1792 then 2048 with 257 steps each: the 2048 blocks start at 2049, where the 1792 ones ended (the
+    # sizing by the largest context alone, 2048 + 257, ran out of room on the H200)
+    assert dv.context_needed([1792, 2048], 257) == 1792 + 257 + 257
+    assert dv.context_needed([512, 2048], 257) == 2048 + 257
+    assert dv.context_needed([128], 65) == 193
+
+
+def test_table_read_back_and_plotted(dv, tmp_path):
+    rows = [
+        {"label": "base", "env": {}, "contexts": [
+            {"context": 512, "median": 240.4, "min": 239.6, "max": 240.6, "pct_read": 84.6,
+             "rel_err_vs_base": 0.0, "argmax_same": True, "finite": True},
+            {"context": 2048, "median": 233.8, "min": 233.6, "max": 234.2, "pct_read": 83.3,
+             "rel_err_vs_base": 0.0, "argmax_same": True, "finite": True}]},
+        {"label": "w8", "env": {"LAB_GPU_ATTN_WARPS": "8", "LAB_GPU_ATTN_MIN_CHUNK": "64"}, "contexts": [
+            {"context": 512, "median": 243.1, "min": 243.0, "max": 243.2, "pct_read": 85.5,
+             "rel_err_vs_base": 2.4e-3, "argmax_same": False, "finite": True}]},
+        {"label": "broken", "env": {"LAB_GPU_ATTN_SHORT": "0"}, "error": "no result"},
+    ]
+    lines = dv.table_lines(rows, [512, 2048], "base")
+    assert lines[2].startswith("| base | defaults | 240.4 (239.6-240.6) | 84.6% | 233.8")
+    assert "2.4e-03 (!)" in lines[3] and "— | —" in lines[3] and lines[4].endswith("| no result |")
+    text = "Card: NVIDIA H200, 2026-11-28; read ceiling 4291 GB/s (x).\n\n" + "\n".join(lines) + "\nw8: rc 0\n| junk |\n"
+    contexts, back = dv.rows_from_table(text)
+    assert contexts == [512, 2048]
+    assert [r["label"] for r in back] == ["base", "w8", "broken"]  # the table ends at its first other line
+    assert back[1]["env"] == rows[1]["env"] and back[2]["contexts"] == []
+    assert [(p["context"], p["median"], p["min"], p["max"]) for p in back[1]["contexts"]] == [(512, 243.1, 243.0, 243.2)]
+    assert back[0]["contexts"][1] == {"context": 2048, "median": 233.8, "min": 233.6, "max": 234.2}
+    png = tmp_path / "v.png"
+    dv.plot(back, png, "t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="no decode_variants table"):
+        dv.rows_from_table("nothing here\n")
