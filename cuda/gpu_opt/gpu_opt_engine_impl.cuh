@@ -103,7 +103,7 @@ class GpuOptEngine : public Engine {
   void DecodeStep(int32_t token, int64_t pos, float* logits);
   void EnqueueDecode(bool pdl, int gen_step = -1);
   cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0);
-  void CaptureGraph(int layout);  // graph_exec_[layout]
+  void CaptureGraphs();  // graph_exec_[layout] of every layout in use
   void GraphTune();  // gpu_opt_tune.cu
   void AutoTune();   // gpu_opt_tune.cu
   // `pos`: the device int the kernels read the token's position from (ints_, or a generation slot).
@@ -187,6 +187,7 @@ class GpuOptEngine : public Engine {
   int attn_short_keys_ = 0, attn_sel_ = 0;
   bool attn_short_set_ = false;  // LAB_GPU_ATTN_SHORT was given (variant() names the bound)
   int AttnLayoutFor(int64_t keys) const { return attn_short_keys_ > 0 && keys <= attn_short_keys_ ? 1 : 0; }
+  int NumAttnLayouts() const { return attn_short_keys_ > 0 ? 2 : 1; }
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1
