@@ -155,7 +155,7 @@ class GpuOptEngine : public Engine {
   bool use_graph_ = true, use_pdl_ = true, l2_prefetch_all_ = false, l2_prefetch_o_ = false, verbose_ = false;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
-  // The decode step's graph for each attention layout (attn_ below), captured on first use.
+  // The decode step's graph for each attention layout (attn_ below), all captured at the first step.
   cudaGraphExec_t graph_exec_[2] = {nullptr, nullptr};
   // Greedy generation (GenerateImpl): per attention layout, graphs of 1 and kGenSteps steps; best_,
   // gen_pos_, tok_log_ in gen_mem_.

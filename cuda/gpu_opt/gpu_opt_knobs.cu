@@ -105,8 +105,7 @@ void GpuOptEngine::ReadDecodeEnv() {
       throw InputError("LAB_GPU_DECODE_ATTN=v3 needs thread-block clusters (compute capability 9.0 or newer)");
   }
   // 64 key splits with V2 (its merge loops over splits): at context ~2,200 each block then takes one
-  // round of K/V loads (64 keys) instead of two; below 1,024 keys the split size is the same 32 keys
-  // as with 32 splits. V1 merges at most 32 splits.
+  // round of K/V loads instead of two. V1 merges at most 32 splits.
   attn_splits_ = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
   if (const char* v = std::getenv("LAB_GPU_ATTN_SPLITS"); v && *v) {
     const int n = std::atoi(v);
@@ -124,7 +123,9 @@ void GpuOptEngine::ReadDecodeEnv() {
   // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
   // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
   AttnLayout& a0 = attn_[0];
+  bool layout_knob = false;  // warps, steps in flight or split unit given: one layout for every context
   if (const char* w = std::getenv("LAB_GPU_ATTN_WARPS")) {
+    layout_knob = true;
     a0.warps = std::atoi(w);
     if ((a0.warps != 2 && a0.warps != gpu::kAttnWarps && a0.warps != 8) || (a0.warps != gpu::kAttnWarps && !decode_attn_v2_))
       throw InputError(std::string("LAB_GPU_ATTN_WARPS must be 2, 4 or 8 (2 and 8 need the v2 decode attention), not '") +
@@ -134,6 +135,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   // latency"); LAB_GPU_ATTN_U=8 restores the kernel's own rule (8 for groups up to 4).
   int attn_u = decode_attn_v2_ && a0.warps >= gpu::kAttnWarps ? 4 : 0;
   if (const char* u = std::getenv("LAB_GPU_ATTN_U")) {
+    layout_knob = true;
     attn_u = std::atoi(u);
     if ((attn_u != 4 && attn_u != 8) || !decode_attn_v2_ || a0.warps != gpu::kAttnWarps)
       throw InputError(std::string("LAB_GPU_ATTN_U must be 4 or 8 (with the v2 decode attention, 4 warps), not '") +
@@ -141,6 +143,7 @@ void GpuOptEngine::ReadDecodeEnv() {
     if (attn_u == 8) attn_u = 0;
   }
   if (const char* m = std::getenv("LAB_GPU_ATTN_MIN_CHUNK")) {
+    layout_knob = true;
     a0.min_chunk = std::atoi(m);
     if (a0.min_chunk < 8 || a0.min_chunk > 1024 || a0.min_chunk % 8)
       throw InputError(std::string("LAB_GPU_ATTN_MIN_CHUNK must be a multiple of 8 in 8..1024, not '") + m + "'");
@@ -154,8 +157,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   // kernel is compiled for (2,112 keys at 8 kv heads on 132 SMs); past that they take a second wave and
   // the 4-warp layout is faster. On by default with v2 unless a layout knob (warps, steps in flight,
   // split unit) pins one layout for every context; LAB_GPU_ATTN_SHORT=<keys> sets the bound, 0 turns it off.
-  const bool pinned = !decode_attn_v2_ || attn_cluster_ || std::getenv("LAB_GPU_ATTN_WARPS") ||
-                      std::getenv("LAB_GPU_ATTN_U") || std::getenv("LAB_GPU_ATTN_MIN_CHUNK");
+  const bool pinned = !decode_attn_v2_ || attn_cluster_ || layout_knob;
   const char* short_env = std::getenv("LAB_GPU_ATTN_SHORT");
   attn_short_set_ = short_env && *short_env;
   attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20,
