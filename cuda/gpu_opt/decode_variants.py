@@ -3,8 +3,9 @@
 
 Each variant is (bundle, environment): the engine reads its knobs when it is created, so every variant
 runs in its own process, one after another, on the same model file (in the page cache after the first).
-Per variant and context: prefill to the context, one decode step whose logits are kept (the same token
-for every variant, so the variants' logits can be compared with each other), then blocks of decode
+Per variant and context: a fresh prefill of a prompt as long as the context (the same prompt for every
+variant), one decode step whose logits are kept (the same token for every variant, so the variants'
+logits can be compared with each other on the same history), then blocks of decode
 steps timed with the host clock exactly as `lab.bench.timing.measure_decode` does (--mode greedy, the
 default: one `engine.generate` call per block, the loop on the device; --mode logits: `engine.decode`
 calls, the logits on the host, the Python around them); tok/s is the median over the timed blocks.
@@ -44,9 +45,13 @@ vocab = int(cfg["vocab_size"])
 rng = np.random.default_rng(1234)
 res = {"contexts": []}
 for ctx in args["contexts"]:
-    if eng.pos < ctx:
-        eng.prefill(rng.integers(0, vocab, ctx - eng.pos))
-    probe = eng.decode(int(rng.integers(0, vocab)))
+    # Every context from a fresh prefill of the same prompt: greedy blocks feed back each variant's own
+    # argmax, so after them the caches of two variants whose logits differ in the last bits hold other
+    # tokens, and the next context's probe would compare different histories.
+    eng.reset()
+    prompt = np.random.default_rng(ctx).integers(0, vocab, ctx + 1)
+    eng.prefill(prompt[:ctx])
+    probe = eng.decode(int(prompt[ctx]))
     np.save(args["probe"] + f"_{ctx}.npy", np.asarray(probe, dtype=np.float32))
     n, rates, kv = args["tokens"], [], []
     for b in range(args["warmup"] + args["repeats"]):
@@ -81,12 +86,9 @@ def read_ceiling():
 
 
 def context_needed(contexts, steps):
-    """The engine's context for a child that, per context in turn, prefills up to it (unless already past
-    it) and then decodes `steps` tokens: a context closer to the last than its steps starts where they ended."""
-    pos = 0
-    for c in contexts:
-        pos = max(pos, c) + steps
-    return pos
+    """The engine's context for a child that, per context, prefills a fresh prompt of that length and then
+    decodes `steps` tokens."""
+    return max(contexts) + steps
 
 
 def table_lines(rows, contexts, ref):

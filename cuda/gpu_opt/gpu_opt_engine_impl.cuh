@@ -100,6 +100,7 @@ class GpuOptEngine : public Engine {
   void Init(const ModelFile& file);
   void ReadDecodeEnv();  // called by Init
   void ReadTileEnv();    // gpu_opt_tune.cu; called by ReadDecodeEnv
+  int WaveSplits(AttnFn fn, int warps) const;  // gpu_opt_knobs.cu
   void DecodeStep(int32_t token, int64_t pos, float* logits);
   void EnqueueDecode(bool pdl, int gen_step = -1);
   cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0);
@@ -170,6 +171,7 @@ class GpuOptEngine : public Engine {
   bool decode_attn_v2_ = true, graph_tune_ = true, logits_mapped_ = true;
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
   int attn_splits_ = gpu::kAttnMaxSplitsV2;  // decode attention grid: kv heads x attn_splits_
+  bool attn_splits_set_ = false;              // LAB_GPU_ATTN_SPLITS was given (variant() names it)
   int attn_cluster_ = 0;                     // LAB_GPU_DECODE_ATTN=v3: splits per thread-block cluster
   static constexpr int kAttnMinChunk = 16;   // AttnLayout::min_chunk's default
   static constexpr int kAttnShortChunk = 64;  // the short-context layout's split unit (one round of 8 warps)

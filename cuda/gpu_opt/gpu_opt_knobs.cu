@@ -12,14 +12,16 @@
 // o_proj launch while attention runs and merges any number of splits with fewer round trips; v1 the
 // earlier kernel; v3 the splits of a kv head merged in thread-block clusters of 8 through distributed
 // shared memory, measured slower than v2 and kept as a lab version, README "Attention in clusters"),
-// LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head: default 64 with v2, 32 with v1, the
-// most each merges; v3: whole clusters), LAB_GPU_ATTN_WARPS=2|4|8 (warps per decode attention block, v2 only),
+// LAB_GPU_ATTN_SPLITS=<n> (decode attention key splits per kv head, the grid's second dimension: by
+// default with v2 as many as fit the SMs in one wave beside the kv heads (49 for Llama-3.1-8B's 4-warp
+// blocks on 132 SMs), at most 64; 32 with v1, the most it merges; 64 with v3, whole clusters; README
+// "One wave of splits"), LAB_GPU_ATTN_WARPS=2|4|8 (warps per decode attention block, v2 only),
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
 // LAB_GPU_ATTN_SHORT=<keys>|0 (steps attending at most this many keys run 8-warp attention blocks over
-// 64-key splits, from their own graphs; default 64 x (2 SMs / kv heads), 2,112 keys for Llama-3.1-8B on
-// an H100 or H200; 0 off, as it is by default when one of the three knobs above pins a layout; README
+// 64-key splits, from their own graphs; default 64 x the 8-warp blocks that fit one wave per kv head
+// (2 per SM: 2,112 keys for Llama-3.1-8B on an H100 or H200); 0 off, as it is by default when one of the three knobs above pins a layout; README
 // "Attention at short contexts"),
 // LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
@@ -41,6 +43,7 @@
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
 // LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -104,11 +107,13 @@ void GpuOptEngine::ReadDecodeEnv() {
     if (attn_cluster_ && prop_.major < 9)
       throw InputError("LAB_GPU_DECODE_ATTN=v3 needs thread-block clusters (compute capability 9.0 or newer)");
   }
-  // 64 key splits with V2 (its merge loops over splits): at context ~2,200 each block then takes one
-  // round of K/V loads instead of two. V1 merges at most 32 splits.
+  // V1 merges at most 32 splits; V3 keeps 64 (whole clusters). V2's default is set below, once its
+  // kernel is known: one wave.
   attn_splits_ = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
-  if (const char* v = std::getenv("LAB_GPU_ATTN_SPLITS"); v && *v) {
-    const int n = std::atoi(v);
+  const char* splits_env = std::getenv("LAB_GPU_ATTN_SPLITS");
+  attn_splits_set_ = splits_env && *splits_env;
+  if (attn_splits_set_) {
+    const int n = std::atoi(splits_env);
     const int cap = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
     if (n < 1 || n > cap)
       throw InputError("LAB_GPU_ATTN_SPLITS must be 1.." + std::to_string(cap) + " with decode attention " +
@@ -152,6 +157,12 @@ void GpuOptEngine::ReadDecodeEnv() {
   if (attn_cluster_ && (a0.warps != gpu::kAttnWarps || attn_u != 4))
     throw InputError("decode attention v3 runs 4 warps with 4 steps in flight (LAB_GPU_ATTN_WARPS / LAB_GPU_ATTN_U)");
   a0.fn = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, a0.warps, attn_u, attn_cluster_);
+  // V2's splits per kv head: as many as the SMs hold at once (README "One wave of splits"). The old
+  // default, 64, put 512 4-warp blocks (143 registers: 3 per SM, 396 resident on 132 SMs) on Llama-3.1-8B
+  // past 2,048 keys, and the 16-key unit then gave 49 to 64 splits: from ~2,350 keys a second wave,
+  // decode 3% slower on the H200.
+  if (decode_attn_v2_ && !attn_cluster_ && !attn_splits_set_)
+    attn_splits_ = std::min(gpu::kAttnMaxSplitsV2, WaveSplits(a0.fn, a0.warps));
   // The short-context layout (README "Attention at short contexts"): 8-warp blocks over 64-key splits,
   // a merge of few partials, while the kv heads' working blocks fit the SMs at the two per SM the
   // kernel is compiled for (2,112 keys at 8 kv heads on 132 SMs); past that they take a second wave and
@@ -160,13 +171,24 @@ void GpuOptEngine::ReadDecodeEnv() {
   const bool pinned = !decode_attn_v2_ || attn_cluster_ || layout_knob;
   const char* short_env = std::getenv("LAB_GPU_ATTN_SHORT");
   attn_short_set_ = short_env && *short_env;
-  attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20,
-                                pinned ? 0 : kAttnShortChunk * std::max(1, 2 * prop_.multiProcessorCount / int(c.n_kv_heads))));
+  const AttnFn short_fn = AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4);
+  attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20, pinned ? 0 : kAttnShortChunk * WaveSplits(short_fn, 8)));
   if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
-  if (attn_short_keys_ > 0) attn_[1] = {AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4), 8, kAttnShortChunk};
+  if (attn_short_keys_ > 0) attn_[1] = {short_fn, 8, kAttnShortChunk};
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
   attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
+  if (verbose_)
+    std::fprintf(stderr, "gpu_opt: decode attention %d-warp blocks, %d splits per kv head; short layout %s%d keys\n",
+                 a0.warps, attn_splits_, attn_short_keys_ ? "up to " : "off: ", attn_short_keys_);
+}
+
+// Decode attention blocks of `fn` (warps x 32 threads, static shared memory only) that the SMs hold at once,
+// per kv head: the most splits a step can launch without a second wave (README "One wave of splits").
+int GpuOptEngine::WaveSplits(AttnFn fn, int warps) const {
+  int per_sm = 0;
+  LAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, reinterpret_cast<const void*>(fn), warps * 32, 0));
+  return std::max(1, per_sm * prop_.multiProcessorCount / int(cfg_.n_kv_heads));
 }
 
 }  // namespace gpu_opt

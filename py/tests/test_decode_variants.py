@@ -18,10 +18,10 @@ def dv():
 
 
 def test_context_needed(dv):
-    # 1792 then 2048 with 257 steps each: the 2048 blocks start at 2049, where the 1792 ones ended (the
-    # sizing by the largest context alone, 2048 + 257, ran out of room on the H200)
-    assert dv.context_needed([1792, 2048], 257) == 1792 + 257 + 257
-    assert dv.context_needed([512, 2048], 257) == 2048 + 257
+    # every context starts from its own prefill: the largest context and its steps (the probe step and
+    # the blocks); 1792 then 2048 once ran out of room when the blocks of one context ran into the next
+    assert dv.context_needed([1792, 2048], 257) == 2048 + 257
+    assert dv.context_needed([2048, 512], 257) == 2048 + 257
     assert dv.context_needed([128], 65) == 193
 
 
