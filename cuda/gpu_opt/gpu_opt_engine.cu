@@ -408,7 +408,7 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
     Launch(gpu::EmbedKernel, dim3(1), dim3(256), 0, stream_, false, "EmbedKernel", x_, x16, embed_, ints_ + 1, int(c.dim));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     Matvec(kQkv, x_, pdl, l, pos);
-    Attention(1, attn_splits_, l, pdl, pos);
+    Attention(1, attn_[attn_sel_].splits, l, pdl, pos);
     Matvec(kO, att_, pdl, l, pos);
     Matvec(kGateUp, x_, pdl, l, pos);
     Matvec(kDown, h_, pdl, l, pos);
