@@ -85,6 +85,14 @@ def read_ceiling():
             "method": read["method"]}
 
 
+def pct_text(x):
+    """% of the ceiling as the bench's tables show it (three significant digits, rounded down); imported
+    here so that --replot runs without the lab package."""
+    from lab.bench.report import pct_text as bench_pct
+
+    return bench_pct(x)
+
+
 def context_needed(contexts, steps):
     """The engine's context for a child that, per context, prefills a fresh prompt of that length and then
     decodes `steps` tokens."""
@@ -102,7 +110,7 @@ def table_lines(rows, contexts, ref):
         cells = []
         for c in contexts:
             if c in cs:
-                cells.append(f"{cs[c]['median']:.1f} ({cs[c]['min']:.1f}-{cs[c]['max']:.1f}) | {cs[c]['pct_read']:.1f}%")
+                cells.append(f"{cs[c]['median']:.1f} ({cs[c]['min']:.1f}-{cs[c]['max']:.1f}) | {pct_text(cs[c]['pct_read'])}%")
             else:
                 cells.append("— | —")
         errs = ", ".join(f"{c['rel_err_vs_' + ref]:.1e}{'' if c['argmax_same'] and c['finite'] else ' (!)'}"
@@ -271,7 +279,7 @@ def main():
             row["error"] = stderr.strip().splitlines()[-3:] if stderr.strip() else "no result"
         rows.append(row)
         print(f"{label}: rc {rc}, {row['seconds']} s " + " ".join(
-            f"@{c['context']} {c['median']:.1f} tok/s {c['pct_read']:.1f}%" for c in row.get("contexts", [])),
+            f"@{c['context']} {c['median']:.1f} tok/s {pct_text(c['pct_read'])}%" for c in row.get("contexts", [])),
             flush=True)
         write_outputs()
 

@@ -468,13 +468,13 @@ def test_cpu_roof_is_the_best_read(monkeypatch, huge, small):
 def test_summary_rows_from_bench_json(tmp_path):
     """The README's summary: one row per engine of each bench.json (only the engines after '@' when given),
     decode at the context nearest 512 (greedy rows before logits-to-host ones), TTFT at the prompt nearest
-    1024, the run's folder and date, and a run from uncommitted changes says so; percentages keep one
-    decimal."""
+    1024, the run's folder and date, and a run from uncommitted changes says so; percentages keep three
+    significant digits, rounded down."""
     from lab.bench import summary
 
     def point(ctx, tok_s, mode):
         return {"context": ctx, "mode": mode, "tok_s": {"median": tok_s}, "gbps": {"median": tok_s * 2},
-                "pct_of_roof": 84.84, "best_peer": "hf_eager (fp32)", "ratio_vs_best_peer": 2.0}
+                "pct_of_roof": 84.96, "best_peer": "hf_eager (fp32)", "ratio_vs_best_peer": 2.0}
 
     def run(folder, dirty, runners):
         d = tmp_path / folder
@@ -497,15 +497,17 @@ def test_summary_rows_from_bench_json(tmp_path):
     assert all(r["decode"]["context"] == 512 and r["ttft"]["prompt_len"] == 1000 for r in rows)
     md = summary.markdown(rows)
     assert "8.0 (512, greedy)" in md and "2.00x hf_eager (fp32)" in md and "50.0 (1000)" in md
-    # 84.84% of the roof is not shown as 85%: a target is not met by rounding
-    assert "16, 84.8%" in md and "| 20.0% |" in md
+    # 84.96% of the roof is not shown as 85.0%: a target is not met by rounding
+    assert "16, 84.9%" in md and "| 20.0% |" in md
     assert md.count("uncommitted changes") == 1 and "dirty (2026-11-28, uncommitted changes)" in md
     assert "clean (2026-11-28) |" in md and "cpu_fp32" not in md
 
 
 def test_report_percent_of_roof_keeps_three_digits():
-    """The bench table's % of roof: 84.84% reads 84.8%, not 85% (a target is not met by rounding), 9.71%
-    reads 9.71%, and a point without a roof reads a dash."""
+    """The bench table's % of roof keeps three significant digits, rounded down: 84.84% reads 84.8% and
+    84.96% reads 84.9%, not 85% (a target is not met by rounding; `:.3g` showed 85), 13.96% reads 13.9%
+    (it showed 14), 84.8% stays 84.8% (not 84.7% from the float 847.999...), 9.713% reads 9.71%, 100%
+    reads 100%, and a point without a roof reads a dash."""
     from lab.bench import report
 
     def point(pct):
@@ -513,8 +515,8 @@ def test_report_percent_of_roof_keeps_three_digits():
                 "gbps": {"median": 2.0}, "pct_of_roof": pct, "best_peer": None}
 
     res = {"runners": [{"machine": "M", "label": "e", "kind": "engine", "ttft": [],
-                        "decode": [point(84.84), point(9.713), point(None)]}]}
-    assert [r["pct"] for r in report.table_rows(res)] == ["84.8%", "9.71%", "—"]
+                        "decode": [point(x) for x in (84.84, 84.96, 13.96, 84.8, 9.713, 100.0, None)]}]}
+    assert [r["pct"] for r in report.table_rows(res)] == ["84.8%", "84.9%", "13.9%", "84.8%", "9.71%", "100%", "—"]
 
 
 def test_product_elements_add_up_to_the_decode_weights():

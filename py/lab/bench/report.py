@@ -2,6 +2,7 @@
 
 import datetime
 import hashlib
+import math
 import os
 import platform
 import re
@@ -113,6 +114,17 @@ def _fmt(x, digits=3) -> str:
     return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
 
 
+def pct_text(x, digits=3) -> str:
+    """A percentage of a ceiling with `digits` significant digits, rounded down, trailing zeros kept:
+    84.96 reads 84.9, not 85 (a row never shows a target it missed), 13.96 reads 13.9, 9.713 reads 9.71."""
+    if x is None:
+        return "—"
+    if x <= 0:
+        return f"{x:.1f}"
+    d = max(0, digits - (math.floor(math.log10(x)) + 1))
+    return f"{math.floor(x * 10 ** d + 1e-9) / 10 ** d:.{d}f}"
+
+
 def _spread(s, scale=1.0) -> str:
     return f"{_fmt(s['median'] * scale)} ({_fmt(s['min'] * scale)}–{_fmt(s['max'] * scale)})"
 
@@ -127,7 +139,7 @@ def table_rows(results: dict, best_only=True) -> list:
             rows.append({"machine": r["machine"], "engine": r["label"], "kind": r["kind"],
                          "what": f"TTFT {p['prompt_len']} tok", "value": _spread(p["seconds"], 1e3) + " ms",
                          "gbps": "—", "tflops": _fmt(p["tflops"]["median"]),
-                         "pct": _fmt(p["pct_of_roof"], 3) + "%" if p["pct_of_roof"] is not None else "—",
+                         "pct": pct_text(p["pct_of_roof"]) + "%" if p["pct_of_roof"] is not None else "—",
                          "ratio": _ratio(p)})
         for p in r["decode"]:
             if best_only and r["kind"] == "peer" and not p.get("best_of_variants", True):
@@ -136,7 +148,7 @@ def table_rows(results: dict, best_only=True) -> list:
                          "what": f"decode @ {p['context']}" + _MODE_NOTE.get(p.get("mode"), ""),
                          "value": _spread(p["tok_s"]) + " tok/s",
                          "gbps": _fmt(p["gbps"]["median"]), "tflops": "—",
-                         "pct": _fmt(p["pct_of_roof"], 3) + "%" if p["pct_of_roof"] is not None else "—",
+                         "pct": pct_text(p["pct_of_roof"]) + "%" if p["pct_of_roof"] is not None else "—",
                          "ratio": _ratio(p)})
     return rows
 
