@@ -507,7 +507,7 @@ def test_report_percent_of_roof_keeps_three_digits():
     """The bench table's % of roof keeps three significant digits, rounded down: 84.84% reads 84.8% and
     84.96% reads 84.9%, not 85% (a target is not met by rounding; `:.3g` showed 85), 13.96% reads 13.9%
     (it showed 14), 84.8% stays 84.8% (not 84.7% from the float 847.999...), 9.713% reads 9.71%, 100%
-    reads 100%, and a point without a roof reads a dash."""
+    reads 100%, and a point without a roof reads a dash; speed-ups keep two decimals, rounded down."""
     from lab.bench import report
 
     def point(pct):
@@ -517,6 +517,8 @@ def test_report_percent_of_roof_keeps_three_digits():
     res = {"runners": [{"machine": "M", "label": "e", "kind": "engine", "ttft": [],
                         "decode": [point(x) for x in (84.84, 84.96, 13.96, 84.8, 9.713, 100.0, None)]}]}
     assert [r["pct"] for r in report.table_rows(res)] == ["84.8%", "84.9%", "13.9%", "84.8%", "9.71%", "100%", "—"]
+    # a speed-up against a peer is rounded down too: 1.696x is not shown as the 1.7x target
+    assert report.ratio_text(1.696) == "1.69x" and report.ratio_text(1.7) == "1.70x" and report.ratio_text(2.0) == "2.00x"
 
 
 def test_product_elements_add_up_to_the_decode_weights():

@@ -125,6 +125,11 @@ def pct_text(x, digits=3) -> str:
     return f"{math.floor(x * 10 ** d + 1e-9) / 10 ** d:.{d}f}"
 
 
+def ratio_text(x) -> str:
+    """A speed-up against a peer with two decimals, rounded down: 1.696 reads 1.69x, not 1.70x."""
+    return f"{math.floor(x * 100 + 1e-9) / 100:.2f}x"
+
+
 def _spread(s, scale=1.0) -> str:
     return f"{_fmt(s['median'] * scale)} ({_fmt(s['min'] * scale)}–{_fmt(s['max'] * scale)})"
 
@@ -160,7 +165,7 @@ _MODE_NOTE = {"logits": ", logits to host"}
 def _ratio(p) -> str:
     if p.get("ratio_vs_best_peer") is None:
         return "—"
-    return f"{p['ratio_vs_best_peer']:.2f}x {p['best_peer']}"
+    return f"{ratio_text(p['ratio_vs_best_peer'])} {p['best_peer']}"
 
 
 def _modes_note(st) -> str:

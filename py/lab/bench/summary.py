@@ -48,7 +48,7 @@ def markdown(rows) -> str:
         dec = f"{d['tok_s']['median']:.1f} ({d['context']}{', greedy' if d.get('mode') == 'greedy' else ''})" if d else "—"
         # one decimal: a target such as 85% of the read ceiling must not be met by rounding
         bw = f"{d['gbps']['median']:,.0f}, {report.pct_text(d['pct_of_roof'])}%" if d else "—"
-        peer = (f"{d['ratio_vs_best_peer']:.2f}x {d['best_peer']}" if d and d.get("best_peer") else "—")
+        peer = (f"{report.ratio_text(d['ratio_vs_best_peer'])} {d['best_peer']}" if d and d.get("best_peer") else "—")
         ttft = f"{t['ms']['median']:,.1f} ({t['prompt_len']})" if t else "—"
         roof = f"{report.pct_text(t['pct_of_roof'])}%" if t and t.get("pct_of_roof") is not None else "—"
         out.append(f"| {r['stage']} | `{r['engine']}` | {r['machine']} | {r['model']} | {dec} | {bw} | {peer} | "
