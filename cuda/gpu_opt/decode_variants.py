@@ -17,7 +17,8 @@ K/V at the blocks' mean attended length) x tok/s over the read ceiling measured 
       --variant new=/tmp/lab/gpu_bundle --variant base=/tmp/base/gpu_bundle \
       --variant "v1=/tmp/lab/gpu_bundle:LAB_GPU_DECODE_ATTN=v1" ...
 
-Writes DIR/variants.json, DIR/variants.md, DIR/<label>.log (the engine's stderr, LAB_GPU_VERBOSE=1:
+Writes DIR/variants.json (per variant also the engine's own `variant` string: the tiles its tuner
+picked in that process), DIR/variants.md, DIR/<label>.log (the engine's stderr, LAB_GPU_VERBOSE=1:
 its tuning tables) and prints the table; with more than one context also DIR/variants.png (tok/s against
 the context, one line per variant, the blocks' min-max as bars).
 
@@ -69,6 +70,7 @@ for ctx in args["contexts"]:
             kv.append(start + (n + 1) / 2)
     res["contexts"].append({"context": ctx, "tok_s": rates, "median": float(np.median(rates)),
                             "min": float(min(rates)), "max": float(max(rates)), "mean_kv_len": float(np.mean(kv))})
+res["variant"] = eng.variant  # the tiles the tuner picked in this process, and any knob it names
 print("RESULT " + json.dumps(res))
 """
 
@@ -275,6 +277,7 @@ def main():
                 c["GBps"] = b * c["median"] / 1e9
                 c["pct_read"] = 100 * c["GBps"] / ceiling["best"]
             row["contexts"] = res["contexts"]
+            row["variant"] = res.get("variant", "")
         else:
             row["error"] = stderr.strip().splitlines()[-3:] if stderr.strip() else "no result"
         rows.append(row)

@@ -1,9 +1,14 @@
-"""cuda/gpu_opt/decode_variants.py's host side (its runs need a GPU): the engine context it sizes for
-contexts closer together than their decoded steps, its markdown table read back for a plot, and the plot."""
+"""cuda/gpu_opt/decode_variants.py's host side: the engine context it sizes, its markdown table read back
+for a plot, the plot, and a whole run on a CPU engine (its real runs need a GPU): every context's probe
+comes from a fresh prefill, so it does not depend on the contexts before it."""
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "cuda" / "gpu_opt" / "decode_variants.py"
@@ -52,3 +57,37 @@ def test_table_read_back_and_plotted(dv, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="no decode_variants table"):
         dv.rows_from_table("nothing here\n")
+
+
+def test_probe_does_not_depend_on_earlier_contexts(tmp_path):
+    """A run over contexts 8 and 24 and a run over 24 alone give the same probe logits at 24, bit for bit:
+    each context starts from a fresh prefill of the same prompt. (When a context ran on from the end of
+    the previous one, the 8-token context's greedy blocks were in the cache at 24, and variants whose
+    logits differed in the last bits compared different histories: README "One wave of splits".) Each
+    variant's row records the engine's own variant string."""
+    import lab
+    from engine_cases import CASES
+    from lab.synthetic import write_random_model
+
+    model = tmp_path / "m"
+    write_random_model(model, CASES["gqa1_hd64_tied"], "fp32", seed=3, use_torch=False, progress=False)
+    bundle = str(Path(lab.__file__).parents[1])  # the folder that holds the lab package (and its _engine)
+
+    def run(contexts, out):
+        cmd = [sys.executable, str(SCRIPT), "--model_dir", str(model), "--out", str(out), "--engine", "cpu_fp32",
+               "--contexts", contexts, "--tokens", "4", "--warmup", "0", "--repeats", "2", "--ceiling_gbps", "1",
+               "--variant", f"a={bundle}", "--variant", f"b={bundle}:OMP_NUM_THREADS=1"]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+        return json.loads((out / "variants.json").read_text())
+
+    both = run("8,24", tmp_path / "both")
+    alone = run("24", tmp_path / "alone")
+    for doc in (both, alone):
+        assert [r["rc"] for r in doc["variants"]] == [0, 0], [r.get("error") for r in doc["variants"]]
+        assert all(r["variant"] is not None and "contexts" in r for r in doc["variants"])
+    for label in ("a", "b"):
+        x = np.load(tmp_path / "both" / f"probe_{label}_24.npy")
+        y = np.load(tmp_path / "alone" / f"probe_{label}_24.npy")
+        assert np.array_equal(x, y), label
+    assert not np.array_equal(np.load(tmp_path / "both" / "probe_a_8.npy")[:8], np.load(tmp_path / "both" / "probe_a_24.npy")[:8])
+    assert (tmp_path / "both" / "variants.png").exists()
