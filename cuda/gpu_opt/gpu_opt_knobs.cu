@@ -177,8 +177,8 @@ void GpuOptEngine::ReadDecodeEnv() {
   if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
   // Its steps use at most one wave of splits by the bound's definition; the grid keeps 64 (the blocks past
-  // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given: at 512 keys 64 measured 0.3%
-  // faster than 49 (README "One wave of splits"; why is not measured apart).
+  // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given. At 512 keys 64 and 49 measured
+  // the same in one call and 0.3% apart in another (README "One wave of splits"); the bench ran with 64.
   if (attn_short_keys_ > 0)
     attn_[1] = {short_fn, 8, kAttnShortChunk, attn_splits_set_ ? attn_splits_ : gpu::kAttnMaxSplitsV2};
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
