@@ -170,7 +170,6 @@ class GpuOptEngine : public Engine {
   AttnFn attn_prefill_fn_ = nullptr;  // the simple prefill's attention (V1)
   bool decode_attn_v2_ = true, graph_tune_ = true, logits_mapped_ = true;
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
-  int attn_splits_ = gpu::kAttnMaxSplitsV2;  // attn_[0]'s splits (LAB_GPU_ATTN_SPLITS, or one wave)
   bool attn_splits_set_ = false;              // LAB_GPU_ATTN_SPLITS was given (variant() names it)
   int attn_cluster_ = 0;                     // LAB_GPU_DECODE_ATTN=v3: splits per thread-block cluster
   static constexpr int kAttnMinChunk = 16;   // AttnLayout::min_chunk's default

@@ -109,7 +109,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   }
   // V1 merges at most 32 splits; V3 keeps 64 (whole clusters). V2's default is set below, once its
   // kernel is known: one wave.
-  attn_splits_ = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
+  attn_[0].splits = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
   const char* splits_env = std::getenv("LAB_GPU_ATTN_SPLITS");
   attn_splits_set_ = splits_env && *splits_env;
   if (attn_splits_set_) {
@@ -118,7 +118,7 @@ void GpuOptEngine::ReadDecodeEnv() {
     if (n < 1 || n > cap)
       throw InputError("LAB_GPU_ATTN_SPLITS must be 1.." + std::to_string(cap) + " with decode attention " +
                        (decode_attn_v2_ ? "v2" : "v1"));
-    attn_splits_ = n;
+    attn_[0].splits = n;
     if (attn_cluster_ && n % attn_cluster_)
       throw InputError("LAB_GPU_ATTN_SPLITS must be a multiple of " + std::to_string(attn_cluster_) +
                        " with decode attention v3 (whole clusters)");
@@ -162,8 +162,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   // past 2,048 keys, and the 16-key unit then gave 49 to 64 splits: from ~2,350 keys a second wave,
   // decode 3% slower on the H200.
   if (decode_attn_v2_ && !attn_cluster_ && !attn_splits_set_)
-    attn_splits_ = std::min(gpu::kAttnMaxSplitsV2, WaveSplits(a0.fn, a0.warps));
-  a0.splits = attn_splits_;
+    a0.splits = std::min(gpu::kAttnMaxSplitsV2, WaveSplits(a0.fn, a0.warps));
   // The short-context layout (README "Attention at short contexts"): 8-warp blocks over 64-key splits,
   // a merge of few partials, while the kv heads' working blocks fit the SMs at the two per SM the
   // kernel is compiled for (2,112 keys at 8 kv heads on 132 SMs); past that they take a second wave and
@@ -180,12 +179,12 @@ void GpuOptEngine::ReadDecodeEnv() {
   // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given. At 512 keys 64 and 49 measured
   // the same in one call and 0.3% apart in another (README "One wave of splits"); the bench ran with 64.
   if (attn_short_keys_ > 0)
-    attn_[1] = {short_fn, 8, kAttnShortChunk, attn_splits_set_ ? attn_splits_ : gpu::kAttnMaxSplitsV2};
+    attn_[1] = {short_fn, 8, kAttnShortChunk, attn_splits_set_ ? a0.splits : gpu::kAttnMaxSplitsV2};
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
   attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
   if (verbose_)
     std::fprintf(stderr, "gpu_opt: decode attention %d-warp blocks, %d splits per kv head; short layout %s%d keys\n",
-                 a0.warps, attn_splits_, attn_short_keys_ ? "up to " : "off: ", attn_short_keys_);
+                 a0.warps, a0.splits, attn_short_keys_ ? "up to " : "off: ", attn_short_keys_);
 }
 
 // Decode attention blocks of `fn` (warps x 32 threads, static shared memory only) that the SMs hold at once,

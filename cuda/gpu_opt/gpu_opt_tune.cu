@@ -265,7 +265,7 @@ std::string GpuOptEngine::variant() const {
   if (attn_[0].warps != gpu::kAttnWarps) s += ", attention " + std::to_string(attn_[0].warps) + " warps";
   if (attn_[0].min_chunk != kAttnMinChunk) s += ", splits of " + std::to_string(attn_[0].min_chunk) + "+ keys";
   // The split count when LAB_GPU_ATTN_SPLITS set it (the default follows the card: not named).
-  if (attn_splits_set_) s += ", attention splits " + std::to_string(attn_splits_);
+  if (attn_splits_set_) s += ", attention splits " + std::to_string(attn_[0].splits);
   // The short-context layout's bound when LAB_GPU_ATTN_SHORT set it (the default follows the card: not named).
   if (attn_short_set_)
     s += attn_short_keys_ ? ", attention short up to " + std::to_string(attn_short_keys_) + " keys" : ", attention short off";
