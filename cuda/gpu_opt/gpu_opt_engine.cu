@@ -618,6 +618,7 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   a.n_heads = int(c.n_heads);
   a.n_kv = int(c.n_kv_heads);
   a.skip_idle = attn_skip_idle_;
+  a.sync_acqrel = attn_sync_acqrel_;
   const AttnLayout& lay = attn_[attn_sel_];
   a.min_chunk = prefill ? 32 : lay.min_chunk;
   a.trace = prefill ? nullptr : TraceSlot(kNumKinds);

@@ -16,6 +16,11 @@
 // default with v2 as many as fit the SMs in one wave beside the kv heads (49 for Llama-3.1-8B's 4-warp
 // blocks on 132 SMs), at most 64; 32 with v1, the most it merges; 64 with v3, whole clusters; README
 // "One wave of splits"), LAB_GPU_ATTN_WARPS=2|4|8 (warps per decode attention block, v2 only),
+// LAB_GPU_ATTN_SYNC=fence|acqrel (how a decode attention split releases its partial to the block that
+// merges: full fences around the counter's increment, the default; or the increment as one acquire-release
+// atomic),
+// LAB_GPU_ATTN_SOFTMAX=step|round (decode attention's online softmax updated after every step of keys, the
+// default; or once per round of loads, its scores first: one max, one rescale),
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
@@ -55,29 +60,33 @@ namespace lab {
 namespace gpu_opt {
 namespace {
 
-template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0, int CL = 0>
+template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0, int CL = 0, bool RS = false>
 AttnFn AttnFor(int G) {
   switch (G) {
-    case 1: return gpu::AttentionKernel<HD, 1, V2, W, U, CL>;
-    case 2: return gpu::AttentionKernel<HD, 2, V2, W, U, CL>;
-    case 3: return gpu::AttentionKernel<HD, 3, V2, W, U, CL>;
-    case 4: return gpu::AttentionKernel<HD, 4, V2, W, U, CL>;
-    case 5: return gpu::AttentionKernel<HD, 5, V2, W, U, CL>;
-    case 6: return gpu::AttentionKernel<HD, 6, V2, W, U, CL>;
-    case 7: return gpu::AttentionKernel<HD, 7, V2, W, U, CL>;
-    case 8: return gpu::AttentionKernel<HD, 8, V2, W, U, CL>;
+    case 1: return gpu::AttentionKernel<HD, 1, V2, W, U, CL, RS>;
+    case 2: return gpu::AttentionKernel<HD, 2, V2, W, U, CL, RS>;
+    case 3: return gpu::AttentionKernel<HD, 3, V2, W, U, CL, RS>;
+    case 4: return gpu::AttentionKernel<HD, 4, V2, W, U, CL, RS>;
+    case 5: return gpu::AttentionKernel<HD, 5, V2, W, U, CL, RS>;
+    case 6: return gpu::AttentionKernel<HD, 6, V2, W, U, CL, RS>;
+    case 7: return gpu::AttentionKernel<HD, 7, V2, W, U, CL, RS>;
+    case 8: return gpu::AttentionKernel<HD, 8, V2, W, U, CL, RS>;
   }
   return nullptr;
 }
 
 // warps: 4 (kAttnWarps) for every path; 2 or 8 only with V2 (decode, LAB_GPU_ATTN_WARPS; 8 runs 4 steps
-// in flight). u: 0 (the kernel's rule) or 4 (V2 with 4 warps, LAB_GPU_ATTN_U=4).
-AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u = 0, int cluster = 0) {
+// in flight). u: 0 (the kernel's rule) or 4 (V2 with 4 warps, LAB_GPU_ATTN_U=4). rs: the softmax updated
+// once per round of loads (LAB_GPU_ATTN_SOFTMAX=round), for the decode layouts with 4 steps in flight.
+AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u = 0, int cluster = 0, bool rs = false) {
   if (v2 && cluster == gpu::kAttnCluster && warps == gpu::kAttnWarps && u == 4)
     return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G)
                     : AttnFor<128, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G);
   if (v2 && warps == 2) return hd == 64 ? AttnFor<64, true, 2>(G) : AttnFor<128, true, 2>(G);
+  if (v2 && warps == 8 && rs) return hd == 64 ? AttnFor<64, true, 8, 4, 0, true>(G) : AttnFor<128, true, 8, 4, 0, true>(G);
   if (v2 && warps == 8) return hd == 64 ? AttnFor<64, true, 8, 4>(G) : AttnFor<128, true, 8, 4>(G);
+  if (v2 && u == 4 && rs)
+    return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4, 0, true>(G) : AttnFor<128, true, gpu::kAttnWarps, 4, 0, true>(G);
   if (v2 && u == 4) return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4>(G) : AttnFor<128, true, gpu::kAttnWarps, 4>(G);
   if (hd == 64) return v2 ? AttnFor<64, true>(G) : AttnFor<64, false>(G);
   return v2 ? AttnFor<128, true>(G) : AttnFor<128, false>(G);
@@ -156,7 +165,12 @@ void GpuOptEngine::ReadDecodeEnv() {
   ReadTileEnv();
   if (attn_cluster_ && (a0.warps != gpu::kAttnWarps || attn_u != 4))
     throw InputError("decode attention v3 runs 4 warps with 4 steps in flight (LAB_GPU_ATTN_WARPS / LAB_GPU_ATTN_U)");
-  a0.fn = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, a0.warps, attn_u, attn_cluster_);
+  // The softmax once per round of loads (LAB_GPU_ATTN_SOFTMAX=round): the 4-warp layout with 4 steps in
+  // flight and the 8-warp one, not clusters.
+  attn_round_softmax_ = EnvChoice("LAB_GPU_ATTN_SOFTMAX", {"step", "round"}) == 1;
+  if (attn_round_softmax_ && (!decode_attn_v2_ || attn_cluster_ || a0.warps == 2 || (a0.warps == gpu::kAttnWarps && attn_u != 4)))
+    throw InputError("LAB_GPU_ATTN_SOFTMAX=round needs the v2 decode attention with 4 or 8 warps and 4 steps in flight");
+  a0.fn = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, a0.warps, attn_u, attn_cluster_, attn_round_softmax_);
   // V2's splits per kv head: as many as the SMs hold at once (README "One wave of splits"). The old
   // default, 64, put 512 4-warp blocks (143 registers: 3 per SM, 396 resident on 132 SMs) on Llama-3.1-8B
   // past 2,048 keys, and the 16-key unit then gave 49 to 64 splits: from ~2,350 keys a second wave,
@@ -171,7 +185,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   const bool pinned = !decode_attn_v2_ || attn_cluster_ || layout_knob;
   const char* short_env = std::getenv("LAB_GPU_ATTN_SHORT");
   attn_short_set_ = short_env && *short_env;
-  const AttnFn short_fn = AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4);
+  const AttnFn short_fn = AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4, 0, attn_round_softmax_);
   attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20, pinned ? 0 : kAttnShortChunk * WaveSplits(short_fn, 8)));
   if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
@@ -181,6 +195,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   if (attn_short_keys_ > 0)
     attn_[1] = {short_fn, 8, kAttnShortChunk, attn_splits_set_ ? a0.splits : gpu::kAttnMaxSplitsV2};
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
+  attn_sync_acqrel_ = EnvChoice("LAB_GPU_ATTN_SYNC", {"fence", "acqrel"});
   attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
   if (verbose_)
     std::fprintf(stderr, "gpu_opt: decode attention %d-warp blocks, %d splits per kv head; short layout %s%d keys\n",

@@ -33,6 +33,9 @@ struct AttnParams {
                          // default; a 32-key split leaves 4 of a warp's 8 steps idle at HD 128, and their
                          // dot products and shuffles lengthened the chain: +1.2% decode tok/s at ctx 512)
   unsigned long long* trace;  // nullptr, or this launch's three TraceMarks slots (LAB_GPU_TRACE)
+  int sync_acqrel;       // V2/V3's split merge (LastToArrive): 0, the block's release and the last block's
+                         // acquire as full fences (__threadfence, fence.sc.gpu) around a relaxed atomicAdd;
+                         // 1 (LAB_GPU_ATTN_SYNC=acqrel), one atom.add.acq_rel.gpu by thread 0 and no fence
 };
 
 constexpr int kAttnWarps = 4;
@@ -75,19 +78,31 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 
 // V2's and V3's release / acquire across the blocks that share *counter: true in the block that arrives
 // last of n, which then sees every arriving block's stores made before its call. Called by every thread
-// of the block. The barrier orders the block's stores before thread 0's fence and increment (the pattern
-// of cooperative groups' grid sync); the last block acquires with its own fence. It does not reset the
-// counter: the last block does, after its merge.
-__device__ __forceinline__ bool LastToArrive(unsigned* counter, unsigned n) {
+// of the block. The barrier orders the block's stores before thread 0's increment (the pattern of
+// cooperative groups' grid sync and of CUTLASS's semaphores); acqrel = 0 releases and acquires with full
+// fences (__threadfence: fence.sc.gpu) around a relaxed increment, acqrel = 1 with the increment itself
+// (atom.add.acq_rel.gpu: release and acquire at gpu scope), thread 0's acquire reaching the block's other
+// threads through the second barrier (PTX memory model: causality order is transitive through bar.sync).
+// It does not reset the counter: the last block does, after its merge.
+__device__ __forceinline__ unsigned AtomicAddAcqRelGpu(unsigned* p, unsigned v) {
+  unsigned old;
+  asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+__device__ __forceinline__ bool LastToArrive(unsigned* counter, unsigned n, int acqrel) {
   __shared__ int last;
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
-    last = atomicAdd(counter, 1u) == n - 1;
+    if (acqrel) {
+      last = AtomicAddAcqRelGpu(counter, 1u) == n - 1;
+    } else {
+      __threadfence();
+      last = atomicAdd(counter, 1u) == n - 1;
+    }
   }
   __syncthreads();
   if (!last) return false;
-  __threadfence();
+  if (!acqrel) __threadfence();
   return true;
 }
 
@@ -147,7 +162,7 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
   // loads batched as above (at most kMaxCl clusters: S <= kAttnMaxSplitsV2).
   constexpr int kMaxCl = kAttnMaxSplitsV2 / CL;
   unsigned* const counter = p.counters + (size_t(t) * p.n_kv + kvh) * CL + rank;
-  if (!LastToArrive(counter, unsigned(n_cl))) return;
+  if (!LastToArrive(counter, unsigned(n_cl), p.sync_acqrel)) return;
   for (int i = threadIdx.x; i < PER; i += WARPS * 32) {
     const int idx = rank * PER + i, g = idx / HD;
     float2 cm[kMaxCl];
@@ -209,7 +224,7 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   global partial, and the last cluster to finish a slice (a counter per kv head and rank) merges
 //   that slice over the clusters as V2 does over splits. Idle blocks of a working cluster take part
 //   with an empty state (m = -inf, l = 0); whole idle clusters exit at once.
-template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0, int CL = 0>
+template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0, int CL = 0, bool RS = false>
 __global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKernel(const AttnParams p) {
   static_assert(CL == 0 || V2, "the cluster merge builds on V2's entry trigger");
   TraceMarks trace(p.trace);
@@ -288,28 +303,84 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKerne
   }
 
   while (p0 < k_end) {  // warp-uniform: one round of U steps per iteration
+    if constexpr (RS) {
+      // The round's U x G scores first (independent dot products and shuffles), then one online-softmax
+      // update per head: one max, one rescale of acc and U weights, instead of U dependent updates.
+      float sc[U][G];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (p.skip_idle && p0 + u * WARPS * KPW >= k_end) break;  // warp-uniform: no key of this step or later
-      const bool ok = p0 + u * WARPS * KPW + grp < k_end;
-      float kf[8], vf[8];
-      Unpack8(kr[u], kf);
-      Unpack8(vr[u], vf);
+      for (int u = 0; u < U; ++u) {
+        const bool live = !p.skip_idle || p0 + u * WARPS * KPW < k_end;  // warp-uniform
+        const bool ok = p0 + u * WARPS * KPW + grp < k_end;
+        float kf[8];
+        Unpack8(kr[u], kf);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          float d = 0.f;
+          if (live) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) d = fmaf(qv[g][i], kf[i], d);
+#pragma unroll
+            for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+          }
+          sc[u][g] = ok ? d : -INFINITY;
+        }
+      }
 #pragma unroll
       for (int g = 0; g < G; ++g) {
-        float d = 0.f;
+        float mx = m[g];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) d = fmaf(qv[g][i], kf[i], d);
+        for (int u = 0; u < U; ++u) mx = fmaxf(mx, sc[u][g]);
+        if (mx == -INFINITY) {  // no key of this lane's group yet: nothing to add
 #pragma unroll
-        for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        if (ok) {
-          const float mn = fmaxf(m[g], d);
-          const float corr = exp2f(m[g] - mn);  // m = -inf: exp2(-inf) = 0
-          const float w = exp2f(d - mn);
-          l[g] = l[g] * corr + w;
+          for (int u = 0; u < U; ++u) sc[u][g] = 0.f;
+          continue;
+        }
+        const float corr = exp2f(m[g] - mx);  // m = -inf: 0
+        float lw = l[g] * corr;
 #pragma unroll
-          for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(acc[g][i], corr, w * vf[i]);
-          m[g] = mn;
+        for (int u = 0; u < U; ++u) {
+          sc[u][g] = exp2f(sc[u][g] - mx);  // the key's weight; -inf (no key): 0
+          lw += sc[u][g];
+        }
+        l[g] = lw;
+        m[g] = mx;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[g][i] *= corr;
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (p.skip_idle && p0 + u * WARPS * KPW >= k_end) break;  // warp-uniform
+        float vf[8];
+        Unpack8(vr[u], vf);
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(sc[u][g], vf[i], acc[g][i]);
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (p.skip_idle && p0 + u * WARPS * KPW >= k_end) break;  // warp-uniform: no key of this step or later
+        const bool ok = p0 + u * WARPS * KPW + grp < k_end;
+        float kf[8], vf[8];
+        Unpack8(kr[u], kf);
+        Unpack8(vr[u], vf);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          float d = 0.f;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) d = fmaf(qv[g][i], kf[i], d);
+#pragma unroll
+          for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+          if (ok) {
+            const float mn = fmaxf(m[g], d);
+            const float corr = exp2f(m[g] - mn);  // m = -inf: exp2(-inf) = 0
+            const float w = exp2f(d - mn);
+            l[g] = l[g] * corr + w;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(acc[g][i], corr, w * vf[i]);
+            m[g] = mn;
+          }
         }
       }
     }
@@ -391,7 +462,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKerne
   unsigned* const counter = p.counters + size_t(t) * p.n_kv + kvh;
   const size_t slot0 = (size_t(t) * p.n_kv + kvh) * S;
   if (V2) {
-    if (!LastToArrive(counter, unsigned(n_splits))) return;  // one fence per block (V1: every thread's)
+    if (!LastToArrive(counter, unsigned(n_splits), p.sync_acqrel)) return;  // one release per block (V1: a fence in every thread)
     // Each thread merges 4 consecutive dims of one head over all splits: online rescaling, with the
     // (max, sum) pairs and the partial outputs of 16 splits loaded together per round trip.
     constexpr int kB = 16;
