@@ -192,7 +192,7 @@ class GpuOptEngine : public Engine {
   int NumAttnLayouts() const { return attn_short_keys_ > 0 ? 2 : 1; }
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
   bool attn_round_softmax_ = false;          // LAB_GPU_ATTN_SOFTMAX=round (AttentionKernel's RS)
-  int attn_sync_acqrel_ = 0;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=acqrel)
+  int attn_sync_acqrel_ = 1;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=fence: 0)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1
   int o_stage_config_ = -1;    // LAB_GPU_O_STAGE: the staged tile o_proj uses (an index into Configs()), or -1

@@ -33,9 +33,10 @@ struct AttnParams {
                          // default; a 32-key split leaves 4 of a warp's 8 steps idle at HD 128, and their
                          // dot products and shuffles lengthened the chain: +1.2% decode tok/s at ctx 512)
   unsigned long long* trace;  // nullptr, or this launch's three TraceMarks slots (LAB_GPU_TRACE)
-  int sync_acqrel;       // V2/V3's split merge (LastToArrive): 0, the block's release and the last block's
-                         // acquire as full fences (__threadfence, fence.sc.gpu) around a relaxed atomicAdd;
-                         // 1 (LAB_GPU_ATTN_SYNC=acqrel), one atom.add.acq_rel.gpu by thread 0 and no fence
+  int sync_acqrel;       // V2/V3's split merge (LastToArrive): 1 (the engine's default), one atom.add.acq_rel.gpu
+                         // by thread 0 and no fence; 0 (LAB_GPU_ATTN_SYNC=fence, as before), the block's
+                         // release and the last block's acquire as full fences (__threadfence) around a
+                         // relaxed atomicAdd
 };
 
 constexpr int kAttnWarps = 4;

@@ -406,11 +406,15 @@ ATTN_LAYOUTS = {
     # block, with 4 warps; of 448 keys, 7 rounds, with the short layout's 8
     "splits5": (lambda n: {"LAB_GPU_ATTN_SPLITS": "5", "LAB_GPU_ATTN_SHORT": "0"}, "attention splits 5, attention short off"),
     "splits5_short": (lambda n: {"LAB_GPU_ATTN_SPLITS": "5"}, "attention splits 5"),
-    # the split merge's release / acquire as one acq_rel atomic instead of fences: the short layout, the
-    # 4-warp one (at 2,100 keys up to 64 partials a kv head) and the cluster merge's second level
-    "acqrel": (lambda n: {"LAB_GPU_ATTN_SYNC": "acqrel"}, "attention merge acqrel"),
-    "acqrel_long": (lambda n: {"LAB_GPU_ATTN_SYNC": "acqrel", "LAB_GPU_ATTN_SHORT": "0"}, "attention merge acqrel"),
-    "acqrel_v3": (lambda n: {"LAB_GPU_ATTN_SYNC": "acqrel", "LAB_GPU_DECODE_ATTN": "v3"}, "attention merge acqrel"),
+    # the split merge's release / acquire as full fences around a relaxed increment (as before the acq_rel
+    # atomic became the default): the short layout, the 4-warp one (at 2,100 keys up to 64 partials a kv head)
+    # and the cluster merge's second level
+    "fence": (lambda n: {"LAB_GPU_ATTN_SYNC": "fence"}, "attention merge fences"),
+    "fence_long": (lambda n: {"LAB_GPU_ATTN_SYNC": "fence", "LAB_GPU_ATTN_SHORT": "0"}, "attention merge fences"),
+    "fence_v3": (lambda n: {"LAB_GPU_ATTN_SYNC": "fence", "LAB_GPU_DECODE_ATTN": "v3"}, "attention merge fences"),
+    # the online softmax once per round of loads (a lab version): the short layout and the 4-warp one
+    "round": (lambda n: {"LAB_GPU_ATTN_SOFTMAX": "round"}, "attention softmax per round"),
+    "round_long": (lambda n: {"LAB_GPU_ATTN_SOFTMAX": "round", "LAB_GPU_ATTN_SHORT": "0"}, "attention softmax per round"),
 }
 
 
@@ -421,8 +425,9 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     memory): v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab version),
     8-warp blocks over splits of 64+ keys, 2-warp blocks, the default (8 warps over 64-key splits at short
     contexts), the default's switch from its short-context graphs to the 4-warp ones partway through
-    decode() and generate(), 5 splits of many keys in either layout, and the split merge synchronized by one
-    acquire-release atomic instead of fences (LAB_GPU_ATTN_SYNC=acqrel) in the short, 4-warp and cluster layouts. The same logits to fp32 rounding (the merge order differs), at a short
+    decode() and generate(), 5 splits of many keys in either layout, the split merge synchronized by fences
+    instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
+    layouts, and the softmax once per round of loads (LAB_GPU_ATTN_SOFTMAX=round). The same logits to fp32 rounding (the merge order differs), at a short
     context (one cluster, one split of 64) and, for the long model, past 2,100 positions (6 clusters per
     kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of 12-step generations agree. The
     engine's variant names the layout, so a knob that fell back to another would fail here rather than
@@ -545,7 +550,8 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
                      ({"LAB_GPU_DECODE_ATTN": "v3", "LAB_GPU_ATTN_SPLITS": "12"}, "multiple of 8 with decode attention v3"),
                      ({"LAB_GPU_DECODE_ATTN": "v3", "LAB_GPU_ATTN_WARPS": "2"}, "v3 runs 4 warps"),
                      ({"LAB_GPU_ATTN_WARPS": "6"}, "LAB_GPU_ATTN_WARPS must be 2, 4 or 8"),
-                     ({"LAB_GPU_ATTN_SYNC": "sc"}, "LAB_GPU_ATTN_SYNC must be .*acqrel"),
+                     ({"LAB_GPU_ATTN_SYNC": "sc"}, "LAB_GPU_ATTN_SYNC must be .*fence"),
+                     ({"LAB_GPU_ATTN_SOFTMAX": "round", "LAB_GPU_ATTN_WARPS": "2"}, "SOFTMAX=round needs"),
                      ({"LAB_GPU_ATTN_SHORT": "-1"}, "LAB_GPU_ATTN_SHORT must be 0..1048576"),
                      ({"LAB_GPU_ATTN_SPLITS": "65"}, "LAB_GPU_ATTN_SPLITS must be 1..64 with decode attention v2"),
                      ({"LAB_GPU_ATTN_SPLITS": "0"}, "LAB_GPU_ATTN_SPLITS must be 1..64"),
