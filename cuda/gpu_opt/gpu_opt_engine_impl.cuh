@@ -191,8 +191,6 @@ class GpuOptEngine : public Engine {
   int AttnLayoutFor(int64_t keys) const { return attn_short_keys_ > 0 && keys <= attn_short_keys_ ? 1 : 0; }
   int NumAttnLayouts() const { return attn_short_keys_ > 0 ? 2 : 1; }
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
-  bool weights_evict_first_ = false;  // LAB_GPU_WEIGHTS_EVICT_FIRST: MatvecParams::evict_first
-  bool kv_prefetch_ = false;          // LAB_GPU_KV_PREFETCH: MatvecParams::kv_prefetch (qkv)
   bool attn_round_softmax_ = false;          // LAB_GPU_ATTN_SOFTMAX=round (AttentionKernel's RS)
   int attn_sync_acqrel_ = 1;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=fence: 0)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())

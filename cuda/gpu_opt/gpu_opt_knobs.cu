@@ -41,9 +41,6 @@
 // engine's tensor-core prefill hold them, so each block stages half the bytes: all, every matvec's, the
 // default, the residual stream kept in fp32 beside its fp16 copy; h, down's input only; off, fp32 as
 // before the x-staging pass; README "Staging x"),
-// LAB_GPU_WEIGHTS_EVICT_FIRST=1 (the matvecs load their weights with an L2 evict_first policy: read once a
-// step, they give way first), LAB_GPU_KV_PREFETCH=1 (the qkv kernel asks, before its PDL wait, for the
-// layer's cached K/V rows to be brought into L2, so that attention's preloads hit L2),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),
@@ -113,8 +110,6 @@ void GpuOptEngine::ReadDecodeEnv() {
     l2_prefetch_o_ = l2_prefetch_all_ || v == "o";
   }
   verbose_ = EnvFlag("LAB_GPU_VERBOSE", false);
-  weights_evict_first_ = EnvFlag("LAB_GPU_WEIGHTS_EVICT_FIRST", false) && prop_.major >= 8;
-  kv_prefetch_ = EnvFlag("LAB_GPU_KV_PREFETCH", false) && prop_.major >= 9;
   {
     const int a = EnvChoice("LAB_GPU_DECODE_ATTN", {"v2", "v1", "v3"});
     decode_attn_v2_ = a != 1;

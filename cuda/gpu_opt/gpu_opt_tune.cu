@@ -264,8 +264,6 @@ std::string GpuOptEngine::variant() const {
   if (attn_cluster_) s += ", attention v3 (clusters of " + std::to_string(attn_cluster_) + ")";
   if (attn_[0].warps != gpu::kAttnWarps) s += ", attention " + std::to_string(attn_[0].warps) + " warps";
   if (!attn_sync_acqrel_) s += ", attention merge fences";
-  if (weights_evict_first_) s += ", weights evict_first";
-  if (kv_prefetch_) s += ", kv prefetch";
   if (attn_round_softmax_) s += ", attention softmax per round";
   if (attn_[0].min_chunk != kAttnMinChunk) s += ", splits of " + std::to_string(attn_[0].min_chunk) + "+ keys";
   // The split count when LAB_GPU_ATTN_SPLITS set it (the default follows the card: not named).

@@ -77,23 +77,6 @@ __device__ __forceinline__ uint4 LdStream(const uint4* p) {
   return r;
 }
 
-// The same load with an L2 eviction priority (LdStreamPolicy's policy from L2EvictFirst): the decode step
-// reads its 16 GB of weights once, so a weight line left in L2 is never read again before it is evicted;
-// marked evict_first, the weights give way first and the small data the next kernels read (the KV rows a
-// step prefetches, activations, attention partials) stay (LAB_GPU_WEIGHTS_EVICT_FIRST).
-__device__ __forceinline__ unsigned long long L2EvictFirst() {
-  unsigned long long pol;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
-  return pol;
-}
-__device__ __forceinline__ uint4 LdStreamPolicy(const uint4* p, unsigned long long pol) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p), "l"(pol));
-  return r;
-}
-
 // Asks the copy engine to bring `bytes` (multiple of 16, 16-byte aligned) into L2, asynchronously: one
 // instruction per weight row, no registers, nothing to wait for.
 __device__ __forceinline__ void PrefetchL2(const void* p, unsigned bytes) {

@@ -106,14 +106,7 @@ struct MatvecParams {
   unsigned long long* argmax;  // Store only, or nullptr: greedy generation; each block atomicMax-es
                                // ArgmaxKey(value, row) of its rows into *argmax (cleared before the launch)
   unsigned long long* trace;   // nullptr, or this launch's three TraceMarks slots (LAB_GPU_TRACE)
-  int evict_first;       // 1: weights loaded with an L2 evict_first policy (LAB_GPU_WEIGHTS_EVICT_FIRST)
-  int kv_prefetch;       // Qkv only, 1: before the PDL wait, the first kKvPrefetchBlocks blocks ask for this
-                         // layer's K and V rows 0..pos-1 (the ones attention preloads) to be brought into L2
-                         // (LAB_GPU_KV_PREFETCH)
 };
-
-// How many of the qkv kernel's first blocks share the K/V prefetch (MatvecParams::kv_prefetch).
-constexpr int kKvPrefetchBlocks = 64;
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by
 // value (the float's bits made monotone as unsigned: negative values flipped, positive ones given the
@@ -218,16 +211,13 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       rows[2 * u + 1] = reinterpret_cast<const uint4*>(p.W + size_t(r1) * p.K);
     }
   };
-  const bool evict_first = p.evict_first != 0;
-  const unsigned long long pol = evict_first ? L2EvictFirst() : 0ull;
-  auto ld_w = [&](const uint4* a) { return evict_first ? LdStreamPolicy(a, pol) : LdStream(a); };
   uint4 first[ROWS][R0];
   auto load_first = [&]() {
 #pragma unroll
     for (int u = 0; u < R0; ++u) {
       const int c = lane + 32 * u;
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) first[r][u] = c < nch ? ld_w(rows[r] + c) : make_uint4(0, 0, 0, 0);
+      for (int r = 0; r < ROWS; ++r) first[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
     }
   };
   if (any) set_rows(task);
@@ -255,22 +245,6 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     load_first();
   }
 
-  // qkv: the K/V rows attention will preload, into L2 now, while the previous kernel drains (one bulk
-  // prefetch for K and one for V per block, over the first kKvPrefetchBlocks blocks). The position comes
-  // from a host copy made before the step, not from the kernel this one waits for.
-  if (EPI == kEpiQkv && p.kv_prefetch && threadIdx.x == 0) {
-    const int nb = min(int(gridDim.x), kKvPrefetchBlocks);
-    const int pos0 = __ldcg(p.pos);
-    if (int(blockIdx.x) < nb && pos0 > 0) {
-      const size_t row = size_t(p.qkv.n_kv) * p.qkv.hd * sizeof(__half);
-      const int k0 = int(int64_t(pos0) * blockIdx.x / nb), k1 = int(int64_t(pos0) * (blockIdx.x + 1) / nb);
-      if (k1 > k0) {
-        PrefetchL2(p.qkv.k_cache + size_t(k0) * row / sizeof(__half), unsigned(size_t(k1 - k0) * row));
-        PrefetchL2(p.qkv.v_cache + size_t(k0) * row / sizeof(__half), unsigned(size_t(k1 - k0) * row));
-      }
-    }
-  }
-
   // The rest of the rows: bulk L2 prefetch (one instruction per row, by lanes 0..ROWS-1). With PDL
   // this starts streaming while the previous kernel still runs (its tail, or a latency-bound
   // attention), so HBM is not idle across the kernel boundary.
@@ -291,7 +265,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       for (int u = 0; u < UNROLL; ++u) {
         const int c = base + lane + 32 * u;
 #pragma unroll
-        for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? ld_w(rows[r] + c) : make_uint4(0, 0, 0, 0);
+        for (int r = 0; r < ROWS; ++r) buf[r][u] = c < nch ? LdStream(rows[r] + c) : make_uint4(0, 0, 0, 0);
       }
     }
   };

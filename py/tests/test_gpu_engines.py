@@ -264,7 +264,7 @@ def _tile_model(tmp_path, seed, token_seed):
 
 def _decode_logits(d, tokens, env, monkeypatch):
     for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY",
-              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_WEIGHTS_EVICT_FIRST", "LAB_GPU_KV_PREFETCH"):
+              "LAB_GPU_SECOND", "LAB_GPU_ACT16"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -330,8 +330,8 @@ def test_gpu_opt_persistent_tiles_bitwise(tmp_path, monkeypatch, pair):
 def test_gpu_opt_second_batch_bitwise(tmp_path, monkeypatch, config, act16):
     """Where the second weight batch goes out (LAB_GPU_SECOND=after_wait: right after the PDL wait, before
     x is staged; LAB_GPU_EARLY=all, not_o or off: before the wait for every kind, all but o_proj, or
-    none; the default is qkv only), the weights' L2 policy (LAB_GPU_WEIGHTS_EVICT_FIRST) and the K/V rows
-    prefetched into L2 by qkv (LAB_GPU_KV_PREFETCH) change when or how loads go out, not what is added: bitwise the logits and tokens of the defaults, with fp32 and with fp16
+    none; the default is qkv only) changes when loads
+    go out, not what is added: bitwise the logits and tokens of the defaults, with fp32 and with fp16
     inputs (LAB_GPU_ACT16=all). down's input here is 5,000 long (625 chunks), so a thread stages several
     chunks and the last round is partial, for every tile tried (w8, w2, the PRE=2 tile, a persistent
     tile)."""
@@ -343,8 +343,7 @@ def test_gpu_opt_second_batch_bitwise(tmp_path, monkeypatch, config, act16):
     base = {"LAB_GPU_MATVEC_CONFIG": config, "LAB_GPU_ACT16": act16}
     want, want_gen = _decode_logits(d, tokens, base, monkeypatch)
     for env in ({"LAB_GPU_SECOND": "after_wait"}, {"LAB_GPU_EARLY": "all"}, {"LAB_GPU_EARLY": "not_o"},
-                {"LAB_GPU_EARLY": "off"}, {"LAB_GPU_WEIGHTS_EVICT_FIRST": "1"},
-                {"LAB_GPU_KV_PREFETCH": "1", "LAB_GPU_WEIGHTS_EVICT_FIRST": "1"}):
+                {"LAB_GPU_EARLY": "off"}):
         got, got_gen = _decode_logits(d, tokens, dict(base, **env), monkeypatch)
         np.testing.assert_array_equal(got, want, err_msg=str(env))
         assert got_gen.tolist() == want_gen.tolist(), env
