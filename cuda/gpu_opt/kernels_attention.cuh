@@ -305,24 +305,23 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKerne
 
   while (p0 < k_end) {  // warp-uniform: one round of U steps per iteration
     if constexpr (RS) {
-      // The round's U x G scores first (independent dot products and shuffles), then one online-softmax
-      // update per head: one max, one rescale of acc and U weights, instead of U dependent updates.
+      // Branch-free (README "Attention's compute, branch-free"): the round's U x G scores first, every step
+      // of the round computed and the keys past the split masked to -inf (no per-step skip, no per-lane
+      // branch), so that the compiler can interleave the 16 dot products and their shuffle chains; then one
+      // online-softmax update per head (one max, one rescale) and the weighted V sums.
       float sc[U][G];
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const bool live = !p.skip_idle || p0 + u * WARPS * KPW < k_end;  // warp-uniform
         const bool ok = p0 + u * WARPS * KPW + grp < k_end;
         float kf[8];
         Unpack8(kr[u], kf);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           float d = 0.f;
-          if (live) {
 #pragma unroll
-            for (int i = 0; i < 8; ++i) d = fmaf(qv[g][i], kf[i], d);
+          for (int i = 0; i < 8; ++i) d = fmaf(qv[g][i], kf[i], d);
 #pragma unroll
-            for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-          }
+          for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
           sc[u][g] = ok ? d : -INFINITY;
         }
       }
@@ -331,16 +330,14 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKerne
         float mx = m[g];
 #pragma unroll
         for (int u = 0; u < U; ++u) mx = fmaxf(mx, sc[u][g]);
-        if (mx == -INFINITY) {  // no key of this lane's group yet: nothing to add
-#pragma unroll
-          for (int u = 0; u < U; ++u) sc[u][g] = 0.f;
-          continue;
-        }
-        const float corr = exp2f(m[g] - mx);  // m = -inf: 0
+        // mx = -inf: no key of this lane's group yet; base 0 makes every factor below exp2(-inf) = 0, and
+        // l and acc, still 0, stay 0.
+        const float base = mx == -INFINITY ? 0.f : mx;
+        const float corr = exp2f(m[g] - base);
         float lw = l[g] * corr;
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          sc[u][g] = exp2f(sc[u][g] - mx);  // the key's weight; -inf (no key): 0
+          sc[u][g] = exp2f(sc[u][g] - base);  // the key's weight; a masked key: 0
           lw += sc[u][g];
         }
         l[g] = lw;
@@ -350,7 +347,6 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKerne
       }
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        if (p.skip_idle && p0 + u * WARPS * KPW >= k_end) break;  // warp-uniform
         float vf[8];
         Unpack8(vr[u], vf);
 #pragma unroll
