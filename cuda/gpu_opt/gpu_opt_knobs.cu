@@ -19,9 +19,9 @@
 // LAB_GPU_ATTN_SYNC=acqrel|fence (how a decode attention split releases its partial to the block that
 // merges: the counter's increment as one acquire-release atomic, the default; or full fences around a relaxed
 // increment, as before),
-// LAB_GPU_ATTN_SOFTMAX=step|round (decode attention's online softmax updated after every step of keys, the
-// default; or once per round of loads, its scores first: one max, one rescale; measured no faster at 512 and
-// 0.4% slower at 2048, a lab version),
+// LAB_GPU_ATTN_SOFTMAX=round|step (decode attention's online softmax once per round of loads, branch-free,
+// its scores first: one max, one rescale, the default with v2 and 4 or 8 warps; or after every step of keys,
+// with a per-step skip and a per-lane branch, as before),
 // LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
@@ -166,11 +166,18 @@ void GpuOptEngine::ReadDecodeEnv() {
   ReadTileEnv();
   if (attn_cluster_ && (a0.warps != gpu::kAttnWarps || attn_u != 4))
     throw InputError("decode attention v3 runs 4 warps with 4 steps in flight (LAB_GPU_ATTN_WARPS / LAB_GPU_ATTN_U)");
-  // The softmax once per round of loads (LAB_GPU_ATTN_SOFTMAX=round): the 4-warp layout with 4 steps in
-  // flight and the 8-warp one, not clusters.
-  attn_round_softmax_ = EnvChoice("LAB_GPU_ATTN_SOFTMAX", {"step", "round"}) == 1;
-  if (attn_round_softmax_ && (!decode_attn_v2_ || attn_cluster_ || a0.warps == 2 || (a0.warps == gpu::kAttnWarps && attn_u != 4)))
-    throw InputError("LAB_GPU_ATTN_SOFTMAX=round needs the v2 decode attention with 4 or 8 warps and 4 steps in flight");
+  // The softmax once per round of loads, branch-free (LAB_GPU_ATTN_SOFTMAX): the 4-warp layout with 4 steps
+  // in flight and the 8-warp one, not clusters.
+  // The default where the layout allows it (+0.7% decode tok/s at 512, +1.3% at 2048 on the H200, README
+  // "Attention's compute, branch-free"); LAB_GPU_ATTN_SOFTMAX=step as before.
+  {
+    const bool fits = decode_attn_v2_ && !attn_cluster_ && a0.warps != 2 && !(a0.warps == gpu::kAttnWarps && attn_u != 4);
+    const int sm = EnvChoice("LAB_GPU_ATTN_SOFTMAX", {"round", "step"});
+    attn_softmax_set_ = std::getenv("LAB_GPU_ATTN_SOFTMAX") && *std::getenv("LAB_GPU_ATTN_SOFTMAX");
+    if (attn_softmax_set_ && sm == 0 && !fits)
+      throw InputError("LAB_GPU_ATTN_SOFTMAX=round needs the v2 decode attention with 4 or 8 warps and 4 steps in flight");
+    attn_round_softmax_ = sm == 0 && fits;
+  }
   a0.fn = AttnKernelFor(int(hd), int(c.group_size()), decode_attn_v2_, a0.warps, attn_u, attn_cluster_, attn_round_softmax_);
   // V2's splits per kv head: as many as the SMs hold at once (README "One wave of splits"). The old
   // default, 64, put 512 4-warp blocks (143 registers: 3 per SM, 396 resident on 132 SMs) on Llama-3.1-8B

@@ -264,7 +264,7 @@ std::string GpuOptEngine::variant() const {
   if (attn_cluster_) s += ", attention v3 (clusters of " + std::to_string(attn_cluster_) + ")";
   if (attn_[0].warps != gpu::kAttnWarps) s += ", attention " + std::to_string(attn_[0].warps) + " warps";
   if (!attn_sync_acqrel_) s += ", attention merge fences";
-  if (attn_round_softmax_) s += ", attention softmax per round";
+  if (attn_softmax_set_) s += attn_round_softmax_ ? ", attention softmax per round" : ", attention softmax per step";
   if (attn_[0].min_chunk != kAttnMinChunk) s += ", splits of " + std::to_string(attn_[0].min_chunk) + "+ keys";
   // The split count when LAB_GPU_ATTN_SPLITS set it (the default follows the card: not named).
   if (attn_splits_set_) s += ", attention splits " + std::to_string(attn_[0].splits);

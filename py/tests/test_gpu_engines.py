@@ -412,9 +412,10 @@ ATTN_LAYOUTS = {
     "fence": (lambda n: {"LAB_GPU_ATTN_SYNC": "fence"}, "attention merge fences"),
     "fence_long": (lambda n: {"LAB_GPU_ATTN_SYNC": "fence", "LAB_GPU_ATTN_SHORT": "0"}, "attention merge fences"),
     "fence_v3": (lambda n: {"LAB_GPU_ATTN_SYNC": "fence", "LAB_GPU_DECODE_ATTN": "v3"}, "attention merge fences"),
-    # the online softmax once per round of loads (a lab version): the short layout and the 4-warp one
-    "round": (lambda n: {"LAB_GPU_ATTN_SOFTMAX": "round"}, "attention softmax per round"),
-    "round_long": (lambda n: {"LAB_GPU_ATTN_SOFTMAX": "round", "LAB_GPU_ATTN_SHORT": "0"}, "attention softmax per round"),
+    # the online softmax after every step of keys with its per-step skip and per-lane branch (before the
+    # branch-free round became the default): the short layout and the 4-warp one
+    "step": (lambda n: {"LAB_GPU_ATTN_SOFTMAX": "step"}, "attention softmax per step"),
+    "step_long": (lambda n: {"LAB_GPU_ATTN_SOFTMAX": "step", "LAB_GPU_ATTN_SHORT": "0"}, "attention softmax per step"),
 }
 
 
@@ -427,7 +428,7 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     contexts), the default's switch from its short-context graphs to the 4-warp ones partway through
     decode() and generate(), 5 splits of many keys in either layout, the split merge synchronized by fences
     instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
-    layouts, and the softmax once per round of loads (LAB_GPU_ATTN_SOFTMAX=round). The same logits to fp32 rounding (the merge order differs), at a short
+    layouts, and the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step). The same logits to fp32 rounding (the merge order differs), at a short
     context (one cluster, one split of 64) and, for the long model, past 2,100 positions (6 clusters per
     kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of 12-step generations agree. The
     engine's variant names the layout, so a knob that fell back to another would fail here rather than
