@@ -213,6 +213,12 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   splits, whose merge is one round of loads. Compiled for 2 blocks per SM (at most 128 registers a
 //   thread; 148 without the bound, so one 256-thread block per SM and two waves at 264 blocks).
 //   UU (0: the U rule above; the engine's decode uses 4): steps in flight per round.
+//   RS (the engine's decode default since c0f724a, LAB_GPU_ATTN_SOFTMAX=round; V2 with 4 or 8 warps and
+//   4 steps): the online softmax once per round of loads, branch-free: all U steps of a round computed
+//   (keys past the split masked to -inf; skip_idle unused), the U x G scores first, then one max and one
+//   rescale per head. The per-step form (RS false) compiled to 16 serial (step, head) chains, each inside
+//   a divergent branch; a round took ~2.4 us at 8 keys a warp on the H200 (README "Attention's compute,
+//   branch-free"). Numerically the same softmax, the fp32 rounding of another order.
 //   min_chunk (AttnParams; the engine's decode: 16, LAB_GPU_ATTN_MIN_CHUNK): the fewest keys a split
 //   takes, and the unit a split's key count is rounded up to (32 before: at ~2,150 keys over 64 splits
 //   that rounded 34 keys up to 64, two rounds of loads; 16 rounds it to 48).
