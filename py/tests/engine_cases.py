@@ -1,4 +1,5 @@
-"""Random tiny Llama configs shared by the CPU and GPU engine tests (torch reference on the same weights).
+"""Random tiny Llama configs shared by the CPU and GPU engine tests (torch reference on the same weights),
+and the writer they use.
 
 Together they cover GQA group sizes 1, 3 and 4, head_dim 64 and 128, tied and untied embeddings,
 llama3 RoPE scaling (with a short original context so that all three frequency bands are used),
@@ -38,3 +39,26 @@ CASES = {
 
 SEQ_LEN = 72   # every position of a 64+ token sequence is compared
 STD = 0.08     # weight std: larger than real init so that logits are peaked and greedy ties are rare
+
+
+# Extra shapes for the GPU tests: the largest GQA group the attention kernel is built for (8), and a small
+# model for long contexts.
+EXTRA = {
+    "gqa8_hd128": dict(
+        CASES["gqa3_hd128_llama3"], hidden_size=1024, intermediate_size=1536, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=1, head_dim=128, vocab_size=320,
+    ),
+    "long_gqa4_hd128": dict(
+        CASES["gqa3_hd128_llama3"], hidden_size=512, intermediate_size=768, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=128, vocab_size=256, max_position_embeddings=4096,
+    ),
+}
+ALL_CASES = dict(CASES, **EXTRA)
+
+
+def write_model(d, config: dict, precision: str, seed: int, std: float = STD):
+    """A random model in our format (lab.synthetic, the one writer every test uses)."""
+    from lab.synthetic import write_random_model
+
+    write_random_model(d, config, precision=precision, seed=seed, std=std, progress=False)
+    return d
