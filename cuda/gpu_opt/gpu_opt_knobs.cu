@@ -22,7 +22,8 @@
 // LAB_GPU_ATTN_SOFTMAX=round|step (decode attention's online softmax once per round of loads, branch-free,
 // its scores first: one max, one rescale, the default with v2 and 4 or 8 warps; or after every step of keys,
 // with a per-step skip and a per-lane branch, as before),
-// LAB_GPU_ATTN_SKIP=0 (attention warps also run the steps of a round past their split's last key, as before),
+// LAB_GPU_ATTN_SKIP=0 (with LAB_GPU_ATTN_SOFTMAX=step: attention warps also run the steps of a round past
+// their split's last key, as before; the round softmax always runs them, masked),
 // LAB_GPU_ATTN_U=8 (8 steps of K/V loads in flight per decode attention warp, as before; default 4),
 // LAB_GPU_ATTN_MIN_CHUNK=<keys> (fewest keys per decode attention split, default 16; 32 before),
 // LAB_GPU_ATTN_SHORT=<keys>|0 (steps attending at most this many keys run 8-warp attention blocks over
@@ -166,10 +167,10 @@ void GpuOptEngine::ReadDecodeEnv() {
   ReadTileEnv();
   if (attn_cluster_ && (a0.warps != gpu::kAttnWarps || attn_u != 4))
     throw InputError("decode attention v3 runs 4 warps with 4 steps in flight (LAB_GPU_ATTN_WARPS / LAB_GPU_ATTN_U)");
-  // The softmax once per round of loads, branch-free (LAB_GPU_ATTN_SOFTMAX): the 4-warp layout with 4 steps
-  // in flight and the 8-warp one, not clusters.
-  // The default where the layout allows it (+0.7% decode tok/s at 512, +1.3% at 2048 on the H200, README
-  // "Attention's compute, branch-free"); LAB_GPU_ATTN_SOFTMAX=step as before.
+  // The online softmax once per round of loads, branch-free (AttentionKernel's RS): the default wherever the
+  // layout allows it, the 4-warp layout with 4 steps in flight and the 8-warp one, not clusters (+0.7% decode
+  // tok/s at 512, +1.3% at 2048 on the H200, README "Attention's compute, branch-free");
+  // LAB_GPU_ATTN_SOFTMAX=step as before, =round refused where the layout does not allow it.
   {
     const bool fits = decode_attn_v2_ && !attn_cluster_ && a0.warps != 2 && !(a0.warps == gpu::kAttnWarps && attn_u != 4);
     const int sm = EnvChoice("LAB_GPU_ATTN_SOFTMAX", {"round", "step"});
@@ -204,7 +205,8 @@ void GpuOptEngine::ReadDecodeEnv() {
     attn_[1] = {short_fn, 8, kAttnShortChunk, attn_splits_set_ ? a0.splits : gpu::kAttnMaxSplitsV2};
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
   // The split merge's release / acquire as one acq_rel atomic: +0.2-0.3% decode tok/s at 512 on the H200
-  // in 3 of 3 process pairs (README "The merge's release and acquire"); LAB_GPU_ATTN_SYNC=fence as before.
+  // in 3 of 3 process pairs (README "Attention's compute, branch-free", its last part); LAB_GPU_ATTN_SYNC=fence
+  // as before.
   attn_sync_acqrel_ = EnvChoice("LAB_GPU_ATTN_SYNC", {"acqrel", "fence"}) == 0 ? 1 : 0;
   attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
   if (verbose_)
