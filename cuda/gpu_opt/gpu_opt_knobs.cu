@@ -173,8 +173,9 @@ void GpuOptEngine::ReadDecodeEnv() {
   // LAB_GPU_ATTN_SOFTMAX=step as before, =round refused where the layout does not allow it.
   {
     const bool fits = decode_attn_v2_ && !attn_cluster_ && a0.warps != 2 && !(a0.warps == gpu::kAttnWarps && attn_u != 4);
+    const char* sm_env = std::getenv("LAB_GPU_ATTN_SOFTMAX");
+    attn_softmax_set_ = sm_env && *sm_env;
     const int sm = EnvChoice("LAB_GPU_ATTN_SOFTMAX", {"round", "step"});
-    attn_softmax_set_ = std::getenv("LAB_GPU_ATTN_SOFTMAX") && *std::getenv("LAB_GPU_ATTN_SOFTMAX");
     if (attn_softmax_set_ && sm == 0 && !fits)
       throw InputError("LAB_GPU_ATTN_SOFTMAX=round needs the v2 decode attention with 4 or 8 warps and 4 steps in flight");
     attn_round_softmax_ = sm == 0 && fits;

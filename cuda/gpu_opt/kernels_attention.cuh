@@ -29,9 +29,10 @@ struct AttnParams {
   const int* pos;        // position of token 0 of the batch; token t sees keys 0..pos+t
   int n_heads, n_kv;
   int min_chunk;         // fewest keys per split (a multiple of 8; 0 means 32)
-  int skip_idle;         // 1: a warp stops a round at its first step past the split's keys (the engine's
-                         // default; a 32-key split leaves 4 of a warp's 8 steps idle at HD 128, and their
-                         // dot products and shuffles lengthened the chain: +1.2% decode tok/s at ctx 512)
+  int skip_idle;         // per-step softmax only (RS false): 1, a warp stops a round at its first step past
+                         // the split's keys (the engine's default there; a 32-key split leaves 4 of a warp's
+                         // 8 steps idle at HD 128: +1.2% decode tok/s at ctx 512); the round softmax always
+                         // computes every step and masks the idle ones
   unsigned long long* trace;  // nullptr, or this launch's three TraceMarks slots (LAB_GPU_TRACE)
   int sync_acqrel;       // V2/V3's split merge (LastToArrive): 1 (the engine's default), one atom.add.acq_rel.gpu
                          // by thread 0 and no fence; 0 (LAB_GPU_ATTN_SYNC=fence, as before), the block's
@@ -75,6 +76,18 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = acc[i] * ca + acco[i] * cb;
   m = mn;
+}
+
+// One key's score for one query head: the lane's 8 dims of q . k, then summed over the LPK lanes that share
+// the key (a butterfly, so every one of them holds the sum). Both softmax forms of AttentionKernel use it.
+template <int LPK>
+__device__ __forceinline__ float KeyScore(const float (&q)[8], const float (&k)[8]) {
+  float d = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) d = fmaf(q[i], k[i], d);
+#pragma unroll
+  for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+  return d;
 }
 
 // V2's and V3's release / acquire across the blocks that share *counter: true in the block that arrives
@@ -323,11 +336,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKerne
         Unpack8(kr[u], kf);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          float d = 0.f;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) d = fmaf(qv[g][i], kf[i], d);
-#pragma unroll
-          for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+          const float d = KeyScore<LPK>(qv[g], kf);
           sc[u][g] = ok ? d : -INFINITY;
         }
       }
@@ -370,11 +379,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKerne
         Unpack8(vr[u], vf);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          float d = 0.f;
-#pragma unroll
-          for (int i = 0; i < 8; ++i) d = fmaf(qv[g][i], kf[i], d);
-#pragma unroll
-          for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+          const float d = KeyScore<LPK>(qv[g], kf);
           if (ok) {
             const float mn = fmaxf(m[g], d);
             const float corr = exp2f(m[g] - mn);  // m = -inf: exp2(-inf) = 0

@@ -46,7 +46,8 @@ def markdown(rows) -> str:
     for r in rows:
         d, t = r["decode"], r["ttft"]
         dec = f"{d['tok_s']['median']:.1f} ({d['context']}{', greedy' if d.get('mode') == 'greedy' else ''})" if d else "—"
-        # one decimal: a target such as 85% of the read ceiling must not be met by rounding
+        # three significant digits, rounded down (report.pct_text): a target such as 85% of the read ceiling
+        # must not be met by rounding
         bw = f"{d['gbps']['median']:,.0f}, {report.pct_text(d['pct_of_roof'])}%" if d else "—"
         peer = (f"{report.ratio_text(d['ratio_vs_best_peer'])} {d['best_peer']}" if d and d.get("best_peer") else "—")
         ttft = f"{t['ms']['median']:,.1f} ({t['prompt_len']})" if t else "—"
