@@ -271,6 +271,7 @@ std::string GpuOptEngine::variant() const {
   // The short-context layout's bound when LAB_GPU_ATTN_SHORT set it (the default follows the card: not named).
   if (attn_short_set_)
     s += attn_short_keys_ ? ", attention short up to " + std::to_string(attn_short_keys_) + " keys" : ", attention short off";
+  if (attn_short_blocks_set_) s += ", attention short " + std::to_string(attn_short_blocks_) + " block(s) per SM";
   return s;
 }
 

@@ -235,6 +235,11 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   min_chunk (AttnParams; the engine's decode: 16, LAB_GPU_ATTN_MIN_CHUNK): the fewest keys a split
 //   takes, and the unit a split's key count is rounded up to (32 before: at ~2,150 keys over 64 splits
 //   that rounded 34 keys up to 64, two rounds of loads; 16 rounds it to 48).
+//   MINB (0: 2 blocks per SM with 8 warps, else 1): the blocks per SM the kernel is compiled for
+//   (__launch_bounds__). 8 warps at 2 cap a thread at 128 registers, where the RS form spills (128 B
+//   stored, 88 B loaded a thread; 163 registers unbounded); MINB = 1 (the engine's
+//   LAB_GPU_ATTN_SHORT_BLOCKS=1, 8 warps with RS only) lifts the cap, one block per SM, half the splits
+//   in one wave.
 //   CL (0, or 8: V3, LAB_GPU_DECODE_ATTN=v3, a measured failure kept as a lab version): launched in
 //   thread-block clusters of CL consecutive splits of one kv head (cluster dims (1, CL, 1); S a
 //   multiple of CL). Each block leaves its (m, l, acc) in its own shared memory; after a cluster
@@ -244,8 +249,8 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   global partial, and the last cluster to finish a slice (a counter per kv head and rank) merges
 //   that slice over the clusters as V2 does over splits. Idle blocks of a working cluster take part
 //   with an empty state (m = -inf, l = 0); whole idle clusters exit at once.
-template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0, int CL = 0, bool RS = false>
-__global__ void __launch_bounds__(WARPS * 32, WARPS >= 8 ? 2 : 1) AttentionKernel(const AttnParams p) {
+template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0, int CL = 0, bool RS = false, int MINB = 0>
+__global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : WARPS >= 8 ? 2 : 1) AttentionKernel(const AttnParams p) {
   static_assert(CL == 0 || V2, "the cluster merge builds on V2's entry trigger");
   TraceMarks trace(p.trace);
   if (V2) PdlTrigger();
