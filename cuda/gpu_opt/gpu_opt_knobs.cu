@@ -31,6 +31,8 @@
 // (2 per SM: 2,112 keys for Llama-3.1-8B on an H100 or H200); 0 off, as it is by default when one of the three knobs above pins a layout; README
 // "Attention at short contexts"), LAB_GPU_ATTN_SHORT_BLOCKS=2|1 (the short layout's kernel compiled for 2
 // blocks per SM, the default, 128 registers with spills; or 1, no register cap, the bound halved),
+// LAB_GPU_ATTN_Q=regs|shared (the short layout's q held in registers, the default; or read from shared memory
+// at every score, so that its 128 registers do not spill),
 // LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
@@ -63,17 +65,17 @@ namespace lab {
 namespace gpu_opt {
 namespace {
 
-template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0, int CL = 0, bool RS = false, int MINB = 0>
+template <int HD, bool V2, int W = gpu::kAttnWarps, int U = 0, int CL = 0, bool RS = false, int MINB = 0, bool QS = false>
 AttnFn AttnFor(int G) {
   switch (G) {
-    case 1: return gpu::AttentionKernel<HD, 1, V2, W, U, CL, RS, MINB>;
-    case 2: return gpu::AttentionKernel<HD, 2, V2, W, U, CL, RS, MINB>;
-    case 3: return gpu::AttentionKernel<HD, 3, V2, W, U, CL, RS, MINB>;
-    case 4: return gpu::AttentionKernel<HD, 4, V2, W, U, CL, RS, MINB>;
-    case 5: return gpu::AttentionKernel<HD, 5, V2, W, U, CL, RS, MINB>;
-    case 6: return gpu::AttentionKernel<HD, 6, V2, W, U, CL, RS, MINB>;
-    case 7: return gpu::AttentionKernel<HD, 7, V2, W, U, CL, RS, MINB>;
-    case 8: return gpu::AttentionKernel<HD, 8, V2, W, U, CL, RS, MINB>;
+    case 1: return gpu::AttentionKernel<HD, 1, V2, W, U, CL, RS, MINB, QS>;
+    case 2: return gpu::AttentionKernel<HD, 2, V2, W, U, CL, RS, MINB, QS>;
+    case 3: return gpu::AttentionKernel<HD, 3, V2, W, U, CL, RS, MINB, QS>;
+    case 4: return gpu::AttentionKernel<HD, 4, V2, W, U, CL, RS, MINB, QS>;
+    case 5: return gpu::AttentionKernel<HD, 5, V2, W, U, CL, RS, MINB, QS>;
+    case 6: return gpu::AttentionKernel<HD, 6, V2, W, U, CL, RS, MINB, QS>;
+    case 7: return gpu::AttentionKernel<HD, 7, V2, W, U, CL, RS, MINB, QS>;
+    case 8: return gpu::AttentionKernel<HD, 8, V2, W, U, CL, RS, MINB, QS>;
   }
   return nullptr;
 }
@@ -82,13 +84,16 @@ AttnFn AttnFor(int G) {
 // in flight). u: 0 (the kernel's rule) or 4 (V2 with 4 warps, LAB_GPU_ATTN_U=4). rs: the softmax updated
 // once per round of loads (LAB_GPU_ATTN_SOFTMAX=round), for the decode layouts with 4 steps in flight.
 // min_blocks: 1 compiles the 8-warp round-softmax kernel for one block per SM, no register cap
-// (LAB_GPU_ATTN_SHORT_BLOCKS=1); otherwise the kernel's rule.
+// (LAB_GPU_ATTN_SHORT_BLOCKS=1); otherwise the kernel's rule. qs: the 8-warp round-softmax kernel with q in
+// shared memory (LAB_GPU_ATTN_Q=shared).
 AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u = 0, int cluster = 0, bool rs = false,
-                     int min_blocks = 0) {
+                     int min_blocks = 0, bool qs = false) {
   if (v2 && cluster == gpu::kAttnCluster && warps == gpu::kAttnWarps && u == 4)
     return hd == 64 ? AttnFor<64, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G)
                     : AttnFor<128, true, gpu::kAttnWarps, 4, gpu::kAttnCluster>(G);
   if (v2 && warps == 2) return hd == 64 ? AttnFor<64, true, 2>(G) : AttnFor<128, true, 2>(G);
+  if (v2 && warps == 8 && rs && qs)
+    return hd == 64 ? AttnFor<64, true, 8, 4, 0, true, 0, true>(G) : AttnFor<128, true, 8, 4, 0, true, 0, true>(G);
   if (v2 && warps == 8 && rs && min_blocks == 1)
     return hd == 64 ? AttnFor<64, true, 8, 4, 0, true, 1>(G) : AttnFor<128, true, 8, 4, 0, true, 1>(G);
   if (v2 && warps == 8 && rs) return hd == 64 ? AttnFor<64, true, 8, 4, 0, true>(G) : AttnFor<128, true, 8, 4, 0, true>(G);
@@ -210,13 +215,20 @@ void GpuOptEngine::ReadDecodeEnv() {
   if (short_blocks == 1 && (pinned || !attn_round_softmax_))
     throw InputError("LAB_GPU_ATTN_SHORT_BLOCKS=1 needs the short layout (v2, no layout knob) with the round softmax");
   attn_short_blocks_ = short_blocks;
+  // LAB_GPU_ATTN_Q=shared: the short layout's kernel reads q from shared memory at every score instead of
+  // holding it in registers (no spills at 128 registers, 2 blocks per SM).
+  const char* q_env = std::getenv("LAB_GPU_ATTN_Q");
+  attn_q_set_ = q_env && *q_env;
+  attn_q_shared_ = EnvChoice("LAB_GPU_ATTN_Q", {"regs", "shared"}) == 1;
+  if (attn_q_shared_ && (pinned || !attn_round_softmax_ || short_blocks == 1))
+    throw InputError("LAB_GPU_ATTN_Q=shared needs the short layout (v2, no layout knob) with the round softmax, 2 blocks per SM");
   const AttnFn short_fn = AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4, 0, attn_round_softmax_,
-                                        short_blocks == 1 ? 1 : 0);
+                                        short_blocks == 1 ? 1 : 0, attn_q_shared_);
   attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20, pinned ? 0 : kAttnShortChunk * WaveSplits(short_fn, 8)));
   if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
-  if (short_blocks == 1 && attn_short_keys_ == 0)
-    throw InputError("LAB_GPU_ATTN_SHORT_BLOCKS=1 needs the short layout (LAB_GPU_ATTN_SHORT not 0)");
+  if ((short_blocks == 1 || attn_q_shared_) && attn_short_keys_ == 0)
+    throw InputError("LAB_GPU_ATTN_SHORT_BLOCKS=1 and LAB_GPU_ATTN_Q=shared need the short layout (LAB_GPU_ATTN_SHORT not 0)");
   // Its steps use at most one wave of splits by the bound's definition; the grid keeps 64 (the blocks past
   // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given. At 512 keys 64 and 49 measured
   // the same in one call and 0.3% apart in another (README "One wave of splits"); the bench ran with 64.

@@ -78,6 +78,13 @@ __device__ __forceinline__ void MergeState(float& m, float& l, float* acc, float
   m = mn;
 }
 
+// Four floats from shared memory, as a volatile load so that it stays where it is used: not hoisted out of a
+// loop, where its registers would be live throughout.
+__device__ __forceinline__ void LdsF4(const float* p, float* v) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3]) : "r"(a));
+}
+
 // One key's score for one query head: the lane's 8 dims of q . k, then summed over the LPK lanes that share
 // the key (a butterfly, so every one of them holds the sum). Both softmax forms of AttentionKernel use it.
 template <int LPK>
@@ -240,6 +247,9 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   stored, 88 B loaded a thread; 163 registers unbounded); MINB = 1 (the engine's
 //   LAB_GPU_ATTN_SHORT_BLOCKS=1, 8 warps with RS only) lifts the cap, one block per SM, half the splits
 //   in one wave.
+//   QS (RS only; the engine's LAB_GPU_ATTN_Q=shared, 8 warps): q staged in shared memory and read back at
+//   every score (two 16-byte shared loads a key and head) instead of 8*G registers held through the loop:
+//   at HD 128, G 4 the 8-warp kernel fits its 128 registers without spills, still 2 blocks per SM.
 //   CL (0, or 8: V3, LAB_GPU_DECODE_ATTN=v3, a measured failure kept as a lab version): launched in
 //   thread-block clusters of CL consecutive splits of one kv head (cluster dims (1, CL, 1); S a
 //   multiple of CL). Each block leaves its (m, l, acc) in its own shared memory; after a cluster
@@ -249,9 +259,11 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   global partial, and the last cluster to finish a slice (a counter per kv head and rank) merges
 //   that slice over the clusters as V2 does over splits. Idle blocks of a working cluster take part
 //   with an empty state (m = -inf, l = 0); whole idle clusters exit at once.
-template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0, int CL = 0, bool RS = false, int MINB = 0>
+template <int HD, int G, bool V2 = false, int WARPS = kAttnWarps, int UU = 0, int CL = 0, bool RS = false, int MINB = 0,
+          bool QS = false>
 __global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : WARPS >= 8 ? 2 : 1) AttentionKernel(const AttnParams p) {
   static_assert(CL == 0 || V2, "the cluster merge builds on V2's entry trigger");
+  static_assert(!QS || RS, "q staged in shared memory serves the round softmax");
   TraceMarks trace(p.trace);
   if (V2) PdlTrigger();
   constexpr int LPK = HD / 8;    // lanes per key
@@ -310,9 +322,21 @@ __global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : WARPS >= 8 ? 2 : 1) 
     }
   }
 
-  float qv[G][8];
+  // QS: q staged in shared memory as [g][h][sub][4] (dims sub*8 + h*4 + c, so the LPK lanes of a key read 16
+  // contiguous 16-byte chunks) and read back at every score, so that it does not hold 8*G registers through
+  // the loop (the barrier after it waits for q, which every warp waits for anyway).
+  __shared__ __align__(16) float sm_q[QS ? G * HD : 4];
+  if constexpr (QS) {
+    for (int i = threadIdx.x; i < G * HD / 4; i += WARPS * 32) {
+      const int g = i / (HD / 4), d4 = i % (HD / 4);
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(p.q + size_t(t) * q_dim + (kvh * G + g) * HD) + d4);
+      *reinterpret_cast<float4*>(sm_q + ((g * 2 + d4 % 2) * LPK + d4 / 2) * 4) = v;
+    }
+    __syncthreads();
+  }
+  float qv[QS ? 1 : G][8];
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
+  for (int g = 0; g < (QS ? 0 : G); ++g) {
     const float4* q4 = reinterpret_cast<const float4*>(p.q + size_t(t) * q_dim + (kvh * G + g) * HD + sub * 8);
     const float4 a = __ldcg(q4), b = __ldcg(q4 + 1);
     qv[g][0] = a.x; qv[g][1] = a.y; qv[g][2] = a.z; qv[g][3] = a.w;
@@ -341,7 +365,15 @@ __global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : WARPS >= 8 ? 2 : 1) 
         Unpack8(kr[u], kf);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-          const float d = KeyScore<LPK>(qv[g], kf);
+          float qg[8];
+          if constexpr (QS) {
+            LdsF4(sm_q + ((g * 2 + 0) * LPK + sub) * 4, qg);
+            LdsF4(sm_q + ((g * 2 + 1) * LPK + sub) * 4, qg + 4);
+          } else {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) qg[i] = qv[g][i];
+          }
+          const float d = KeyScore<LPK>(qg, kf);
           sc[u][g] = ok ? d : -INFINITY;
         }
       }

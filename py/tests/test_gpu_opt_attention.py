@@ -45,6 +45,8 @@ ATTN_LAYOUTS = {
     "step_long": (lambda n: {"LAB_GPU_ATTN_SOFTMAX": "step", "LAB_GPU_ATTN_SHORT": "0"}, "attention softmax per step"),
     # the short layout's kernel compiled for one block per SM (no register cap, no spills)
     "short_1block": (lambda n: {"LAB_GPU_ATTN_SHORT_BLOCKS": "1"}, "attention short 1 block(s) per SM"),
+    # the short layout's q read from shared memory at every score
+    "short_q_shared": (lambda n: {"LAB_GPU_ATTN_Q": "shared"}, "attention short q in shared"),
 }
 
 
@@ -57,8 +59,8 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     contexts), the default's switch from its short-context graphs to the 4-warp ones partway through
     decode() and generate(), 5 splits of many keys in either layout, the split merge synchronized by fences
     instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
-    layouts, and the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step), and the short layout's kernel compiled
-    for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1). The same logits to fp32 rounding (the merge order differs), at a short
+    layouts, and the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step), the short layout's kernel compiled
+    for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in shared memory (LAB_GPU_ATTN_Q=shared). The same logits to fp32 rounding (the merge order differs), at a short
     context (one cluster, one split of 64) and, for the long model, past 2,100 positions (6 clusters per
     kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of 12-step generations agree. The
     engine's variant names the layout, so a knob that fell back to another would fail here rather than
@@ -137,7 +139,7 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
     """Decode attention's knobs: an unknown version, and v3 (clusters of 8 splits, 4 warps, 4 steps in
     flight) with a split count that is not whole clusters or another warp count, an unknown warp count,
     a short-context bound that is negative or asked of v1, a short layout's blocks per SM other than 1 or 2
-    or 1 without the short layout or the round softmax, and a split count past what the version merges
+    or 1 without the short layout or the round softmax, q in shared memory elsewhere, and a split count past what the version merges
     (64 with v2, 32 with v1) or below 1, are refused by name."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
@@ -152,7 +154,10 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
                      ({"LAB_GPU_ATTN_SHORT": "-1"}, "LAB_GPU_ATTN_SHORT must be 0..1048576"),
                      ({"LAB_GPU_ATTN_SHORT_BLOCKS": "3"}, "LAB_GPU_ATTN_SHORT_BLOCKS must be"),
                      ({"LAB_GPU_ATTN_SHORT_BLOCKS": "1", "LAB_GPU_ATTN_SOFTMAX": "step"}, "SHORT_BLOCKS=1 needs the short"),
-                     ({"LAB_GPU_ATTN_SHORT_BLOCKS": "1", "LAB_GPU_ATTN_SHORT": "0"}, "SHORT_BLOCKS=1 needs the short"),
+                     ({"LAB_GPU_ATTN_SHORT_BLOCKS": "1", "LAB_GPU_ATTN_SHORT": "0"}, "SHORT_BLOCKS=1 and LAB_GPU_ATTN_Q=shared need"),
+                     ({"LAB_GPU_ATTN_Q": "smem"}, "LAB_GPU_ATTN_Q must be"),
+                     ({"LAB_GPU_ATTN_Q": "shared", "LAB_GPU_ATTN_SHORT_BLOCKS": "1"}, "ATTN_Q=shared needs the short"),
+                     ({"LAB_GPU_ATTN_Q": "shared", "LAB_GPU_ATTN_SHORT": "0"}, "LAB_GPU_ATTN_Q=shared need the short"),
                      ({"LAB_GPU_ATTN_SPLITS": "65"}, "LAB_GPU_ATTN_SPLITS must be 1..64 with decode attention v2"),
                      ({"LAB_GPU_ATTN_SPLITS": "0"}, "LAB_GPU_ATTN_SPLITS must be 1..64"),
                      ({"LAB_GPU_DECODE_ATTN": "v1", "LAB_GPU_ATTN_SPLITS": "33"}, "must be 1..32 with decode attention v1"),
