@@ -31,8 +31,8 @@
 // (2 per SM: 2,112 keys for Llama-3.1-8B on an H100 or H200); 0 off, as it is by default when one of the three knobs above pins a layout; README
 // "Attention at short contexts"), LAB_GPU_ATTN_SHORT_BLOCKS=2|1 (the short layout's kernel compiled for 2
 // blocks per SM, the default, 128 registers with spills; or 1, no register cap, the bound halved),
-// LAB_GPU_ATTN_Q=regs|shared (the short layout's q held in registers, the default; or read from shared memory
-// at every score, so that its 128 registers do not spill),
+// LAB_GPU_ATTN_Q=shared|regs (the short layout's q read from shared memory at every score, the default, so
+// that its 128 registers do not spill; or held in registers, as before),
 // LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
@@ -85,7 +85,7 @@ AttnFn AttnFor(int G) {
 // once per round of loads (LAB_GPU_ATTN_SOFTMAX=round), for the decode layouts with 4 steps in flight.
 // min_blocks: 1 compiles the 8-warp round-softmax kernel for one block per SM, no register cap
 // (LAB_GPU_ATTN_SHORT_BLOCKS=1); otherwise the kernel's rule. qs: the 8-warp round-softmax kernel with q in
-// shared memory (LAB_GPU_ATTN_Q=shared).
+// shared memory (the short layout's default; LAB_GPU_ATTN_Q=regs: false).
 AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u = 0, int cluster = 0, bool rs = false,
                      int min_blocks = 0, bool qs = false) {
   if (v2 && cluster == gpu::kAttnCluster && warps == gpu::kAttnWarps && u == 4)
@@ -206,29 +206,35 @@ void GpuOptEngine::ReadDecodeEnv() {
   const bool pinned = !decode_attn_v2_ || attn_cluster_ || layout_knob;
   const char* short_env = std::getenv("LAB_GPU_ATTN_SHORT");
   attn_short_set_ = short_env && *short_env;
-  // LAB_GPU_ATTN_SHORT_BLOCKS=1: the short layout's kernel compiled for one block per SM, no register cap
-  // (163 registers at HD 128, G 4, where the default's 128 spill), so its one wave holds half the splits and
-  // the bound halves with it (1,056 keys for Llama-3.1-8B on 132 SMs).
+  // The short layout's registers (README "Attention's registers"). Its 8-warp round-softmax kernel needs
+  // 163 registers at HD 128, G 4; compiled for 2 blocks per SM it gets 128 and spilled. Since session 12 (2026-11-28) q
+  // is staged in shared memory and read back at every score (AttentionKernel's QS): 128 registers, no
+  // spills, still 2 blocks per SM (+0.8% decode tok/s at 512 on the H200, 2 of 2 process pairs);
+  // LAB_GPU_ATTN_Q=regs as before. LAB_GPU_ATTN_SHORT_BLOCKS=1 instead compiles it for one block per SM, no
+  // register cap: attention itself is faster, but o_proj's blocks no longer fit beside it to start their
+  // weight loads early, and the one-wave bound halves (1,056 keys for Llama-3.1-8B on 132 SMs); +0.5%, q
+  // then in registers. Explicit values that do not apply are refused.
   const char* sb_env = std::getenv("LAB_GPU_ATTN_SHORT_BLOCKS");
   attn_short_blocks_set_ = sb_env && *sb_env;
   const int short_blocks = EnvChoice("LAB_GPU_ATTN_SHORT_BLOCKS", {"2", "1"}) == 1 ? 1 : 2;
   if (short_blocks == 1 && (pinned || !attn_round_softmax_))
     throw InputError("LAB_GPU_ATTN_SHORT_BLOCKS=1 needs the short layout (v2, no layout knob) with the round softmax");
   attn_short_blocks_ = short_blocks;
-  // LAB_GPU_ATTN_Q=shared: the short layout's kernel reads q from shared memory at every score instead of
-  // holding it in registers (no spills at 128 registers, 2 blocks per SM).
   const char* q_env = std::getenv("LAB_GPU_ATTN_Q");
   attn_q_set_ = q_env && *q_env;
-  attn_q_shared_ = EnvChoice("LAB_GPU_ATTN_Q", {"regs", "shared"}) == 1;
-  if (attn_q_shared_ && (pinned || !attn_round_softmax_ || short_blocks == 1))
+  const bool q_fits = !pinned && attn_round_softmax_ && short_blocks == 2;
+  const bool q_shared = EnvChoice("LAB_GPU_ATTN_Q", {"shared", "regs"}) == 0;
+  if (attn_q_set_ && q_shared && !q_fits)
     throw InputError("LAB_GPU_ATTN_Q=shared needs the short layout (v2, no layout knob) with the round softmax, 2 blocks per SM");
+  attn_q_shared_ = q_shared && q_fits;
   const AttnFn short_fn = AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4, 0, attn_round_softmax_,
                                         short_blocks == 1 ? 1 : 0, attn_q_shared_);
   attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20, pinned ? 0 : kAttnShortChunk * WaveSplits(short_fn, 8)));
   if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
-  if ((short_blocks == 1 || attn_q_shared_) && attn_short_keys_ == 0)
+  if (attn_short_keys_ == 0 && (short_blocks == 1 || (attn_q_set_ && q_shared)))
     throw InputError("LAB_GPU_ATTN_SHORT_BLOCKS=1 and LAB_GPU_ATTN_Q=shared need the short layout (LAB_GPU_ATTN_SHORT not 0)");
+  if (attn_short_keys_ == 0) attn_q_shared_ = false;  // no short layout: nothing staged (variant() agrees)
   // Its steps use at most one wave of splits by the bound's definition; the grid keeps 64 (the blocks past
   // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given. At 512 keys 64 and 49 measured
   // the same in one call and 0.3% apart in another (README "One wave of splits"); the bench ran with 64.

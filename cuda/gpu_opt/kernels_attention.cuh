@@ -243,13 +243,15 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   takes, and the unit a split's key count is rounded up to (32 before: at ~2,150 keys over 64 splits
 //   that rounded 34 keys up to 64, two rounds of loads; 16 rounds it to 48).
 //   MINB (0: 2 blocks per SM with 8 warps, else 1): the blocks per SM the kernel is compiled for
-//   (__launch_bounds__). 8 warps at 2 cap a thread at 128 registers, where the RS form spills (128 B
-//   stored, 88 B loaded a thread; 163 registers unbounded); MINB = 1 (the engine's
-//   LAB_GPU_ATTN_SHORT_BLOCKS=1, 8 warps with RS only) lifts the cap, one block per SM, half the splits
-//   in one wave.
-//   QS (RS only; the engine's LAB_GPU_ATTN_Q=shared, 8 warps): q staged in shared memory and read back at
-//   every score (two 16-byte shared loads a key and head) instead of 8*G registers held through the loop:
-//   at HD 128, G 4 the 8-warp kernel fits its 128 registers without spills, still 2 blocks per SM.
+//   (__launch_bounds__). 8 warps at 2 cap a thread at 128 registers, where the RS form with q in registers
+//   spills (163 registers unbounded); MINB = 1 (the engine's LAB_GPU_ATTN_SHORT_BLOCKS=1, 8 warps with RS
+//   only) lifts the cap: one block per SM, half the splits in one wave, and the next kernel's blocks no
+//   longer fit beside it (README "Attention's registers").
+//   QS (RS only; the engine's short layout, 8 warps, by default; LAB_GPU_ATTN_Q=regs: false): q staged in
+//   shared memory and read back at every score (two 16-byte shared loads a key and head) instead of 8*G
+//   registers held through the loop: at HD 128, G 4 the 8-warp kernel fits its 128 registers without
+//   spills (128 B stored, 88 B loaded a thread without it), still 2 blocks per SM. The same arithmetic in
+//   the same order: logits bitwise equal (README "Attention's registers").
 //   CL (0, or 8: V3, LAB_GPU_DECODE_ATTN=v3, a measured failure kept as a lab version): launched in
 //   thread-block clusters of CL consecutive splits of one kv head (cluster dims (1, CL, 1); S a
 //   multiple of CL). Each block leaves its (m, l, acc) in its own shared memory; after a cluster
