@@ -31,8 +31,9 @@
 // (2 per SM: 2,112 keys for Llama-3.1-8B on an H100 or H200); 0 off, as it is by default when one of the three knobs above pins a layout; README
 // "Attention at short contexts"), LAB_GPU_ATTN_SHORT_BLOCKS=2|1 (the short layout's kernel compiled for 2
 // blocks per SM, the default, 128 registers with spills; or 1, no register cap, the bound halved),
-// LAB_GPU_ATTN_Q=shared|regs (the short layout's q read from shared memory at every score, the default, so
-// that its 128 registers do not spill; or held in registers, as before),
+// LAB_GPU_ATTN_Q=shared|regs (the short layout's q read from shared memory at every score, so that its 128
+// registers do not spill, the default for 4 or more query heads a kv head; or held in registers, as before
+// and the default below 4),
 // LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
@@ -209,8 +210,8 @@ void GpuOptEngine::ReadDecodeEnv() {
   // The short layout's registers (README "Attention's registers"). Its 8-warp round-softmax kernel needs
   // 163 registers at HD 128, G 4; compiled for 2 blocks per SM it gets 128 and spilled. Since session 12 (2026-11-28) q
   // is staged in shared memory and read back at every score (AttentionKernel's QS): 128 registers, no
-  // spills, still 2 blocks per SM (+0.8% decode tok/s at 512 on the H200, 2 of 2 process pairs);
-  // LAB_GPU_ATTN_Q=regs as before. LAB_GPU_ATTN_SHORT_BLOCKS=1 instead compiles it for one block per SM, no
+  // spills, still 2 blocks per SM (+0.8% decode tok/s at 512 on the H200, 2 of 2 process pairs), the
+  // default for groups of 4 or more; LAB_GPU_ATTN_Q=regs as before, =shared for any group. LAB_GPU_ATTN_SHORT_BLOCKS=1 instead compiles it for one block per SM, no
   // register cap: attention itself is faster, but o_proj's blocks no longer fit beside it to start their
   // weight loads early, and the one-wave bound halves (1,056 keys for Llama-3.1-8B on 132 SMs); +0.5%, q
   // then in registers. Explicit values that do not apply are refused.
@@ -223,7 +224,9 @@ void GpuOptEngine::ReadDecodeEnv() {
   const char* q_env = std::getenv("LAB_GPU_ATTN_Q");
   attn_q_set_ = q_env && *q_env;
   const bool q_fits = !pinned && attn_round_softmax_ && short_blocks == 2;
-  const bool q_shared = EnvChoice("LAB_GPU_ATTN_Q", {"shared", "regs"}) == 0;
+  // By default only where q in registers spills: ptxas spills it for every group of 4 or more query heads a
+  // kv head (HD 64 and 128), none below, where staging would only add the shared loads.
+  const bool q_shared = attn_q_set_ ? EnvChoice("LAB_GPU_ATTN_Q", {"shared", "regs"}) == 0 : c.group_size() >= 4;
   if (attn_q_set_ && q_shared && !q_fits)
     throw InputError("LAB_GPU_ATTN_Q=shared needs the short layout (v2, no layout knob) with the round softmax, 2 blocks per SM");
   attn_q_shared_ = q_shared && q_fits;

@@ -45,8 +45,10 @@ ATTN_LAYOUTS = {
     "step_long": (lambda n: {"LAB_GPU_ATTN_SOFTMAX": "step", "LAB_GPU_ATTN_SHORT": "0"}, "attention softmax per step"),
     # the short layout's kernel compiled for one block per SM (no register cap, no spills)
     "short_1block": (lambda n: {"LAB_GPU_ATTN_SHORT_BLOCKS": "1"}, "attention short 1 block(s) per SM"),
-    # the short layout's q held in registers (as before it was staged in shared memory by default)
+    # the short layout's q held in registers (the default below 4 query heads a kv head, and before it was
+    # staged in shared memory), and staged in shared memory (the default from 4 on)
     "short_q_regs": (lambda n: {"LAB_GPU_ATTN_Q": "regs"}, "attention short q in registers"),
+    "short_q_shared": (lambda n: {"LAB_GPU_ATTN_Q": "shared"}, "attention short q in shared"),
 }
 
 
@@ -60,7 +62,7 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     decode() and generate(), 5 splits of many keys in either layout, the split merge synchronized by fences
     instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
     layouts, and the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step), the short layout's kernel compiled
-    for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in registers instead of the default's shared memory (LAB_GPU_ATTN_Q=regs). The same logits to fp32 rounding (the merge order differs), at a short
+    for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in registers or in shared memory whatever the group (LAB_GPU_ATTN_Q). The same logits to fp32 rounding (the merge order differs), at a short
     context (one cluster, one split of 64) and, for the long model, past 2,100 positions (6 clusters per
     kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of 12-step generations agree. The
     engine's variant names the layout, so a knob that fell back to another would fail here rather than
