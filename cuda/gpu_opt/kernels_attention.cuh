@@ -247,11 +247,10 @@ __device__ void ClusterMerge(const AttnParams& p, float* cl_acc, float2* cl_ml, 
 //   spills (163 registers unbounded); MINB = 1 (the engine's LAB_GPU_ATTN_SHORT_BLOCKS=1, 8 warps with RS
 //   only) lifts the cap: one block per SM, half the splits in one wave, and the next kernel's blocks no
 //   longer fit beside it (README "Attention's registers").
-//   QS (RS only; the engine's short layout, 8 warps, by default; LAB_GPU_ATTN_Q=regs: false): q staged in
-//   shared memory and read back at every score (two 16-byte shared loads a key and head) instead of 8*G
-//   registers held through the loop: at HD 128, G 4 the 8-warp kernel fits its 128 registers without
-//   spills (128 B stored, 88 B loaded a thread without it), still 2 blocks per SM. The same arithmetic in
-//   the same order: logits bitwise equal (README "Attention's registers").
+//   QS (RS only; the engine's short layout for G >= 4 by default, LAB_GPU_ATTN_Q): q staged in shared memory
+//   and read back at every score (two 16-byte loads a key and head), not 8*G registers held through the
+//   loop: at G 4 the 8-warp kernel fits 128 registers without spills (128 B stored, 88 B loaded a thread
+//   without it), still 2 blocks per SM; the same arithmetic, bitwise (README "Attention's registers").
 //   CL (0, or 8: V3, LAB_GPU_DECODE_ATTN=v3, a measured failure kept as a lab version): launched in
 //   thread-block clusters of CL consecutive splits of one kv head (cluster dims (1, CL, 1); S a
 //   multiple of CL). Each block leaves its (m, l, acc) in its own shared memory; after a cluster
