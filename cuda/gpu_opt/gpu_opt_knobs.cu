@@ -30,7 +30,7 @@
 // 64-key splits, from their own graphs; default 64 x the 8-warp blocks that fit one wave per kv head
 // (2 per SM: 2,112 keys for Llama-3.1-8B on an H100 or H200); 0 off, as it is by default when one of the three knobs above pins a layout; README
 // "Attention at short contexts"), LAB_GPU_ATTN_SHORT_BLOCKS=2|1 (the short layout's kernel compiled for 2
-// blocks per SM, the default, 128 registers with spills; or 1, no register cap, the bound halved),
+// blocks per SM, the default, at most 128 registers; or 1, no register cap, the bound halved),
 // LAB_GPU_ATTN_Q=shared|regs (the short layout's q read from shared memory at every score, so that its 128
 // registers do not spill, the default for 4 or more query heads a kv head; or held in registers, as before
 // and the default below 4),
@@ -208,13 +208,14 @@ void GpuOptEngine::ReadDecodeEnv() {
   const char* short_env = std::getenv("LAB_GPU_ATTN_SHORT");
   attn_short_set_ = short_env && *short_env;
   // The short layout's registers (README "Attention's registers"). Its 8-warp round-softmax kernel needs
-  // 163 registers at HD 128, G 4; compiled for 2 blocks per SM it gets 128 and spilled. Since session 12 (2026-11-28) q
-  // is staged in shared memory and read back at every score (AttentionKernel's QS): 128 registers, no
-  // spills, still 2 blocks per SM (+0.8% decode tok/s at 512 on the H200, 2 of 2 process pairs), the
-  // default for groups of 4 or more; LAB_GPU_ATTN_Q=regs as before, =shared for any group. LAB_GPU_ATTN_SHORT_BLOCKS=1 instead compiles it for one block per SM, no
-  // register cap: attention itself is faster, but o_proj's blocks no longer fit beside it to start their
-  // weight loads early, and the one-wave bound halves (1,056 keys for Llama-3.1-8B on 132 SMs); +0.5%, q
-  // then in registers. Explicit values that do not apply are refused.
+  // 163 registers at HD 128, G 4; compiled for 2 blocks per SM it gets 128 and spilled. Since session 12
+  // (2026-11-28) q is staged in shared memory and read back at every score (AttentionKernel's QS): 128
+  // registers, no spills, still 2 blocks per SM (+0.8% decode tok/s at 512 on the H200, 2 of 2 process
+  // pairs), the default for groups of 4 or more; LAB_GPU_ATTN_Q=regs as before, =shared for any group.
+  // LAB_GPU_ATTN_SHORT_BLOCKS=1 instead compiles it for one block per SM, no register cap: attention itself
+  // is faster, but o_proj's blocks no longer fit beside it to start their weight loads early, and the
+  // one-wave bound halves (1,056 keys for Llama-3.1-8B on 132 SMs); +0.5%, q then in registers. Explicit
+  // values that do not apply are refused.
   const char* sb_env = std::getenv("LAB_GPU_ATTN_SHORT_BLOCKS");
   attn_short_blocks_set_ = sb_env && *sb_env;
   const int short_blocks = EnvChoice("LAB_GPU_ATTN_SHORT_BLOCKS", {"2", "1"}) == 1 ? 1 : 2;

@@ -61,10 +61,12 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     contexts), the default's switch from its short-context graphs to the 4-warp ones partway through
     decode() and generate(), 5 splits of many keys in either layout, the split merge synchronized by fences
     instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
-    layouts, and the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step), the short layout's kernel compiled
-    for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in registers or in shared memory whatever the group (LAB_GPU_ATTN_Q). The same logits to fp32 rounding (the merge order differs), at a short
-    context (one cluster, one split of 64) and, for the long model, past 2,100 positions (6 clusters per
-    kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of 12-step generations agree. The
+    layouts, the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step),
+    and the short layout's kernel compiled for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in
+    registers or in shared memory whatever the group (LAB_GPU_ATTN_Q). The same logits to fp32 rounding (the
+    merge order differs), at a short context (one cluster, one split of 64) and, for the long model, past
+    2,100 positions (6 clusters per kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of
+    12-step generations agree. The
     engine's variant names the layout, so a knob that fell back to another would fail here rather than
     compare a layout with itself."""
     if not gpu_present():
@@ -141,8 +143,8 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
     """Decode attention's knobs: an unknown version, and v3 (clusters of 8 splits, 4 warps, 4 steps in
     flight) with a split count that is not whole clusters or another warp count, an unknown warp count,
     a short-context bound that is negative or asked of v1, a short layout's blocks per SM other than 1 or 2
-    or 1 without the short layout or the round softmax, q in shared memory elsewhere, and a split count past what the version merges
-    (64 with v2, 32 with v1) or below 1, are refused by name."""
+    or 1 without the short layout or the round softmax, q in shared memory elsewhere, and a split count past
+    what the version merges (64 with v2, 32 with v1) or below 1, are refused by name."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     d = write_model(tmp_path / "m", dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=1024), "fp16",
