@@ -169,6 +169,9 @@ class GpuOptEngine : public Engine {
   cuda::PinnedBuffer h_ints_, h_logits_;
   AttnFn attn_prefill_fn_ = nullptr;  // the simple prefill's attention (V1)
   bool decode_attn_v2_ = true, graph_tune_ = true, logits_mapped_ = true;
+  static constexpr int kGraphTunePos = 1024;  // GraphTune's step position (or the context's last)
+  int graph_tune_pos_ = kGraphTunePos;        // LAB_GPU_TUNE_POS
+  bool graph_tune_pos_set_ = false;           // LAB_GPU_TUNE_POS was given (variant() names it)
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)
   bool attn_splits_set_ = false;              // LAB_GPU_ATTN_SPLITS was given (variant() names it)
   int attn_cluster_ = 0;                     // LAB_GPU_DECODE_ATTN=v3: splits per thread-block cluster

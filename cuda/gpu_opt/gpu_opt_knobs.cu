@@ -50,7 +50,8 @@
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),
 // LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
-// kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
+// kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_TUNE_POS=<position> (the step GraphTune
+// times: default 1024, or the context's last if that is lower), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
 // LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
 #include <algorithm>
@@ -148,6 +149,11 @@ void GpuOptEngine::ReadDecodeEnv() {
   }
   logits_mapped_ = EnvChoice("LAB_GPU_LOGITS", {"mapped", "copy"}) == 0;
   graph_tune_ = EnvChoice("LAB_GPU_TUNE", {"graph", "kernel"}) == 0;
+  // The position whose step GraphTune times (README "Attention's registers", its last part: the step traces
+  // at 512, whose engines tuned at 591, kept other gate_up and lm_head tiles than the bench's, tuned at 1024).
+  const char* tp_env = std::getenv("LAB_GPU_TUNE_POS");
+  graph_tune_pos_set_ = tp_env && *tp_env;
+  graph_tune_pos_ = int(EnvInt("LAB_GPU_TUNE_POS", 0, 1 << 20, kGraphTunePos));
   // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
   // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
   AttnLayout& a0 = attn_[0];

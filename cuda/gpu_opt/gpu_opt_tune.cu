@@ -20,8 +20,6 @@ namespace lab {
 namespace gpu_opt {
 namespace {
 
-constexpr int64_t kGraphTunePos = 1024;  // GraphTune: the step's position (or the context's last)
-
 const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
 
 template <int W, int U, int R, int PRE = 1, bool STAGE = false, bool PERSIST = false>
@@ -76,13 +74,13 @@ const std::vector<MatvecConfig>& Configs() {
 // previous kernel's tail and the attention blocks, how much of its weight stream starts before the
 // PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up, down and lm_head in
 // turn tries every tile with the others fixed, timing replays of the whole captured step at position
-// kGraphTunePos (or the last position of a shorter context), and keeps the fastest. (lm_head since the
+// kGraphTunePos (LAB_GPU_TUNE_POS; or the last position of a shorter context), and keeps the fastest. (lm_head since the
 // x-staging pass: AutoTune once left it on w8.u1.r4, which streamed at 93% of the ceiling while busy,
 // 18 us a step more than w8.u2.r2's 96-99.6% in the H200's other traces.)
 // The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
 // written by the prefill and decode steps before it, so nothing the replays leave is ever read.
 void GpuOptEngine::GraphTune() {
-  const int tune_pos = int(std::min<int64_t>(max_context_ - 1, kGraphTunePos));
+  const int tune_pos = int(std::min<int64_t>(max_context_ - 1, graph_tune_pos_));
   int* hi = h_ints_.as<int>();
   hi[0] = tune_pos;
   hi[1] = 0;
@@ -273,6 +271,7 @@ std::string GpuOptEngine::variant() const {
     s += attn_short_keys_ ? ", attention short up to " + std::to_string(attn_short_keys_) + " keys" : ", attention short off";
   if (attn_short_blocks_set_) s += ", attention short " + std::to_string(attn_short_blocks_) + " block(s) per SM";
   if (attn_q_set_) s += attn_q_shared_ ? ", attention short q in shared" : ", attention short q in registers";
+  if (graph_tune_pos_set_) s += ", tuned at position " + std::to_string(graph_tune_pos_);
   return s;
 }
 

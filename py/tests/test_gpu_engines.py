@@ -368,7 +368,8 @@ def test_gpu_opt_act16_matches_reference(tmp_path, monkeypatch, case):
 @pytest.mark.gpu
 def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     """engine.variant names every kind's tile (the bench puts it on each row); LAB_GPU_TILES pins a kind's
-    tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY or LAB_GPU_SECOND is named too."""
+    tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY or LAB_GPU_SECOND is named too, and
+    LAB_GPU_TUNE_POS (the step position the graph tuner times) when given."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     d, _ = _tile_model(tmp_path, 7, 7)
@@ -382,6 +383,9 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_SECOND", "after_wait")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert v.endswith("early off, second after_wait"), v
+    monkeypatch.setenv("LAB_GPU_TUNE_POS", "700")
+    v = _engine.Engine("gpu_opt", str(d), 64).variant
+    assert v.endswith("second after_wait, tuned at position 700"), v
 
 
 @pytest.mark.gpu
@@ -394,7 +398,8 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
                            ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
-                           ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent")):
+                           ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent"),
+                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
             _engine.Engine("gpu_opt", str(d), 128)
