@@ -101,6 +101,12 @@ def context_needed(contexts, steps):
     return max(contexts) + steps
 
 
+def parse_env(text):
+    """ENV=VAL settings separated by commas, where a value may itself hold commas (LAB_GPU_TILES=gate_up=a,
+    lm_head=b): a new setting starts only at a comma followed by an upper-case NAME and '='."""
+    return dict(kv.split("=", 1) for kv in re.split(r",(?=[A-Z_][A-Z0-9_]*=)", text) if "=" in kv)
+
+
 def table_lines(rows, contexts, ref):
     """The markdown table: per variant its env, then per context tok/s median (min-max) and % of the read
     ceiling (a dash where it has none), and the probe logits against variant `ref` ((!) where the argmax
@@ -142,7 +148,7 @@ def rows_from_table(text):
             m = re.match(r"([\d.]+) \(([\d.]+)-([\d.]+)\)", cells[2 + 2 * i])
             if m:
                 points.append({"context": c, "median": float(m[1]), "min": float(m[2]), "max": float(m[3])})
-        env = dict(kv.split("=", 1) for kv in cells[1].split(",") if "=" in kv)
+        env = parse_env(cells[1])
         rows.append({"label": cells[0], "env": env, "contexts": points})
     if contexts is None:
         raise SystemExit("no decode_variants table found (a line starting '| variant | env |')")
@@ -181,7 +187,8 @@ def main():
     ap.add_argument("--model_dir", help="the model folder (config.json, model.bin)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--variant", action="append",
-                    help="label=bundle_dir[:ENV=VAL[,ENV=VAL...]]; the first is the reference for logits")
+                    help="label=bundle_dir[:ENV=VAL[,ENV=VAL...]] (a value may hold commas: a setting starts "
+                         "only at ',NAME=' with NAME in capitals); the first is the reference for logits")
     ap.add_argument("--replot", help="a saved table (variants.md or the printed log): write DIR/variants.png only")
     ap.add_argument("--contexts", default="512,2048")
     ap.add_argument("--tokens", type=int, default=64)
@@ -251,7 +258,7 @@ def main():
         env = dict(os.environ)
         env["PYTHONPATH"] = bundle
         env["LAB_GPU_VERBOSE"] = "1"
-        extra = dict(kv.split("=", 1) for kv in envs.split(",") if kv)
+        extra = parse_env(envs)
         env.update(extra)
         args = {"mode": a.mode, "engine": a.engine, "model": a.model_dir, "max_context": max_context, "contexts": contexts, "tokens": a.tokens,
                 "warmup": a.warmup, "repeats": a.repeats, "probe": str(out / f"probe_{label}")}

@@ -30,6 +30,13 @@ def test_context_needed(dv):
     assert dv.context_needed([128], 65) == 193
 
 
+def test_env_settings_with_commas_in_a_value(dv):
+    # LAB_GPU_TILES pins several kinds in one value; the next setting starts at ",NAME="
+    assert dv.parse_env("LAB_GPU_TILES=gate_up=w8.u1.r4.b,lm_head=w8.u2.r2,LAB_GPU_TUNE_POS=591") == {
+        "LAB_GPU_TILES": "gate_up=w8.u1.r4.b,lm_head=w8.u2.r2", "LAB_GPU_TUNE_POS": "591"}
+    assert dv.parse_env("A=1,B=2") == {"A": "1", "B": "2"} and dv.parse_env("defaults") == {} and dv.parse_env("") == {}
+
+
 def test_table_read_back_and_plotted(dv, tmp_path):
     rows = [
         {"label": "base", "env": {}, "contexts": [
@@ -40,7 +47,8 @@ def test_table_read_back_and_plotted(dv, tmp_path):
         {"label": "w8", "env": {"LAB_GPU_ATTN_WARPS": "8", "LAB_GPU_ATTN_MIN_CHUNK": "64"}, "contexts": [
             {"context": 512, "median": 243.1, "min": 243.0, "max": 243.2, "pct_read": 85.5,
              "rel_err_vs_base": 2.4e-3, "argmax_same": False, "finite": True}]},
-        {"label": "broken", "env": {"LAB_GPU_ATTN_SHORT": "0"}, "error": "no result"},
+        {"label": "broken", "env": {"LAB_GPU_ATTN_SHORT": "0", "LAB_GPU_TILES": "gate_up=w8.u1.r4.b,lm_head=w8.u2.r2"},
+         "error": "no result"},
     ]
     lines = dv.table_lines(rows, [512, 2048], "base")
     assert lines[2].startswith("| base | defaults | 240.4 (239.6-240.6) | 84.6% | 233.8")
@@ -49,7 +57,7 @@ def test_table_read_back_and_plotted(dv, tmp_path):
     contexts, back = dv.rows_from_table(text)
     assert contexts == [512, 2048]
     assert [r["label"] for r in back] == ["base", "w8", "broken"]  # the table ends at its first other line
-    assert back[1]["env"] == rows[1]["env"] and back[2]["contexts"] == []
+    assert back[1]["env"] == rows[1]["env"] and back[2]["env"] == rows[2]["env"] and back[2]["contexts"] == []
     assert [(p["context"], p["median"], p["min"], p["max"]) for p in back[1]["contexts"]] == [(512, 243.1, 243.0, 243.2)]
     assert back[0]["contexts"][1] == {"context": 2048, "median": 233.8, "min": 233.6, "max": 234.2}
     png = tmp_path / "v.png"
