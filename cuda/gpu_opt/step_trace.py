@@ -41,6 +41,9 @@ def main():
     ap.add_argument("--model_dir", required=True)
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--tokens", type=int, default=64, help="traced decode() steps")
+    ap.add_argument("--max_context", type=int, default=0,
+                    help="the engine's positions (default context + tokens + 16); its graph tuner times the step at "
+                         "position min(max_context - 1, 1024 or LAB_GPU_TUNE_POS), so 2500 tunes as the bench's does")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     os.environ["LAB_GPU_TRACE"] = "1"
@@ -48,7 +51,10 @@ def main():
 
     samples, how = E.gpu_read_bandwidth(2 << 30, 5)
     ceiling = max(samples)
-    eng = E.Engine("gpu_opt", a.model_dir, a.context + a.tokens + 16)
+    need = a.context + a.tokens + 16
+    if a.max_context and a.max_context < need:
+        raise SystemExit(f"step_trace: --max_context {a.max_context} is below the {need} positions the trace needs")
+    eng = E.Engine("gpu_opt", a.model_dir, max(a.max_context, need))
     cfg = eng.config
     rng = np.random.default_rng(0)
     eng.prefill(rng.integers(0, int(cfg["vocab_size"]), a.context))
@@ -78,7 +84,7 @@ def main():
     step = per["step"]
     md = [f"# gpu_opt decode step inside its graph ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
           f"Model `{Path(a.model_dir).name}`, context {a.context} (+{a.tokens} traced decode() steps, logits to the "
-          f"host), {eng.variant or 'defaults'}. Read ceiling measured first: **{ceiling:.0f} GB/s** ({how}). "
+          f"host; an engine of {eng.max_context} positions), {eng.variant or 'defaults'}. Read ceiling measured first: **{ceiling:.0f} GB/s** ({how}). "
           "Per token, summed over the launches of each kind (`busy`: from the first block past the PDL wait to "
           "the last block's end; `drain`: from the previous launch's last block to this one's release, the "
           "kernel boundary; `pre`: blocks resident before the release); `at the ceiling`: the kind's bytes "
