@@ -24,6 +24,11 @@ int EnvChoice(const char* name, std::initializer_list<const char*> values, const
   throw InputError(std::string(name) + " must be " + list + ", not '" + s + "'");
 }
 
+bool EnvGiven(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v;
+}
+
 long long EnvInt(const char* name, long long lo, long long hi, long long dflt) {
   const char* v = std::getenv(name);
   if (!v || !*v) return dflt;

@@ -15,4 +15,8 @@ int EnvChoice(const char* name, std::initializer_list<const char*> values, const
 // is refused ("NAME must be lo..hi, not 'v'").
 long long EnvInt(const char* name, long long lo, long long hi, long long dflt);
 
+// Whether environment variable `name` is set to a non-empty value (a knob given explicitly, which a
+// variant string names and a refusal may depend on).
+bool EnvGiven(const char* name);
+
 }  // namespace lab

@@ -134,10 +134,9 @@ void GpuOptEngine::ReadDecodeEnv() {
   // V1 merges at most 32 splits; V3 keeps 64 (whole clusters). V2's default is set below, once its
   // kernel is known: one wave.
   attn_[0].splits = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
-  const char* splits_env = std::getenv("LAB_GPU_ATTN_SPLITS");
-  attn_splits_set_ = splits_env && *splits_env;
+  attn_splits_set_ = EnvGiven("LAB_GPU_ATTN_SPLITS");
   if (attn_splits_set_) {
-    const int n = std::atoi(splits_env);
+    const int n = std::atoi(std::getenv("LAB_GPU_ATTN_SPLITS"));
     const int cap = decode_attn_v2_ ? gpu::kAttnMaxSplitsV2 : gpu::kAttnMaxSplits;
     if (n < 1 || n > cap)
       throw InputError("LAB_GPU_ATTN_SPLITS must be 1.." + std::to_string(cap) + " with decode attention " +
@@ -149,10 +148,9 @@ void GpuOptEngine::ReadDecodeEnv() {
   }
   logits_mapped_ = EnvChoice("LAB_GPU_LOGITS", {"mapped", "copy"}) == 0;
   graph_tune_ = EnvChoice("LAB_GPU_TUNE", {"graph", "kernel"}) == 0;
-  // The position whose step GraphTune times (README "Attention's registers", its last part: the step traces
+  // The position whose step GraphTune times (README "The bench's tiles are tuned at 1024": the step traces
   // at 512, whose engines tuned at 591, kept other gate_up and lm_head tiles than the bench's, tuned at 1024).
-  const char* tp_env = std::getenv("LAB_GPU_TUNE_POS");
-  graph_tune_pos_set_ = tp_env && *tp_env;
+  graph_tune_pos_set_ = EnvGiven("LAB_GPU_TUNE_POS");
   graph_tune_pos_ = int(EnvInt("LAB_GPU_TUNE_POS", 0, 1 << 20, kGraphTunePos));
   // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
   // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
@@ -191,8 +189,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   // LAB_GPU_ATTN_SOFTMAX=step as before, =round refused where the layout does not allow it.
   {
     const bool fits = decode_attn_v2_ && !attn_cluster_ && a0.warps != 2 && !(a0.warps == gpu::kAttnWarps && attn_u != 4);
-    const char* sm_env = std::getenv("LAB_GPU_ATTN_SOFTMAX");
-    attn_softmax_set_ = sm_env && *sm_env;
+    attn_softmax_set_ = EnvGiven("LAB_GPU_ATTN_SOFTMAX");
     const int sm = EnvChoice("LAB_GPU_ATTN_SOFTMAX", {"round", "step"});
     if (attn_softmax_set_ && sm == 0 && !fits)
       throw InputError("LAB_GPU_ATTN_SOFTMAX=round needs the v2 decode attention with 4 or 8 warps and 4 steps in flight");
@@ -211,8 +208,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   // the 4-warp layout is faster. On by default with v2 unless a layout knob (warps, steps in flight,
   // split unit) pins one layout for every context; LAB_GPU_ATTN_SHORT=<keys> sets the bound, 0 turns it off.
   const bool pinned = !decode_attn_v2_ || attn_cluster_ || layout_knob;
-  const char* short_env = std::getenv("LAB_GPU_ATTN_SHORT");
-  attn_short_set_ = short_env && *short_env;
+  attn_short_set_ = EnvGiven("LAB_GPU_ATTN_SHORT");
   // The short layout's registers (README "Attention's registers"). Its 8-warp round-softmax kernel needs
   // 163 registers at HD 128, G 4; compiled for 2 blocks per SM it gets 128 and spilled. Since session 12
   // (2026-11-28) q is staged in shared memory and read back at every score (AttentionKernel's QS): 128
@@ -222,14 +218,12 @@ void GpuOptEngine::ReadDecodeEnv() {
   // is faster, but o_proj's blocks no longer fit beside it to start their weight loads early, and the
   // one-wave bound halves (1,056 keys for Llama-3.1-8B on 132 SMs); +0.5%, q then in registers. Explicit
   // values that do not apply are refused.
-  const char* sb_env = std::getenv("LAB_GPU_ATTN_SHORT_BLOCKS");
-  attn_short_blocks_set_ = sb_env && *sb_env;
+  attn_short_blocks_set_ = EnvGiven("LAB_GPU_ATTN_SHORT_BLOCKS");
   const int short_blocks = EnvChoice("LAB_GPU_ATTN_SHORT_BLOCKS", {"2", "1"}) == 1 ? 1 : 2;
   if (short_blocks == 1 && (pinned || !attn_round_softmax_))
     throw InputError("LAB_GPU_ATTN_SHORT_BLOCKS=1 needs the short layout (v2, no layout knob) with the round softmax");
   attn_short_blocks_ = short_blocks;
-  const char* q_env = std::getenv("LAB_GPU_ATTN_Q");
-  attn_q_set_ = q_env && *q_env;
+  attn_q_set_ = EnvGiven("LAB_GPU_ATTN_Q");
   const bool q_fits = !pinned && attn_round_softmax_ && short_blocks == 2;
   // By default only where q in registers spills: ptxas spills it for every group of 4 or more query heads a
   // kv head (HD 64 and 128), none below, where staging would only add the shared loads.

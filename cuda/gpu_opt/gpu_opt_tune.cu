@@ -74,8 +74,8 @@ const std::vector<MatvecConfig>& Configs() {
 // previous kernel's tail and the attention blocks, how much of its weight stream starts before the
 // PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up, down and lm_head in
 // turn tries every tile with the others fixed, timing replays of the whole captured step at position
-// kGraphTunePos (LAB_GPU_TUNE_POS; or the last position of a shorter context), and keeps the fastest. (lm_head since the
-// x-staging pass: AutoTune once left it on w8.u1.r4, which streamed at 93% of the ceiling while busy,
+// kGraphTunePos (LAB_GPU_TUNE_POS; or the last position of a shorter context), and keeps the fastest.
+// (lm_head since the x-staging pass: AutoTune once left it on w8.u1.r4, which streamed at 93% of the ceiling while busy,
 // 18 us a step more than w8.u2.r2's 96-99.6% in the H200's other traces.)
 // The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
 // written by the prefill and decode steps before it, so nothing the replays leave is ever read.

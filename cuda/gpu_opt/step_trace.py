@@ -84,7 +84,8 @@ def main():
     step = per["step"]
     md = [f"# gpu_opt decode step inside its graph ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
           f"Model `{Path(a.model_dir).name}`, context {a.context} (+{a.tokens} traced decode() steps, logits to the "
-          f"host; an engine of {eng.max_context} positions), {eng.variant or 'defaults'}. Read ceiling measured first: **{ceiling:.0f} GB/s** ({how}). "
+          f"host; an engine of {eng.max_context} positions), {eng.variant or 'defaults'}. "
+          f"Read ceiling measured first: **{ceiling:.0f} GB/s** ({how}). "
           "Per token, summed over the launches of each kind (`busy`: from the first block past the PDL wait to "
           "the last block's end; `drain`: from the previous launch's last block to this one's release, the "
           "kernel boundary; `pre`: blocks resident before the release); `at the ceiling`: the kind's bytes "
