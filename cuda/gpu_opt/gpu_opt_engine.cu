@@ -292,6 +292,7 @@ void GpuOptEngine::Init(const ModelFile& file) {
                            std::to_string(prop_.sharedMemPerBlockOptin) + " bytes per block");
   for (const MatvecConfig& mc : Configs())
     for (MatvecFn f : mc.fn) {
+      if (!f) continue;
       int need = int(smem_max);
       if (mc.staged) {  // the x staging plus as many weight rows as the budget allows (StageChunks)
         cudaFuncAttributes fa;
@@ -556,10 +557,18 @@ int GpuOptEngine::EpiOf(Kind k) {
   }
 }
 
+// LAB_GPU_X_BULK: down (and o_proj with `resid`) take their fp16 x by one bulk copy, where they have an
+// fp16 x and no norm to fold in (the kernel's XB contract).
+int GpuOptEngine::FnOf(Kind k, const MatvecParams& p) const {
+  const bool xb = (k == kDown && x_bulk_ != kXBulkOff) || (k == kO && x_bulk_ == kXBulkResid);
+  return xb && p.x16 && !p.norm_w ? kFnResidXB : EpiOf(k);
+}
+
 void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
   const int per_block = mc.warps * mc.upw;
   unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
-  size_t smem = gpu::MatvecSmemBytes(p.K);
+  if (!mc.fn[epi]) epi = gpu::kEpiResid;  // a staged tile has no XB kernel
+  size_t smem = gpu::MatvecSmemBytes(p.K, epi == kFnResidXB);
   MatvecParams q = p;
   if (mc.staged) {
     q.stage = StageChunks(mc, p.K);
@@ -583,7 +592,7 @@ void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecPar
 void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step) {
   MatvecParams p = Params(kind, x, layer, pos, step);
   p.trace = TraceSlot(kind);
-  LaunchMatvec(Configs()[config_[kind]], EpiOf(kind), p, pdl);
+  LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl);
 }
 
 gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {

@@ -22,6 +22,15 @@ namespace {
 
 const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
 
+template <int W, int U, int R, int PRE, bool STAGE, bool PERSIST>
+MatvecFn ResidXB() {  // the residual epilogue with x by bulk copy; none for staged tiles
+  if constexpr (STAGE) {
+    return nullptr;
+  } else {
+    return gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, false, PERSIST, true>;
+  }
+}
+
 template <int W, int U, int R, int PRE = 1, bool STAGE = false, bool PERSIST = false>
 MatvecConfig MakeConfig(const char* name) {
   return {name,
@@ -30,7 +39,7 @@ MatvecConfig MakeConfig(const char* name) {
           {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE, STAGE, PERSIST>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, STAGE, PERSIST>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>},
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>, ResidXB<W, U, R, PRE, STAGE, PERSIST>()},
           STAGE,
           PERSIST};
 }
@@ -173,11 +182,11 @@ void GpuOptEngine::AutoTune() {
     std::string line;
     for (size_t ci = 0; ci < cfgs.size(); ++ci) {
       if (!Tunable(cfgs[ci], kind, persist_ok_)) continue;
-      LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), p, false);  // warm-up
+      LaunchMatvec(cfgs[ci], FnOf(Kind(kind), p), p, false);  // warm-up
       std::vector<float> t;
       for (int r = 0; r < 5; ++r) {
         LAB_CUDA_CHECK(cudaEventRecord(ev_start_, stream_));
-        for (int b = 0; b < batch; ++b) LaunchMatvec(cfgs[ci], EpiOf(Kind(kind)), ps[b], false);
+        for (int b = 0; b < batch; ++b) LaunchMatvec(cfgs[ci], FnOf(Kind(kind), ps[b]), ps[b], false);
         LAB_CUDA_CHECK(cudaEventRecord(ev_stop_, stream_));
         LAB_CUDA_CHECK(cudaEventSynchronize(ev_stop_));
         float ms = 0.f;
@@ -245,6 +254,10 @@ void GpuOptEngine::ReadTileEnv() {
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
   second_after_wait_ = EnvChoice("LAB_GPU_SECOND", {"after_x", "after_wait"}) == 1;
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"all", "h", "off"}));  // Act16's order
+  x_bulk_ = XBulk(EnvChoice("LAB_GPU_X_BULK", {"off", "down", "resid"}));  // XBulk's order
+  if ((x_bulk_ == kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off))
+    throw InputError(std::string("LAB_GPU_X_BULK=") + (x_bulk_ == kXBulkResid ? "resid needs LAB_GPU_ACT16=all" :
+                     "down needs LAB_GPU_ACT16=all or h") + ": the bulk copy brings an fp16 x");
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
@@ -256,6 +269,7 @@ std::string GpuOptEngine::variant() const {
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
   if (second_after_wait_) s += ", second after_wait";
+  if (x_bulk_ != kXBulkOff) s += x_bulk_ == kXBulkDown ? ", x by bulk copy down" : ", x by bulk copy o_proj down";
   static const char* const kAct16[] = {"all", "h", "off"};  // Act16's order
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";

@@ -148,7 +148,7 @@ __device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r
 
 // Dynamic shared memory a DecodeMatvecKernel needs for input length K; a STAGE kernel needs
 // MatvecStageBytes more, after it.
-inline size_t MatvecSmemBytes(int K) { return size_t(K) * sizeof(float); }
+inline size_t MatvecSmemBytes(int K, bool xb = false) { return size_t(K) * (xb ? sizeof(__half) : sizeof(float)); }
 inline size_t MatvecStageBytes(int warps, int upw, int stage) { return size_t(warps) * 2 * upw * stage * 16; }
 // A STAGE kernel's p.stage for input length K and `budget` bytes of staged rows per block: a multiple of
 // 32 chunks (one per lane) that fits, or the whole row; at least one round (32 chunks, or the row) even
@@ -180,15 +180,24 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   Behind a latency-bound kernel (attention) HBM is otherwise idle: with ~180 KB of staging per block
 //   about 70% of o_proj's weights arrive before attention ends, where registers held ~10%. Each lane
 //   still adds its chunks l, l+32, ... in order, so the result is bitwise that of the other tiles.
-template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1, bool STAGE = false, bool PERSIST = false>
+//   XB (LAB_GPU_X_BULK; needs p.x16 and no norm: o_proj, down; dynamic smem MatvecSmemBytes(K, true)):
+//   x arrives by one bulk copy (TMA) of the fp16 row into shared memory, issued by thread 0 right after
+//   the PDL wait, and stays fp16 there; each product unpacks its chunk. New against the loop: one L2
+//   round trip instead of one per two chunks a thread (down: 1,792 chunks over 256 threads, four
+//   round trips), no registers, half the shared memory. fp16 -> fp32 is exact, so the result is
+//   bitwise that of the other tiles.
+template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1, bool STAGE = false, bool PERSIST = false,
+          bool XB = false>
 __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKernel(const MatvecParams p) {
   static_assert(!(STAGE && PERSIST), "a staged first batch covers one task per warp");
+  static_assert(!(STAGE && XB), "the staged rows sit after a fp32 x");
   constexpr int ROWS = 2 * UPW;
   constexpr int R0 = STAGE ? 1 : UNROLL * PRE;  // chunks per row per lane in the register first batch
   TraceMarks trace(p.trace);
   extern __shared__ float4 smem4[];
   __shared__ float red[WARPS];
   __shared__ uint64_t stage_bar;
+  __shared__ uint64_t x_bar;  // XB: x's bulk copy
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nch = p.K >> 3;  // 16-byte chunks per row
   // A task is one warp's UPW units. Persistent (PERSIST): task warp * gridDim.x + blockIdx.x, then
@@ -254,6 +263,11 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       if (lane == r) PrefetchL2(rows[r], unsigned(p.K) * 2u);
   }
 
+  if (XB && threadIdx.x == 0) {  // the copy itself must wait for the producer: issued after PdlWait
+    MbarInit(&x_bar);
+    MbarArriveExpectTx(&x_bar, unsigned(nch) * 16u);
+  }
+
   // The second batch (the register double buffer's other half): with kSecondBeforeWait it too goes out
   // before the wait, with kSecondAfterWait right after it, so that HBM keeps streaming while x is staged;
   // either costs no registers, as the two batches are live together when the first is consumed anyway.
@@ -274,6 +288,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   PdlWait();
   trace.Released();
   PdlTrigger();
+  if (XB && threadIdx.x == 0) BulkCopyToShared(smem4, p.x16, unsigned(nch) * 16u, &x_bar);
 
   if (p.second == kSecondAfterWait && any) load_batch(base1);
 
@@ -308,10 +323,11 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   // 1.03 for o_proj (README "Staging x").
   float4* xlo = smem4;
   float4* xhi = smem4 + nch;
+  const uint4* xs16 = reinterpret_cast<const uint4*>(smem4);  // XB: [nch] chunks of fp16 x
   const float4* x4 = reinterpret_cast<const float4*>(p.x);
-  const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
+  const float4* g4 = XB ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
   float ss = 0.f;
-  for (int c = threadIdx.x; c < nch; c += WARPS * 32) {
+  for (int c = threadIdx.x; !XB && c < nch; c += WARPS * 32) {
     float4 a, b;
     if (p.x16) {
       float f[8];
@@ -336,7 +352,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     ss = WarpSum(ss);
     if (lane == 0) red[warp] = ss;
   }
-  __syncthreads();
+  __syncthreads();  // XB: also makes thread 0's MbarInit visible before the others wait on it
+  if (XB) MbarWait(&x_bar, 0);
   trace.Staged();  // x is in shared memory
   if (g4) {
     float tot = 0.f;
@@ -344,6 +361,19 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     for (int w = 0; w < WARPS; ++w) tot += red[w];
     scale = 1.f / sqrtf(tot / p.K + p.eps);
   }
+
+  // Chunk c of x (8 values) as two float4: from the fp32 split layout, or unpacked from fp16 (XB).
+  auto XChunk = [&](int c, float4& lo, float4& hi) {
+    if (XB) {
+      float f[8];
+      Unpack8(xs16[c], f);
+      lo = make_float4(f[0], f[1], f[2], f[3]);
+      hi = make_float4(f[4], f[5], f[6], f[7]);
+    } else {
+      lo = xlo[c];
+      hi = xhi[c];
+    }
+  };
 
   // Warp-uniform. Not persistent: exactly one pass for every warp (a task past the end re-reads the last
   // unit and writes nothing, and the Store gather below needs every warp at its barrier).
@@ -359,7 +389,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       const uint4* mine = staged + size_t(warp) * ROWS * S;
 #pragma unroll 4
       for (int c = lane; c < S; c += 32) {  // S <= nch
-        const float4 lo = xlo[c], hi = xhi[c];
+        float4 lo, hi;
+        XChunk(c, lo, hi);
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(mine[size_t(r) * S + c], lo, hi, acc[r]);
       }
@@ -368,7 +399,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       for (int u = 0; u < R0; ++u) {
         const int c = lane + 32 * u;
         if (c < nch) {
-          const float4 lo = xlo[c], hi = xhi[c];
+          float4 lo, hi;
+          XChunk(c, lo, hi);
 #pragma unroll
           for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(first[r][u], lo, hi, acc[r]);
         }
@@ -385,7 +417,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       for (int u = 0; u < UNROLL; ++u) {
         const int c = base + lane + 32 * u;
         if (c < nch) {
-          const float4 lo = xlo[c], hi = xhi[c];
+          float4 lo, hi;
+          XChunk(c, lo, hi);
 #pragma unroll
           for (int r = 0; r < ROWS; ++r) acc[r] = Dot8(cur[r][u], lo, hi, acc[r]);
         }

@@ -242,7 +242,7 @@ def _tile_model(tmp_path, seed, token_seed):
 
 def _decode_logits(d, tokens, env, monkeypatch):
     for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY",
-              "LAB_GPU_SECOND", "LAB_GPU_ACT16"):
+              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -328,6 +328,42 @@ def test_gpu_opt_second_batch_bitwise(tmp_path, monkeypatch, config, act16):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("config", ["2", "4", "5", "16"])
+def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
+    """LAB_GPU_X_BULK: down's (down) or down's and o_proj's (resid) fp16 x copied into shared memory by one
+    bulk copy after the PDL wait and unpacked at each product, instead of the staging loop's fp32 copy:
+    fp16 to fp32 is exact and each lane adds the same chunks in the same order, so the logits and tokens
+    are bitwise the defaults', for w8.u1.r4, w8.u2.r2, w2.u1.r8 and a persistent tile. down's input is
+    5,000 long (625 chunks, 10,000 bytes in one copy). A copy that read the previous layer's x, a wrong
+    byte count or a chunk unpacked out of place changes the logits (or never completes)."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=5000)
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=59)
+    tokens = np.random.default_rng(61).integers(0, cfg["vocab_size"], 30)
+    base = {"LAB_GPU_MATVEC_CONFIG": config}
+    want, want_gen = _decode_logits(d, tokens, base, monkeypatch)
+    for xb in ("down", "resid"):
+        got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK=xb), monkeypatch)
+        np.testing.assert_array_equal(got, want, err_msg=xb)
+        assert got_gen.tolist() == want_gen.tolist(), xb
+
+
+@pytest.mark.gpu
+def test_gpu_opt_x_bulk_with_staged_o_proj(tmp_path, monkeypatch):
+    """A staged o_proj tile has no bulk-copy kernel: with LAB_GPU_X_BULK=resid o_proj keeps its staging
+    loop and down takes the copy; the logits are bitwise those of the staged tile alone."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    d, tokens = _tile_model(tmp_path, 63, 67)
+    base = {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_O_STAGE": "w8.u1.r4.s"}
+    want, want_gen = _decode_logits(d, tokens, base, monkeypatch)
+    got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="resid"), monkeypatch)
+    np.testing.assert_array_equal(got, want)
+    assert got_gen.tolist() == want_gen.tolist()
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("case", ["gqa3_hd128_llama3", "gqa4_hd64_ropeparams", "gqa1_hd64_tied"])
 def test_gpu_opt_act16_matches_reference(tmp_path, monkeypatch, case):
     """LAB_GPU_ACT16: decode's matvec inputs in fp16 (h: down's; all: every matvec's, written by the
@@ -383,9 +419,12 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_SECOND", "after_wait")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert v.endswith("early off, second after_wait"), v
+    monkeypatch.setenv("LAB_GPU_X_BULK", "down")
+    v = _engine.Engine("gpu_opt", str(d), 64).variant
+    assert v.endswith("second after_wait, x by bulk copy down"), v
     monkeypatch.setenv("LAB_GPU_TUNE_POS", "700")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert v.endswith("second after_wait, tuned at position 700"), v
+    assert v.endswith("x by bulk copy down, tuned at position 700"), v
 
 
 @pytest.mark.gpu
@@ -399,11 +438,15 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
                            ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent"),
-                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576")):
+                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "off, down or resid")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
             _engine.Engine("gpu_opt", str(d), 128)
         monkeypatch.delenv(knob)
+    monkeypatch.setenv("LAB_GPU_ACT16", "h")  # o_proj's x is fp32 then: nothing to copy in fp16
+    monkeypatch.setenv("LAB_GPU_X_BULK", "resid")
+    with pytest.raises(ValueError, match="LAB_GPU_X_BULK=resid needs LAB_GPU_ACT16=all"):
+        _engine.Engine("gpu_opt", str(d), 128)
 
 
 @pytest.mark.gpu
