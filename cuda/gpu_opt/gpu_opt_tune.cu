@@ -22,12 +22,12 @@ namespace {
 
 const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
 
-template <int W, int U, int R, int PRE, bool STAGE, bool PERSIST>
-MatvecFn ResidXB() {  // the residual epilogue with x by bulk copy; none for staged tiles
+template <int W, int U, int R, int EPI, int PRE, bool STAGE, bool PERSIST>
+MatvecFn WithXB() {  // the kernel with x by bulk copy; none for staged tiles
   if constexpr (STAGE) {
     return nullptr;
   } else {
-    return gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, false, PERSIST, true>;
+    return gpu::DecodeMatvecKernel<W, U, R, EPI, PRE, false, PERSIST, true>;
   }
 }
 
@@ -39,7 +39,9 @@ MatvecConfig MakeConfig(const char* name) {
           {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE, STAGE, PERSIST>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, STAGE, PERSIST>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>, ResidXB<W, U, R, PRE, STAGE, PERSIST>()},
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>,
+           WithXB<W, U, R, gpu::kEpiStore, PRE, STAGE, PERSIST>(), WithXB<W, U, R, gpu::kEpiResid, PRE, STAGE, PERSIST>(),
+           WithXB<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>(), WithXB<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>()},
           STAGE,
           PERSIST};
 }
@@ -254,10 +256,11 @@ void GpuOptEngine::ReadTileEnv() {
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
   second_after_wait_ = EnvChoice("LAB_GPU_SECOND", {"after_x", "after_wait"}) == 1;
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"all", "h", "off"}));  // Act16's order
-  x_bulk_ = XBulk(EnvChoice("LAB_GPU_X_BULK", {"off", "down", "resid"}));  // XBulk's order
-  if ((x_bulk_ == kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off))
-    throw InputError(std::string("LAB_GPU_X_BULK=") + (x_bulk_ == kXBulkResid ? "resid needs LAB_GPU_ACT16=all" :
-                     "down needs LAB_GPU_ACT16=all or h") + ": the bulk copy brings an fp16 x");
+  x_bulk_ = XBulk(EnvChoice("LAB_GPU_X_BULK", {"off", "down", "resid", "all"}));  // XBulk's order
+  static const char* const kXBulk[] = {"off", "down", "resid", "all"};  // XBulk's order
+  if ((x_bulk_ >= kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off))
+    throw InputError(std::string("LAB_GPU_X_BULK=") + kXBulk[x_bulk_] + " needs LAB_GPU_ACT16=" +
+                     (x_bulk_ == kXBulkDown ? "all or h" : "all") + ": the bulk copy brings an fp16 x");
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
@@ -269,7 +272,8 @@ std::string GpuOptEngine::variant() const {
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
   if (second_after_wait_) s += ", second after_wait";
-  if (x_bulk_ != kXBulkOff) s += x_bulk_ == kXBulkDown ? ", x by bulk copy down" : ", x by bulk copy o_proj down";
+  static const char* const kXBulk[] = {"", "down", "o_proj down", "every matvec"};  // XBulk's order
+  if (x_bulk_ != kXBulkOff) s += std::string(", x by bulk copy ") + kXBulk[x_bulk_];
   static const char* const kAct16[] = {"all", "h", "off"};  // Act16's order
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";
@@ -334,14 +338,15 @@ void GpuOptEngine::SetupStaging() {
   if (carveout_max_) {  // one L1/shared split for every decode kernel, so that their blocks can share an SM
     for (const MatvecConfig& m : cfgs)
       for (MatvecFn f : m.fn)
-        LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+        if (f) LAB_CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
     for (const AttnLayout& a : attn_)
       if (a.fn)
         LAB_CUDA_CHECK(cudaFuncSetAttribute(a.fn, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
     carveout_set = true;
   } else if (carveout_set) {
     for (const MatvecConfig& m : cfgs)
-      for (MatvecFn f : m.fn) cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutDefault);
+      for (MatvecFn f : m.fn)
+        if (f) cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutDefault);
     for (const AttnLayout& a : attn_)
       if (a.fn) cudaFuncSetAttribute(a.fn, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutDefault);
     cudaGetLastError();
