@@ -211,8 +211,8 @@ class GpuOptEngine : public Engine {
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
   // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
-  // LAB_GPU_X_BULK: which residual matvecs take x by one bulk copy (DecodeMatvecKernel's XB).
-  enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid, kXBulkAll } x_bulk_ = kXBulkOff;
+  // LAB_GPU_X_BULK: which matvecs take x by one bulk copy (DecodeMatvecKernel's XB); default down.
+  enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid, kXBulkAll } x_bulk_ = kXBulkDown;
   bool second_after_wait_ = false;  // LAB_GPU_SECOND=after_wait: the other matvecs' second batch right after the wait
   enum Act16 { kAct16All, kAct16H, kAct16Off } act16_ = kAct16All;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out

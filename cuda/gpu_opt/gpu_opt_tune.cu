@@ -256,9 +256,13 @@ void GpuOptEngine::ReadTileEnv() {
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
   second_after_wait_ = EnvChoice("LAB_GPU_SECOND", {"after_x", "after_wait"}) == 1;
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"all", "h", "off"}));  // Act16's order
-  x_bulk_ = XBulk(EnvChoice("LAB_GPU_X_BULK", {"off", "down", "resid", "all"}));  // XBulk's order
-  static const char* const kXBulk[] = {"off", "down", "resid", "all"};  // XBulk's order
-  if ((x_bulk_ >= kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off))
+  // (Listed default first, as EnvChoice wants; kXBulkNames in XBulk's order.) The default applies where
+  // there is an fp16 x; a value given by hand must have one.
+  static const XBulk kXBulkOfChoice[] = {kXBulkDown, kXBulkOff, kXBulkResid, kXBulkAll};
+  x_bulk_ = kXBulkOfChoice[EnvChoice("LAB_GPU_X_BULK", {"down", "off", "resid", "all"})];
+  static const char* const kXBulk[] = {"off", "down", "resid", "all"};
+  if (EnvGiven("LAB_GPU_X_BULK") &&
+      ((x_bulk_ >= kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off)))
     throw InputError(std::string("LAB_GPU_X_BULK=") + kXBulk[x_bulk_] + " needs LAB_GPU_ACT16=" +
                      (x_bulk_ == kXBulkDown ? "all or h" : "all") + ": the bulk copy brings an fp16 x");
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
@@ -272,8 +276,9 @@ std::string GpuOptEngine::variant() const {
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
   if (second_after_wait_) s += ", second after_wait";
-  static const char* const kXBulk[] = {"", "down", "o_proj down", "every matvec"};  // XBulk's order
-  if (x_bulk_ != kXBulkOff) s += std::string(", x by bulk copy ") + kXBulk[x_bulk_];
+  static const char* const kXBulk[] = {"x staged by the loop", "", "x by bulk copy o_proj down",
+                                       "x by bulk copy every matvec"};  // XBulk's order; down, the default: not named
+  if (x_bulk_ != kXBulkDown) s += std::string(", ") + kXBulk[x_bulk_];
   static const char* const kAct16[] = {"all", "h", "off"};  // Act16's order
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";

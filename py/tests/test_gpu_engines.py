@@ -330,7 +330,7 @@ def test_gpu_opt_second_batch_bitwise(tmp_path, monkeypatch, config, act16):
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", ["2", "4", "5", "16"])
 def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
-    """LAB_GPU_X_BULK: down's (down), down's and o_proj's (resid) or every matvec's (all) fp16 x copied
+    """LAB_GPU_X_BULK: down's (down, the default), down's and o_proj's (resid) or every matvec's (all) fp16 x copied
     into shared memory by one bulk copy after the PDL wait and unpacked at each product, instead of the
     staging loop's fp32 copy; with all, qkv's, gate_up's and lm_head's norm weights by a second copy
     before the wait, the sum of squares over shared memory. fp16 to fp32 is exact and each lane adds the
@@ -345,7 +345,7 @@ def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
     d = write_model(tmp_path / "m", cfg, "fp16", seed=59)
     tokens = np.random.default_rng(61).integers(0, cfg["vocab_size"], 30)
     base = {"LAB_GPU_MATVEC_CONFIG": config}
-    want, want_gen = _decode_logits(d, tokens, base, monkeypatch)
+    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch)
     for xb in ("down", "resid", "all"):
         got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK=xb), monkeypatch)
         np.testing.assert_array_equal(got, want, err_msg=xb)
@@ -360,7 +360,7 @@ def test_gpu_opt_x_bulk_with_staged_o_proj(tmp_path, monkeypatch):
         pytest.skip("GPU test: no CUDA GPU on this machine")
     d, tokens = _tile_model(tmp_path, 63, 67)
     base = {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_O_STAGE": "w8.u1.r4.s"}
-    want, want_gen = _decode_logits(d, tokens, base, monkeypatch)
+    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch)
     got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="resid"), monkeypatch)
     np.testing.assert_array_equal(got, want)
     assert got_gen.tolist() == want_gen.tolist()
@@ -422,12 +422,15 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_SECOND", "after_wait")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert v.endswith("early off, second after_wait"), v
-    monkeypatch.setenv("LAB_GPU_X_BULK", "down")
+    monkeypatch.setenv("LAB_GPU_X_BULK", "down")  # the default: not named
+    assert _engine.Engine("gpu_opt", str(d), 64).variant.endswith("second after_wait")
+    monkeypatch.setenv("LAB_GPU_X_BULK", "off")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert v.endswith("second after_wait, x by bulk copy down"), v
+    assert v.endswith("second after_wait, x staged by the loop"), v
+    monkeypatch.setenv("LAB_GPU_X_BULK", "resid")
     monkeypatch.setenv("LAB_GPU_TUNE_POS", "700")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert v.endswith("x by bulk copy down, tuned at position 700"), v
+    assert v.endswith("x by bulk copy o_proj down, tuned at position 700"), v
 
 
 @pytest.mark.gpu
@@ -441,7 +444,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
                            ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent"),
-                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "off, down, resid or all")):
+                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "down, off, resid or all")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
             _engine.Engine("gpu_opt", str(d), 128)
@@ -449,6 +452,12 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_ACT16", "h")  # o_proj's x is fp32 then: nothing to copy in fp16
     monkeypatch.setenv("LAB_GPU_X_BULK", "resid")
     with pytest.raises(ValueError, match="LAB_GPU_X_BULK=resid needs LAB_GPU_ACT16=all"):
+        _engine.Engine("gpu_opt", str(d), 128)
+    monkeypatch.setenv("LAB_GPU_ACT16", "off")  # the default (down) steps aside where x is fp32
+    monkeypatch.delenv("LAB_GPU_X_BULK")
+    assert "act16 off" in _engine.Engine("gpu_opt", str(d), 128).variant
+    monkeypatch.setenv("LAB_GPU_X_BULK", "down")
+    with pytest.raises(ValueError, match="LAB_GPU_X_BULK=down needs LAB_GPU_ACT16=all or h"):
         _engine.Engine("gpu_opt", str(d), 128)
 
 
