@@ -11,7 +11,8 @@
 //                       16-byte streaming weight loads, coalesced across the warp, a whole batch of
 //                       them in flight per thread and the next batch issued before the current one is
 //                       used (register double buffering); the input vector lives in shared memory
-//                       (staged from its fp16 copy: half the bytes of the step's first phase).
+//                       (staged from its fp16 copy: half the bytes of the step's first phase;
+//                       down's by one bulk copy, kept fp16: XB, README "x by one bulk copy").
 //   AttentionKernel     flash-decoding: the keys are split across blocks (grid = kv heads x splits),
 //                       each block keeps an online softmax per query head of its GQA group, reading
 //                       every cached K/V row once for the whole group; the last block of a kv head
