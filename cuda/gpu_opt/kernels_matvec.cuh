@@ -191,9 +191,8 @@ __device__ __forceinline__ float SumSq8(const float4& a, const float4& b) {
 //   XB (LAB_GPU_X_BULK; needs p.x16, and p.norm_w exactly when EPI != kEpiResid; dynamic smem
 //   MatvecSmemBytes(K, true, EPI != kEpiResid)): x arrives by one bulk copy (TMA) of the fp16 row into
 //   shared memory, issued by thread 0 right after the PDL wait, and stays fp16 there; each product
-//   unpacks its chunk. The norm weights (fp32) come by a second bulk copy issued before the wait (they
-//   do not depend on the previous kernel); the sum of squares is then a pass over shared memory, and
-//   each product multiplies its chunk by them. New against the loop: one L2 round trip instead of one
+//   unpacks its chunk. The norm weights (fp32) come by a second bulk copy issued with it; the sum of
+//   squares is then a pass over shared memory, and each product multiplies its chunk by them. New against the loop: one L2 round trip instead of one
 //   per two chunks a thread (down: 1,792 chunks over 256 threads, four round trips), the norm weights
 //   off the path after the wait, fewer registers. The same products and sums in the same order, so the
 //   result is bitwise that of the other tiles.
@@ -278,7 +277,6 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   if (XB && threadIdx.x == 0) {  // x's copy must wait for the producer: issued after PdlWait
     MbarInit(&x_bar);
     MbarArriveExpectTx(&x_bar, unsigned(nch) * (XNORM ? 48u : 16u));
-    if (XNORM) BulkCopyToShared(smem4 + nch, p.norm_w, unsigned(nch) * 32u, &x_bar);
   }
 
   // The second batch (the register double buffer's other half): with kSecondBeforeWait it too goes out
@@ -301,7 +299,12 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   PdlWait();
   trace.Released();
   PdlTrigger();
-  if (XB && threadIdx.x == 0) BulkCopyToShared(smem4, p.x16, unsigned(nch) * 16u, &x_bar);
+  if (XB && threadIdx.x == 0) {
+    BulkCopyToShared(smem4, p.x16, unsigned(nch) * 16u, &x_bar);
+    // The norm weights after the wait too: copied before it (they do not depend on the previous kernel),
+    // gate_up's 896 blocks x 16 KB queued behind down's tail and lengthened the drain 30 -> 52 us a step.
+    if (XNORM) BulkCopyToShared(smem4 + nch, p.norm_w, unsigned(nch) * 32u, &x_bar);
+  }
 
   if (p.second == kSecondAfterWait && any) load_batch(base1);
 
