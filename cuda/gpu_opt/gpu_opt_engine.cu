@@ -290,15 +290,10 @@ void GpuOptEngine::Init(const ModelFile& file) {
     throw ModelFormatError("gpu_opt: input length " + std::to_string(smem_max / 4) +
                            " needs more shared memory than the card's " +
                            std::to_string(prop_.sharedMemPerBlockOptin) + " bytes per block");
-  // (XB kernels: fp16 x, and fp32 norm weights for the inputs of length dim; FnOf keeps a kind on the
-  // loop where that would not fit.)
-  const size_t smem_xb = std::min(size_t(prop_.sharedMemPerBlockOptin),
-                                  std::max(smem_max, gpu::MatvecSmemBytes(int(dim), true, true)));
   for (const MatvecConfig& mc : Configs())
-    for (int i = 0; i < 8; ++i) {
-      const MatvecFn f = mc.fn[i];
-      if (!f) continue;
-      int need = int(i >= kFnXB ? smem_xb : smem_max);
+    for (MatvecFn f : mc.fn) {
+      if (!f) continue;  // (staged tiles have no XB kernel; XB's fp16 x needs half smem_max at most)
+      int need = int(smem_max);
       if (mc.staged) {  // the x staging plus as many weight rows as the budget allows (StageChunks)
         cudaFuncAttributes fa;
         LAB_CUDA_CHECK(cudaFuncGetAttributes(&fa, f));
@@ -562,21 +557,18 @@ int GpuOptEngine::EpiOf(Kind k) {
   }
 }
 
-// LAB_GPU_X_BULK: down, o_proj too (`resid`), or every matvec (`all`) take their fp16 x by one bulk copy,
-// where they have one (decode steps) and a norm exactly when their epilogue is not the residual add
-// (the kernel's XB contract; the prefill's last-row lm_head, fp32 x, keeps the loop).
+// LAB_GPU_X_BULK: down (and o_proj with `resid`) take their fp16 x by one bulk copy, where they have one
+// (decode steps with LAB_GPU_ACT16) and no norm to apply (the kernel's XB contract).
 int GpuOptEngine::FnOf(Kind k, const MatvecParams& p) const {
-  const bool want = (k == kDown && x_bulk_ != kXBulkOff) || (k == kO && x_bulk_ >= kXBulkResid) || x_bulk_ == kXBulkAll;
-  const int epi = EpiOf(k);
-  const bool fits = gpu::MatvecSmemBytes(p.K, true, p.norm_w) <= size_t(prop_.sharedMemPerBlockOptin);
-  return want && fits && p.x16 && (epi == gpu::kEpiResid) == !p.norm_w ? kFnXB + epi : epi;
+  const bool want = (k == kDown && x_bulk_ != kXBulkOff) || (k == kO && x_bulk_ == kXBulkResid);
+  return want && p.x16 && !p.norm_w ? kFnResidXB : EpiOf(k);
 }
 
 void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
   const int per_block = mc.warps * mc.upw;
   unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
-  if (!mc.fn[epi]) epi -= kFnXB;  // a staged tile has no XB kernels
-  size_t smem = gpu::MatvecSmemBytes(p.K, epi >= kFnXB, p.norm_w != nullptr);
+  if (!mc.fn[epi]) epi = gpu::kEpiResid;  // a staged tile has no XB kernel
+  size_t smem = gpu::MatvecSmemBytes(p.K, epi == kFnResidXB);
   MatvecParams q = p;
   if (mc.staged) {
     q.stage = StageChunks(mc, p.K);

@@ -51,11 +51,11 @@ inline bool EnvFlag(const char* name, bool dflt) {
 // batch goes to shared memory (DecodeMatvecKernel's STAGE; the auto-tuner leaves them out: their point
 // is the overlap with the kernel before them, which a matvec timed alone does not have).
 using MatvecFn = void (*)(const MatvecParams);
-constexpr int kFnXB = 4;  // MatvecConfig::fn[kFnXB + epilogue]: the kernel with x by bulk copy (XB)
+constexpr int kFnResidXB = 4;  // MatvecConfig::fn's slot after the four epilogues: kEpiResid with XB
 struct MatvecConfig {
   const char* name;
   int warps, upw;
-  MatvecFn fn[8];  // by epilogue, then the same with x by bulk copy (kFnXB; nullptr for staged tiles)
+  MatvecFn fn[5];  // by epilogue, then kFnResidXB: the residual one with x by bulk copy (none for staged tiles)
   bool staged;
   bool persist;    // a grid of a few blocks per SM looping over the warps' tasks (".b", balanced)
 };
@@ -113,7 +113,7 @@ class GpuOptEngine : public Engine {
   // att16_, h16_); false for the prefill's last-row lm_head, which reads the fp32 x it is given.
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step = true) const;
   static int EpiOf(Kind k);
-  int FnOf(Kind k, const MatvecParams& p) const;  // EpiOf, plus kFnXB where LAB_GPU_X_BULK applies
+  int FnOf(Kind k, const MatvecParams& p) const;  // EpiOf, or kFnResidXB where LAB_GPU_X_BULK applies
   void LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
   // Staged tiles: the shared-memory budget (ReadStaging, after AutoTune) and the chunks per row it holds.
   void SetupStaging();
@@ -211,8 +211,8 @@ class GpuOptEngine : public Engine {
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
   // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
-  // LAB_GPU_X_BULK: which matvecs take x by one bulk copy (DecodeMatvecKernel's XB); default down.
-  enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid, kXBulkAll } x_bulk_ = kXBulkDown;
+  // LAB_GPU_X_BULK: which residual matvecs take x by one bulk copy (DecodeMatvecKernel's XB); default down.
+  enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid } x_bulk_ = kXBulkDown;
   bool second_after_wait_ = false;  // LAB_GPU_SECOND=after_wait: the other matvecs' second batch right after the wait
   enum Act16 { kAct16All, kAct16H, kAct16Off } act16_ = kAct16All;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out

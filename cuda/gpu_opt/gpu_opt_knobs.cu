@@ -45,10 +45,9 @@
 // LAB_GPU_ACT16=all|h|off (decode's matvec inputs in fp16, as transformers' fp16 forward and this
 // engine's tensor-core prefill hold them, so each block stages half the bytes: all, every matvec's, the
 // default, the residual stream kept in fp32 beside its fp16 copy; h, down's input only; off, fp32 as
-// before the x-staging pass; README "Staging x"), LAB_GPU_X_BULK=down|off|resid|all (down's, the default,
-// none, down's and o_proj's, or every matvec's fp16 x copied into shared memory by one bulk copy right
-// after the wait, and kept in fp16 there, instead of the staging loop's L2 round trips; with all, the
-// norm weights by another before the wait; README "x by one bulk copy"),
+// before the x-staging pass; README "Staging x"), LAB_GPU_X_BULK=down|off|resid (down's fp16 x, the default,
+// none, or down's and o_proj's copied into shared memory by one bulk copy right after the wait and kept
+// in fp16 there, instead of the staging loop's L2 round trips; README "x by one bulk copy"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),

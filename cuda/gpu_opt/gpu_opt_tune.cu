@@ -22,12 +22,12 @@ namespace {
 
 const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
 
-template <int W, int U, int R, int EPI, int PRE, bool STAGE, bool PERSIST>
-MatvecFn WithXB() {  // the kernel with x by bulk copy; none for staged tiles
+template <int W, int U, int R, int PRE, bool STAGE, bool PERSIST>
+MatvecFn ResidXB() {  // the residual epilogue with x by bulk copy; none for staged tiles
   if constexpr (STAGE) {
     return nullptr;
   } else {
-    return gpu::DecodeMatvecKernel<W, U, R, EPI, PRE, false, PERSIST, true>;
+    return gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, false, PERSIST, true>;
   }
 }
 
@@ -39,9 +39,7 @@ MatvecConfig MakeConfig(const char* name) {
           {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE, STAGE, PERSIST>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, STAGE, PERSIST>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>,
-           WithXB<W, U, R, gpu::kEpiStore, PRE, STAGE, PERSIST>(), WithXB<W, U, R, gpu::kEpiResid, PRE, STAGE, PERSIST>(),
-           WithXB<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>(), WithXB<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>()},
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>, ResidXB<W, U, R, PRE, STAGE, PERSIST>()},
           STAGE,
           PERSIST};
 }
@@ -258,11 +256,11 @@ void GpuOptEngine::ReadTileEnv() {
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"all", "h", "off"}));  // Act16's order
   // (Listed default first, as EnvChoice wants; kXBulkNames in XBulk's order.) The default applies where
   // there is an fp16 x; a value given by hand must have one.
-  static const XBulk kXBulkOfChoice[] = {kXBulkDown, kXBulkOff, kXBulkResid, kXBulkAll};
-  x_bulk_ = kXBulkOfChoice[EnvChoice("LAB_GPU_X_BULK", {"down", "off", "resid", "all"})];
-  static const char* const kXBulk[] = {"off", "down", "resid", "all"};
+  static const XBulk kXBulkOfChoice[] = {kXBulkDown, kXBulkOff, kXBulkResid};
+  x_bulk_ = kXBulkOfChoice[EnvChoice("LAB_GPU_X_BULK", {"down", "off", "resid"})];
+  static const char* const kXBulk[] = {"off", "down", "resid"};
   if (EnvGiven("LAB_GPU_X_BULK") &&
-      ((x_bulk_ >= kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off)))
+      ((x_bulk_ == kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off)))
     throw InputError(std::string("LAB_GPU_X_BULK=") + kXBulk[x_bulk_] + " needs LAB_GPU_ACT16=" +
                      (x_bulk_ == kXBulkDown ? "all or h" : "all") + ": the bulk copy brings an fp16 x");
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
@@ -276,8 +274,8 @@ std::string GpuOptEngine::variant() const {
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
   if (second_after_wait_) s += ", second after_wait";
-  static const char* const kXBulk[] = {"x staged by the loop", "", "x by bulk copy o_proj down",
-                                       "x by bulk copy every matvec"};  // XBulk's order; down, the default: not named
+  static const char* const kXBulk[] = {"x staged by the loop", "", "x by bulk copy o_proj down"};  // XBulk's order
+  // (down, the default: not named)
   if (x_bulk_ != kXBulkDown) s += std::string(", ") + kXBulk[x_bulk_];
   static const char* const kAct16[] = {"all", "h", "off"};  // Act16's order
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];

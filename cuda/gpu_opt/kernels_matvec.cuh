@@ -148,10 +148,8 @@ __device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r
 
 // Dynamic shared memory a DecodeMatvecKernel needs for input length K; a STAGE kernel needs
 // MatvecStageBytes more, after it.
-// XB kernels: the fp16 x, then with a norm its fp32 weights.
-inline size_t MatvecSmemBytes(int K, bool xb = false, bool norm = false) {
-  return size_t(K) * (xb ? sizeof(__half) + (norm ? sizeof(float) : 0) : sizeof(float));
-}
+// (XB kernels hold x in fp16.)
+inline size_t MatvecSmemBytes(int K, bool xb = false) { return size_t(K) * (xb ? sizeof(__half) : sizeof(float)); }
 inline size_t MatvecStageBytes(int warps, int upw, int stage) { return size_t(warps) * 2 * upw * stage * 16; }
 // A STAGE kernel's p.stage for input length K and `budget` bytes of staged rows per block: a multiple of
 // 32 chunks (one per lane) that fits, or the whole row; at least one round (32 chunks, or the row) even
@@ -160,11 +158,6 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
   const int nch = K / 8;
   const int s = int(std::max<int64_t>(0, budget) / (int64_t(2) * warps * upw * 16)) / 32 * 32;
   return std::max(std::min(s, nch), std::min(nch, 32));
-}
-
-// RMSNorm's sum of squares of a chunk, one expression for both ways of staging x (bitwise alike).
-__device__ __forceinline__ float SumSq8(const float4& a, const float4& b) {
-  return a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
 }
 
 // Contract:
@@ -188,20 +181,20 @@ __device__ __forceinline__ float SumSq8(const float4& a, const float4& b) {
 //   Behind a latency-bound kernel (attention) HBM is otherwise idle: with ~180 KB of staging per block
 //   about 70% of o_proj's weights arrive before attention ends, where registers held ~10%. Each lane
 //   still adds its chunks l, l+32, ... in order, so the result is bitwise that of the other tiles.
-//   XB (LAB_GPU_X_BULK; needs p.x16, and p.norm_w exactly when EPI != kEpiResid; dynamic smem
-//   MatvecSmemBytes(K, true, EPI != kEpiResid)): x arrives by one bulk copy (TMA) of the fp16 row into
-//   shared memory, issued by thread 0 right after the PDL wait, and stays fp16 there; each product
-//   unpacks its chunk. The norm weights (fp32) come by a second bulk copy issued with it; the sum of
-//   squares is then a pass over shared memory, and each product multiplies its chunk by them. New against the loop: one L2 round trip instead of one
-//   per two chunks a thread (down: 1,792 chunks over 256 threads, four round trips), the norm weights
-//   off the path after the wait, fewer registers. The same products and sums in the same order, so the
-//   result is bitwise that of the other tiles.
+//   XB (LAB_GPU_X_BULK; the residual epilogue only, with p.x16 and no norm; dynamic smem
+//   MatvecSmemBytes(K, true)): x arrives by one bulk copy (TMA) of the fp16 row into shared memory,
+//   issued by thread 0 right after the PDL wait, and stays fp16 there; each product unpacks its chunk.
+//   New against the loop: one L2 round trip instead of one per two chunks a thread (down: 1,792 chunks
+//   over 256 threads, four round trips), fewer registers (w8.u1.r4: 113 -> 96), half the shared memory.
+//   fp16 -> fp32 is exact and the products are added in the same order: bitwise the other tiles' result.
+//   (The same for the kernels with a norm, its weights by a second copy, was 1-2% slower; README
+//   "x by one bulk copy".)
 template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1, bool STAGE = false, bool PERSIST = false,
           bool XB = false>
 __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKernel(const MatvecParams p) {
   static_assert(!(STAGE && PERSIST), "a staged first batch covers one task per warp");
   static_assert(!(STAGE && XB), "the staged rows sit after a fp32 x");
-  constexpr bool XNORM = XB && EPI != kEpiResid;  // XB's contract: a norm exactly for these epilogues
+  static_assert(!XB || EPI == kEpiResid, "XB: the residual matvecs (no norm to apply)");
   constexpr int ROWS = 2 * UPW;
   constexpr int R0 = STAGE ? 1 : UNROLL * PRE;  // chunks per row per lane in the register first batch
   TraceMarks trace(p.trace);
@@ -276,7 +269,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
 
   if (XB && threadIdx.x == 0) {  // x's copy must wait for the producer: issued after PdlWait
     MbarInit(&x_bar);
-    MbarArriveExpectTx(&x_bar, unsigned(nch) * (XNORM ? 48u : 16u));
+    MbarArriveExpectTx(&x_bar, unsigned(nch) * 16u);
   }
 
   // The second batch (the register double buffer's other half): with kSecondBeforeWait it too goes out
@@ -299,12 +292,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   PdlWait();
   trace.Released();
   PdlTrigger();
-  if (XB && threadIdx.x == 0) {
-    BulkCopyToShared(smem4, p.x16, unsigned(nch) * 16u, &x_bar);
-    // The norm weights after the wait too: copied before it (they do not depend on the previous kernel),
-    // gate_up's 896 blocks x 16 KB queued behind down's tail and lengthened the drain 30 -> 52 us a step.
-    if (XNORM) BulkCopyToShared(smem4 + nch, p.norm_w, unsigned(nch) * 32u, &x_bar);
-  }
+  if (XB && threadIdx.x == 0) BulkCopyToShared(smem4, p.x16, unsigned(nch) * 16u, &x_bar);
 
   if (p.second == kSecondAfterWait && any) load_batch(base1);
 
@@ -339,8 +327,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   // 1.03 for o_proj (README "Staging x").
   float4* xlo = smem4;
   float4* xhi = smem4 + nch;
-  const uint4* xs16 = reinterpret_cast<const uint4*>(smem4);  // XB: [nch] chunks of fp16 x,
-  const float4* gs = smem4 + nch;                              // then (XNORM) [2 * nch] of norm weights
+  const uint4* xs16 = reinterpret_cast<const uint4*>(smem4);  // XB: [nch] chunks of fp16 x
   const float4* x4 = reinterpret_cast<const float4*>(p.x);
   const float4* g4 = XB ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
   float ss = 0.f;
@@ -356,7 +343,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       b = __ldcg(x4 + 2 * c + 1);
     }
     if (g4) {
-      ss += SumSq8(a, b);
+      ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
       const float4 ga = __ldg(g4 + 2 * c), gb = __ldg(g4 + 2 * c + 1);
       a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
       b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
@@ -371,36 +358,21 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   }
   __syncthreads();  // XB: also makes thread 0's MbarInit visible before the others wait on it
   if (XB) MbarWait(&x_bar, 0);
-  if (XNORM) {  // the sum of squares over shared memory, each thread's chunks in the loop's order
-    for (int c = threadIdx.x; c < nch; c += WARPS * 32) {
-      float f[8];
-      Unpack8(xs16[c], f);
-      ss += SumSq8(make_float4(f[0], f[1], f[2], f[3]), make_float4(f[4], f[5], f[6], f[7]));
-    }
-    ss = WarpSum(ss);
-    if (lane == 0) red[warp] = ss;
-    __syncthreads();
-  }
   trace.Staged();  // x is in shared memory
-  if (g4 || XNORM) {
+  if (g4) {
     float tot = 0.f;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) tot += red[w];
     scale = 1.f / sqrtf(tot / p.K + p.eps);
   }
 
-  // Chunk c of x (8 values, normed) as two float4: from the fp32 split layout, or unpacked from fp16 (XB).
+  // Chunk c of x (8 values) as two float4: from the fp32 split layout, or unpacked from fp16 (XB).
   auto XChunk = [&](int c, float4& lo, float4& hi) {
     if (XB) {
       float f[8];
       Unpack8(xs16[c], f);
       lo = make_float4(f[0], f[1], f[2], f[3]);
       hi = make_float4(f[4], f[5], f[6], f[7]);
-      if (XNORM) {  // as the loop stages x * norm_w
-        const float4 ga = gs[2 * c], gb = gs[2 * c + 1];
-        lo = make_float4(lo.x * ga.x, lo.y * ga.y, lo.z * ga.z, lo.w * ga.w);
-        hi = make_float4(hi.x * gb.x, hi.y * gb.y, hi.z * gb.z, hi.w * gb.w);
-      }
     } else {
       lo = xlo[c];
       hi = xhi[c];

@@ -330,15 +330,13 @@ def test_gpu_opt_second_batch_bitwise(tmp_path, monkeypatch, config, act16):
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", ["2", "4", "5", "16"])
 def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
-    """LAB_GPU_X_BULK: down's (down, the default), down's and o_proj's (resid) or every matvec's (all) fp16 x copied
-    into shared memory by one bulk copy after the PDL wait and unpacked at each product, instead of the
-    staging loop's fp32 copy; with all, qkv's, gate_up's and lm_head's norm weights by a second copy
-    before the wait, the sum of squares over shared memory. fp16 to fp32 is exact and each lane adds the
-    same products in the same order, so the logits and tokens (generate(): lm_head's argmax epilogue)
-    are bitwise the defaults', for w8.u1.r4, w8.u2.r2, w2.u1.r8 and a persistent tile. down's input is
-    5,000 long (625 chunks, 10,000 bytes in one copy). A copy that read the previous layer's x, a wrong
-    byte count, a norm weight off by a chunk or a chunk unpacked out of place changes the logits (or
-    never completes)."""
+    """LAB_GPU_X_BULK: down's (down, the default) or down's and o_proj's (resid) fp16 x copied into shared
+    memory by one bulk copy after the PDL wait and unpacked at each product, instead of the staging
+    loop's fp32 copy (off): fp16 to fp32 is exact and each lane adds the same products in the same order,
+    so the logits and tokens (decode() and generate()) are bitwise the loop's, for w8.u1.r4, w8.u2.r2,
+    w2.u1.r8 and a persistent tile. down's input is 5,000 long (625 chunks, 10,000 bytes in one copy). A
+    copy that read the previous layer's x, a wrong byte count or a chunk unpacked out of place changes
+    the logits (or never completes)."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=5000)
@@ -346,7 +344,7 @@ def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
     tokens = np.random.default_rng(61).integers(0, cfg["vocab_size"], 30)
     base = {"LAB_GPU_MATVEC_CONFIG": config}
     want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch)
-    for xb in ("down", "resid", "all"):
+    for xb in ("down", "resid"):
         got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK=xb), monkeypatch)
         np.testing.assert_array_equal(got, want, err_msg=xb)
         assert got_gen.tolist() == want_gen.tolist(), xb
@@ -444,7 +442,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
                            ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent"),
-                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "down, off, resid or all")):
+                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "down, off or resid")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
             _engine.Engine("gpu_opt", str(d), 128)
