@@ -557,13 +557,6 @@ int GpuOptEngine::EpiOf(Kind k) {
   }
 }
 
-// LAB_GPU_X_BULK: down (and o_proj with `resid`) take their fp16 x by one bulk copy, where they have one
-// (decode steps with LAB_GPU_ACT16) and no norm to apply (the kernel's XB contract).
-int GpuOptEngine::FnOf(Kind k, const MatvecParams& p) const {
-  const bool want = (k == kDown && x_bulk_ != kXBulkOff) || (k == kO && x_bulk_ == kXBulkResid);
-  return want && p.x16 && !p.norm_w ? kFnResidXB : EpiOf(k);
-}
-
 void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
   const int per_block = mc.warps * mc.upw;
   unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);

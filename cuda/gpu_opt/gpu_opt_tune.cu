@@ -3,8 +3,8 @@
 // loads per row per batch, batches issued before the PDL wait; staged or persistent): the kernel lab's
 // versions (cuda/kernels) that won somewhere. Which one is fastest depends on the matrix shape, the card
 // and the neighbouring kernels, so the engine times them on its own weights, alone and then in the
-// captured step, and keeps the fastest per layer kind. Also the tile knobs (ReadTileEnv) and o_proj's
-// staging budget (SetupStaging).
+// captured step, and keeps the fastest per layer kind. Also the tile knobs (ReadTileEnv), which of a
+// tile's kernels a kind launches (FnOf: x by bulk copy or not) and o_proj's staging budget (SetupStaging).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -266,6 +266,13 @@ void GpuOptEngine::ReadTileEnv() {
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
+}
+
+// LAB_GPU_X_BULK: down (and o_proj with `resid`) take their fp16 x by one bulk copy, where they have one
+// (decode steps with LAB_GPU_ACT16) and no norm to apply (the kernel's XB contract).
+int GpuOptEngine::FnOf(Kind k, const MatvecParams& p) const {
+  const bool want = (k == kDown && x_bulk_ != kXBulkOff) || (k == kO && x_bulk_ == kXBulkResid);
+  return want && p.x16 && !p.norm_w ? kFnResidXB : EpiOf(k);
 }
 
 std::string GpuOptEngine::variant() const {
