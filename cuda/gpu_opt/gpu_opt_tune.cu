@@ -254,8 +254,8 @@ void GpuOptEngine::ReadTileEnv() {
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
   second_after_wait_ = EnvChoice("LAB_GPU_SECOND", {"after_x", "after_wait"}) == 1;
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"all", "h", "off"}));  // Act16's order
-  // (Listed default first, as EnvChoice wants; kXBulkNames in XBulk's order.) The default applies where
-  // there is an fp16 x; a value given by hand must have one.
+  // (The default listed first, as EnvChoice wants; kXBulk below in XBulk's order.) The default applies
+  // where there is an fp16 x; a value given by hand must have one.
   static const XBulk kXBulkOfChoice[] = {kXBulkDown, kXBulkOff, kXBulkResid};
   x_bulk_ = kXBulkOfChoice[EnvChoice("LAB_GPU_X_BULK", {"down", "off", "resid"})];
   static const char* const kXBulk[] = {"off", "down", "resid"};
