@@ -150,8 +150,8 @@ void GpuOptEngine::ReadDecodeEnv() {
   }
   logits_mapped_ = EnvChoice("LAB_GPU_LOGITS", {"mapped", "copy"}) == 0;
   graph_tune_ = EnvChoice("LAB_GPU_TUNE", {"graph", "kernel"}) == 0;
-  // The position whose step GraphTune times (README "The bench's tiles are tuned at 1024": the step traces
-  // at 512, whose engines tuned at 591, kept other gate_up and lm_head tiles than the bench's, tuned at 1024).
+  // The position whose step GraphTune times. Added to test whether tuning at 591 instead of 1024 picked
+  // faster tiles for context 512; its A/B found no difference (README "The bench's tiles are tuned at 1024").
   graph_tune_pos_set_ = EnvGiven("LAB_GPU_TUNE_POS");
   graph_tune_pos_ = int(EnvInt("LAB_GPU_TUNE_POS", 0, 1 << 20, kGraphTunePos));
   // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
