@@ -154,6 +154,12 @@ PYBIND11_MODULE(_engine, m) {
             return d;
           },
           "Cumulative seconds per part of the decode step (cpu_opt with LAB_CPU_PROFILE=1; else empty).")
+      .def("launch_counts", [](const lab::Engine& e) {
+            py::dict d;
+            for (const auto& [name, n] : e.LaunchCounts()) d[py::str(name)] = n;
+            return d;
+          },
+          "Launches per code path, counted as issued or captured (gpu_opt: '<kind>', '<kind>.x_bulk'); else empty.")
       .def("stats", [](const lab::Engine& e) {
         const lab::EngineStats s = e.stats();
         py::dict d;

@@ -422,7 +422,7 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
     lm.out_host = 1;
   }
   lm.trace = TraceSlot(kLm);
-  LaunchMatvec(Configs()[config_[kLm]], FnOf(kLm, lm), lm, pdl);
+  ++launches_[kLm][LaunchMatvec(Configs()[config_[kLm]], FnOf(kLm, lm), lm, pdl) == kFnResidXB];
   trace_capture_ = false;
 }
 
@@ -557,7 +557,7 @@ int GpuOptEngine::EpiOf(Kind k) {
   }
 }
 
-void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
+int GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
   const int per_block = mc.warps * mc.upw;
   unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
   if (!mc.fn[epi]) epi = gpu::kEpiResid;  // a staged tile has no XB kernel
@@ -580,12 +580,13 @@ void GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecPar
     blocks = std::min<unsigned>(blocks, unsigned(grid));
   }
   Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), smem, stream_, pdl, "DecodeMatvecKernel", q);
+  return epi;
 }
 
 void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step) {
   MatvecParams p = Params(kind, x, layer, pos, step);
   p.trace = TraceSlot(kind);
-  LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl);
+  ++launches_[kind][LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl) == kFnResidXB];
 }
 
 gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {

@@ -69,6 +69,7 @@ struct DeviceLayer {
 };
 
 enum Kind { kQkv = 0, kO, kGateUp, kDown, kLm, kNumKinds };
+inline constexpr const char* kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
 
 class GpuOptEngine : public Engine {
  public:
@@ -89,6 +90,8 @@ class GpuOptEngine : public Engine {
   double last_decode_device_ms() const { return last_decode_device_ms_; }
   // LAB_GPU_TRACE=1: where decode() steps' time went inside the graph, per kind of launch (CollectTrace).
   std::vector<std::pair<std::string, double>> PhaseSeconds() const override;
+  // Matvec launches of the decode steps per kind, and those on the bulk-copy kernel (LaunchMatvec's pick).
+  std::vector<std::pair<std::string, int64_t>> LaunchCounts() const override;
 
  protected:
   // n == 1 without all logits: DecodeStep; otherwise the prefill (gpu_opt_prefill.cu).
@@ -114,7 +117,8 @@ class GpuOptEngine : public Engine {
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step = true) const;
   static int EpiOf(Kind k);
   int FnOf(Kind k, const MatvecParams& p) const;  // EpiOf, or kFnResidXB where LAB_GPU_X_BULK applies
-  void LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
+  // Launches mc's kernel for slot epi (an epilogue or kFnResidXB); returns the slot it launched.
+  int LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
   // Staged tiles: the shared-memory budget (ReadStaging, after AutoTune) and the chunks per row it holds.
   void SetupStaging();
   int StageChunks(const MatvecConfig& mc, int K) const;
@@ -233,6 +237,7 @@ class GpuOptEngine : public Engine {
   std::vector<double> trace_sum_ = std::vector<double>((kNumKinds + 1) * kTraceSums, 0.0);
   double trace_step_s_ = 0;
   int64_t trace_steps_ = 0;
+  std::array<std::array<int64_t, 2>, kNumKinds> launches_ = {};  // decode steps' matvec launches: [kind][x_bulk]
 
   __half *embed_ = nullptr, *lm_head_ = nullptr;
   float* final_norm_ = nullptr;

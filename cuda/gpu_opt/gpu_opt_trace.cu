@@ -64,5 +64,14 @@ std::vector<std::pair<std::string, double>> GpuOptEngine::PhaseSeconds() const {
   return out;
 }
 
+std::vector<std::pair<std::string, int64_t>> GpuOptEngine::LaunchCounts() const {
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (int k = 0; k < kNumKinds; ++k) {
+    out.emplace_back(kKindNames[k], launches_[k][0] + launches_[k][1]);
+    out.emplace_back(std::string(kKindNames[k]) + ".x_bulk", launches_[k][1]);
+  }
+  return out;
+}
+
 }  // namespace gpu_opt
 }  // namespace lab

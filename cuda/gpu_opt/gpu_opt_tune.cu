@@ -20,8 +20,6 @@ namespace lab {
 namespace gpu_opt {
 namespace {
 
-const char* const kKindNames[kNumKinds] = {"qkv", "o_proj", "gate_up", "down", "lm_head"};
-
 template <int W, int U, int R, int PRE, bool STAGE, bool PERSIST>
 MatvecFn ResidXB() {  // the residual epilogue with x by bulk copy; none for staged tiles
   if constexpr (STAGE) {

@@ -240,7 +240,9 @@ def _tile_model(tmp_path, seed, token_seed):
     return d, np.random.default_rng(token_seed).integers(0, cfg["vocab_size"], 30)
 
 
-def _decode_logits(d, tokens, env, monkeypatch):
+def _decode_logits(d, tokens, env, monkeypatch, counts=None):
+    """Logits of 10 decode() steps after a 20-token prefill, and 4 generate() tokens, under env; `counts`
+    (a dict), if given, gets the engine's launch_counts() at the end."""
     for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY",
               "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK"):
         monkeypatch.delenv(k, raising=False)
@@ -251,6 +253,8 @@ def _decode_logits(d, tokens, env, monkeypatch):
     eng.prefill(tokens[:20])
     out = np.stack([eng.decode(int(t)) for t in tokens[20:]])
     gen = eng.generate(int(tokens[-1]), 4)
+    if counts is not None:
+        counts.update(eng.launch_counts())
     return out, gen
 
 
@@ -336,18 +340,24 @@ def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
     so the logits and tokens (decode() and generate()) are bitwise the loop's, for w8.u1.r4, w8.u2.r2,
     w2.u1.r8 and a persistent tile. down's input is 5,000 long (625 chunks, 10,000 bytes in one copy). A
     copy that read the previous layer's x, a wrong byte count or a chunk unpacked out of place changes
-    the logits (or never completes)."""
+    the logits (or never completes). The engine's launch counts show that the bulk-copy kernel ran where
+    the knob says and nowhere else (equal logits alone would pass if it never ran)."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=5000)
     d = write_model(tmp_path / "m", cfg, "fp16", seed=59)
     tokens = np.random.default_rng(61).integers(0, cfg["vocab_size"], 30)
     base = {"LAB_GPU_MATVEC_CONFIG": config}
-    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch)
-    for xb in ("down", "resid"):
-        got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK=xb), monkeypatch)
+    n = {}
+    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch, n)
+    assert n["down"] > 0 and all(n[k + ".x_bulk"] == 0 for k in ("qkv", "o_proj", "gate_up", "down", "lm_head")), n
+    for xb, on in (("down", {"down"}), ("resid", {"down", "o_proj"})):
+        n = {}
+        got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK=xb), monkeypatch, n)
         np.testing.assert_array_equal(got, want, err_msg=xb)
         assert got_gen.tolist() == want_gen.tolist(), xb
+        for k in ("qkv", "o_proj", "gate_up", "down", "lm_head"):  # every decode launch of an `on` kind
+            assert n[k + ".x_bulk"] == (n[k] if k in on else 0) and n[k] > 0, (xb, k, n)
 
 
 @pytest.mark.gpu
@@ -359,9 +369,11 @@ def test_gpu_opt_x_bulk_with_staged_o_proj(tmp_path, monkeypatch):
     d, tokens = _tile_model(tmp_path, 63, 67)
     base = {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_O_STAGE": "w8.u1.r4.s"}
     want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch)
-    got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="resid"), monkeypatch)
+    n = {}
+    got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="resid"), monkeypatch, n)
     np.testing.assert_array_equal(got, want)
     assert got_gen.tolist() == want_gen.tolist()
+    assert n["o_proj"] > 0 and n["o_proj.x_bulk"] == 0 and n["down.x_bulk"] == n["down"] > 0, n
 
 
 @pytest.mark.gpu
