@@ -54,7 +54,8 @@ class Engine {
   // "steps": the number of steps counted). Empty when the engine does not profile.
   virtual std::vector<std::pair<std::string, double>> PhaseSeconds() const { return {}; }
   // Which code path each kind of launch took, for engines with several (gpu_opt: "<kind>" the matvec
-  // launches of a decode step's kind, "<kind>.x_bulk" those that took x by one bulk copy), counted on the
+  // launches of a decode step's kind, "<kind>.x_bulk" those that took x by one bulk copy,
+  // "<kind>.second_after_wait" those whose second weight batch went out right after the wait), counted on the
   // host as the launches are issued or captured into a graph (a replay adds nothing). Lets a test see that
   // a path ran, not only that the results agree. Empty where an engine has one path.
   virtual std::vector<std::pair<std::string, int64_t>> LaunchCounts() const { return {}; }

@@ -159,7 +159,8 @@ PYBIND11_MODULE(_engine, m) {
             for (const auto& [name, n] : e.LaunchCounts()) d[py::str(name)] = n;
             return d;
           },
-          "Launches per code path, counted as issued or captured (gpu_opt: '<kind>', '<kind>.x_bulk'); else empty.")
+          "Launches per code path, counted as issued or captured (gpu_opt: '<kind>', '<kind>.x_bulk', "
+          "'<kind>.second_after_wait'); else empty.")
       .def("stats", [](const lab::Engine& e) {
         const lab::EngineStats s = e.stats();
         py::dict d;

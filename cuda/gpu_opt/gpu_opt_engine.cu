@@ -422,7 +422,7 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
     lm.out_host = 1;
   }
   lm.trace = TraceSlot(kLm);
-  ++launches_[kLm][LaunchMatvec(Configs()[config_[kLm]], FnOf(kLm, lm), lm, pdl) == kFnResidXB];
+  Count(kLm, LaunchMatvec(Configs()[config_[kLm]], FnOf(kLm, lm), lm, pdl));
   trace_capture_ = false;
 }
 
@@ -489,7 +489,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   // epilogues, attention and gate_up); x stays the fp32 residual stream either way.
   const bool all16 = step && act16_ == kAct16All;
   const bool early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
-  p.second = early ? gpu::kSecondBeforeWait : second_after_wait_ ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
+  p.second = early ? gpu::kSecondBeforeWait : second_ == 1 ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
   const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
   switch (kind) {
     case kQkv:
@@ -557,12 +557,15 @@ int GpuOptEngine::EpiOf(Kind k) {
   }
 }
 
-int GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
+GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
   const int per_block = mc.warps * mc.upw;
   unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
   if (!mc.fn[epi]) epi = gpu::kEpiResid;  // a staged tile has no XB kernel
   size_t smem = gpu::MatvecSmemBytes(p.K, epi == kFnResidXB);
   MatvecParams q = p;
+  // LAB_GPU_SECOND=xb: x comes by the copy engine, not by the threads' loads, so the second weight batch can
+  // go out right after the wait without delaying x.
+  if (epi == kFnResidXB && second_ == 2 && q.second == gpu::kSecondAfterX) q.second = gpu::kSecondAfterWait;
   if (mc.staged) {
     q.stage = StageChunks(mc, p.K);
     smem += gpu::MatvecStageBytes(mc.warps, mc.upw, q.stage);
@@ -580,13 +583,19 @@ int GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecPara
     blocks = std::min<unsigned>(blocks, unsigned(grid));
   }
   Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), smem, stream_, pdl, "DecodeMatvecKernel", q);
-  return epi;
+  return {epi, q.second};
+}
+
+void GpuOptEngine::Count(Kind k, MatvecPath path) {
+  ++launches_[k][0];
+  launches_[k][1] += path.fn == kFnResidXB;
+  launches_[k][2] += path.second == gpu::kSecondAfterWait;
 }
 
 void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step) {
   MatvecParams p = Params(kind, x, layer, pos, step);
   p.trace = TraceSlot(kind);
-  ++launches_[kind][LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl) == kFnResidXB];
+  Count(kind, LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl));
 }
 
 gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {

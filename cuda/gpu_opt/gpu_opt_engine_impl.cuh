@@ -90,7 +90,8 @@ class GpuOptEngine : public Engine {
   double last_decode_device_ms() const { return last_decode_device_ms_; }
   // LAB_GPU_TRACE=1: where decode() steps' time went inside the graph, per kind of launch (CollectTrace).
   std::vector<std::pair<std::string, double>> PhaseSeconds() const override;
-  // Matvec launches of the decode steps per kind, and those on the bulk-copy kernel (LaunchMatvec's pick).
+  // Matvec launches of the decode steps per kind, those on the bulk-copy kernel (LaunchMatvec's pick), and
+  // those whose second batch went out right after the wait.
   std::vector<std::pair<std::string, int64_t>> LaunchCounts() const override;
 
  protected:
@@ -117,8 +118,13 @@ class GpuOptEngine : public Engine {
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step = true) const;
   static int EpiOf(Kind k);
   int FnOf(Kind k, const MatvecParams& p) const;  // EpiOf, or kFnResidXB where LAB_GPU_X_BULK applies
-  // Launches mc's kernel for slot epi (an epilogue or kFnResidXB); returns the slot it launched.
-  int LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
+  // Launches mc's kernel for slot epi (an epilogue or kFnResidXB); returns the path it took: the slot
+  // launched and where its second batch went (gpu::SecondBatch).
+  struct MatvecPath {
+    int fn, second;
+  };
+  MatvecPath LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
+  void Count(Kind k, MatvecPath path);  // launches_
   // Staged tiles: the shared-memory budget (ReadStaging, after AutoTune) and the chunks per row it holds.
   void SetupStaging();
   int StageChunks(const MatvecConfig& mc, int K) const;
@@ -217,7 +223,9 @@ class GpuOptEngine : public Engine {
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
   // LAB_GPU_X_BULK: which residual matvecs take x by one bulk copy (DecodeMatvecKernel's XB); default down.
   enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid } x_bulk_ = kXBulkDown;
-  bool second_after_wait_ = false;  // LAB_GPU_SECOND=after_wait: the other matvecs' second batch right after the wait
+  // LAB_GPU_SECOND: the other matvecs' second batch after x is staged (0), right after the wait (1), or right
+  // after the wait where x comes by bulk copy and after x elsewhere (2, xb)
+  int second_ = 0;
   enum Act16 { kAct16All, kAct16H, kAct16Off } act16_ = kAct16All;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
@@ -237,7 +245,8 @@ class GpuOptEngine : public Engine {
   std::vector<double> trace_sum_ = std::vector<double>((kNumKinds + 1) * kTraceSums, 0.0);
   double trace_step_s_ = 0;
   int64_t trace_steps_ = 0;
-  std::array<std::array<int64_t, 2>, kNumKinds> launches_ = {};  // decode steps' matvec launches: [kind][x_bulk]
+  // The decode steps' matvec launches per kind: all, x by bulk copy, second batch right after the wait.
+  std::array<std::array<int64_t, 3>, kNumKinds> launches_ = {};
 
   __half *embed_ = nullptr, *lm_head_ = nullptr;
   float* final_norm_ = nullptr;

@@ -40,8 +40,9 @@
 // default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
 // LAB_GPU_EARLY=all|not_o|qkv|off (the matvecs' second weight batch is issued before the PDL wait too, so
 // that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only (the default), or
-// none; README "The third pass"), LAB_GPU_SECOND=after_x|after_wait (where the other matvecs issue it:
-// after x is staged, the default; or right after the wait, before x, measured 1.4% slower on the H200),
+// none; README "The third pass"), LAB_GPU_SECOND=after_x|after_wait|xb (where the other matvecs issue it:
+// after x is staged, the default; or right after the wait, before x, measured 1.4% slower on the H200; or
+// right after the wait only in the kernels whose x comes by one bulk copy, LAB_GPU_X_BULK),
 // LAB_GPU_ACT16=all|h|off (decode's matvec inputs in fp16, as transformers' fp16 forward and this
 // engine's tensor-core prefill hold them, so each block stages half the bytes: all, every matvec's, the
 // default, the residual stream kept in fp32 beside its fp16 copy; h, down's input only; off, fp32 as

@@ -250,7 +250,7 @@ void GpuOptEngine::ReadTileEnv() {
   // (EarlyBatch's order; unset: qkv, hence the explicit check before EnvChoice, whose default is the first.)
   if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v)
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
-  second_after_wait_ = EnvChoice("LAB_GPU_SECOND", {"after_x", "after_wait"}) == 1;
+  second_ = EnvChoice("LAB_GPU_SECOND", {"after_x", "after_wait", "xb"});
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"all", "h", "off"}));  // Act16's order
   // (The default listed first, as EnvChoice wants; kXBulk below in XBulk's order.) The default applies
   // where there is an fp16 x; a value given by hand must have one.
@@ -278,7 +278,7 @@ std::string GpuOptEngine::variant() const {
   for (int k = 0; k < kNumKinds; ++k) s += std::string(k ? ", " : "") + kKindNames[k] + " " + Configs()[config_[k]].name;
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
-  if (second_after_wait_) s += ", second after_wait";
+  if (second_) s += second_ == 1 ? ", second after_wait" : ", second xb";
   static const char* const kXBulk[] = {"x staged by the loop", "", "x by bulk copy o_proj down"};  // XBulk's order
   // (down, the default: not named)
   if (x_bulk_ != kXBulkDown) s += std::string(", ") + kXBulk[x_bulk_];

@@ -348,16 +348,21 @@ def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
     d = write_model(tmp_path / "m", cfg, "fp16", seed=59)
     tokens = np.random.default_rng(61).integers(0, cfg["vocab_size"], 30)
     base = {"LAB_GPU_MATVEC_CONFIG": config}
+    kinds = ("qkv", "o_proj", "gate_up", "down", "lm_head")
     n = {}
-    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch, n)
-    assert n["down"] > 0 and all(n[k + ".x_bulk"] == 0 for k in ("qkv", "o_proj", "gate_up", "down", "lm_head")), n
-    for xb, on in (("down", {"down"}), ("resid", {"down", "o_proj"})):
+    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off", LAB_GPU_SECOND="xb"), monkeypatch, n)
+    assert n["down"] > 0 and all(n[k + ".x_bulk"] == n[k + ".second_after_wait"] == 0 for k in kinds), n
+    # LAB_GPU_SECOND=xb: the second weight batch right after the wait in the bulk-copy kernels only.
+    for xb, on, second in (("down", {"down"}, "after_x"), ("resid", {"down", "o_proj"}, "after_x"),
+                           ("resid", {"down", "o_proj"}, "xb")):
         n = {}
-        got, got_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK=xb), monkeypatch, n)
-        np.testing.assert_array_equal(got, want, err_msg=xb)
-        assert got_gen.tolist() == want_gen.tolist(), xb
-        for k in ("qkv", "o_proj", "gate_up", "down", "lm_head"):  # every decode launch of an `on` kind
-            assert n[k + ".x_bulk"] == (n[k] if k in on else 0) and n[k] > 0, (xb, k, n)
+        env = dict(base, LAB_GPU_X_BULK=xb, LAB_GPU_SECOND=second)
+        got, got_gen = _decode_logits(d, tokens, env, monkeypatch, n)
+        np.testing.assert_array_equal(got, want, err_msg=str(env))
+        assert got_gen.tolist() == want_gen.tolist(), env
+        for k in kinds:  # every decode launch of an `on` kind
+            assert n[k] > 0 and n[k + ".x_bulk"] == (n[k] if k in on else 0), (env, k, n)
+            assert n[k + ".second_after_wait"] == (n[k] if k in on and second == "xb" else 0), (env, k, n)
 
 
 @pytest.mark.gpu
@@ -441,6 +446,9 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_TUNE_POS", "700")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert v.endswith("x by bulk copy o_proj down, tuned at position 700"), v
+    monkeypatch.setenv("LAB_GPU_SECOND", "xb")
+    v = _engine.Engine("gpu_opt", str(d), 64).variant
+    assert "early off, second xb, x by bulk copy" in v, v
 
 
 @pytest.mark.gpu
@@ -452,7 +460,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
-                           ("LAB_GPU_SECOND", "before", "after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
+                           ("LAB_GPU_SECOND", "before", "after_x, after_wait or xb"), ("LAB_GPU_ACT16", "1", "all, h or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent"),
                            ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "down, off or resid")):
         monkeypatch.setenv(knob, bad)
