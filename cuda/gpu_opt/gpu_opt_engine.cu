@@ -290,10 +290,12 @@ void GpuOptEngine::Init(const ModelFile& file) {
     throw ModelFormatError("gpu_opt: input length " + std::to_string(smem_max / 4) +
                            " needs more shared memory than the card's " +
                            std::to_string(prop_.sharedMemPerBlockOptin) + " bytes per block");
+  // (XB 2 kernels need 1.5x their input's fp32 staging; FnOf leaves them out where that does not fit.)
+  const size_t smem_fn = std::min(std::max(smem_max, gpu::MatvecSmemBytes(int(dim), 2)), size_t(prop_.sharedMemPerBlockOptin));
   for (const MatvecConfig& mc : Configs())
     for (MatvecFn f : mc.fn) {
-      if (!f) continue;  // (staged tiles have no XB kernel; XB's fp16 x needs half smem_max at most)
-      int need = int(smem_max);
+      if (!f) continue;  // (staged tiles have no XB kernels)
+      int need = int(smem_fn);
       if (mc.staged) {  // the x staging plus as many weight rows as the budget allows (StageChunks)
         cudaFuncAttributes fa;
         LAB_CUDA_CHECK(cudaFuncGetAttributes(&fa, f));
@@ -560,12 +562,12 @@ int GpuOptEngine::EpiOf(Kind k) {
 GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
   const int per_block = mc.warps * mc.upw;
   unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
-  if (!mc.fn[epi]) epi = gpu::kEpiResid;  // a staged tile has no XB kernel
-  size_t smem = gpu::MatvecSmemBytes(p.K, epi == kFnResidXB);
+  if (!mc.fn[epi]) epi -= kFnXB;  // a staged tile has no XB kernels
+  size_t smem = gpu::MatvecSmemBytes(p.K, XbOfFn(epi));
   MatvecParams q = p;
   // LAB_GPU_SECOND=xb: x comes by the copy engine, not by the threads' loads, so the second weight batch can
   // go out right after the wait without delaying x.
-  if (epi == kFnResidXB && second_ == 2 && q.second == gpu::kSecondAfterX) q.second = gpu::kSecondAfterWait;
+  if (epi >= kFnXB && second_ == 2 && q.second == gpu::kSecondAfterX) q.second = gpu::kSecondAfterWait;
   if (mc.staged) {
     q.stage = StageChunks(mc, p.K);
     smem += gpu::MatvecStageBytes(mc.warps, mc.upw, q.stage);
@@ -588,14 +590,15 @@ GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int 
 
 void GpuOptEngine::Count(Kind k, MatvecPath path) {
   ++launches_[k][0];
-  launches_[k][1] += path.fn == kFnResidXB;
+  launches_[k][1] += path.fn >= kFnXB;
   launches_[k][2] += path.second == gpu::kSecondAfterWait;
 }
 
 void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step) {
   MatvecParams p = Params(kind, x, layer, pos, step);
   p.trace = TraceSlot(kind);
-  Count(kind, LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl));
+  const MatvecPath path = LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl);
+  if (step) Count(kind, path);  // (the prefill's lm_head is not a decode step's)
 }
 
 gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {

@@ -51,11 +51,14 @@ inline bool EnvFlag(const char* name, bool dflt) {
 // batch goes to shared memory (DecodeMatvecKernel's STAGE; the auto-tuner leaves them out: their point
 // is the overlap with the kernel before them, which a matvec timed alone does not have).
 using MatvecFn = void (*)(const MatvecParams);
-constexpr int kFnResidXB = 4;  // MatvecConfig::fn's slot after the four epilogues: kEpiResid with XB
+// MatvecConfig::fn's slots: the four epilogues (gpu::Epi), then each of them with x by one bulk copy at
+// kFnXB + epilogue (DecodeMatvecKernel's XB: 1 for the residual one, 2 for those with a norm).
+constexpr int kFnXB = 4;
+constexpr int XbOfFn(int fn) { return fn < kFnXB ? 0 : fn == kFnXB + gpu::kEpiResid ? 1 : 2; }
 struct MatvecConfig {
   const char* name;
   int warps, upw;
-  MatvecFn fn[5];  // by epilogue, then kFnResidXB: the residual one with x by bulk copy (none for staged tiles)
+  MatvecFn fn[8];  // by slot (above); a staged tile has no XB kernels (nullptr)
   bool staged;
   bool persist;    // a grid of a few blocks per SM looping over the warps' tasks (".b", balanced)
 };
@@ -117,8 +120,8 @@ class GpuOptEngine : public Engine {
   // att16_, h16_); false for the prefill's last-row lm_head, which reads the fp32 x it is given.
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step = true) const;
   static int EpiOf(Kind k);
-  int FnOf(Kind k, const MatvecParams& p) const;  // EpiOf, or kFnResidXB where LAB_GPU_X_BULK applies
-  // Launches mc's kernel for slot epi (an epilogue or kFnResidXB); returns the path it took: the slot
+  int FnOf(Kind k, const MatvecParams& p) const;  // EpiOf, or kFnXB + EpiOf where LAB_GPU_X_BULK applies
+  // Launches mc's kernel for slot epi (an epilogue, or kFnXB + one); returns the path it took: the slot
   // launched and where its second batch went (gpu::SecondBatch).
   struct MatvecPath {
     int fn, second;
@@ -221,11 +224,12 @@ class GpuOptEngine : public Engine {
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
   // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
-  // LAB_GPU_X_BULK: which residual matvecs take x by one bulk copy (DecodeMatvecKernel's XB); default down.
-  enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid } x_bulk_ = kXBulkDown;
+  // LAB_GPU_X_BULK: which matvecs take x by one bulk copy (DecodeMatvecKernel's XB): none, down, o_proj and
+  // down (the default since session 14), those and gate_up, every one.
+  enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid, kXBulkGateUp, kXBulkAll } x_bulk_ = kXBulkResid;
   // LAB_GPU_SECOND: the other matvecs' second batch after x is staged (0), right after the wait (1), or right
-  // after the wait where x comes by bulk copy and after x elsewhere (2, xb)
-  int second_ = 0;
+  // after the wait where x comes by bulk copy and after x elsewhere (2, xb: the default since session 14)
+  int second_ = 2;
   enum Act16 { kAct16All, kAct16H, kAct16Off } act16_ = kAct16All;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)

@@ -40,15 +40,17 @@
 // default with staging, keeps every decode kernel on one split so that their blocks can share an SM),
 // LAB_GPU_EARLY=all|not_o|qkv|off (the matvecs' second weight batch is issued before the PDL wait too, so
 // that HBM streams while x is staged after it: for every kind, all but o_proj, qkv only (the default), or
-// none; README "The third pass"), LAB_GPU_SECOND=after_x|after_wait|xb (where the other matvecs issue it:
-// after x is staged, the default; or right after the wait, before x, measured 1.4% slower on the H200; or
-// right after the wait only in the kernels whose x comes by one bulk copy, LAB_GPU_X_BULK),
+// none; README "The third pass"), LAB_GPU_SECOND=xb|after_x|after_wait (where the other matvecs issue it:
+// right after the wait in the kernels whose x comes by one bulk copy (LAB_GPU_X_BULK) and after x is staged
+// in the others, the default since session 14; after x is staged everywhere; or right after the wait
+// everywhere, before x, measured 1.4% slower on the H200; README "x by one bulk copy"),
 // LAB_GPU_ACT16=all|h|off (decode's matvec inputs in fp16, as transformers' fp16 forward and this
 // engine's tensor-core prefill hold them, so each block stages half the bytes: all, every matvec's, the
 // default, the residual stream kept in fp32 beside its fp16 copy; h, down's input only; off, fp32 as
-// before the x-staging pass; README "Staging x"), LAB_GPU_X_BULK=down|off|resid (down's fp16 x, the default,
-// none, or down's and o_proj's copied into shared memory by one bulk copy right after the wait and kept
-// in fp16 there, instead of the staging loop's L2 round trips; README "x by one bulk copy"),
+// before the x-staging pass; README "Staging x"), LAB_GPU_X_BULK=resid|down|off|gate_up|all (which
+// matvecs' fp16 x comes into shared memory by one bulk copy right after the wait instead of the staging
+// loop's L2 round trips: o_proj's and down's, the default since session 14; down's only; none; those and
+// gate_up's; every matvec's; README "x by one bulk copy"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),

@@ -20,12 +20,12 @@ namespace lab {
 namespace gpu_opt {
 namespace {
 
-template <int W, int U, int R, int PRE, bool STAGE, bool PERSIST>
-MatvecFn ResidXB() {  // the residual epilogue with x by bulk copy; none for staged tiles
+template <int W, int U, int R, int EPI, int PRE, bool STAGE, bool PERSIST>
+MatvecFn WithXB() {  // the epilogue with x by bulk copy (XB 1 residual, XB 2 with a norm); none for staged tiles
   if constexpr (STAGE) {
     return nullptr;
   } else {
-    return gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, false, PERSIST, true>;
+    return gpu::DecodeMatvecKernel<W, U, R, EPI, PRE, false, PERSIST, EPI == gpu::kEpiResid ? 1 : 2>;
   }
 }
 
@@ -37,7 +37,9 @@ MatvecConfig MakeConfig(const char* name) {
           {gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiStore, PRE, STAGE, PERSIST>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiResid, PRE, STAGE, PERSIST>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>,
-           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>, ResidXB<W, U, R, PRE, STAGE, PERSIST>()},
+           gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>,
+           WithXB<W, U, R, gpu::kEpiStore, PRE, STAGE, PERSIST>(), WithXB<W, U, R, gpu::kEpiResid, PRE, STAGE, PERSIST>(),
+           WithXB<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>(), WithXB<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>()},
           STAGE,
           PERSIST};
 }
@@ -250,15 +252,16 @@ void GpuOptEngine::ReadTileEnv() {
   // (EarlyBatch's order; unset: qkv, hence the explicit check before EnvChoice, whose default is the first.)
   if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v)
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
-  second_ = EnvChoice("LAB_GPU_SECOND", {"after_x", "after_wait", "xb"});
+  static const int kSecondOfChoice[] = {2, 0, 1};  // (the default listed first, as EnvChoice wants)
+  second_ = kSecondOfChoice[EnvChoice("LAB_GPU_SECOND", {"xb", "after_x", "after_wait"})];
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"all", "h", "off"}));  // Act16's order
   // (The default listed first, as EnvChoice wants; kXBulk below in XBulk's order.) The default applies
   // where there is an fp16 x; a value given by hand must have one.
-  static const XBulk kXBulkOfChoice[] = {kXBulkDown, kXBulkOff, kXBulkResid};
-  x_bulk_ = kXBulkOfChoice[EnvChoice("LAB_GPU_X_BULK", {"down", "off", "resid"})];
-  static const char* const kXBulk[] = {"off", "down", "resid"};
+  static const XBulk kXBulkOfChoice[] = {kXBulkResid, kXBulkDown, kXBulkOff, kXBulkGateUp, kXBulkAll};
+  x_bulk_ = kXBulkOfChoice[EnvChoice("LAB_GPU_X_BULK", {"resid", "down", "off", "gate_up", "all"})];
+  static const char* const kXBulk[] = {"off", "down", "resid", "gate_up", "all"};  // XBulk's order
   if (EnvGiven("LAB_GPU_X_BULK") &&
-      ((x_bulk_ == kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off)))
+      ((x_bulk_ >= kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off)))
     throw InputError(std::string("LAB_GPU_X_BULK=") + kXBulk[x_bulk_] + " needs LAB_GPU_ACT16=" +
                      (x_bulk_ == kXBulkDown ? "all or h" : "all") + ": the bulk copy brings an fp16 x");
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
@@ -266,11 +269,15 @@ void GpuOptEngine::ReadTileEnv() {
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
 }
 
-// LAB_GPU_X_BULK: down (and o_proj with `resid`) take their fp16 x by one bulk copy, where they have one
-// (decode steps with LAB_GPU_ACT16) and no norm to apply (the kernel's XB contract).
+// LAB_GPU_X_BULK: the kinds it names take their fp16 x by one bulk copy, where they have one (decode steps
+// with LAB_GPU_ACT16) and, for those with a norm (XB 2), where the fp32 staging and the copy fit in shared
+// memory together.
 int GpuOptEngine::FnOf(Kind k, const MatvecParams& p) const {
-  const bool want = (k == kDown && x_bulk_ != kXBulkOff) || (k == kO && x_bulk_ == kXBulkResid);
-  return want && p.x16 && !p.norm_w ? kFnResidXB : EpiOf(k);
+  const bool want = x_bulk_ == kXBulkAll || (x_bulk_ >= kXBulkDown && k == kDown) ||
+                    (x_bulk_ >= kXBulkResid && k == kO) || (x_bulk_ >= kXBulkGateUp && k == kGateUp);
+  const int fn = kFnXB + EpiOf(k);
+  const bool fits = gpu::MatvecSmemBytes(p.K, XbOfFn(fn)) <= size_t(prop_.sharedMemPerBlockOptin);
+  return want && p.x16 && !(p.norm_w && XbOfFn(fn) == 1) && fits ? fn : EpiOf(k);
 }
 
 std::string GpuOptEngine::variant() const {
@@ -278,10 +285,11 @@ std::string GpuOptEngine::variant() const {
   for (int k = 0; k < kNumKinds; ++k) s += std::string(k ? ", " : "") + kKindNames[k] + " " + Configs()[config_[k]].name;
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
-  if (second_) s += second_ == 1 ? ", second after_wait" : ", second xb";
-  static const char* const kXBulk[] = {"x staged by the loop", "", "x by bulk copy o_proj down"};  // XBulk's order
-  // (down, the default: not named)
-  if (x_bulk_ != kXBulkDown) s += std::string(", ") + kXBulk[x_bulk_];
+  if (second_ != 2) s += second_ == 1 ? ", second after_wait" : ", second after_x";  // (xb, the default: not named)
+  static const char* const kXBulk[] = {"x staged by the loop", "x by bulk copy down only", "",
+                                       "x by bulk copy o_proj down gate_up", "x by bulk copy every matvec"};  // XBulk's order
+  // (resid, the default: not named)
+  if (x_bulk_ != kXBulkResid) s += std::string(", ") + kXBulk[x_bulk_];
   static const char* const kAct16[] = {"all", "h", "off"};  // Act16's order
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";

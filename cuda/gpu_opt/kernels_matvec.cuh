@@ -147,9 +147,11 @@ __device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r
 }
 
 // Dynamic shared memory a DecodeMatvecKernel needs for input length K; a STAGE kernel needs
-// MatvecStageBytes more, after it.
-// (XB kernels hold x in fp16.)
-inline size_t MatvecSmemBytes(int K, bool xb = false) { return size_t(K) * (xb ? sizeof(__half) : sizeof(float)); }
+// MatvecStageBytes more, after it. (XB 1 kernels hold x in fp16; XB 2 kernels the fp32 staging and,
+// after it, the fp16 copy it is made from.)
+inline size_t MatvecSmemBytes(int K, int xb = 0) {
+  return size_t(K) * (xb == 1 ? sizeof(__half) : xb == 2 ? sizeof(float) + sizeof(__half) : sizeof(float));
+}
 inline size_t MatvecStageBytes(int warps, int upw, int stage) { return size_t(warps) * 2 * upw * stage * 16; }
 // A STAGE kernel's p.stage for input length K and `budget` bytes of staged rows per block: a multiple of
 // 32 chunks (one per lane) that fits, or the whole row; at least one round (32 chunks, or the row) even
@@ -181,20 +183,29 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   Behind a latency-bound kernel (attention) HBM is otherwise idle: with ~180 KB of staging per block
 //   about 70% of o_proj's weights arrive before attention ends, where registers held ~10%. Each lane
 //   still adds its chunks l, l+32, ... in order, so the result is bitwise that of the other tiles.
-//   XB (LAB_GPU_X_BULK; the residual epilogue only, with p.x16 and no norm; dynamic smem
-//   MatvecSmemBytes(K, true)): x arrives by one bulk copy (TMA) of the fp16 row into shared memory,
+//   XB 1 (LAB_GPU_X_BULK; the residual epilogue only, with p.x16 and no norm; dynamic smem
+//   MatvecSmemBytes(K, 1)): x arrives by one bulk copy (TMA) of the fp16 row into shared memory,
 //   issued by thread 0 right after the PDL wait, and stays fp16 there; each product unpacks its chunk.
 //   New against the loop: one L2 round trip instead of one per two chunks a thread (down: 1,792 chunks
 //   over 256 threads, four round trips), fewer registers (w8.u1.r4: 113 -> 96), half the shared memory.
 //   fp16 -> fp32 is exact and the products are added in the same order: bitwise the other tiles' result.
-//   (The same for the kernels with a norm, its weights by a second copy, was 1-2% slower; README
-//   "x by one bulk copy".)
+//   Since x comes by the copy engine and not by the threads' loads, the second weight batch can go out
+//   right after the wait without delaying x (p.second = kSecondAfterWait, LAB_GPU_SECOND=xb).
+//   XB 2 (LAB_GPU_X_BULK=norm; any epilogue, with p.x16; dynamic smem MatvecSmemBytes(K, 2)): the same
+//   copy for the kernels with a norm (qkv, gate_up, lm_head), into shared memory after the fp32 staging
+//   area; each thread's first two chunks of norm weights are loaded into registers right after the copy
+//   is issued (L2 hits, ahead of the second weight batch's misses); once the copy lands each thread
+//   turns its chunks into the usual fp32 x * norm_w (and the sum of squares) in shared memory, so the
+//   main loop is the loop kernel's, bitwise. New against the first try at these kernels (session 13:
+//   x kept fp16 and each product multiplied by norm weights copied by a second bulk copy, 1-2% slower):
+//   nothing changes in the main loop, and no second copy.
 template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1, bool STAGE = false, bool PERSIST = false,
-          bool XB = false>
+          int XB = 0>
 __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKernel(const MatvecParams p) {
   static_assert(!(STAGE && PERSIST), "a staged first batch covers one task per warp");
   static_assert(!(STAGE && XB), "the staged rows sit after a fp32 x");
-  static_assert(!XB || EPI == kEpiResid, "XB: the residual matvecs (no norm to apply)");
+  static_assert(XB != 1 || EPI == kEpiResid, "XB 1: the residual matvecs (no norm to apply)");
+  static_assert(XB >= 0 && XB <= 2, "XB: 0, 1 or 2");
   constexpr int ROWS = 2 * UPW;
   constexpr int R0 = STAGE ? 1 : UNROLL * PRE;  // chunks per row per lane in the register first batch
   TraceMarks trace(p.trace);
@@ -271,6 +282,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     MbarInit(&x_bar);
     MbarArriveExpectTx(&x_bar, unsigned(nch) * 16u);
   }
+  if (XB == 2) __syncthreads();  // the init visible to every thread before it waits (XB 1: the barrier below)
 
   // The second batch (the register double buffer's other half): with kSecondBeforeWait it too goes out
   // before the wait, with kSecondAfterWait right after it, so that HBM keeps streaming while x is staged;
@@ -292,7 +304,21 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   PdlWait();
   trace.Released();
   PdlTrigger();
-  if (XB && threadIdx.x == 0) BulkCopyToShared(smem4, p.x16, unsigned(nch) * 16u, &x_bar);
+  if (XB && threadIdx.x == 0) BulkCopyToShared(XB == 2 ? smem4 + 2 * nch : smem4, p.x16, unsigned(nch) * 16u, &x_bar);
+  // XB 2: this thread's first kXG chunks of norm weights, before the second batch's loads.
+  constexpr int kXG = XB == 2 ? 2 : 1;
+  const float4* const gw4 = reinterpret_cast<const float4*>(p.norm_w);
+  float4 gxl[kXG], gxh[kXG];
+  if (XB == 2 && gw4) {
+#pragma unroll
+    for (int i = 0; i < kXG; ++i) {
+      const int c = threadIdx.x + i * WARPS * 32;
+      if (c < nch) {
+        gxl[i] = __ldg(gw4 + 2 * c);
+        gxh[i] = __ldg(gw4 + 2 * c + 1);
+      }
+    }
+  }
 
   if (p.second == kSecondAfterWait && any) load_batch(base1);
 
@@ -327,10 +353,33 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   // 1.03 for o_proj (README "Staging x").
   float4* xlo = smem4;
   float4* xhi = smem4 + nch;
-  const uint4* xs16 = reinterpret_cast<const uint4*>(smem4);  // XB: [nch] chunks of fp16 x
+  const uint4* xs16 = reinterpret_cast<const uint4*>(smem4);  // XB 1: [nch] chunks of fp16 x
   const float4* x4 = reinterpret_cast<const float4*>(p.x);
-  const float4* g4 = XB ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
+  const float4* g4 = XB == 1 ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
   float ss = 0.f;
+  if constexpr (XB == 2) {  // x by the copy, then the loop's staging from shared memory
+    MbarWait(&x_bar, 0);
+    const uint4* xc = reinterpret_cast<const uint4*>(smem4 + 2 * nch);
+    auto stage = [&](int c, float4 ga, float4 gb) {  // as the loop below, x16 read from shared memory
+      float f[8];
+      Unpack8(xc[c], f);
+      float4 a = make_float4(f[0], f[1], f[2], f[3]), b = make_float4(f[4], f[5], f[6], f[7]);
+      if (g4) {
+        ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+        a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
+        b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
+      }
+      xlo[c] = a;
+      xhi[c] = b;
+    };
+#pragma unroll
+    for (int i = 0; i < kXG; ++i) {
+      const int c = threadIdx.x + i * WARPS * 32;
+      if (c < nch) stage(c, gxl[i], gxh[i]);
+    }
+    for (int c = threadIdx.x + kXG * WARPS * 32; c < nch; c += WARPS * 32)
+      stage(c, g4 ? __ldg(g4 + 2 * c) : float4{}, g4 ? __ldg(g4 + 2 * c + 1) : float4{});
+  }
   for (int c = threadIdx.x; !XB && c < nch; c += WARPS * 32) {
     float4 a, b;
     if (p.x16) {
@@ -356,8 +405,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     ss = WarpSum(ss);
     if (lane == 0) red[warp] = ss;
   }
-  __syncthreads();  // XB: also makes thread 0's MbarInit visible before the others wait on it
-  if (XB) MbarWait(&x_bar, 0);
+  __syncthreads();  // XB 1: also makes thread 0's MbarInit visible before the others wait on it
+  if (XB == 1) MbarWait(&x_bar, 0);
   trace.Staged();  // x is in shared memory
   if (g4) {
     float tot = 0.f;
@@ -366,9 +415,9 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     scale = 1.f / sqrtf(tot / p.K + p.eps);
   }
 
-  // Chunk c of x (8 values) as two float4: from the fp32 split layout, or unpacked from fp16 (XB).
+  // Chunk c of x (8 values) as two float4: from the fp32 split layout, or unpacked from fp16 (XB 1).
   auto XChunk = [&](int c, float4& lo, float4& hi) {
-    if (XB) {
+    if (XB == 1) {
       float f[8];
       Unpack8(xs16[c], f);
       lo = make_float4(f[0], f[1], f[2], f[3]);

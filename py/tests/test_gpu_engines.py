@@ -334,14 +334,19 @@ def test_gpu_opt_second_batch_bitwise(tmp_path, monkeypatch, config, act16):
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", ["2", "4", "5", "16"])
 def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
-    """LAB_GPU_X_BULK: down's (down, the default) or down's and o_proj's (resid) fp16 x copied into shared
-    memory by one bulk copy after the PDL wait and unpacked at each product, instead of the staging
-    loop's fp32 copy (off): fp16 to fp32 is exact and each lane adds the same products in the same order,
-    so the logits and tokens (decode() and generate()) are bitwise the loop's, for w8.u1.r4, w8.u2.r2,
-    w2.u1.r8 and a persistent tile. down's input is 5,000 long (625 chunks, 10,000 bytes in one copy). A
-    copy that read the previous layer's x, a wrong byte count or a chunk unpacked out of place changes
-    the logits (or never completes). The engine's launch counts show that the bulk-copy kernel ran where
-    the knob says and nowhere else (equal logits alone would pass if it never ran)."""
+    """LAB_GPU_X_BULK: the fp16 x of down (down), of o_proj and down (resid, the default), of gate_up too
+    (gate_up) or of every matvec (all) copied into shared memory by one bulk copy after the PDL wait,
+    instead of the staging loop (off). The residual kernels (XB 1) keep it fp16 and unpack it at each
+    product; the kernels with a norm (XB 2) turn it into the loop's fp32 x * norm_w in shared memory.
+    fp16 to fp32 is exact and each lane adds the same products in the same order, so the logits and
+    tokens (decode() and generate()) are bitwise the loop's, for w8.u1.r4, w8.u2.r2, w2.u1.r8 and a
+    persistent tile; and so they are with LAB_GPU_SECOND=xb (the default: the second weight batch right
+    after the wait in the bulk-copy kernels) or after_x. down's input is 5,000 long (625 chunks, 10,000
+    bytes in one copy); w2.u1.r8's 64 threads hold the first two of a thread's eight chunks of norm
+    weights in registers and load the rest in the staging. A copy that read the previous layer's x, a
+    wrong byte count or a chunk unpacked out of place changes the logits (or never completes). The
+    engine's launch counts show that the bulk-copy kernels ran where the knob says and nowhere else, and
+    where the second batch went (equal logits alone would pass if they never ran)."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=512, intermediate_size=5000)
@@ -350,19 +355,20 @@ def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
     base = {"LAB_GPU_MATVEC_CONFIG": config}
     kinds = ("qkv", "o_proj", "gate_up", "down", "lm_head")
     n = {}
-    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off", LAB_GPU_SECOND="xb"), monkeypatch, n)
+    want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch, n)
     assert n["down"] > 0 and all(n[k + ".x_bulk"] == n[k + ".second_after_wait"] == 0 for k in kinds), n
-    # LAB_GPU_SECOND=xb: the second weight batch right after the wait in the bulk-copy kernels only.
     for xb, on, second in (("down", {"down"}, "after_x"), ("resid", {"down", "o_proj"}, "after_x"),
-                           ("resid", {"down", "o_proj"}, "xb")):
+                           ("resid", {"down", "o_proj"}, "xb"), ("gate_up", {"down", "o_proj", "gate_up"}, "xb"),
+                           ("all", set(kinds), "xb")):
         n = {}
         env = dict(base, LAB_GPU_X_BULK=xb, LAB_GPU_SECOND=second)
         got, got_gen = _decode_logits(d, tokens, env, monkeypatch, n)
         np.testing.assert_array_equal(got, want, err_msg=str(env))
         assert got_gen.tolist() == want_gen.tolist(), env
-        for k in kinds:  # every decode launch of an `on` kind
+        for k in kinds:  # every decode launch of an `on` kind (qkv's second batch goes before the wait)
             assert n[k] > 0 and n[k + ".x_bulk"] == (n[k] if k in on else 0), (env, k, n)
-            assert n[k + ".second_after_wait"] == (n[k] if k in on and second == "xb" else 0), (env, k, n)
+            after_wait = k in on and second == "xb" and k != "qkv"
+            assert n[k + ".second_after_wait"] == (n[k] if after_wait else 0), (env, k, n)
 
 
 @pytest.mark.gpu
@@ -437,18 +443,21 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_SECOND", "after_wait")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert v.endswith("early off, second after_wait"), v
-    monkeypatch.setenv("LAB_GPU_X_BULK", "down")  # the default: not named
+    monkeypatch.setenv("LAB_GPU_X_BULK", "resid")  # the default: not named
     assert _engine.Engine("gpu_opt", str(d), 64).variant.endswith("second after_wait")
     monkeypatch.setenv("LAB_GPU_X_BULK", "off")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert v.endswith("second after_wait, x staged by the loop"), v
-    monkeypatch.setenv("LAB_GPU_X_BULK", "resid")
+    monkeypatch.setenv("LAB_GPU_X_BULK", "down")
     monkeypatch.setenv("LAB_GPU_TUNE_POS", "700")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert v.endswith("x by bulk copy o_proj down, tuned at position 700"), v
-    monkeypatch.setenv("LAB_GPU_SECOND", "xb")
+    assert v.endswith("x by bulk copy down only, tuned at position 700"), v
+    monkeypatch.setenv("LAB_GPU_SECOND", "xb")  # the default: not named
+    monkeypatch.setenv("LAB_GPU_X_BULK", "all")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert "early off, second xb, x by bulk copy" in v, v
+    assert v.endswith("early off, x by bulk copy every matvec, tuned at position 700"), v
+    monkeypatch.setenv("LAB_GPU_SECOND", "after_x")
+    assert "early off, second after_x, x by bulk copy every matvec" in _engine.Engine("gpu_opt", str(d), 64).variant
 
 
 @pytest.mark.gpu
@@ -460,9 +469,9 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
-                           ("LAB_GPU_SECOND", "before", "after_x, after_wait or xb"), ("LAB_GPU_ACT16", "1", "all, h or off"),
+                           ("LAB_GPU_SECOND", "before", "xb, after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent"),
-                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "down, off or resid")):
+                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "resid, down, off, gate_up or all")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
             _engine.Engine("gpu_opt", str(d), 128)
@@ -471,7 +480,10 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_X_BULK", "resid")
     with pytest.raises(ValueError, match="LAB_GPU_X_BULK=resid needs LAB_GPU_ACT16=all"):
         _engine.Engine("gpu_opt", str(d), 128)
-    monkeypatch.setenv("LAB_GPU_ACT16", "off")  # the default (down) steps aside where x is fp32
+    monkeypatch.setenv("LAB_GPU_X_BULK", "all")
+    with pytest.raises(ValueError, match="LAB_GPU_X_BULK=all needs LAB_GPU_ACT16=all"):
+        _engine.Engine("gpu_opt", str(d), 128)
+    monkeypatch.setenv("LAB_GPU_ACT16", "off")  # the default (resid) steps aside where x is fp32
     monkeypatch.delenv("LAB_GPU_X_BULK")
     assert "act16 off" in _engine.Engine("gpu_opt", str(d), 128).variant
     monkeypatch.setenv("LAB_GPU_X_BULK", "down")
