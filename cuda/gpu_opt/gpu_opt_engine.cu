@@ -290,8 +290,10 @@ void GpuOptEngine::Init(const ModelFile& file) {
     throw ModelFormatError("gpu_opt: input length " + std::to_string(smem_max / 4) +
                            " needs more shared memory than the card's " +
                            std::to_string(prop_.sharedMemPerBlockOptin) + " bytes per block");
-  // (XB 2 kernels need 1.5x their input's fp32 staging; FnOf leaves them out where that does not fit.)
-  const size_t smem_fn = std::min(std::max(smem_max, gpu::MatvecSmemBytes(int(dim), 2)), size_t(prop_.sharedMemPerBlockOptin));
+  // (XB 2 kernels need 1.5x their input's fp32 staging; FnOf leaves them out where that does not fit. The
+  // kernels with a norm, whose input is dim long, keep its chunks' sums of squares too.)
+  const size_t smem_fn = std::min(std::max(smem_max, gpu::MatvecSmemBytes(int(dim), 2, true)),
+                                  size_t(prop_.sharedMemPerBlockOptin));
   for (const MatvecConfig& mc : Configs())
     for (MatvecFn f : mc.fn) {
       if (!f) continue;  // (staged tiles have no XB kernels)
@@ -563,7 +565,7 @@ GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int 
   const int per_block = mc.warps * mc.upw;
   unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
   if (!mc.fn[epi]) epi -= kFnXB;  // a staged tile has no XB kernels
-  size_t smem = gpu::MatvecSmemBytes(p.K, XbOfFn(epi));
+  size_t smem = gpu::MatvecSmemBytes(p.K, XbOfFn(epi), p.norm_w != nullptr);
   MatvecParams q = p;
   // LAB_GPU_SECOND=xb: x comes by the copy engine, not by the threads' loads, so the second weight batch can
   // go out right after the wait without delaying x.

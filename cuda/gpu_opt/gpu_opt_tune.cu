@@ -276,7 +276,7 @@ int GpuOptEngine::FnOf(Kind k, const MatvecParams& p) const {
   const bool want = x_bulk_ == kXBulkAll || (x_bulk_ >= kXBulkDown && k == kDown) ||
                     (x_bulk_ >= kXBulkResid && k == kO) || (x_bulk_ >= kXBulkGateUp && k == kGateUp);
   const int fn = kFnXB + EpiOf(k);
-  const bool fits = gpu::MatvecSmemBytes(p.K, XbOfFn(fn)) <= size_t(prop_.sharedMemPerBlockOptin);
+  const bool fits = gpu::MatvecSmemBytes(p.K, XbOfFn(fn), p.norm_w != nullptr) <= size_t(prop_.sharedMemPerBlockOptin);
   return want && p.x16 && !(p.norm_w && XbOfFn(fn) == 1) && fits ? fn : EpiOf(k);
 }
 
@@ -378,7 +378,7 @@ void GpuOptEngine::SetupStaging() {
 int GpuOptEngine::StageChunks(const MatvecConfig& mc, int K) const {
   // The kernel's static shared memory (a few words per warp) is well under kStaticSmem.
   constexpr int64_t kStaticSmem = 1024;
-  const int64_t cap = int64_t(prop_.sharedMemPerBlockOptin) - kStaticSmem - int64_t(gpu::MatvecSmemBytes(K));
+  const int64_t cap = int64_t(prop_.sharedMemPerBlockOptin) - kStaticSmem - int64_t(gpu::MatvecSmemBytes(K, 0, true));
   return gpu::MatvecStageChunks(mc.warps, mc.upw, K, std::min<int64_t>(int64_t(stage_budget_), cap));
 }
 

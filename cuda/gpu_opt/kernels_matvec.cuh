@@ -147,10 +147,25 @@ __device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r
 }
 
 // Dynamic shared memory a DecodeMatvecKernel needs for input length K; a STAGE kernel needs
-// MatvecStageBytes more, after it. (XB 1 kernels hold x in fp16; XB 2 kernels the fp32 staging and,
-// after it, the fp16 copy it is made from.)
-inline size_t MatvecSmemBytes(int K, int xb = 0) {
-  return size_t(K) * (xb == 1 ? sizeof(__half) : xb == 2 ? sizeof(float) + sizeof(__half) : sizeof(float));
+// MatvecStageBytes more. (XB 1 kernels hold x in fp16; XB 2 kernels the fp32 staging and, after it, the
+// fp16 copy it is made from; a kernel with a norm (norm: p.norm_w set) also each chunk's sum of squares,
+// last.)
+inline size_t MatvecSmemBytes(int K, int xb = 0, bool norm = false) {
+  const size_t x = size_t(K) * (xb == 1 ? sizeof(__half) : xb == 2 ? sizeof(float) + sizeof(__half) : sizeof(float));
+  return x + (norm ? (size_t(K / 8) * sizeof(float) + 15) / 16 * 16 : 0);
+}
+
+// The sum of squares of one chunk of x (8 values), in one fixed order of fused multiply-adds, the same
+// wherever it is computed.
+__device__ __forceinline__ float SumSq8(float4 a, float4 b) {
+  float s = a.x * a.x;
+  s = fmaf(a.y, a.y, s);
+  s = fmaf(a.z, a.z, s);
+  s = fmaf(a.w, a.w, s);
+  s = fmaf(b.x, b.x, s);
+  s = fmaf(b.y, b.y, s);
+  s = fmaf(b.z, b.z, s);
+  return fmaf(b.w, b.w, s);
 }
 inline size_t MatvecStageBytes(int warps, int upw, int stage) { return size_t(warps) * 2 * upw * stage * 16; }
 // A STAGE kernel's p.stage for input length K and `budget` bytes of staged rows per block: a multiple of
@@ -175,7 +190,12 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   so all configurations give bitwise identical results.
 //   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, 1/rms applied to the
 //   dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
-//   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free. x16 (LAB_GPU_ACT16):
+//   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free. The RMS is bitwise the
+//   same for every tile too: each chunk's sum of squares goes to shared memory (SumSq8), and every warp
+//   adds them in one order, lane l the chunks l, l+32, ... in turn, then the butterfly. (Before session
+//   14 each thread summed the chunks it staged and the warps' sums were added: the order depended on
+//   the block size once a thread staged more than one chunk, so tiles of 4 and 8 warps differed in the
+//   last bit of the RMS at hidden 4096; the tile tests ran at hidden 512, where they agreed.) x16 (LAB_GPU_ACT16):
 //   the input arrives in fp16, half the bytes to stage (cuda/gpu_opt/README.md "Staging x").
 //   STAGE (kernel lab v8; the engine's o_proj, LAB_GPU_O_STAGE): the first batch is the first p.stage
 //   chunks of every row of the block, copied into shared memory (after x, MatvecStageBytes) by thread 0
@@ -210,7 +230,6 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   constexpr int R0 = STAGE ? 1 : UNROLL * PRE;  // chunks per row per lane in the register first batch
   TraceMarks trace(p.trace);
   extern __shared__ float4 smem4[];
-  __shared__ float red[WARPS];
   __shared__ uint64_t stage_bar;
   __shared__ uint64_t x_bar;  // XB: x's bulk copy
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -356,7 +375,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   const uint4* xs16 = reinterpret_cast<const uint4*>(smem4);  // XB 1: [nch] chunks of fp16 x
   const float4* x4 = reinterpret_cast<const float4*>(p.x);
   const float4* g4 = XB == 1 ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
-  float ss = 0.f;
+  // Norm: each chunk's sum of squares, after x (XB 2: after its copy; STAGE: after the staged rows).
+  float* const ssq = reinterpret_cast<float*>(smem4 + 2 * nch + (XB == 2 ? nch : 0) + (STAGE ? WARPS * ROWS * S : 0));
   if constexpr (XB == 2) {  // x by the copy, then the loop's staging from shared memory
     MbarWait(&x_bar, 0);
     const uint4* xc = reinterpret_cast<const uint4*>(smem4 + 2 * nch);
@@ -365,7 +385,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       Unpack8(xc[c], f);
       float4 a = make_float4(f[0], f[1], f[2], f[3]), b = make_float4(f[4], f[5], f[6], f[7]);
       if (g4) {
-        ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+        ssq[c] = SumSq8(a, b);
         a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
         b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
       }
@@ -392,7 +412,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       b = __ldcg(x4 + 2 * c + 1);
     }
     if (g4) {
-      ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+      ssq[c] = SumSq8(a, b);
       const float4 ga = __ldg(g4 + 2 * c), gb = __ldg(g4 + 2 * c + 1);
       a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
       b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
@@ -401,18 +421,13 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     xhi[c] = b;
   }
   float scale = 1.f;
-  if (g4) {
-    ss = WarpSum(ss);
-    if (lane == 0) red[warp] = ss;
-  }
   __syncthreads();  // XB 1: also makes thread 0's MbarInit visible before the others wait on it
   if (XB == 1) MbarWait(&x_bar, 0);
   trace.Staged();  // x is in shared memory
-  if (g4) {
-    float tot = 0.f;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) tot += red[w];
-    scale = 1.f / sqrtf(tot / p.K + p.eps);
+  if (g4) {  // the same order in every warp and every tile (the contract above)
+    float t = 0.f;
+    for (int c = lane; c < nch; c += 32) t += ssq[c];
+    scale = 1.f / sqrtf(WarpSum(t) / p.K + p.eps);
   }
 
   // Chunk c of x (8 values) as two float4: from the fp32 split layout, or unpacked from fp16 (XB 1).

@@ -137,7 +137,7 @@ void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
     attr_set = true;
   }
   const int per_block = W * U;
-  fn<<<(p.n_units + per_block - 1) / per_block, W * 32, gpu::MatvecSmemBytes(p.K), s>>>(p);
+  fn<<<(p.n_units + per_block - 1) / per_block, W * 32, gpu::MatvecSmemBytes(p.K, 0, p.norm_w != nullptr), s>>>(p);
   LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel");
 }
 

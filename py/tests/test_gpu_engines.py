@@ -228,6 +228,30 @@ def test_gpu_opt_launch_paths_agree(tmp_path, monkeypatch):
     np.testing.assert_array_equal(results["graph"], results["plain"])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden", [2048, 1032])
+def test_gpu_opt_tiles_bitwise_at_width(tmp_path, monkeypatch, hidden):
+    """Every tile gives the same logits bitwise where a thread stages more than one chunk of x: at hidden
+    2048 (256 chunks) a w2 tile's 64 threads stage four chunks each, a w4 tile's two, a w8 tile's one; at
+    1032 (129 chunks) some threads of every tile stage one more chunk than the others. The RMSNorm's sum
+    of squares is added in one order whatever the block (kernels_matvec.cuh): summed per thread and then
+    per warp, as before session 14, the tiles differed in the last bit of the RMS, which the tile tests at
+    hidden 512 (at most one chunk a thread) could not see. Also with x by bulk copy in every matvec (XB 2
+    stages the same sums from its copy) and a staged and a persistent tile."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=hidden, intermediate_size=1024)
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=71)
+    tokens = np.random.default_rng(73).integers(0, cfg["vocab_size"], 30)
+    want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": "2"}, monkeypatch)  # w8.u1.r4
+    for env in ({"LAB_GPU_MATVEC_CONFIG": "5"}, {"LAB_GPU_MATVEC_CONFIG": "0"}, {"LAB_GPU_MATVEC_CONFIG": "3"},
+                {"LAB_GPU_MATVEC_CONFIG": "17"}, {"LAB_GPU_MATVEC_CONFIG": "13"},
+                {"LAB_GPU_MATVEC_CONFIG": "5", "LAB_GPU_X_BULK": "all"}, {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_X_BULK": "all"}):
+        got, got_gen = _decode_logits(d, tokens, env, monkeypatch)
+        np.testing.assert_array_equal(got, want, err_msg=str(env))
+        assert got_gen.tolist() == want_gen.tolist(), env
+
+
 # Staged tiles (v8, LAB_GPU_O_STAGE) against the same tile unstaged: indices into gpu_opt's Configs().
 STAGED_PAIRS = [("w8.u2.r2", 4, "w8.u2.r2.s", 12), ("w4.u2.r4", 3, "w4.u2.r4.s", 13), ("w8.u1.r4", 2, "w8.u1.r4.s", 14)]
 
