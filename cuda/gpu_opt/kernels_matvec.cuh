@@ -54,7 +54,11 @@ __device__ __forceinline__ void QkvEpilogue(const QkvOut& o, int unit, float y0,
   const int hb = unit / half, j = unit - hb * half;
   const int kv_dim = o.n_kv * hd;
   if (hb < o.n_heads + o.n_kv) {  // q or k: rotate
-    const float a = y0 * c - y1 * s, b = y1 * c + y0 * s;
+    // One fused multiply-add each, the other product rounded first (__fmul_rn is never fused): written as
+    // y0 * c - y1 * s the compiler chose which product to fuse per instantiation, so tiles of one and two
+    // units a warp rotated q and k 1 ulp apart (session 14: deterministic, and once fp16 K or the
+    // attention output rounded the other way, 5e-4 in the logits a few steps later).
+    const float a = fmaf(y0, c, -__fmul_rn(y1, s)), b = fmaf(y1, c, __fmul_rn(y0, s));
     if (hb < o.n_heads) {
       float* q = o.q + size_t(t) * o.n_heads * hd + hb * hd + j;
       q[0] = a * o.q_scale;

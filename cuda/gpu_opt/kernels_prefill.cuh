@@ -249,7 +249,7 @@ static __global__ void RopeQkvHalfKernel(const float* __restrict__ qkv, __half* 
   if (hb < o.n_heads + o.n_kv) {
     float c, s;
     QkvRopeCoeffs(o, unit, pos, &c, &s);
-    const float a = y0 * c - y1 * s, b = y1 * c + y0 * s;
+    const float a = fmaf(y0, c, -__fmul_rn(y1, s)), b = fmaf(y1, c, __fmul_rn(y0, s));  // as QkvEpilogue
     __half* dst = hb < o.n_heads ? q16 + size_t(t) * o.n_heads * o.hd + size_t(hb) * o.hd + j
                                  : o.k_cache + size_t(pos) * kv_dim + size_t(hb - o.n_heads) * o.hd + j;
     dst[0] = __float2half_rn(a);

@@ -13,6 +13,12 @@ LOGITS_REL = {
     "fp16": 1e-2,
 }
 
+# One engine against itself with kernels that add the same fp32 terms in another order (gpu_opt's attention
+# layouts: another split merge order; fp32 matvec inputs so that no fp16 rounding flips). Observed 2e-6 to
+# 1.1e-5 on the 2-layer test models (1.12e-5 on gqa3_hd128_llama3 once the RMSNorm's sum of squares was
+# reordered in session 14); 5e-5 keeps it 2x under the fp32 bar against torch, where more than the order differs.
+REORDER_REL = 5e-5
+
 # Perplexity of an engine vs torch's on the same text and weights (relative difference).
 PERPLEXITY_REL = {
     "fp32": 1e-3,  # the bar for the FP32 engine on SmolLM2: within 0.1%
