@@ -20,7 +20,8 @@ K/V at the blocks' mean attended length) x tok/s over the read ceiling measured 
 Writes DIR/variants.json (per variant also the engine's own `variant` string: the tiles its tuner
 picked in that process), DIR/variants.md, DIR/<label>.log (the engine's stderr, LAB_GPU_VERBOSE=1:
 its tuning tables) and prints the table; with more than one context also DIR/variants.png (tok/s against
-the context, one line per variant, the blocks' min-max as bars).
+the context, one line per variant, the blocks' min-max as bars). --pack FILE.tgz also writes them (not the
+probe logits) as one archive: a device call brings back only a few files.
 
   python3 cuda/gpu_opt/decode_variants.py --replot DIR/variants.md --out DIR   (the plot again, from a
       saved table: this tool's variants.md, or its printed log)
@@ -199,6 +200,8 @@ def main():
     ap.add_argument("--mode", choices=["greedy", "logits"], default="greedy",
                     help="greedy: engine.generate() blocks (the bench's default); logits: decode() per token")
     ap.add_argument("--ceiling_gbps", type=float, default=0, help="skip measuring the read ceiling (tests)")
+    ap.add_argument("--pack", help="also write this .tgz of --out without the probe logits (a device call "
+                                   "returns only a few files: carry one archive back)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -295,6 +298,12 @@ def main():
 
     lines = write_outputs()
     print("\n".join(lines))
+    if a.pack:
+        import tarfile
+        with tarfile.open(a.pack, "w:gz") as tar:
+            for f in sorted(out.iterdir()):
+                if f.is_file() and not f.name.startswith("probe_"):
+                    tar.add(f, arcname=f.name)
 
 
 if __name__ == "__main__":

@@ -81,14 +81,19 @@ def test_probe_does_not_depend_on_earlier_contexts(tmp_path):
     write_random_model(model, CASES["gqa1_hd64_tied"], "fp32", seed=3, use_torch=False, progress=False)
     bundle = str(Path(lab.__file__).parents[1])  # the folder that holds the lab package (and its _engine)
 
-    def run(contexts, out):
+    def run(contexts, out, *extra):
         cmd = [sys.executable, str(SCRIPT), "--model_dir", str(model), "--out", str(out), "--engine", "cpu_fp32",
                "--contexts", contexts, "--tokens", "4", "--warmup", "0", "--repeats", "2", "--ceiling_gbps", "1",
-               "--variant", f"a={bundle}", "--variant", f"b={bundle}:OMP_NUM_THREADS=1"]
+               "--variant", f"a={bundle}", "--variant", f"b={bundle}:OMP_NUM_THREADS=1", *extra]
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
         return json.loads((out / "variants.json").read_text())
 
-    both = run("8,24", tmp_path / "both")
+    both = run("8,24", tmp_path / "both", "--pack", str(tmp_path / "both.tgz"))
+    import tarfile
+    with tarfile.open(tmp_path / "both.tgz") as tar:  # --pack: one archive, the probes left out
+        names = set(tar.getnames())
+    assert {"variants.json", "variants.md", "variants.png", "a.log", "b.log"} <= names, names
+    assert not any(n.startswith("probe_") for n in names), names
     alone = run("24", tmp_path / "alone")
     for doc in (both, alone):
         assert [r["rc"] for r in doc["variants"]] == [0, 0], [r.get("error") for r in doc["variants"]]
