@@ -493,7 +493,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   // epilogues, attention and gate_up); x stays the fp32 residual stream either way.
   const bool all16 = step && act16_ == kAct16All;
   const bool early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
-  p.second = early ? gpu::kSecondBeforeWait : second_ == 1 ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
+  p.second = early ? gpu::kSecondBeforeWait : second_ == kSecondAtWait ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
   const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
   switch (kind) {
     case kQkv:
@@ -569,7 +569,7 @@ GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int 
   MatvecParams q = p;
   // LAB_GPU_SECOND=xb: x comes by the copy engine, not by the threads' loads, so the second weight batch can
   // go out right after the wait without delaying x.
-  if (epi >= kFnXB && second_ == 2 && q.second == gpu::kSecondAfterX) q.second = gpu::kSecondAfterWait;
+  if (epi >= kFnXB && second_ == kSecondAtWaitXB && q.second == gpu::kSecondAfterX) q.second = gpu::kSecondAfterWait;
   if (mc.staged) {
     q.stage = StageChunks(mc, p.K);
     smem += gpu::MatvecStageBytes(mc.warps, mc.upw, q.stage);

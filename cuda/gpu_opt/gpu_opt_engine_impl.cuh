@@ -227,9 +227,10 @@ class GpuOptEngine : public Engine {
   // LAB_GPU_X_BULK: which matvecs take x by one bulk copy (DecodeMatvecKernel's XB): none, down, o_proj and
   // down (the default since session 14), those and gate_up, every one.
   enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid, kXBulkGateUp, kXBulkAll } x_bulk_ = kXBulkResid;
-  // LAB_GPU_SECOND: the other matvecs' second batch after x is staged (0), right after the wait (1), or right
-  // after the wait where x comes by bulk copy and after x elsewhere (2, xb: the default since session 14)
-  int second_ = 2;
+  // LAB_GPU_SECOND: where the matvecs without LAB_GPU_EARLY issue their second batch: after x is staged,
+  // right after the wait, or right after the wait where x comes by bulk copy and after x elsewhere (xb: the
+  // default since session 14).
+  enum SecondAt { kSecondAtX, kSecondAtWait, kSecondAtWaitXB } second_ = kSecondAtWaitXB;
   enum Act16 { kAct16All, kAct16H, kAct16Off } act16_ = kAct16All;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)

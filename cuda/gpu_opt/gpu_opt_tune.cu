@@ -252,7 +252,7 @@ void GpuOptEngine::ReadTileEnv() {
   // (EarlyBatch's order; unset: qkv, hence the explicit check before EnvChoice, whose default is the first.)
   if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v)
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
-  static const int kSecondOfChoice[] = {2, 0, 1};  // (the default listed first, as EnvChoice wants)
+  static const SecondAt kSecondOfChoice[] = {kSecondAtWaitXB, kSecondAtX, kSecondAtWait};  // (the default first)
   second_ = kSecondOfChoice[EnvChoice("LAB_GPU_SECOND", {"xb", "after_x", "after_wait"})];
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"all", "h", "off"}));  // Act16's order
   // (The default listed first, as EnvChoice wants; kXBulk below in XBulk's order.) The default applies
@@ -285,7 +285,8 @@ std::string GpuOptEngine::variant() const {
   for (int k = 0; k < kNumKinds; ++k) s += std::string(k ? ", " : "") + kKindNames[k] + " " + Configs()[config_[k]].name;
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
-  if (second_ != 2) s += second_ == 1 ? ", second after_wait" : ", second after_x";  // (xb, the default: not named)
+  if (second_ != kSecondAtWaitXB)  // (xb, the default: not named)
+    s += second_ == kSecondAtWait ? ", second after_wait" : ", second after_x";
   static const char* const kXBulk[] = {"x staged by the loop", "x by bulk copy down only", "",
                                        "x by bulk copy o_proj down gate_up", "x by bulk copy every matvec"};  // XBulk's order
   // (resid, the default: not named)

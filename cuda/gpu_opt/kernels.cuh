@@ -12,7 +12,8 @@
 //                       them in flight per thread and the next batch issued before the current one is
 //                       used (register double buffering); the input vector lives in shared memory
 //                       (staged from its fp16 copy: half the bytes of the step's first phase;
-//                       down's by one bulk copy, kept fp16: XB, README "x by one bulk copy").
+//                       o_proj's and down's by one bulk copy, kept fp16, the second weight batch right
+//                       behind it: XB, README "x by one bulk copy", "The second batch behind the copy").
 //   AttentionKernel     flash-decoding: the keys are split across blocks (grid = kv heads x splits),
 //                       each block keeps an online softmax per query head of its GQA group, reading
 //                       every cached K/V row once for the whole group; the last block of a kv head

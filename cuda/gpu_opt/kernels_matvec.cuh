@@ -215,7 +215,7 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   fp16 -> fp32 is exact and the products are added in the same order: bitwise the other tiles' result.
 //   Since x comes by the copy engine and not by the threads' loads, the second weight batch can go out
 //   right after the wait without delaying x (p.second = kSecondAfterWait, LAB_GPU_SECOND=xb).
-//   XB 2 (LAB_GPU_X_BULK=norm; any epilogue, with p.x16; dynamic smem MatvecSmemBytes(K, 2)): the same
+//   XB 2 (LAB_GPU_X_BULK=gate_up|all; any epilogue, with p.x16; dynamic smem MatvecSmemBytes(K, 2)): the same
 //   copy for the kernels with a norm (qkv, gate_up, lm_head), into shared memory after the fp32 staging
 //   area; each thread's first two chunks of norm weights are loaded into registers right after the copy
 //   is issued (L2 hits, ahead of the second weight batch's misses); once the copy lands each thread
@@ -404,6 +404,9 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     for (int c = threadIdx.x + kXG * WARPS * 32; c < nch; c += WARPS * 32)
       stage(c, g4 ? __ldg(g4 + 2 * c) : float4{}, g4 ? __ldg(g4 + 2 * c + 1) : float4{});
   }
+  // (XB 2's `stage` above repeats this loop's body. One shared lambda changed the loop kernels' machine
+  // code (gate_up w8.u1.r4's cubin 28 -> 26 KB) with no device left in session 14 to check it: merge them
+  // with a GPU run of the tile tests.)
   for (int c = threadIdx.x; !XB && c < nch; c += WARPS * 32) {
     float4 a, b;
     if (p.x16) {
