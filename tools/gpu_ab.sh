@@ -33,6 +33,8 @@ WORK=/tmp/gpu_ab
 RES="$WORK/res"
 MODEL="${LAB_MODEL8B:-/tmp/lab_models/synthetic-llama-3.1-8b_fp16}"
 run() { if [ "$DRY" = 1 ]; then echo "+ $*"; else "$@"; fi; }
+# A warm host keeps /tmp between calls: the last call's logs must not travel in this call's archive.
+run rm -rf "$RES"
 mkdir -p "$WORK" "$RES" "$OUT_DIR"
 
 declare -A dir_of  # tarball -> unpacked bundle folder

@@ -26,6 +26,8 @@ def test_variants_alternate_and_keep_their_knobs(tmp_path):
     assert [v.split("=", 1)[0] for v in variants] == ["new", "base", "new_2", "base_2"], cmd
     assert variants[1].strip() == "base=/tmp/gpu_ab/b2/gpu_bundle:LAB_GPU_X_BULK=down,LAB_GPU_TILES=qkv=w8.u1.r2,down=w4.u1.r4"
     assert variants[2].strip() == "new_2=/tmp/gpu_ab/b1/gpu_bundle"
+    # a warm host keeps /tmp: the last call's results are removed before anything runs
+    assert p.stdout.splitlines()[0] == "+ rm -rf /tmp/gpu_ab/res", p.stdout
     assert "run.sh model" in p.stdout and f"{tmp_path}/out/ab.tgz" in p.stdout
 
 
