@@ -489,9 +489,6 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   p.x = x;
   p.pos = pos;
   p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
-  const bool ahead = l2_ahead_kinds_ == kAheadAll || kind == kDown || (l2_ahead_kinds_ == kAheadResid && kind == kO);
-  p.l2_ahead = ahead && prop_.major >= 9 ? l2_ahead_ : 0;
-  p.l2_ahead_before = l2_ahead_before_ ? 1 : 0;
   // LAB_GPU_ACT16: which inputs are fp16 (h: down's; all: every matvec's, from the embedding, the residual
   // epilogues, attention and gate_up); x stays the fp32 residual stream either way.
   const bool all16 = step && act16_ == kAct16All;

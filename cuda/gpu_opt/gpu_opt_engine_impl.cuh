@@ -231,12 +231,6 @@ class GpuOptEngine : public Engine {
   // right after the wait, or right after the wait where x comes by bulk copy and after x elsewhere (xb: the
   // default since session 14).
   enum SecondAt { kSecondAtX, kSecondAtWait, kSecondAtWaitXB } second_ = kSecondAtWaitXB;
-  // LAB_GPU_L2_AHEAD: bytes of each weight row past the batches in flight prefetched into L2 (0: off, the
-  // default), for down, o_proj and down, or every matvec (LAB_GPU_L2_AHEAD_KINDS), after the PDL wait or
-  // before it (LAB_GPU_L2_AHEAD_AT).
-  int l2_ahead_ = 0;
-  enum AheadKinds { kAheadDown, kAheadResid, kAheadAll } l2_ahead_kinds_ = kAheadDown;
-  bool l2_ahead_before_ = false;
   enum Act16 { kAct16All, kAct16H, kAct16Off } act16_ = kAct16All;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)

@@ -51,10 +51,6 @@
 // matvecs' fp16 x comes into shared memory by one bulk copy right after the wait instead of the staging
 // loop's L2 round trips: o_proj's and down's, the default since session 14; down's only; none; those and
 // gate_up's; every matvec's; README "x by one bulk copy"),
-// LAB_GPU_L2_AHEAD=<bytes> (each weight row's next bytes past the two batches in flight bulk-prefetched
-// into L2, so that HBM streams while x is staged; 0, off, the default), LAB_GPU_L2_AHEAD_KINDS=down|resid|all
-// (for down, o_proj and down, or every matvec), LAB_GPU_L2_AHEAD_AT=after|before (right after the PDL wait
-// and the second batch, or before the wait),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),

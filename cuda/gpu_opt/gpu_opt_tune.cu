@@ -264,9 +264,6 @@ void GpuOptEngine::ReadTileEnv() {
       ((x_bulk_ >= kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off)))
     throw InputError(std::string("LAB_GPU_X_BULK=") + kXBulk[x_bulk_] + " needs LAB_GPU_ACT16=" +
                      (x_bulk_ == kXBulkDown ? "all or h" : "all") + ": the bulk copy brings an fp16 x");
-  l2_ahead_ = int(EnvInt("LAB_GPU_L2_AHEAD", 0, 1 << 20, 0)) / 16 * 16;
-  l2_ahead_kinds_ = AheadKinds(EnvChoice("LAB_GPU_L2_AHEAD_KINDS", {"down", "resid", "all"}));  // AheadKinds' order
-  l2_ahead_before_ = EnvChoice("LAB_GPU_L2_AHEAD_AT", {"after", "before"}) == 1;
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
@@ -294,10 +291,6 @@ std::string GpuOptEngine::variant() const {
                                        "x by bulk copy o_proj down gate_up", "x by bulk copy every matvec"};  // XBulk's order
   // (resid, the default: not named)
   if (x_bulk_ != kXBulkResid) s += std::string(", ") + kXBulk[x_bulk_];
-  static const char* const kAhead[] = {"down", "o_proj down", "every matvec"};  // AheadKinds' order
-  if (l2_ahead_)
-    s += ", L2 prefetch of " + std::to_string(l2_ahead_) + " B a row ahead, " + kAhead[l2_ahead_kinds_] +
-         (l2_ahead_before_ ? ", before the wait" : "");
   static const char* const kAct16[] = {"all", "h", "off"};  // Act16's order
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";

@@ -102,9 +102,6 @@ struct MatvecParams {
   const int* pos;        // Qkv: device-side position of the token
   QkvOut qkv;
   int l2_prefetch;       // 1: bulk-prefetch the block's whole weight rows into L2 before the PDL wait
-  int l2_ahead;          // bytes (a multiple of 16) of each row past the two batches in flight, bulk-prefetched
-                         // into L2 so that HBM streams while x is staged (LAB_GPU_L2_AHEAD); 0: none
-  int l2_ahead_before;   // 1: that prefetch before the PDL wait; 0: right after it (and the second batch)
   int second;            // SecondBatch: where the second batch of weights is issued
   int stage;             // STAGE kernels only: chunks at the start of each row that the first batch copies
                          // into shared memory (a multiple of 32, or the whole row: nch = K/8); >= 1
@@ -326,18 +323,6 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     }
   };
   if (p.second == kSecondBeforeWait && any) load_batch(base1);
-  // LAB_GPU_L2_AHEAD: the chunks after both batches, l2_ahead bytes of each row, prefetched into L2 by
-  // lanes 0..ROWS-1 (one instruction a row), before the wait or right after it and the second batch.
-  auto prefetch_ahead = [&]() {
-    const int c0 = S + 32 * UNROLL;
-    if (p.l2_ahead > 0 && any && c0 < nch) {
-      const unsigned bytes = unsigned(min(p.l2_ahead / 16, nch - c0)) * 16u;
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r)
-        if (lane == r) PrefetchL2(rows[r] + c0, bytes);
-    }
-  };
-  if (p.l2_ahead_before) prefetch_ahead();
 
   PdlWait();
   trace.Released();
@@ -359,7 +344,6 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   }
 
   if (p.second == kSecondAfterWait && any) load_batch(base1);
-  if (!p.l2_ahead_before) prefetch_ahead();
 
   // Epilogue operands that do not depend on the dot products, fetched before the task's main loop so
   // that their latency hides under it instead of adding to the tail: the position and RoPE cos/sin
