@@ -404,9 +404,9 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     for (int c = threadIdx.x + kXG * WARPS * 32; c < nch; c += WARPS * 32)
       stage(c, g4 ? __ldg(g4 + 2 * c) : float4{}, g4 ? __ldg(g4 + 2 * c + 1) : float4{});
   }
-  // (XB 2's `stage` above repeats this loop's body. One shared lambda changed the loop kernels' machine
-  // code (gate_up w8.u1.r4's cubin 28 -> 26 KB) with no device left in session 14 to check it: merge them
-  // with a GPU run of the tile tests.)
+  // (XB 2's `stage` above repeats this loop's body on purpose. One lambda shared by both, the norm weights'
+  // loads issued with x's, changed this loop's machine code (gate_up w8.u1.r4: 106 -> 96 registers) and
+  // measured 0.2-0.6% slower in alternating processes, bitwise equal: bench_results/h200-20261128-stage-merge.)
   for (int c = threadIdx.x; !XB && c < nch; c += WARPS * 32) {
     float4 a, b;
     if (p.x16) {
