@@ -15,7 +15,11 @@ last block's end (gpu_opt_engine.cu, TraceMarks). Per kind of launch and per tok
 and the bytes each kind must read over the read ceiling measured first (our read kernel), so that
 "busy at the ceiling" says how close each kernel's own streaming gets.
 
+A second table splits the step's time beyond its bytes at the ceiling (each kind's busy time past its
+bytes, the drains, the rest) into shares: the budget any change to the step is spending from.
+
   PYTHONPATH=<gpu bundle> python3 cuda/gpu_opt/step_trace.py --model_dir M --context 512 --out DIR
+  python3 cuda/gpu_opt/step_trace.py --from_json DIR/step_trace.json --out DIR2   # the tables again, no GPU
 """
 
 import argparse
@@ -38,7 +42,8 @@ def bytes_per_step(cfg, context):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model_dir", required=True)
+    ap.add_argument("--model_dir", help="the model to trace (not with --from_json)")
+    ap.add_argument("--from_json", help="render a trace's step_trace.json again (tables only, no GPU)")
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--tokens", type=int, default=64, help="traced decode() steps")
     ap.add_argument("--max_context", type=int, default=0,
@@ -46,6 +51,12 @@ def main():
                          "position min(max_context - 1, 1024 or LAB_GPU_TUNE_POS), so 2500 tunes as the bench's does")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
+    out = Path(a.out)
+    if a.from_json:
+        out.mkdir(parents=True, exist_ok=True)
+        return write(json.loads(Path(a.from_json).read_text()), out)
+    if not a.model_dir:
+        raise SystemExit("step_trace: --model_dir or --from_json is needed")
     os.environ["LAB_GPU_TRACE"] = "1"
     import lab._engine as E
 
@@ -71,21 +82,41 @@ def main():
     steps = after["steps"] - before["steps"]
     per = {k: (after[k] - before[k]) / steps for k in after if k != "steps"}
     nbytes = bytes_per_step(cfg, a.context + a.tokens // 2)
-    rows, tot = [], {"busy": 0.0, "drain": 0.0, "ideal": 0.0}
+    rows = []
     for k in KINDS:
         busy, drain, pre, n, staged = (per[f"{k}.{x}"] for x in ("busy", "drain", "pre", "launches", "staged"))
         ideal = nbytes[k] / (ceiling * 1e9)
         rows.append({"kind": k, "launches": n, "MB": nbytes[k] / 1e6, "busy_us": busy * 1e6, "drain_us": drain * 1e6,
                      "pre_us": pre * 1e6, "ideal_us": ideal * 1e6, "busy_gbps": nbytes[k] / busy / 1e9 if busy else 0,
                      "staged_us": staged / n * 1e6 if n else 0})
-        tot["busy"] += busy
-        tot["drain"] += drain
-        tot["ideal"] += ideal
-    step = per["step"]
-    md = [f"# gpu_opt decode step inside its graph ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-          f"Model `{Path(a.model_dir).name}`, context {a.context} (+{a.tokens} traced decode() steps, logits to the "
-          f"host; an engine of {eng.max_context} positions), {eng.variant or 'defaults'}. "
-          f"Read ceiling measured first: **{ceiling:.0f} GB/s** ({how}). "
+    out.mkdir(parents=True, exist_ok=True)
+    d = {"model_dir": a.model_dir, "context": a.context, "tokens": a.tokens, "max_context": eng.max_context,
+         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "ceiling_gbps": ceiling, "ceiling_how": how,
+         "variant": eng.variant, "rows": rows, "step_s": per["step"], "wall_s": wall, "per_step": per}
+    write(d, out)
+
+
+def losses(d):
+    """The step's time beyond its bytes at the ceiling, in us: each kind's busy time past its bytes, the drains,
+    and the rest of the step (launch gaps the marks do not cover; may be negative where kernels overlap)."""
+    rows = d["rows"]
+    busy = sum(r["busy_us"] for r in rows)
+    drains = sum(r["drain_us"] for r in rows)
+    out = [(f"{r['kind']} beyond its bytes", r["busy_us"] - r["ideal_us"]) for r in rows]
+    out += [("drains between kernels", drains), ("the rest of the step", d["step_s"] * 1e6 - busy - drains)]
+    return out
+
+
+def render(d):
+    """The markdown of a trace (a dict as written to step_trace.json)."""
+    rows, ceiling, step, wall = d["rows"], d["ceiling_gbps"], d["step_s"], d["wall_s"]
+    tot = {"busy": sum(r["busy_us"] for r in rows) / 1e6, "drain": sum(r["drain_us"] for r in rows) / 1e6,
+           "ideal": sum(r["ideal_us"] for r in rows) / 1e6}
+    engine = f"; an engine of {d['max_context']} positions" if "max_context" in d else ""
+    md = [f"# gpu_opt decode step inside its graph ({d.get('date', 'date not recorded')})", "",
+          f"Model `{Path(d['model_dir']).name}`, context {d['context']} (+{d['tokens']} traced decode() steps, logits to the "
+          f"host{engine}), {d['variant'] or 'defaults'}. "
+          f"Read ceiling measured first: **{ceiling:.0f} GB/s** ({d['ceiling_how']}). "
           "Per token, summed over the launches of each kind (`busy`: from the first block past the PDL wait to "
           "the last block's end; `drain`: from the previous launch's last block to this one's release, the "
           "kernel boundary; `pre`: blocks resident before the release); `at the ceiling`: the kind's bytes "
@@ -98,16 +129,23 @@ def main():
         md.append(f"| {r['kind']} | {r['launches']:.0f} | {r['MB']:,.1f} | {r['busy_us']:,.1f} | {r['ideal_us']:,.1f} | "
                   f"{r['busy_gbps']:,.0f} | {100 * r['busy_gbps'] / ceiling:.1f}% | {r['drain_us']:,.1f} | {r['pre_us']:,.1f} | "
                   f"{r['staged_us']:.2f} |")
-    total_mb = sum(nbytes.values()) / 1e6
+    total_mb = sum(r["MB"] for r in rows)
     md += ["", f"Step (first block's start to the last block's end): **{step * 1e6:,.1f} us**; busy summed "
                f"{tot['busy'] * 1e6:,.1f} us, drains summed {tot['drain'] * 1e6:,.1f} us; the step's {total_mb:,.0f} MB at "
                f"the ceiling {tot['ideal'] * 1e6:,.1f} us = {100 * tot['ideal'] / step:.1f}% of the step; wall clock per "
                f"decode() {wall * 1e6:,.1f} us ({1 / wall:.1f} tok/s, host and the logits' copy included).", ""]
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "step_trace.json").write_text(json.dumps(
-        {"model_dir": a.model_dir, "context": a.context, "tokens": a.tokens, "ceiling_gbps": ceiling, "ceiling_how": how,
-         "variant": eng.variant, "rows": rows, "step_s": step, "wall_s": wall, "per_step": per}, indent=1))
+    loss = losses(d)
+    total = sum(us for _, us in loss)
+    md += [f"Where the step's {total:,.1f} us beyond its bytes at the ceiling go (busy past the bytes, per kind; "
+           "the drains; the rest of the step):", "", "| where | us a step | share |", "| --- | ---: | ---: |"]
+    md += [f"| {w} | {round(us, 1) or 0.0:,.1f} | {round(100 * us / total, 1) or 0.0:.1f}% |" for w, us in loss]  # no -0.0
+    md.append("")
+    return md
+
+
+def write(d, out):
+    md = render(d)
+    (out / "step_trace.json").write_text(json.dumps(d, indent=1))
     (out / "step_trace.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
