@@ -2,7 +2,6 @@
 for a plot, the plot, and a whole run on a CPU engine (its real runs need a GPU): every context's probe
 comes from a fresh prefill, so it does not depend on the contexts before it."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import repo_script
+
 SCRIPT = Path(__file__).resolve().parents[2] / "cuda" / "gpu_opt" / "decode_variants.py"
 
 
 @pytest.fixture(scope="module")
 def dv():
-    spec = importlib.util.spec_from_file_location("decode_variants", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return repo_script.load(SCRIPT.relative_to(repo_script.REPO))
 
 
 def test_context_needed(dv):

@@ -1,7 +1,6 @@
 """cuda/gpu_opt/step_trace.py's host side (its traces need a GPU): the tables rendered from a trace's json,
 the split of the step's time beyond its bytes, and --from_json on the command line."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
+import repo_script
+
 SCRIPT = Path(__file__).resolve().parents[2] / "cuda" / "gpu_opt" / "step_trace.py"
 KINDS = ["qkv", "attention", "o_proj", "gate_up", "down", "lm_head"]
 
 
 @pytest.fixture(scope="module")
 def st():
-    spec = importlib.util.spec_from_file_location("step_trace", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return repo_script.load(SCRIPT.relative_to(repo_script.REPO))
 
 
 def trace(busy, ideal, drain, step_us, ceiling=4000.0):
