@@ -494,7 +494,6 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   const bool all16 = step && act16_ == kAct16All;
   const bool early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
   p.second = early ? gpu::kSecondBeforeWait : second_ == kSecondAtWait ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
-  p.x_pieces = x_pieces_;  // (the bulk-copy residual kernels only)
   const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
   switch (kind) {
     case kQkv:

@@ -231,7 +231,6 @@ class GpuOptEngine : public Engine {
   // right after the wait, or right after the wait where x comes by bulk copy and after x elsewhere (xb: the
   // default since session 14).
   enum SecondAt { kSecondAtX, kSecondAtWait, kSecondAtWaitXB } second_ = kSecondAtWaitXB;
-  int x_pieces_ = 1;  // LAB_GPU_X_PIECES: the bulk-copy residual kernels' x in up to this many pieces
   enum Act16 { kAct16All, kAct16H, kAct16Off } act16_ = kAct16All;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)

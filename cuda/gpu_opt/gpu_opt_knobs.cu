@@ -51,8 +51,6 @@
 // matvecs' fp16 x comes into shared memory by one bulk copy right after the wait instead of the staging
 // loop's L2 round trips: o_proj's and down's, the default since session 14; down's only; none; those and
 // gate_up's; every matvec's; README "x by one bulk copy"),
-// LAB_GPU_X_PIECES=<1-8> (those bulk copies of o_proj's and down's x cut into up to this many pieces
-// that double in length, each waited for only by the batch that needs it; kernels_matvec.cuh, XB 1),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone),

@@ -265,7 +265,6 @@ void GpuOptEngine::ReadTileEnv() {
     throw InputError(std::string("LAB_GPU_X_BULK=") + kXBulk[x_bulk_] + " needs LAB_GPU_ACT16=" +
                      (x_bulk_ == kXBulkDown ? "all or h" : "all") + ": the bulk copy brings an fp16 x");
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
-  x_pieces_ = int(EnvInt("LAB_GPU_X_PIECES", 1, gpu::kXPiecesMax, 1));
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
 }
@@ -292,7 +291,6 @@ std::string GpuOptEngine::variant() const {
                                        "x by bulk copy o_proj down gate_up", "x by bulk copy every matvec"};  // XBulk's order
   // (resid, the default: not named)
   if (x_bulk_ != kXBulkResid) s += std::string(", ") + kXBulk[x_bulk_];
-  if (x_pieces_ != 1) s += ", x copied in up to " + std::to_string(x_pieces_) + " pieces";
   static const char* const kAct16[] = {"all", "h", "off"};  // Act16's order
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";

@@ -110,22 +110,7 @@ struct MatvecParams {
   unsigned long long* argmax;  // Store only, or nullptr: greedy generation; each block atomicMax-es
                                // ArgmaxKey(value, row) of its rows into *argmax (cleared before the launch)
   unsigned long long* trace;   // nullptr, or this launch's three TraceMarks slots (LAB_GPU_TRACE)
-  int x_pieces;          // XB 1 only: x's bulk copy cut into up to this many pieces (XPieces; 0 or 1: one copy)
 };
-
-// XB 1's x in pieces (MatvecParams::x_pieces, LAB_GPU_X_PIECES): piece i of n ends at chunk first << i,
-// the last at nch, where `first` is the first weight batch's chunks per row (32 * R0), so piece 0 is what
-// the first batch multiplies, and each later piece is as long as all before it. XPieces is how many of
-// the `asked` pieces are not empty.
-constexpr int kXPiecesMax = 8;
-__host__ __device__ inline int XPieces(int asked, int first, int nch) {
-  int n = 1;
-  while (n < asked && n < kXPiecesMax && (first << (n - 1)) < nch) ++n;
-  return n;
-}
-__host__ __device__ inline int XPieceEnd(int i, int n, int first, int nch) {
-  return i >= n - 1 ? nch : (first << i) < nch ? (first << i) : nch;
-}
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by
 // value (the float's bits made monotone as unsigned: negative values flipped, positive ones given the
@@ -229,13 +214,10 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   over 256 threads, four round trips), fewer registers (w8.u1.r4: 113 -> 96), half the shared memory.
 //   fp16 -> fp32 is exact and the products are added in the same order: bitwise the other tiles' result.
 //   Since x comes by the copy engine and not by the threads' loads, the second weight batch can go out
-//   right after the wait without delaying x (p.second = kSecondAfterWait, LAB_GPU_SECOND=xb).
-//   XB 1 in pieces (p.x_pieces > 1, LAB_GPU_X_PIECES; session 16): the copy is cut into pieces that double
-//   in length (XPieces, XPieceEnd), each with its own barrier, all issued at once; a warp waits for the
-//   first piece only before its first batch, and for each later one just before the batch that needs it.
-//   Why: down's 28 KB x took 3.8 us a launch from release to staged on the H200 (the step trace at HEAD,
-//   all blocks copying the same row from L2 at once), while only the second weight batch streamed. The
-//   products and their order are unchanged: bitwise the one-copy result.
+//   right after the wait without delaying x (p.second = kSecondAfterWait, LAB_GPU_SECOND=xb). (Session
+//   16 cut this copy into pieces, each waited for by the batch that needs it: down's release-to-staged
+//   time fell 3.08 -> 1.16 us, the step did not move, since down streamed at the ceiling anyway;
+//   reverted, code in 3d0775b, README "Session 16".)
 //   XB 2 (LAB_GPU_X_BULK=gate_up|all; any epilogue, with p.x16; dynamic smem MatvecSmemBytes(K, 2)): the same
 //   copy for the kernels with a norm (qkv, gate_up, lm_head), into shared memory after the fp32 staging
 //   area; each thread's first two chunks of norm weights are loaded into registers right after the copy
@@ -256,7 +238,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   TraceMarks trace(p.trace);
   extern __shared__ float4 smem4[];
   __shared__ uint64_t stage_bar;
-  __shared__ uint64_t x_bar[XB == 1 ? kXPiecesMax : 1];  // XB: x's bulk copy (XB 1: one barrier a piece)
+  __shared__ uint64_t x_bar;  // XB: x's bulk copy
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nch = p.K >> 3;  // 16-byte chunks per row
   // A task is one warp's UPW units. Persistent (PERSIST): task warp * gridDim.x + blockIdx.x, then
@@ -322,14 +304,9 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       if (lane == r) PrefetchL2(rows[r], unsigned(p.K) * 2u);
   }
 
-  // XB 1: x in n_x pieces, each with its barrier (one piece unless p.x_pieces asks for more).
-  const int n_x = XB == 1 ? XPieces(p.x_pieces, 32 * R0, nch) : 1;
   if (XB && threadIdx.x == 0) {  // x's copy must wait for the producer: issued after PdlWait
-    for (int i = 0; i < n_x; ++i) {
-      MbarInit(&x_bar[i]);
-      const int b = i ? XPieceEnd(i - 1, n_x, 32 * R0, nch) : 0;
-      MbarArriveExpectTx(&x_bar[i], unsigned(XPieceEnd(i, n_x, 32 * R0, nch) - b) * 16u);
-    }
+    MbarInit(&x_bar);
+    MbarArriveExpectTx(&x_bar, unsigned(nch) * 16u);
   }
   if (XB == 2) __syncthreads();  // the init visible to every thread before it waits (XB 1: the barrier below)
 
@@ -353,15 +330,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   PdlWait();
   trace.Released();
   PdlTrigger();
-  if (XB == 2 && threadIdx.x == 0) BulkCopyToShared(smem4 + 2 * nch, p.x16, unsigned(nch) * 16u, &x_bar[0]);
-  if (XB == 1 && threadIdx.x == 0) {
-    for (int i = 0, b = 0; i < n_x; ++i) {
-      const int e = XPieceEnd(i, n_x, 32 * R0, nch);
-      BulkCopyToShared(reinterpret_cast<uint4*>(smem4) + b, reinterpret_cast<const uint4*>(p.x16) + b,
-                       unsigned(e - b) * 16u, &x_bar[i]);
-      b = e;
-    }
-  }
+  if (XB && threadIdx.x == 0) BulkCopyToShared(XB == 2 ? smem4 + 2 * nch : smem4, p.x16, unsigned(nch) * 16u, &x_bar);
   // XB 2: this thread's first kXG chunks of norm weights, before the second batch's loads.
   constexpr int kXG = XB == 2 ? 2 : 1;
   const float4* const gw4 = reinterpret_cast<const float4*>(p.norm_w);
@@ -416,7 +385,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   // Norm: each chunk's sum of squares, after x (XB 2: after its copy; STAGE: after the staged rows).
   float* const ssq = reinterpret_cast<float*>(smem4 + 2 * nch + (XB == 2 ? nch : 0) + (STAGE ? WARPS * ROWS * S : 0));
   if constexpr (XB == 2) {  // x by the copy, then the loop's staging from shared memory
-    MbarWait(&x_bar[0], 0);
+    MbarWait(&x_bar, 0);
     const uint4* xc = reinterpret_cast<const uint4*>(smem4 + 2 * nch);
     auto stage = [&](int c, float4 ga, float4 gb) {  // as the loop below, x16 read from shared memory
       float f[8];
@@ -463,17 +432,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   }
   float scale = 1.f;
   __syncthreads();  // XB 1: also makes thread 0's MbarInit visible before the others wait on it
-  // XB 1: x's chunks [0, x_ready) are in shared memory; wait_x(c) waits for the pieces up to chunk c (all of
-  // x with one piece; in pieces, the first batch's here and each later one before the batch that needs it).
-  int x_ready = XB == 1 ? 0 : nch, x_piece = 0;
-  auto wait_x = [&](int c) {
-    while (x_ready < c) {
-      MbarWait(&x_bar[x_piece], 0);
-      x_ready = XPieceEnd(x_piece++, n_x, 32 * R0, nch);
-    }
-  };
-  if (XB == 1) wait_x(min(nch, 32 * R0));
-  trace.Staged();  // x is in shared memory (XB 1 in pieces: its first piece)
+  if (XB == 1) MbarWait(&x_bar, 0);
+  trace.Staged();  // x is in shared memory
   // The RMS scale, the same order in every warp and every tile (the contract above). Called in the first
   // task after its second weight batch is issued: before it (bd65cb9) the ~16 dependent shared-memory
   // adds held that batch back, -0.7% in the A/B of session 14.
@@ -536,7 +496,6 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) cur[r][u] = buf[r][u];
       load_batch(base + 32 * UNROLL);
-      if (XB == 1) wait_x(min(nch, base + 32 * UNROLL));  // (x in pieces; else a compare)
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
         const int c = base + lane + 32 * u;
@@ -608,7 +567,6 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       fetch_epilogue(task + task_step);
     }
   }
-  if (XB == 1) wait_x(nch);  // a warp without a task: no copy may land after its block has exited
 }
 
 }  // namespace gpu

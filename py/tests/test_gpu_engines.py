@@ -268,7 +268,7 @@ def _decode_logits(d, tokens, env, monkeypatch, counts=None):
     """Logits of 10 decode() steps after a 20-token prefill, and 4 generate() tokens, under env; `counts`
     (a dict), if given, gets the engine's launch_counts() at the end."""
     for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY",
-              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK", "LAB_GPU_X_PIECES"):
+              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -365,9 +365,7 @@ def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
     fp16 to fp32 is exact and each lane adds the same products in the same order, so the logits and
     tokens (decode() and generate()) are bitwise the loop's, for w8.u1.r4, w8.u2.r2, w2.u1.r8 and a
     persistent tile; and so they are with LAB_GPU_SECOND=xb (the default: the second weight batch right
-    after the wait in the bulk-copy kernels) or after_x; and with the residual kernels' copy cut into pieces
-    (LAB_GPU_X_PIECES: with 8 asked, down's 625 chunks are 4 pieces for w8.u1.r4, ending at 128/256/512/625,
-    and 3 for w2.u1.r8, whose first batch is 256 chunks; with 3 asked, 128/256/625 for w8.u1.r4). down's input is 5,000 long (625 chunks, 10,000
+    after the wait in the bulk-copy kernels) or after_x. down's input is 5,000 long (625 chunks, 10,000
     bytes in one copy); w2.u1.r8's 64 threads hold the first two of a thread's eight chunks of norm
     weights in registers and load the rest in the staging. A copy that read the previous layer's x, a
     wrong byte count or a chunk unpacked out of place changes the logits (or never completes). The
@@ -383,12 +381,11 @@ def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
     n = {}
     want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch, n)
     assert n["down"] > 0 and all(n[k + ".x_bulk"] == n[k + ".second_after_wait"] == 0 for k in kinds), n
-    for xb, on, second, pieces in (("down", {"down"}, "after_x", "1"), ("resid", {"down", "o_proj"}, "after_x", "1"),
-                                   ("resid", {"down", "o_proj"}, "xb", "1"), ("resid", {"down", "o_proj"}, "xb", "3"),
-                                   ("down", {"down"}, "after_x", "8"),
-                                   ("gate_up", {"down", "o_proj", "gate_up"}, "xb", "1"), ("all", set(kinds), "xb", "1")):
+    for xb, on, second in (("down", {"down"}, "after_x"), ("resid", {"down", "o_proj"}, "after_x"),
+                           ("resid", {"down", "o_proj"}, "xb"), ("gate_up", {"down", "o_proj", "gate_up"}, "xb"),
+                           ("all", set(kinds), "xb")):
         n = {}
-        env = dict(base, LAB_GPU_X_BULK=xb, LAB_GPU_SECOND=second, LAB_GPU_X_PIECES=pieces)
+        env = dict(base, LAB_GPU_X_BULK=xb, LAB_GPU_SECOND=second)
         got, got_gen = _decode_logits(d, tokens, env, monkeypatch, n)
         np.testing.assert_array_equal(got, want, err_msg=str(env))
         assert got_gen.tolist() == want_gen.tolist(), env
@@ -455,7 +452,7 @@ def test_gpu_opt_act16_matches_reference(tmp_path, monkeypatch, case):
 @pytest.mark.gpu
 def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     """engine.variant names every kind's tile (the bench puts it on each row); LAB_GPU_TILES pins a kind's
-    tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY, LAB_GPU_SECOND or LAB_GPU_X_PIECES is named too, and
+    tile and leaves the others to the tuner; a non-default LAB_GPU_EARLY or LAB_GPU_SECOND is named too, and
     LAB_GPU_TUNE_POS (the step position the graph tuner times) when given."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
@@ -485,9 +482,6 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     assert v.endswith("early off, x by bulk copy every matvec, tuned at position 700"), v
     monkeypatch.setenv("LAB_GPU_SECOND", "after_x")
     assert "early off, second after_x, x by bulk copy every matvec" in _engine.Engine("gpu_opt", str(d), 64).variant
-    monkeypatch.setenv("LAB_GPU_X_PIECES", "3")
-    v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert "x by bulk copy every matvec, x copied in up to 3 pieces" in v, v
 
 
 @pytest.mark.gpu
@@ -498,7 +492,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     d, _ = _tile_model(tmp_path, 5, 5)
     for knob, bad, msg in (("LAB_GPU_O_STAGE", "w8.u2.r2", "one of the staged tiles"),
                            ("LAB_GPU_O_STAGE_KB", "0", "1..256"), ("LAB_GPU_CARVEOUT", "most", "max or auto"),
-                           ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_X_PIECES", "9", "1..8"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
+                           ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
                            ("LAB_GPU_SECOND", "before", "xb, after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent"),
                            ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "resid, down, off, gate_up or all")):
