@@ -38,6 +38,7 @@
 #include "cuda/gpu_opt/gpu_opt_engine.h"
 #include "cuda/gpu_opt/kernels.cuh"
 #include "cuda/gpu_opt/kernels_prefill.cuh"
+#include "cuda/kernels/chain_stream.cuh"
 #include "cuda/kernels/matvec_versions.cuh"
 
 namespace lab {
@@ -532,6 +533,63 @@ int main(int argc, char** argv) {
         chain_rows.push_back({kHow[variant], TimeLaunches([&](int) { LAB_CUDA_CHECK(cudaGraphLaunch(exec, s)); }, s, 7, 1)});
         cudaGraphExecDestroy(exec);
         cudaGraphDestroy(graph);
+      }
+      // The same stream as one persistent kernel (chain_stream.cuh): every output checked against v5 first.
+      {
+        std::vector<kernels::ChainMat> hm;
+        size_t woff = 0, yn = 0;
+        for (int l = 0; l <= L; ++l)
+          for (int k = 0; k < (l < L ? 4 : 1); ++k) {
+            const Shape& c = l < L ? cs[k] : shapes[4];
+            hm.push_back({wts + woff, c.M, c.K, nullptr});
+            woff += size_t(c.M) * c.K;
+            yn += c.M;
+          }
+        const std::string unfit = kernels::ChainStreamUnfit(prop, hm.data(), int(hm.size()));
+        if (!unfit.empty()) std::printf("  chain as one persistent kernel: skipped (%s)\n", unfit.c_str());
+        if (unfit.empty()) {
+          float *ys = nullptr, *yr = nullptr;
+          kernels::ChainMat* dm = nullptr;
+          unsigned* bar = nullptr;
+          LAB_CUDA_CHECK(cudaMalloc(&ys, yn * 4));
+          LAB_CUDA_CHECK(cudaMalloc(&yr, yn * 4));
+          LAB_CUDA_CHECK(cudaMalloc(&bar, 4));
+          LAB_CUDA_CHECK(cudaMemset(ys, 0xff, yn * 4));  // NaN: an output never written fails the check
+          for (size_t i = 0, yo = 0; i < hm.size(); yo += hm[i].M, ++i) {
+            hm[i].y = ys + yo;
+            RunV5<8, 1, 4>(PlainParams(hm[i].W, x, yr + yo, hm[i].M, hm[i].K), s);
+          }
+          LAB_CUDA_CHECK(cudaMalloc(&dm, hm.size() * sizeof(kernels::ChainMat)));
+          LAB_CUDA_CHECK(cudaMemcpy(dm, hm.data(), hm.size() * sizeof(kernels::ChainMat), cudaMemcpyHostToDevice));
+          const int n = int(hm.size()), sms = prop.multiProcessorCount;
+          LAB_CUDA_CHECK(kernels::LaunchChainStream(dm, n, x, bar, sms, s));
+          LAB_CUDA_CHECK(cudaStreamSynchronize(s));
+          std::vector<float> got(yn), want(yn);
+          LAB_CUDA_CHECK(cudaMemcpy(got.data(), ys, yn * 4, cudaMemcpyDeviceToHost));
+          LAB_CUDA_CHECK(cudaMemcpy(want.data(), yr, yn * 4, cudaMemcpyDeviceToHost));
+          double worst = 0;  // the largest relative L2 error of one matrix's output against v5's
+          for (size_t i = 0, yo = 0; i < hm.size(); yo += hm[i].M, ++i) {
+            double e2 = 0, r2 = 0;
+            for (int r = 0; r < hm[i].M; ++r) {
+              const double d = double(got[yo + r]) - want[yo + r];
+              e2 += std::isfinite(got[yo + r]) ? d * d : 1e300;
+              r2 += double(want[yo + r]) * want[yo + r];
+            }
+            worst = std::max(worst, std::sqrt(e2 / std::max(r2, 1e-300)));
+          }
+          const bool ok = worst < 1e-4;
+          all_ok &= ok;
+          std::printf("  chain as one persistent kernel: %d matrices checked against v5, worst relative error %.1e %s\n", n,
+                      worst, ok ? "ok" : "FAIL");
+          if (ok)
+            chain_rows.push_back({"one persistent kernel", TimeLaunches([&](int) {
+                                    LAB_CUDA_CHECK(kernels::LaunchChainStream(dm, n, x, bar, sms, s));
+                                  }, s, 7, 1)});
+          LAB_CUDA_CHECK(cudaFree(ys));
+          LAB_CUDA_CHECK(cudaFree(yr));
+          LAB_CUDA_CHECK(cudaFree(dm));
+          LAB_CUDA_CHECK(cudaFree(bar));
+        }
       }
       for (const ChainRow& c : chain_rows)
         std::printf("  chain %-20s %8.0f us  %6.0f GB/s  %5.1f%% of read\n", c.how.c_str(), c.t.med_us,
