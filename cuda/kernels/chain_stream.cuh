@@ -12,7 +12,7 @@
 //
 // Contract (ChainStreamKernel):
 //   grid = G blocks, one per SM, all resident (cooperative launch); block = (kCsWarps + 1) warps;
-//   dynamic smem ChainStreamSmemBytes(). mats[0..n): row-major fp16 W [M, K] (K % 256 == 0, 16-byte
+//   dynamic smem ChainStreamSmemBytes(). mats[0..n): row-major fp16 W [M, K] (K % 512 == 0, 16-byte
 //   aligned), output y [M] fp32; ceil(M / G) <= kCsMaxRows; K <= kCsMaxK; *bar == 0 at launch.
 //   Matrix m's input is x0 for m = 0, and x0 + 1e-30 * y_{m-1}[0, K) after it: numerically x0 (so every
 //   output can be checked against an ordinary matvec of x0), but a true read of the previous matrix's
@@ -23,12 +23,13 @@
 //     barrier counts its bytes; it reuses a stage once its "empty" barrier has seen every consumer warp.
 //     It never waits on the grid barrier.
 //   - The kCsWarps consumer warps, per matrix: wait until all G blocks have written the previous matrix
-//     (a counter, acquire), stage x in shared memory (fp32, split layout), then consume the stages:
-//     each group of 32 chunks (512 bytes) lies inside one row (row bytes and stage bytes are multiples
-//     of 512), so a warp takes a group, lane l its chunk l, multiplies by x, sums over the warp and adds
-//     the sum to the row's accumulator in shared memory (atomicAdd: the order of groups is not fixed,
-//     so the sums are not bitwise reproducible). Then they write the block's rows and release the
-//     counter (one increment per block, after a fence).
+//     (a counter, acquire), stage x in shared memory (fp32, split layout), then consume the stages. A
+//     stage is 32 groups of 32 chunks (512 bytes); warp w takes groups kCsGpw w .. kCsGpw (w + 1) - 1,
+//     which lie inside one row (K % 512 == 0: a row is an even number of groups, and so is every
+//     stage), lane l chunk l of each: its products summed, then over the warp, then added to the row's
+//     accumulator in shared memory (atomicAdd: the order of the warps' sums is not fixed, so the result
+//     is not bitwise reproducible). Then they write the block's rows and release the counter (one
+//     increment per block, after a fence).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -47,8 +48,10 @@ struct ChainMat {
   float* y;
 };
 
-constexpr int kCsWarps = 8;             // consumer warps; one more warp produces
-constexpr int kCsStageBytes = 16384;    // a multiple of 512
+constexpr int kCsWarps = 16;            // consumer warps; one more warp produces
+constexpr int kCsGpw = 2;               // groups of 32 chunks a consumer warp takes from a full stage
+constexpr int kCsStageBytes = 16384;    // 32 groups of 32 16-byte chunks
+static_assert(kCsWarps * kCsGpw == kCsStageBytes / 512, "the consumer warps take a stage's groups exactly");
 constexpr int kCsStages = 8;            // 128 KB of weights in flight per SM
 constexpr int kCsMaxK = 14336;
 constexpr int kCsMaxRows = 2048;
@@ -145,10 +148,14 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
       gpu::MbarWait(&full[s], use & 1);
       const int groups = int((bytes - off < kCsStageBytes ? bytes - off : kCsStageBytes) / 512);
       const uint4* st = ring + size_t(s) * (kCsStageBytes / 16);
-      for (int g = warp; g < groups; g += kCsWarps) {
-        const int gc = int(off / 16) + g * 32;  // the group's first chunk in the block's range (< 2^31: rows
-        const int row = gc / nch, col = gc - row * nch + lane;  // <= kCsMaxRows of <= kCsMaxK)
-        const float v = gpu::WarpSum(gpu::Dot8(st[g * 32 + lane], xlo[col], xhi[col], 0.f));
+      const int g0 = warp * kCsGpw;  // this warp's kCsGpw groups of the stage, all in one row
+      if (g0 < groups) {
+        const int gc = int(off / 16) + g0 * 32;  // the first one's first chunk in the block's range (< 2^31:
+        const int row = gc / nch, col = gc - row * nch + lane;  // rows <= kCsMaxRows of <= kCsMaxK)
+        float part = 0.f;
+#pragma unroll
+        for (int j = 0; j < kCsGpw; ++j) part = gpu::Dot8(st[(g0 + j) * 32 + lane], xlo[col + 32 * j], xhi[col + 32 * j], part);
+        const float v = gpu::WarpSum(part);
         if (lane == 0) atomicAdd(acc + row, v);
       }
       __syncwarp();
@@ -171,7 +178,7 @@ inline std::string ChainStreamUnfit(const cudaDeviceProp& prop, const ChainMat* 
   if (!prop.cooperativeLaunch) return "no cooperative launch";
   if (ChainStreamSmemBytes() > size_t(prop.sharedMemPerBlockOptin)) return "not enough shared memory per block";
   for (int m = 0; m < n; ++m)
-    if (host_mats[m].K % 256 || host_mats[m].K > kCsMaxK ||
+    if (host_mats[m].K % (256 * kCsGpw) || host_mats[m].K > kCsMaxK ||
         (host_mats[m].M + prop.multiProcessorCount - 1) / prop.multiProcessorCount > kCsMaxRows)
       return "a matrix outside the kernel's contract";
   return "";
