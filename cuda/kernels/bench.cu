@@ -581,9 +581,11 @@ int main(int argc, char** argv) {
           all_ok &= ok;
           std::printf("  chain as one persistent kernel: %d matrices checked against v5, worst relative error %.1e %s\n", n,
                       worst, ok ? "ok" : "FAIL");
-          if (ok)
-            chain_rows.push_back({"one persistent kernel", TimeLaunches([&](int) {
-                                    LAB_CUDA_CHECK(kernels::LaunchChainStream(dm, n, x, bar, sms, s));
+          static const char* kMode[3] = {"one persistent kernel", "  the same, no grid barrier (diagnostic)",
+                                         "  its weight ring alone (diagnostic)"};
+          for (int mode = 0; ok && mode < 3; ++mode)
+            chain_rows.push_back({kMode[mode], TimeLaunches([&](int) {
+                                    LAB_CUDA_CHECK(kernels::LaunchChainStream(dm, n, x, bar, sms, s, mode));
                                   }, s, 7, 1)});
           LAB_CUDA_CHECK(cudaFree(ys));
           LAB_CUDA_CHECK(cudaFree(yr));

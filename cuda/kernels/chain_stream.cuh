@@ -54,6 +54,10 @@ constexpr int kCsStageBytes = 16384;    // 32 groups of 32 16-byte chunks
 static_assert(kCsWarps * kCsGpw == kCsStageBytes / 512, "the consumer warps take a stage's groups exactly");
 constexpr int kCsStages = 8;            // 128 KB of weights in flight per SM
 constexpr int kCsMaxK = 14336;
+// What the kernel does (its diagnostics isolate the costs): kCsFull, the contract; kCsNoBarrier, no grid
+// barrier, every matrix multiplies x0 (the same outputs, no dependency); kCsRingOnly, the weight stream
+// through the ring alone (consumers wait for each stage and release it; outputs are the zeroed sums).
+enum ChainStreamMode : int { kCsFull = 0, kCsNoBarrier = 1, kCsRingOnly = 2 };
 constexpr int kCsMaxRows = 2048;
 
 inline size_t ChainStreamSmemBytes() {
@@ -80,7 +84,7 @@ __device__ __forceinline__ unsigned CsLoadAcquire(const unsigned* p) {
 }
 
 __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
-    ChainStreamKernel(const ChainMat* __restrict__ mats, int n, const float* __restrict__ x0, unsigned* bar) {
+    ChainStreamKernel(const ChainMat* __restrict__ mats, int n, const float* __restrict__ x0, unsigned* bar, int mode) {
   extern __shared__ float4 cs_smem[];
   __shared__ uint64_t full[kCsStages], empty[kCsStages];
   uint4* const ring = reinterpret_cast<uint4*>(cs_smem);
@@ -123,14 +127,14 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
     const ChainMat c = mats[m];
     const int r0 = int(int64_t(c.M) * b / G), r1 = int(int64_t(c.M) * (b + 1) / G), nch = c.K / 8;
     const int64_t bytes = int64_t(r1 - r0) * c.K * 2;
-    if (m > 0) {  // every block has written matrix m - 1
+    if (m > 0 && mode == kCsFull) {  // every block has written matrix m - 1
       if (tid == 0)
         while (CsLoadAcquire(bar) < unsigned(m) * unsigned(G)) {
         }
       CsConsumersSync();
     }
     const float4* x4 = reinterpret_cast<const float4*>(x0);
-    const float4* p4 = m > 0 ? reinterpret_cast<const float4*>(mats[m - 1].y) : nullptr;
+    const float4* p4 = m > 0 && mode == kCsFull ? reinterpret_cast<const float4*>(mats[m - 1].y) : nullptr;
     for (int ch = tid; ch < nch; ch += kCsWarps * 32) {
       float4 a = __ldg(x4 + 2 * ch), h = __ldg(x4 + 2 * ch + 1);
       if (p4) {
@@ -149,7 +153,7 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
       const int groups = int((bytes - off < kCsStageBytes ? bytes - off : kCsStageBytes) / 512);
       const uint4* st = ring + size_t(s) * (kCsStageBytes / 16);
       const int g0 = warp * kCsGpw;  // this warp's kCsGpw groups of the stage, all in one row
-      if (g0 < groups) {
+      if (g0 < groups && mode != kCsRingOnly) {
         const int gc = int(off / 16) + g0 * 32;  // the first one's first chunk in the block's range (< 2^31:
         const int row = gc / nch, col = gc - row * nch + lane;  // rows <= kCsMaxRows of <= kCsMaxK)
         float part = 0.f;
@@ -164,7 +168,7 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
     CsConsumersSync();
     for (int r = tid; r < r1 - r0; r += kCsWarps * 32) c.y[r0 + r] = acc[r];
     CsConsumersSync();
-    if (tid == 0) {
+    if (tid == 0 && mode == kCsFull) {
       __threadfence();
       atomicAdd(bar, 1u);
     }
@@ -184,7 +188,7 @@ inline std::string ChainStreamUnfit(const cudaDeviceProp& prop, const ChainMat* 
   return "";
 }
 inline cudaError_t LaunchChainStream(const ChainMat* dev_mats, int n, const float* x0, unsigned* bar, int sms,
-                                     cudaStream_t s) {
+                                     cudaStream_t s, int mode = kCsFull) {
   static bool attr = false;
   if (!attr) {
     const cudaError_t e = cudaFuncSetAttribute(ChainStreamKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -194,7 +198,7 @@ inline cudaError_t LaunchChainStream(const ChainMat* dev_mats, int n, const floa
   }
   cudaError_t e = cudaMemsetAsync(bar, 0, sizeof(unsigned), s);
   if (e != cudaSuccess) return e;
-  void* args[] = {&dev_mats, &n, &x0, &bar};
+  void* args[] = {&dev_mats, &n, &x0, &bar, &mode};
   return cudaLaunchCooperativeKernel(reinterpret_cast<void*>(ChainStreamKernel), dim3(sms), dim3((kCsWarps + 1) * 32),
                                      args, ChainStreamSmemBytes(), s);
 }
