@@ -12,7 +12,7 @@
 //
 // Contract (ChainStreamKernel):
 //   grid = G blocks, one per SM, all resident (cooperative launch); block = (kCsWarps + 1) warps;
-//   dynamic smem ChainStreamSmemBytes(). mats[0..n): row-major fp16 W [M, K] (K % 512 == 0, 16-byte
+//   dynamic smem ChainStreamSmemBytes(). mats[0..n): row-major fp16 W [M, K] (K % 2048 == 0, 16-byte
 //   aligned), output y [M] fp32; ceil(M / G) <= kCsMaxRows; K <= kCsMaxK; *bar == 0 at launch.
 //   Matrix m's input is x0 for m = 0, and x0 + 1e-30 * y_{m-1}[0, K) after it: numerically x0 (so every
 //   output can be checked against an ordinary matvec of x0), but a true read of the previous matrix's
@@ -23,10 +23,12 @@
 //     barrier counts its bytes; it reuses a stage once its "empty" barrier has seen every consumer warp.
 //     It never waits on the grid barrier.
 //   - The kCsWarps consumer warps, per matrix: wait until all G blocks have written the previous matrix
-//     (a counter, acquire), stage x in shared memory (fp32, split layout), then consume the stages. A
-//     stage is 32 groups of 32 chunks (512 bytes); warp w takes groups kCsGpw w .. kCsGpw (w + 1) - 1,
-//     which lie inside one row (K % 512 == 0: a row is an even number of groups, and so is every
-//     stage), lane l chunk l of each: its products summed, then over the warp, then added to the row's
+//     (a counter, acquire), stage x in shared memory (fp32, split layout), then consume the stages. The
+//     warps form kCsTeams teams; team t takes the stages whose index (over all matrices) is t modulo
+//     kCsTeams, so that several stages are consumed at once. A stage is 32 groups of 32 chunks (512
+//     bytes); warp u of a team takes groups kCsGpw u .. kCsGpw (u + 1) - 1, which lie inside one row
+//     (K % 2048 == 0: a row is a multiple of 8 groups, and so is every stage, the last one of a block's
+//     range included), lane l chunk l of each: its products summed, then over the warp, then added to the row's
 //     accumulator in shared memory (atomicAdd: the order of the warps' sums is not fixed, so the result
 //     is not bitwise reproducible). Then they write the block's rows and release the counter (one
 //     increment per block, after a fence).
@@ -49,9 +51,10 @@ struct ChainMat {
 };
 
 constexpr int kCsWarps = 16;            // consumer warps; one more warp produces
-constexpr int kCsGpw = 2;               // groups of 32 chunks a consumer warp takes from a full stage
+constexpr int kCsTeams = 4;             // the consumer warps in teams, each team on every kCsTeams-th stage
+constexpr int kCsGpw = 8;               // groups of 32 chunks a consumer warp takes from a full stage
 constexpr int kCsStageBytes = 16384;    // 32 groups of 32 16-byte chunks
-static_assert(kCsWarps * kCsGpw == kCsStageBytes / 512, "the consumer warps take a stage's groups exactly");
+static_assert(kCsWarps / kCsTeams * kCsGpw == kCsStageBytes / 512, "a team takes a stage's groups exactly");
 constexpr int kCsStages = 8;            // 128 KB of weights in flight per SM
 constexpr int kCsMaxK = 14336;
 // What the kernel does (its diagnostics isolate the costs): kCsFull, the contract; kCsNoBarrier, no grid
@@ -95,7 +98,7 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kCsStages; ++s) {
       CsBarInit(&full[s], 1);
-      CsBarInit(&empty[s], kCsWarps);
+      CsBarInit(&empty[s], kCsWarps / kCsTeams);  // the warps of the team that takes the stage
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -121,7 +124,7 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
   }
 
   // ---- consumers ----
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, team = warp / (kCsWarps / kCsTeams), sub = warp % (kCsWarps / kCsTeams);
   unsigned it = 0;
   for (int m = 0; m < n; ++m) {
     const ChainMat c = mats[m];
@@ -148,18 +151,22 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
     for (int r = tid; r < r1 - r0; r += kCsWarps * 32) acc[r] = 0.f;
     CsConsumersSync();
     for (int64_t off = 0; off < bytes; off += kCsStageBytes, ++it) {
+      if (it % kCsTeams != unsigned(team)) continue;  // another team's stage
       const unsigned s = it % kCsStages, use = it / kCsStages;
       gpu::MbarWait(&full[s], use & 1);
       const int groups = int((bytes - off < kCsStageBytes ? bytes - off : kCsStageBytes) / 512);
       const uint4* st = ring + size_t(s) * (kCsStageBytes / 16);
-      const int g0 = warp * kCsGpw;  // this warp's kCsGpw groups of the stage, all in one row
+      const int g0 = sub * kCsGpw;  // this warp's kCsGpw groups of the stage, all in one row
       if (g0 < groups && mode != kCsRingOnly) {
         const int gc = int(off / 16) + g0 * 32;  // the first one's first chunk in the block's range (< 2^31:
         const int row = gc / nch, col = gc - row * nch + lane;  // rows <= kCsMaxRows of <= kCsMaxK)
-        float part = 0.f;
+        float p0 = 0.f, p1 = 0.f;  // two chains of products
 #pragma unroll
-        for (int j = 0; j < kCsGpw; ++j) part = gpu::Dot8(st[(g0 + j) * 32 + lane], xlo[col + 32 * j], xhi[col + 32 * j], part);
-        const float v = gpu::WarpSum(part);
+        for (int j = 0; j < kCsGpw; j += 2) {
+          p0 = gpu::Dot8(st[(g0 + j) * 32 + lane], xlo[col + 32 * j], xhi[col + 32 * j], p0);
+          p1 = gpu::Dot8(st[(g0 + j + 1) * 32 + lane], xlo[col + 32 * j + 32], xhi[col + 32 * j + 32], p1);
+        }
+        const float v = gpu::WarpSum(p0 + p1);
         if (lane == 0) atomicAdd(acc + row, v);
       }
       __syncwarp();
