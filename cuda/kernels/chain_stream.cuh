@@ -55,7 +55,7 @@ constexpr int kCsTeams = 4;             // the consumer warps in teams, each tea
 constexpr int kCsGpw = 8;               // groups of 32 chunks a consumer warp takes from a full stage
 constexpr int kCsStageBytes = 16384;    // 32 groups of 32 16-byte chunks
 static_assert(kCsWarps / kCsTeams * kCsGpw == kCsStageBytes / 512, "a team takes a stage's groups exactly");
-constexpr int kCsStages = 8;            // 128 KB of weights in flight per SM
+constexpr int kCsStages = 10;           // 160 KB of weights in flight per SM (what fits beside x)
 constexpr int kCsMaxK = 14336;
 // What the kernel does (its diagnostics isolate the costs): kCsFull, the contract; kCsNoBarrier, no grid
 // barrier, every matrix multiplies x0 (the same outputs, no dependency); kCsRingOnly, the weight stream
@@ -138,15 +138,36 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
     }
     const float4* x4 = reinterpret_cast<const float4*>(x0);
     const float4* p4 = m > 0 && mode == kCsFull ? reinterpret_cast<const float4*>(mats[m - 1].y) : nullptr;
-    for (int ch = tid; ch < nch; ch += kCsWarps * 32) {
-      float4 a = __ldg(x4 + 2 * ch), h = __ldg(x4 + 2 * ch + 1);
-      if (p4) {
-        const float4 pa = __ldcg(p4 + 2 * ch), ph = __ldcg(p4 + 2 * ch + 1);
-        a = make_float4(fmaf(1e-30f, pa.x, a.x), fmaf(1e-30f, pa.y, a.y), fmaf(1e-30f, pa.z, a.z), fmaf(1e-30f, pa.w, a.w));
-        h = make_float4(fmaf(1e-30f, ph.x, h.x), fmaf(1e-30f, ph.y, h.y), fmaf(1e-30f, ph.z, h.z), fmaf(1e-30f, ph.w, h.w));
+    // x's chunks of this thread (at most kXc: 14336 / 8 over 512 threads), every load issued before any is
+    // used: one L2 round trip on the critical path, not one per chunk.
+    constexpr int kXc = (kCsMaxK / 8 + kCsWarps * 32 - 1) / (kCsWarps * 32);
+    float4 xa[kXc], xh[kXc], pa[kXc], ph[kXc];
+#pragma unroll
+    for (int i = 0; i < kXc; ++i) {
+      const int ch = tid + i * kCsWarps * 32;
+      if (ch < nch) {
+        xa[i] = __ldg(x4 + 2 * ch);
+        xh[i] = __ldg(x4 + 2 * ch + 1);
+        if (p4) {
+          pa[i] = __ldcg(p4 + 2 * ch);
+          ph[i] = __ldcg(p4 + 2 * ch + 1);
+        }
       }
-      xlo[ch] = a;
-      xhi[ch] = h;
+    }
+#pragma unroll
+    for (int i = 0; i < kXc; ++i) {
+      const int ch = tid + i * kCsWarps * 32;
+      if (ch < nch) {
+        float4 a = xa[i], h = xh[i];
+        if (p4) {
+          a = make_float4(fmaf(1e-30f, pa[i].x, a.x), fmaf(1e-30f, pa[i].y, a.y), fmaf(1e-30f, pa[i].z, a.z),
+                          fmaf(1e-30f, pa[i].w, a.w));
+          h = make_float4(fmaf(1e-30f, ph[i].x, h.x), fmaf(1e-30f, ph[i].y, h.y), fmaf(1e-30f, ph[i].z, h.z),
+                          fmaf(1e-30f, ph[i].w, h.w));
+        }
+        xlo[ch] = a;
+        xhi[ch] = h;
+      }
     }
     for (int r = tid; r < r1 - r0; r += kCsWarps * 32) acc[r] = 0.f;
     CsConsumersSync();
