@@ -55,11 +55,11 @@ constexpr int kCsTeams = 4;             // the consumer warps in teams, each tea
 constexpr int kCsGpw = 8;               // groups of 32 chunks a consumer warp takes from a full stage
 constexpr int kCsStageBytes = 16384;    // 32 groups of 32 16-byte chunks
 static_assert(kCsWarps / kCsTeams * kCsGpw == kCsStageBytes / 512, "a team takes a stage's groups exactly");
+constexpr int kCsStages = 8;            // 128 KB of weights in flight per SM
 // Each stage belongs to one team for good. Otherwise a team could wait on a stage's next use while another
 // team's current use of it is not filled yet: the parity it waits for is the previous phase's, already
 // complete, and it would read the stage early (10 stages over 4 teams: a launch failure in session 16).
 static_assert(kCsStages % kCsTeams == 0, "a stage always goes to the same team");
-constexpr int kCsStages = 8;            // 128 KB of weights in flight per SM
 constexpr int kCsMaxK = 14336;
 // What the kernel does (its diagnostics isolate the costs): kCsFull, the contract; kCsNoBarrier, no grid
 // barrier, every matrix multiplies x0 (the same outputs, no dependency); kCsRingOnly, the weight stream
