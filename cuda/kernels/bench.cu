@@ -563,8 +563,8 @@ int main(int argc, char** argv) {
           LAB_CUDA_CHECK(cudaMemcpy(dm, hm.data(), hm.size() * sizeof(kernels::ChainMat), cudaMemcpyHostToDevice));
           // (mode, share of units assigned statically): every block's rows fixed, then with a claimed tail;
           // the diagnostics of the second.
-          const int kForm[4][2] = {{kernels::kCsFull, 100}, {kernels::kCsFull, 75}, {kernels::kCsNoBarrier, 75},
-                                   {kernels::kCsRingOnly, 75}};
+          const int kForm[4][2] = {{kernels::kCsFull, 100}, {kernels::kCsFull, 90}, {kernels::kCsNoBarrier, 90},
+                                   {kernels::kCsRingOnly, 90}};
           static const char* kName[4] = {"one persistent kernel, rows fixed", "one persistent kernel, tail claimed",
                                          "  the same, no grid barrier (diagnostic)", "  its weight ring alone (diagnostic)"};
           std::vector<float> got(yn), want(yn);
