@@ -20,8 +20,8 @@
 //   output, after a grid barrier, as in a decode step.
 //   Work: a matrix is cut into units of CsUnitRows(K) whole rows (about 64 KB). Block b takes units
 //   b S .. b S + S - 1 (S = T static_pct / 100 / G of the T units), then claims the rest one at a time
-//   from the matrix's counter ctr[m] (atomicAdd; each claim sent one unit ahead, the first before the
-//   static units): the SMs that stream faster take more of the tail, so
+//   from the matrix's counter ctr[m] (atomicAdd; each claim sent one unit ahead, the first with the last
+//   static unit): the SMs that stream faster take more of the tail, so
 //   all finish a matrix within about a unit of each other. static_pct 100 leaves only T mod G to claim.
 //   - The producer warp (lane 0) streams its units of all matrices, in order, through a ring of
 //     kCsStages shared-memory stages of kCsStageBytes by 1-D bulk copies (TMA), a unit in consecutive
@@ -148,10 +148,16 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
           next_stage(make_int4(r0, int(off / 16), int(nb / 16), 0), src + off, nb);
         }
       };
-      // The first claim goes out before the static units, so that its latency (an L2 round trip, more under
-      // load) hides behind their copies instead of stalling the stream at every matrix.
-      const unsigned first = atomicAdd(ctr + m, 1u);
-      for (int u = b * S; u < (b + 1) * S; ++u) stream_unit(u);
+      // The first claim goes out with the last static unit: late enough that the claims follow each SM's
+      // progress (sent before all static units, they were dealt at random and the SMs drifted apart: the
+      // ring alone fell to 99%), early enough that its latency hides behind that unit's copies (sent after
+      // them, it stalled the stream at every matrix: 100.7%).
+      unsigned first = 0;
+      for (int u = b * S; u < (b + 1) * S; ++u) {
+        if (u == (b + 1) * S - 1) first = atomicAdd(ctr + m, 1u);
+        stream_unit(u);
+      }
+      if (S == 0) first = atomicAdd(ctr + m, 1u);
       int cur = G * S + int(first);
       while (cur < T) {
         const int nxt = G * S + int(atomicAdd(ctr + m, 1u));  // in flight while cur's copies are issued
