@@ -13,32 +13,25 @@
 // Contract (ChainStreamKernel):
 //   grid = G blocks, one per SM, all resident (cooperative launch); block = (kCsWarps + 1) warps;
 //   dynamic smem ChainStreamSmemBytes(). mats[0..n): row-major fp16 W [M, K] (K % 2048 == 0, 16-byte
-//   aligned, K <= kCsMaxK), output y [M] fp32, zero at launch (the kernel adds into it); ctr: 2 n
-//   counters, zero at launch.
+//   aligned), output y [M] fp32; ceil(M / G) <= kCsMaxRows; K <= kCsMaxK; *bar == 0 at launch.
 //   Matrix m's input is x0 for m = 0, and x0 + 1e-30 * y_{m-1}[0, K) after it: numerically x0 (so every
 //   output can be checked against an ordinary matvec of x0), but a true read of the previous matrix's
 //   output, after a grid barrier, as in a decode step.
-//   Work: a matrix is cut into units of CsUnitRows(K) whole rows (about 64 KB). Block b takes units
-//   b S .. b S + S - 1 (S = T static_pct / 100 / G of the T units), then claims the rest one at a time
-//   from the matrix's counter ctr[m] (atomicAdd; each claim sent one unit ahead, the first with the last
-//   static unit): the SMs that stream faster take more of the tail, so
-//   all finish a matrix within about a unit of each other. static_pct 100 leaves only T mod G to claim.
-//   - The producer warp (lane 0) streams its units of all matrices, in order, through a ring of
-//     kCsStages shared-memory stages of kCsStageBytes by 1-D bulk copies (TMA), a unit in consecutive
-//     stages (its last one partial); each stage carries a tag (the unit's first row, the stage's first
-//     chunk in the unit, its chunks). After a matrix's last unit come kCsTeams empty END stages, one for
-//     each team. Stage s's "full" barrier counts its bytes; the producer reuses it once its "empty"
-//     barrier has seen the team's warps. It never waits on the grid barrier; the next claim's atomic is
-//     issued before the current unit's copies, so its latency hides behind them.
-//   - The kCsWarps consumer warps, per matrix: wait until the G blocks have added every product of the
-//     previous matrix (ctr[n + m - 1] counts 512-byte groups, acquire), stage x in shared memory (fp32,
-//     split layout), then consume stages until their END. The warps form kCsTeams teams; team t takes
-//     the stages whose index (over the whole launch) is t modulo kCsTeams, so that several stages are
-//     consumed at once. A stage is up to 32 groups of 32 chunks; warp u of a team takes groups
-//     kCsGpw u .. kCsGpw (u + 1) - 1, which lie inside one row (K % 2048: a row is a multiple of 8
-//     groups, and so is every stage), lane l chunk l of each: products summed, then over the warp, then
-//     added into y[row] (atomicAdd: the order is not fixed, so the sums are not bitwise reproducible).
-//     At END the block's consumers meet, and one thread adds the block's groups to ctr[n + m] (release).
+//   Block b owns rows [M b / G, M (b + 1) / G) of every matrix: one contiguous byte range of W.
+//   - The producer warp (lane 0) streams the block's ranges of all matrices, in order, through a ring
+//     of kCsStages shared-memory stages of kCsStageBytes by 1-D bulk copies (TMA): stage s's "full"
+//     barrier counts its bytes; it reuses a stage once its "empty" barrier has seen every consumer warp.
+//     It never waits on the grid barrier.
+//   - The kCsWarps consumer warps, per matrix: wait until all G blocks have written the previous matrix
+//     (a counter, acquire), stage x in shared memory (fp32, split layout), then consume the stages. The
+//     warps form kCsTeams teams; team t takes the stages whose index (over all matrices) is t modulo
+//     kCsTeams, so that several stages are consumed at once. A stage is 32 groups of 32 chunks (512
+//     bytes); warp u of a team takes groups kCsGpw u .. kCsGpw (u + 1) - 1, which lie inside one row
+//     (K % 2048 == 0: a row is a multiple of 8 groups, and so is every stage, the last one of a block's
+//     range included), lane l chunk l of each: its products summed, then over the warp, then added to the row's
+//     accumulator in shared memory (atomicAdd: the order of the warps' sums is not fixed, so the result
+//     is not bitwise reproducible). Then they write the block's rows and release the counter (one
+//     increment per block, after a fence).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -68,18 +61,15 @@ constexpr int kCsStages = 8;            // 128 KB of weights in flight per SM
 // complete, and it would read the stage early (10 stages over 4 teams: a launch failure in session 16).
 static_assert(kCsStages % kCsTeams == 0, "a stage always goes to the same team");
 constexpr int kCsMaxK = 14336;
-constexpr int kCsUnitBytes = 65536;     // a unit of work: whole rows, about this many bytes
 // What the kernel does (its diagnostics isolate the costs): kCsFull, the contract; kCsNoBarrier, no grid
 // barrier, every matrix multiplies x0 (the same outputs, no dependency); kCsRingOnly, the weight stream
-// through the ring alone (consumers wait for each stage and release it; y is left as it was).
+// through the ring alone (consumers wait for each stage and release it; outputs are the zeroed sums).
 enum ChainStreamMode : int { kCsFull = 0, kCsNoBarrier = 1, kCsRingOnly = 2 };
+constexpr int kCsMaxRows = 2048;
 
-__host__ __device__ inline int CsUnitRows(int K) {
-  const int r = kCsUnitBytes / (2 * K);
-  return r > 0 ? r : 1;
+inline size_t ChainStreamSmemBytes() {
+  return size_t(kCsStages) * kCsStageBytes + size_t(kCsMaxK) * sizeof(float) + size_t(kCsMaxRows) * sizeof(float);
 }
-
-inline size_t ChainStreamSmemBytes() { return size_t(kCsStages) * kCsStageBytes + size_t(kCsMaxK) * sizeof(float); }
 
 __device__ __forceinline__ void CsBarInit(uint64_t* bar, unsigned count) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -101,15 +91,13 @@ __device__ __forceinline__ unsigned CsLoadAcquire(const unsigned* p) {
 }
 
 __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
-    ChainStreamKernel(const ChainMat* __restrict__ mats, int n, const float* __restrict__ x0, unsigned* ctr, int mode,
-                      int static_pct) {
+    ChainStreamKernel(const ChainMat* __restrict__ mats, int n, const float* __restrict__ x0, unsigned* bar, int mode) {
   extern __shared__ float4 cs_smem[];
   __shared__ uint64_t full[kCsStages], empty[kCsStages];
-  __shared__ int4 tag[kCsStages];   // {first row of the unit, first chunk in the unit, chunks, END: -1 rows}
-  __shared__ unsigned blk_groups;   // groups this block's consumers have added, this matrix
   uint4* const ring = reinterpret_cast<uint4*>(cs_smem);
   float4* const xlo = cs_smem + kCsStages * kCsStageBytes / 16;
   float4* const xhi = xlo + kCsMaxK / 8;
+  float* const acc = reinterpret_cast<float*>(xhi + kCsMaxK / 8);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, G = gridDim.x, b = blockIdx.x;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kCsStages; ++s) {
@@ -123,63 +111,32 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
   if (warp == kCsWarps) {  // ---- producer ----
     if (lane != 0) return;
     unsigned it = 0;  // stages issued, over all matrices
-    auto next_stage = [&](int4 t, const char* src, unsigned nb) {
-      const unsigned s = it % kCsStages, use = it / kCsStages;
-      if (use > 0) gpu::MbarWait(&empty[s], (use - 1) & 1);
-      tag[s] = t;  // made visible to the consumers by the arrive below (release at CTA scope)
-      if (nb) {
-        gpu::MbarArriveExpectTx(&full[s], nb);
-        gpu::BulkCopyToShared(ring + size_t(s) * (kCsStageBytes / 16), src, nb, &full[s]);
-      } else {
-        CsBarArrive(&full[s]);
-      }
-      ++it;
-    };
     for (int m = 0; m < n; ++m) {
       const ChainMat c = mats[m];
-      const int ur = CsUnitRows(c.K), T = (c.M + ur - 1) / ur, S = int(int64_t(T) * static_pct / 100 / G);
-      const int64_t row_bytes = int64_t(c.K) * 2;
-      auto stream_unit = [&](int u) {
-        const int r0 = u * ur, r1 = min(c.M, r0 + ur);
-        const char* src = reinterpret_cast<const char*>(c.W + size_t(r0) * c.K);
-        const int64_t bytes = (r1 - r0) * row_bytes;
-        for (int64_t off = 0; off < bytes; off += kCsStageBytes) {
-          const unsigned nb = unsigned(bytes - off < kCsStageBytes ? bytes - off : kCsStageBytes);
-          next_stage(make_int4(r0, int(off / 16), int(nb / 16), 0), src + off, nb);
-        }
-      };
-      // The first claim goes out with the last static unit: late enough that the claims follow each SM's
-      // progress (sent before all static units, they were dealt at random and the SMs drifted apart: the
-      // ring alone fell to 99%), early enough that its latency hides behind that unit's copies (sent after
-      // them, it stalled the stream at every matrix: 100.7%).
-      unsigned first = 0;
-      for (int u = b * S; u < (b + 1) * S; ++u) {
-        if (u == (b + 1) * S - 1) first = atomicAdd(ctr + m, 1u);
-        stream_unit(u);
+      const int r0 = int(int64_t(c.M) * b / G), r1 = int(int64_t(c.M) * (b + 1) / G);
+      const char* src = reinterpret_cast<const char*>(c.W + size_t(r0) * c.K);
+      const int64_t bytes = int64_t(r1 - r0) * c.K * 2;
+      for (int64_t off = 0; off < bytes; off += kCsStageBytes, ++it) {
+        const unsigned s = it % kCsStages, use = it / kCsStages;
+        if (use > 0) gpu::MbarWait(&empty[s], (use - 1) & 1);
+        const unsigned nb = unsigned(bytes - off < kCsStageBytes ? bytes - off : kCsStageBytes);
+        gpu::MbarArriveExpectTx(&full[s], nb);
+        gpu::BulkCopyToShared(ring + size_t(s) * (kCsStageBytes / 16), src + off, nb, &full[s]);
       }
-      if (S == 0) first = atomicAdd(ctr + m, 1u);
-      int cur = G * S + int(first);
-      while (cur < T) {
-        const int nxt = G * S + int(atomicAdd(ctr + m, 1u));  // in flight while cur's copies are issued
-        stream_unit(cur);
-        cur = nxt;
-      }
-      for (int t = 0; t < kCsTeams; ++t) next_stage(make_int4(-1, 0, 0, 0), nullptr, 0);
     }
     return;
   }
 
   // ---- consumers ----
   const int tid = threadIdx.x, team = warp / (kCsWarps / kCsTeams), sub = warp % (kCsWarps / kCsTeams);
-  unsigned it = unsigned(team);  // this team's next stage
+  unsigned it = 0;
   for (int m = 0; m < n; ++m) {
     const ChainMat c = mats[m];
-    const int nch = c.K / 8;
-    if (m > 0 && mode == kCsFull) {  // every block has added every product of matrix m - 1
-      const ChainMat p = mats[m - 1];
-      const unsigned want = unsigned(int64_t(p.M) * p.K / 256);
+    const int r0 = int(int64_t(c.M) * b / G), r1 = int(int64_t(c.M) * (b + 1) / G), nch = c.K / 8;
+    const int64_t bytes = int64_t(r1 - r0) * c.K * 2;
+    if (m > 0 && mode == kCsFull) {  // every block has written matrix m - 1
       if (tid == 0)
-        while (CsLoadAcquire(ctr + n + m - 1) < want) {
+        while (CsLoadAcquire(bar) < unsigned(m) * unsigned(G)) {
         }
       CsConsumersSync();
     }
@@ -216,60 +173,54 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
         xhi[ch] = h;
       }
     }
-    if (tid == 0) blk_groups = 0;
+    for (int r = tid; r < r1 - r0; r += kCsWarps * 32) acc[r] = 0.f;
     CsConsumersSync();
-    for (;; it += kCsTeams) {  // this team's stages of matrix m, up to its END
+    for (int64_t off = 0; off < bytes; off += kCsStageBytes, ++it) {
+      if (it % kCsTeams != unsigned(team)) continue;  // another team's stage
       const unsigned s = it % kCsStages, use = it / kCsStages;
       gpu::MbarWait(&full[s], use & 1);
-      const int4 t = tag[s];
-      if (t.x >= 0 && mode != kCsRingOnly) {
-        const int g0 = sub * kCsGpw, groups = t.z / 32;  // this warp's groups of the stage, all in one row
-        if (g0 < groups) {
-          const uint4* st = ring + size_t(s) * (kCsStageBytes / 16);
-          const int gc = t.y + g0 * 32, row = t.x + gc / nch, col = gc % nch + lane;
-          const int ng = groups - g0 < kCsGpw ? groups - g0 : kCsGpw;  // even: rows and stages are 8k groups
-          float p0 = 0.f, p1 = 0.f;  // two chains of products
+      const int groups = int((bytes - off < kCsStageBytes ? bytes - off : kCsStageBytes) / 512);
+      const uint4* st = ring + size_t(s) * (kCsStageBytes / 16);
+      const int g0 = sub * kCsGpw;  // this warp's kCsGpw groups of the stage, all in one row
+      if (g0 < groups && mode != kCsRingOnly) {
+        const int gc = int(off / 16) + g0 * 32;  // the first one's first chunk in the block's range (< 2^31:
+        const int row = gc / nch, col = gc - row * nch + lane;  // rows <= kCsMaxRows of <= kCsMaxK)
+        float p0 = 0.f, p1 = 0.f;  // two chains of products
 #pragma unroll
-          for (int j = 0; j < kCsGpw; j += 2) {
-            if (j < ng) {
-              p0 = gpu::Dot8(st[(g0 + j) * 32 + lane], xlo[col + 32 * j], xhi[col + 32 * j], p0);
-              p1 = gpu::Dot8(st[(g0 + j + 1) * 32 + lane], xlo[col + 32 * j + 32], xhi[col + 32 * j + 32], p1);
-            }
-          }
-          const float v = gpu::WarpSum(p0 + p1);
-          if (lane == 0) {
-            atomicAdd(c.y + row, v);
-            atomicAdd(&blk_groups, unsigned(ng));
-          }
+        for (int j = 0; j < kCsGpw; j += 2) {
+          p0 = gpu::Dot8(st[(g0 + j) * 32 + lane], xlo[col + 32 * j], xhi[col + 32 * j], p0);
+          p1 = gpu::Dot8(st[(g0 + j + 1) * 32 + lane], xlo[col + 32 * j + 32], xhi[col + 32 * j + 32], p1);
         }
+        const float v = gpu::WarpSum(p0 + p1);
+        if (lane == 0) atomicAdd(acc + row, v);
       }
       __syncwarp();
       if (lane == 0) CsBarArrive(&empty[s]);
-      if (t.x < 0) {
-        it += kCsTeams;
-        break;
-      }
     }
-    CsConsumersSync();  // every team is past its END: x is free, and the block's sums are all added
-    if (tid == 0) {
+    CsConsumersSync();
+    for (int r = tid; r < r1 - r0; r += kCsWarps * 32) c.y[r0 + r] = acc[r];
+    CsConsumersSync();
+    if (tid == 0 && mode == kCsFull) {
       __threadfence();
-      atomicAdd(ctr + n + m, blk_groups);
+      atomicAdd(bar, 1u);
     }
   }
 }
 
-// Host side: why it cannot run here (an empty string when it can), and the launch (y and the counters
-// cleared first, then one cooperative launch of one block per SM).
+// Host side: the launch (the counter cleared first, then one cooperative launch of one block per SM), and
+// why it cannot run here (an empty string when it can).
 inline std::string ChainStreamUnfit(const cudaDeviceProp& prop, const ChainMat* host_mats, int n) {
   if (prop.major < 9) return "needs sm_90 (bulk copies, mbarriers)";
   if (!prop.cooperativeLaunch) return "no cooperative launch";
   if (ChainStreamSmemBytes() > size_t(prop.sharedMemPerBlockOptin)) return "not enough shared memory per block";
   for (int m = 0; m < n; ++m)
-    if (host_mats[m].K % 2048 || host_mats[m].K > kCsMaxK) return "a matrix outside the kernel's contract";
+    if (host_mats[m].K % (256 * kCsGpw) || host_mats[m].K > kCsMaxK ||
+        (host_mats[m].M + prop.multiProcessorCount - 1) / prop.multiProcessorCount > kCsMaxRows)
+      return "a matrix outside the kernel's contract";
   return "";
 }
-inline cudaError_t LaunchChainStream(const ChainMat* dev_mats, int n, const float* x0, float* y_all, size_t y_n,
-                                     unsigned* ctr, int sms, cudaStream_t s, int mode, int static_pct) {
+inline cudaError_t LaunchChainStream(const ChainMat* dev_mats, int n, const float* x0, unsigned* bar, int sms,
+                                     cudaStream_t s, int mode = kCsFull) {
   static bool attr = false;
   if (!attr) {
     const cudaError_t e = cudaFuncSetAttribute(ChainStreamKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -277,10 +228,9 @@ inline cudaError_t LaunchChainStream(const ChainMat* dev_mats, int n, const floa
     if (e != cudaSuccess) return e;
     attr = true;
   }
-  cudaError_t e = cudaMemsetAsync(ctr, 0, 2 * size_t(n) * sizeof(unsigned), s);
-  if (e == cudaSuccess && mode != kCsRingOnly) e = cudaMemsetAsync(y_all, 0, y_n * sizeof(float), s);
+  cudaError_t e = cudaMemsetAsync(bar, 0, sizeof(unsigned), s);
   if (e != cudaSuccess) return e;
-  void* args[] = {&dev_mats, &n, &x0, &ctr, &mode, &static_pct};
+  void* args[] = {&dev_mats, &n, &x0, &bar, &mode};
   return cudaLaunchCooperativeKernel(reinterpret_cast<void*>(ChainStreamKernel), dim3(sms), dim3((kCsWarps + 1) * 32),
                                      args, ChainStreamSmemBytes(), s);
 }
