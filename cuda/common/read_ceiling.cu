@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <stdexcept>
 
@@ -45,7 +46,7 @@ __global__ void ReadKernel(const uint4* __restrict__ p, size_t n, unsigned* sink
 // block b the bytes [b B / G, (b + 1) B / G) in chunks of `stage` bytes; thread 0 keeps `stages` copies
 // in flight, each stage reissued once its last copy has landed (its barrier's phase). Nothing reads the
 // shared memory: the bytes cross HBM and L2 into the SM, which is what a weight stream needs.
-__global__ void TmaReadKernel(const char* __restrict__ p, size_t bytes, unsigned stage, int stages) {
+__global__ void TmaReadKernel(const char* __restrict__ p, size_t bytes, unsigned stage, int stages, size_t slice) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ uint4 ring[];
   __shared__ uint64_t bar[kTmaMaxStages];
@@ -62,18 +63,24 @@ __global__ void TmaReadKernel(const char* __restrict__ p, size_t bytes, unsigned
                    : "memory");
     } while (!done);
   };
-  const size_t lo = bytes * blockIdx.x / gridDim.x / 16 * 16, hi = bytes * (blockIdx.x + 1) / gridDim.x / 16 * 16;
+  // slice 0: block b reads [b B / G, (b + 1) B / G); else the buffer is read as segments of G slices,
+  // block b slice b of each, so that all SMs stream from one region at a time (as the chain's matrices do).
+  const size_t seg = slice ? slice * gridDim.x : bytes;
   unsigned it = 0;
-  for (size_t off = lo; off < hi; off += stage, ++it) {
-    const int s = int(it % stages);
-    const unsigned use = it / stages;
-    if (use > 0) wait(s, (use - 1) & 1);
-    const unsigned nb = unsigned(hi - off < stage ? hi - off : stage);
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(addr(&bar[s])), "r"(nb) : "memory");
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                     addr(ring + size_t(s) * (stage / 16))),
-                 "l"(p + off), "r"(nb), "r"(addr(&bar[s]))
-                 : "memory");
+  for (size_t base = 0; base < bytes; base += seg) {
+    const size_t len = bytes - base < seg ? bytes - base : seg;
+    const size_t lo = base + len * blockIdx.x / gridDim.x / 16 * 16, hi = base + len * (blockIdx.x + 1) / gridDim.x / 16 * 16;
+    for (size_t off = lo; off < hi; off += stage, ++it) {
+      const int s = int(it % stages);
+      const unsigned use = it / stages;
+      if (use > 0) wait(s, (use - 1) & 1);
+      const unsigned nb = unsigned(hi - off < stage ? hi - off : stage);
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(addr(&bar[s])), "r"(nb) : "memory");
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                       addr(ring + size_t(s) * (stage / 16))),
+                   "l"(p + off), "r"(nb), "r"(addr(&bar[s]))
+                   : "memory");
+    }
   }
   for (unsigned k = it > unsigned(stages) ? it - stages : 0; k < it; ++k) wait(int(k % stages), (k / stages) & 1);
 #endif
@@ -101,12 +108,13 @@ void LaunchReadPass(const void* p, size_t bytes, unsigned* sink, int unroll, int
   LAB_CUDA_LAUNCH_CHECK("ReadKernel");
 }
 
-void LaunchTmaReadPass(const void* p, size_t bytes, int stages, unsigned stage_bytes, int sm_count, cudaStream_t s) {
+void LaunchTmaReadPass(const void* p, size_t bytes, int stages, unsigned stage_bytes, int sm_count, cudaStream_t s,
+                       size_t slice) {
   if (stages < 1 || stages > kTmaMaxStages || stage_bytes % 16)
     throw std::invalid_argument("LaunchTmaReadPass: 1..16 stages of a multiple of 16 bytes");
   const size_t smem = size_t(stages) * stage_bytes;
   LAB_CUDA_CHECK(cudaFuncSetAttribute(TmaReadKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  TmaReadKernel<<<sm_count, 32, smem, s>>>(static_cast<const char*>(p), bytes, stage_bytes, stages);
+  TmaReadKernel<<<sm_count, 32, smem, s>>>(static_cast<const char*>(p), bytes, stage_bytes, stages, slice);
   LAB_CUDA_LAUNCH_CHECK("TmaReadKernel");
 }
 
@@ -145,7 +153,7 @@ ReadCeiling MeasureReadBandwidth(size_t n_bytes, int repeats) {
   // (stages, KB a stage), marked by a negative first number.
   std::vector<std::pair<int, int>> shapes = {{4, 4}, {4, 8}, {8, 4}, {8, 8}};
   const bool tma = prop.major >= 9 && prop.sharedMemPerBlockOptin >= 128 * 1024;
-  if (tma) shapes.insert(shapes.end(), {{-8, 16}, {-4, 32}});
+  if (tma) shapes.insert(shapes.end(), {{-8, 16}, {-8, -16}});  // KB < 0: in 1 MB slices (LaunchTmaReadPass)
   for (const auto& shape : shapes) {
     {
       const int a = shape.first, bk = shape.second, unroll = a, bps = bk;
@@ -153,7 +161,8 @@ ReadCeiling MeasureReadBandwidth(size_t n_bytes, int repeats) {
         if (a > 0)
           LaunchReadPass(r.buf, n_bytes, r.sink, unroll, bps, prop.multiProcessorCount, r.s);
         else
-          LaunchTmaReadPass(r.buf, n_bytes, -a, unsigned(bk) * 1024u, prop.multiProcessorCount, r.s);
+          LaunchTmaReadPass(r.buf, n_bytes, -a, unsigned(std::abs(bk)) * 1024u, prop.multiProcessorCount, r.s,
+                            bk < 0 ? size_t{1} << 20 : 0);
       };
       for (int w = 0; w < 3; ++w) pass();
       std::vector<double> g;
@@ -180,8 +189,9 @@ ReadCeiling MeasureReadBandwidth(size_t n_bytes, int repeats) {
         else
           std::snprintf(m, sizeof(m),
                         "lab read kernel over %.1f GiB: 1-D bulk copies (TMA) into shared memory, %d of %d KB "
-                        "in flight per SM (best median of %d launch shapes)",
-                        n_bytes / 1073741824.0, -a, bk, int(shapes.size()));
+                        "in flight per SM%s (best median of %d launch shapes)",
+                        n_bytes / 1073741824.0, -a, std::abs(bk), bk < 0 ? ", the SMs on 1 MB slices of one region" : "",
+                        int(shapes.size()));
         best = {g, m};
       }
     }

@@ -24,8 +24,11 @@ void LaunchReadPass(const void* p, size_t bytes, unsigned* sink, int unroll, int
                     cudaStream_t s);
 
 // The same pass by 1-D bulk copies (TMA) into shared memory (sm_90+): one block per SM, `stages` copies
-// of `stage_bytes` (a multiple of 16, stages * stage_bytes within the opt-in shared memory) in flight.
-void LaunchTmaReadPass(const void* p, size_t bytes, int stages, unsigned stage_bytes, int sm_count, cudaStream_t s);
+// of `stage_bytes` (a multiple of 16, stages * stage_bytes within the opt-in shared memory) in flight;
+// slice 0: each SM a contiguous 1/SMs of the buffer; else the SMs read slices of `slice` bytes (a multiple
+// of 16) side by side, one region of SMs x slice at a time.
+void LaunchTmaReadPass(const void* p, size_t bytes, int stages, unsigned stage_bytes, int sm_count, cudaStream_t s,
+                       size_t slice = 0);
 
 struct ReadCeiling {
   std::vector<double> gbps;  // one per timed pass of the best configuration
