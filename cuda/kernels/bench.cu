@@ -2,8 +2,9 @@
 //
 //   kernel_bench --out DIR [--reps N] [--model_dir DIR [--ctx 512,2048] [--naive]] [--no-chain]
 //
-// 1. Ceilings, measured in this run: a device-to-device copy (bytes read + written) and a read-only
-//    kernel (16-byte streaming loads over 2 GiB).
+// 1. Ceilings, measured in this run: a device-to-device copy (bytes read + written) and the read
+//    ceiling: the higher of a load kernel (16-byte streaming loads over 2 GiB) and bulk copies (TMA)
+//    into shared memory, contiguous and in 1 MB slices (cuda/common/read_ceiling.h).
 // 2. Every matvec version (matvec_versions.cuh) at the Llama-3.1-8B decode shapes: random fp16
 //    weights and fp32 input (never zeros), output poisoned with NaN, checked against an fp64 host
 //    reference (relative L2 error), then timed with CUDA events: warm-up, then `reps` samples of a
@@ -11,7 +12,8 @@
 //    and min-max per launch. The engine's fused gate/up kernel (RMSNorm + SiLU*up) is checked too.
 // 3. The decode step's whole weight stream (32 layers of qkv, o, gate/up, down + lm_head, 15 GB) as a
 //    chain of v5 launches: from the stream, from a CUDA graph, from a graph with programmatic
-//    dependent launch: what launch gaps cost, and what remains.
+//    dependent launch: what launch gaps cost, and what remains; then as one persistent kernel
+//    (chain_stream.cuh), every output checked against v5 first, and its two diagnostics.
 // 4. With --model_dir: the gpu_opt engine's decode at each context (wall and device time per token), and
 //    with --naive gpu_naive's at a short context.
 // Writes DIR/kernel_bench.json and DIR/kernel_bench.md; prints the markdown.
