@@ -155,45 +155,43 @@ ReadCeiling MeasureReadBandwidth(size_t n_bytes, int repeats) {
   const bool tma = prop.major >= 9 && prop.sharedMemPerBlockOptin >= 128 * 1024;
   if (tma) shapes.insert(shapes.end(), {{-8, 16}, {-8, -16}});  // KB < 0: in 1 MB slices (LaunchTmaReadPass)
   for (const auto& shape : shapes) {
-    {
-      const int a = shape.first, bk = shape.second, unroll = a, bps = bk;
-      auto pass = [&]() {
-        if (a > 0)
-          LaunchReadPass(r.buf, n_bytes, r.sink, unroll, bps, prop.multiProcessorCount, r.s);
-        else
-          LaunchTmaReadPass(r.buf, n_bytes, -a, unsigned(std::abs(bk)) * 1024u, prop.multiProcessorCount, r.s,
-                            bk < 0 ? size_t{1} << 20 : 0);
-      };
-      for (int w = 0; w < 3; ++w) pass();
-      std::vector<double> g;
-      for (int i = 0; i < repeats; ++i) {
-        LAB_CUDA_CHECK(cudaEventRecord(r.e0, r.s));
-        pass();
-        LAB_CUDA_CHECK(cudaEventRecord(r.e1, r.s));
-        LAB_CUDA_CHECK(cudaEventSynchronize(r.e1));
-        float ms = 0;
-        LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, r.e0, r.e1));
-        g.push_back(double(n_bytes) / (ms * 1e-3) / 1e9);
-      }
-      std::vector<double> sorted = g;
-      std::sort(sorted.begin(), sorted.end());
-      const double median = sorted[sorted.size() / 2];
-      if (median > best_median) {
-        best_median = median;
-        char m[240];
-        if (a > 0)
-          std::snprintf(m, sizeof(m),
-                        "lab read kernel over %.1f GiB: 16-byte streaming loads, %d in flight per thread, "
-                        "%d x 512 threads per SM (best median of %d launch shapes)",
-                        n_bytes / 1073741824.0, unroll, bps, int(shapes.size()));
-        else
-          std::snprintf(m, sizeof(m),
-                        "lab read kernel over %.1f GiB: 1-D bulk copies (TMA) into shared memory, %d of %d KB "
-                        "in flight per SM%s (best median of %d launch shapes)",
-                        n_bytes / 1073741824.0, -a, std::abs(bk), bk < 0 ? ", the SMs on 1 MB slices of one region" : "",
-                        int(shapes.size()));
-        best = {g, m};
-      }
+    const int a = shape.first, bk = shape.second, unroll = a, bps = bk;
+    auto pass = [&]() {
+      if (a > 0)
+        LaunchReadPass(r.buf, n_bytes, r.sink, unroll, bps, prop.multiProcessorCount, r.s);
+      else
+        LaunchTmaReadPass(r.buf, n_bytes, -a, unsigned(std::abs(bk)) * 1024u, prop.multiProcessorCount, r.s,
+                          bk < 0 ? size_t{1} << 20 : 0);
+    };
+    for (int w = 0; w < 3; ++w) pass();
+    std::vector<double> g;
+    for (int i = 0; i < repeats; ++i) {
+      LAB_CUDA_CHECK(cudaEventRecord(r.e0, r.s));
+      pass();
+      LAB_CUDA_CHECK(cudaEventRecord(r.e1, r.s));
+      LAB_CUDA_CHECK(cudaEventSynchronize(r.e1));
+      float ms = 0;
+      LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, r.e0, r.e1));
+      g.push_back(double(n_bytes) / (ms * 1e-3) / 1e9);
+    }
+    std::vector<double> sorted = g;
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted[sorted.size() / 2];
+    if (median > best_median) {
+      best_median = median;
+      char m[240];
+      if (a > 0)
+        std::snprintf(m, sizeof(m),
+                      "lab read kernel over %.1f GiB: 16-byte streaming loads, %d in flight per thread, "
+                      "%d x 512 threads per SM (best median of %d launch shapes)",
+                      n_bytes / 1073741824.0, unroll, bps, int(shapes.size()));
+      else
+        std::snprintf(m, sizeof(m),
+                      "lab read kernel over %.1f GiB: 1-D bulk copies (TMA) into shared memory, %d of %d KB "
+                      "in flight per SM%s (best median of %d launch shapes)",
+                      n_bytes / 1073741824.0, -a, std::abs(bk), bk < 0 ? ", the SMs on 1 MB slices of one region" : "",
+                      int(shapes.size()));
+      best = {g, m};
     }
   }
   return best;

@@ -37,8 +37,8 @@ struct ReadCeiling {
 
 // Allocates n_bytes on the current device, fills them with random bits, and times `repeats` passes
 // (CUDA events, after 3 warm-up passes) of each launch configuration (unroll 4 / 8, 4 / 8 blocks per
-// SM; on sm_90+ also bulk copies, 8 x 16 KB and 4 x 32 KB in flight per SM); returns the samples of the
-// configuration with the best median. Throws DeviceError (no GPU, out
+// SM; on sm_90+ also bulk copies, 8 x 16 KB in flight per SM, contiguous and in 1 MB slices); returns the
+// samples of the configuration with the best median. Throws DeviceError (no GPU, out
 // of memory) or std::invalid_argument (n_bytes < 64 MiB, repeats < 1).
 ReadCeiling MeasureReadBandwidth(size_t n_bytes, int repeats);
 
