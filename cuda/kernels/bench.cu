@@ -40,7 +40,7 @@
 #include "cuda/gpu_opt/gpu_opt_engine.h"
 #include "cuda/gpu_opt/kernels.cuh"
 #include "cuda/gpu_opt/kernels_prefill.cuh"
-#include "cuda/kernels/chain_stream.cuh"
+#include "cuda/kernels/bench_common.cuh"
 #include "cuda/kernels/matvec_versions.cuh"
 
 namespace lab {
@@ -70,22 +70,22 @@ __global__ void FillFloat(float* p, size_t n, uint32_t seed, float scale, float 
     p[i] = offset + HashUniform(i, seed) * scale;
 }
 
+}  // namespace
+
+// ---- bench_common.cuh's definitions ----
+namespace kbench {
+
 void Fill(__half* p, size_t n, uint32_t seed, float scale) {
   FillHalf<<<2048, 256>>>(p, n, seed, scale);
   LAB_CUDA_LAUNCH_CHECK("FillHalf");
 }
-void Fill(float* p, size_t n, uint32_t seed, float scale, float offset = 0.f) {
+void Fill(float* p, size_t n, uint32_t seed, float scale, float offset) {
   FillFloat<<<1024, 256>>>(p, n, seed, scale, offset);
   LAB_CUDA_LAUNCH_CHECK("FillFloat");
 }
 
-struct Timing {
-  double med_us = 0, min_us = 0, max_us = 0;
-  int per_sample = 1;
-};
-
 // launch(i) enqueues the i-th launch on `s`. Per-launch time over `reps` samples of a batch.
-Timing TimeLaunches(const std::function<void(int)>& launch, cudaStream_t s, int reps, double target_us = 300) {
+Timing TimeLaunches(const std::function<void(int)>& launch, cudaStream_t s, int reps, double target_us) {
   cudaEvent_t e0, e1;
   LAB_CUDA_CHECK(cudaEventCreate(&e0));
   LAB_CUDA_CHECK(cudaEventCreate(&e1));
@@ -117,44 +117,22 @@ Timing TimeLaunches(const std::function<void(int)>& launch, cudaStream_t s, int 
   return t;
 }
 
+}  // namespace kbench
+
+namespace {
+using namespace kbench;
+
+
 // ------------------------------------------------------------------------------------------------
 // Matvec versions
 // ------------------------------------------------------------------------------------------------
 
-struct Shape {
-  const char* name;
-  int M, K;
-};
 
 struct Version {
   std::string name;
   std::function<void(const __half*, const float*, float*, int, int, cudaStream_t)> run;
 };
 
-template <int W, int U, int R, int EPI = gpu::kEpiStore, int PRE = 1>
-void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
-  auto fn = gpu::DecodeMatvecKernel<W, U, R, EPI, PRE>;
-  static bool attr_set = false;
-  if (!attr_set) {
-    LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
-    attr_set = true;
-  }
-  const int per_block = W * U;
-  fn<<<(p.n_units + per_block - 1) / per_block, W * 32, gpu::MatvecSmemBytes(p.K, 0, p.norm_w != nullptr), s>>>(p);
-  LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel");
-}
-
-// y = W x with the plain store epilogue: what every engine-kernel version of the lab launches.
-gpu::MatvecParams PlainParams(const __half* W, const float* x, float* y, int M, int K) {
-  gpu::MatvecParams p = {};
-  p.W = W;
-  p.M = M;
-  p.K = K;
-  p.n_units = (M + 1) / 2;
-  p.x = x;
-  p.out = y;
-  return p;
-}
 
 template <int W, int U, int R, int PREFETCH = 0, int PRE = 1>
 Version V5(const char* cfg) {
@@ -479,139 +457,9 @@ int main(int argc, char** argv) {
     LAB_CUDA_CHECK(cudaFree(ca));
     LAB_CUDA_CHECK(cudaFree(sink));
 
-    // ---- the decode step's weight stream as a chain of v5 launches ----
-    struct ChainRow {
-      std::string how;
-      Timing t;
-    };
-    std::vector<ChainRow> chain_rows;
-    double chain_bytes = 0;
-    if (chain) {
-      const int L = 32;
-      const Shape cs[4] = {shapes[0], shapes[1], shapes[2], shapes[3]};
-      size_t total = size_t(128256) * 4096;
-      for (const Shape& c : cs) total += size_t(c.M) * c.K * L;
-      chain_bytes = double(total) * 2;
-      __half* wts = nullptr;
-      LAB_CUDA_CHECK(cudaMalloc(&wts, total * 2));
-      Fill(wts, total, 13, 0.05f);
-      float* y2 = nullptr;
-      LAB_CUDA_CHECK(cudaMalloc(&y2, 28672 * 4));
-      LAB_CUDA_CHECK(cudaDeviceSynchronize());
-      LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
-      // Same launch sequence as the engine: qkv, o, gate/up, down per layer (attention left out), lm_head.
-      auto enqueue = [&](bool pdl, bool prefetch) {
-        size_t off = 0;
-        auto one = [&](int M, int K, const float* in, float* out) {
-          gpu::MatvecParams p = {};
-          p.W = wts + off;
-          p.M = M;
-          p.K = K;
-          p.n_units = (M + 1) / 2;
-          p.x = in;
-          p.out = out;
-          p.l2_prefetch = prefetch ? 1 : 0;
-          off += size_t(M) * K;
-          cudaLaunchConfig_t cfg = {};
-          cfg.gridDim = dim3(unsigned((p.n_units + 7) / 8));
-          cfg.blockDim = dim3(256);
-          cfg.dynamicSmemBytes = gpu::MatvecSmemBytes(K);
-          cfg.stream = s;
-          cudaLaunchAttribute at[1];
-          at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-          at[0].val.programmaticStreamSerializationAllowed = 1;
-          cfg.attrs = at;
-          cfg.numAttrs = pdl ? 1 : 0;
-          LAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>, p));
-        };
-        for (int l = 0; l < L; ++l) {
-          one(6144, 4096, x, y2);
-          one(4096, 4096, x, y2);
-          one(28672, 4096, x, y2);
-          one(4096, 14336, x, y2);
-        }
-        one(128256, 4096, x, y);
-      };
-      chain_rows.push_back({"stream, no graph", TimeLaunches([&](int) { enqueue(false, false); }, s, 5, 1)});
-      for (int variant = 0; variant < 3; ++variant) {
-        const bool pdl = variant >= 1, prefetch = variant == 2;
-        cudaGraph_t graph;
-        cudaGraphExec_t exec;
-        LAB_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-        enqueue(pdl, prefetch);
-        LAB_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-        LAB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-        static const char* kHow[3] = {"CUDA graph", "CUDA graph + PDL", "CUDA graph + PDL + L2 prefetch"};
-        chain_rows.push_back({kHow[variant], TimeLaunches([&](int) { LAB_CUDA_CHECK(cudaGraphLaunch(exec, s)); }, s, 7, 1)});
-        cudaGraphExecDestroy(exec);
-        cudaGraphDestroy(graph);
-      }
-      // The same stream as one persistent kernel (chain_stream.cuh): every output checked against v5 first.
-      {
-        std::vector<kernels::ChainMat> hm;
-        size_t woff = 0, yn = 0;
-        for (int l = 0; l <= L; ++l)
-          for (int k = 0; k < (l < L ? 4 : 1); ++k) {
-            const Shape& c = l < L ? cs[k] : shapes[4];
-            hm.push_back({wts + woff, c.M, c.K, nullptr});
-            woff += size_t(c.M) * c.K;
-            yn += c.M;
-          }
-        const std::string unfit = kernels::ChainStreamUnfit(prop, hm.data(), int(hm.size()));
-        if (!unfit.empty()) std::printf("  chain as one persistent kernel: skipped (%s)\n", unfit.c_str());
-        if (unfit.empty()) {
-          float *ys = nullptr, *yr = nullptr;
-          kernels::ChainMat* dm = nullptr;
-          unsigned* bar = nullptr;
-          LAB_CUDA_CHECK(cudaMalloc(&ys, yn * 4));
-          LAB_CUDA_CHECK(cudaMalloc(&yr, yn * 4));
-          LAB_CUDA_CHECK(cudaMalloc(&bar, 4));
-          LAB_CUDA_CHECK(cudaMemset(ys, 0xff, yn * 4));  // NaN: an output never written fails the check
-          for (size_t i = 0, yo = 0; i < hm.size(); yo += hm[i].M, ++i) {
-            hm[i].y = ys + yo;
-            RunV5<8, 1, 4>(PlainParams(hm[i].W, x, yr + yo, hm[i].M, hm[i].K), s);
-          }
-          LAB_CUDA_CHECK(cudaMalloc(&dm, hm.size() * sizeof(kernels::ChainMat)));
-          LAB_CUDA_CHECK(cudaMemcpy(dm, hm.data(), hm.size() * sizeof(kernels::ChainMat), cudaMemcpyHostToDevice));
-          const int n = int(hm.size()), sms = prop.multiProcessorCount;
-          LAB_CUDA_CHECK(kernels::LaunchChainStream(dm, n, x, bar, sms, s));
-          LAB_CUDA_CHECK(cudaStreamSynchronize(s));
-          std::vector<float> got(yn), want(yn);
-          LAB_CUDA_CHECK(cudaMemcpy(got.data(), ys, yn * 4, cudaMemcpyDeviceToHost));
-          LAB_CUDA_CHECK(cudaMemcpy(want.data(), yr, yn * 4, cudaMemcpyDeviceToHost));
-          double worst = 0;  // the largest relative L2 error of one matrix's output against v5's
-          for (size_t i = 0, yo = 0; i < hm.size(); yo += hm[i].M, ++i) {
-            double e2 = 0, r2 = 0;
-            for (int r = 0; r < hm[i].M; ++r) {
-              const double d = double(got[yo + r]) - want[yo + r];
-              e2 += std::isfinite(got[yo + r]) ? d * d : 1e300;
-              r2 += double(want[yo + r]) * want[yo + r];
-            }
-            worst = std::max(worst, std::sqrt(e2 / std::max(r2, 1e-300)));
-          }
-          const bool ok = worst < 1e-4;
-          all_ok &= ok;
-          std::printf("  chain as one persistent kernel: %d matrices checked against v5, worst relative error %.1e %s\n", n,
-                      worst, ok ? "ok" : "FAIL");
-          static const char* kMode[3] = {"one persistent kernel", "  the same, no grid barrier (diagnostic)",
-                                         "  its weight ring alone (diagnostic)"};
-          for (int mode = 0; ok && mode < 3; ++mode)
-            chain_rows.push_back({kMode[mode], TimeLaunches([&](int) {
-                                    LAB_CUDA_CHECK(kernels::LaunchChainStream(dm, n, x, bar, sms, s, mode));
-                                  }, s, 7, 1)});
-          LAB_CUDA_CHECK(cudaFree(ys));
-          LAB_CUDA_CHECK(cudaFree(yr));
-          LAB_CUDA_CHECK(cudaFree(dm));
-          LAB_CUDA_CHECK(cudaFree(bar));
-        }
-      }
-      for (const ChainRow& c : chain_rows)
-        std::printf("  chain %-20s %8.0f us  %6.0f GB/s  %5.1f%% of read\n", c.how.c_str(), c.t.med_us,
-                    chain_bytes / (c.t.med_us * 1e-6) / 1e9, 100 * chain_bytes / (c.t.med_us * 1e-6) / 1e9 / read_gbps);
-      LAB_CUDA_CHECK(cudaFree(wts));
-      LAB_CUDA_CHECK(cudaFree(y2));
-    }
+    // ---- the decode step's weight stream as a chain: launches, and one persistent kernel (bench_chain.cu) ----
+    std::vector<kbench::ChainRow> chain_rows;
+    const double chain_bytes = chain ? kbench::RunChains(prop, s, shapes, x, read_gbps, &all_ok, &chain_rows) : 0;
     LAB_CUDA_CHECK(cudaFree(x));
     LAB_CUDA_CHECK(cudaFree(y));
     LAB_CUDA_CHECK(cudaFree(g));

@@ -1,0 +1,148 @@
+// The kernel lab's chain: a decode step's whole weight stream (32 layers of qkv, o, gate/up, down, then
+// lm_head: 15 GB) as a chain of v5 launches (from the stream, a CUDA graph, a graph with programmatic
+// dependent launch: what launch gaps cost, and what remains) and as one persistent kernel
+// (chain_stream.cuh) with its two diagnostics. Called by bench.cu (kernel_bench); bench_common.cuh.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cuda/kernels/bench_common.cuh"
+#include "cuda/kernels/chain_stream.cuh"
+
+namespace lab {
+namespace kbench {
+
+double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<Shape>& shapes, const float* x,
+                 double read_gbps, bool* all_ok, std::vector<ChainRow>* chain_rows) {
+  double chain_bytes = 0;
+  const int L = 32;
+  const Shape cs[4] = {shapes[0], shapes[1], shapes[2], shapes[3]};
+  size_t total = size_t(128256) * 4096;
+  for (const Shape& c : cs) total += size_t(c.M) * c.K * L;
+  chain_bytes = double(total) * 2;
+  __half* wts = nullptr;
+  LAB_CUDA_CHECK(cudaMalloc(&wts, total * 2));
+  Fill(wts, total, 13, 0.05f);
+  float* y2 = nullptr;
+  LAB_CUDA_CHECK(cudaMalloc(&y2, 128256 * 4));  // every matvec's output, lm_head's the longest
+  LAB_CUDA_CHECK(cudaDeviceSynchronize());
+  LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+  // Same launch sequence as the engine: qkv, o, gate/up, down per layer (attention left out), lm_head.
+  auto enqueue = [&](bool pdl, bool prefetch) {
+    size_t off = 0;
+    auto one = [&](int M, int K, const float* in, float* out) {
+      gpu::MatvecParams p = {};
+      p.W = wts + off;
+      p.M = M;
+      p.K = K;
+      p.n_units = (M + 1) / 2;
+      p.x = in;
+      p.out = out;
+      p.l2_prefetch = prefetch ? 1 : 0;
+      off += size_t(M) * K;
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(unsigned((p.n_units + 7) / 8));
+      cfg.blockDim = dim3(256);
+      cfg.dynamicSmemBytes = gpu::MatvecSmemBytes(K);
+      cfg.stream = s;
+      cudaLaunchAttribute at[1];
+      at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      at[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = at;
+      cfg.numAttrs = pdl ? 1 : 0;
+      LAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>, p));
+    };
+    for (int l = 0; l < L; ++l) {
+      one(6144, 4096, x, y2);
+      one(4096, 4096, x, y2);
+      one(28672, 4096, x, y2);
+      one(4096, 14336, x, y2);
+    }
+    one(128256, 4096, x, y2);
+  };
+  chain_rows->push_back({"stream, no graph", TimeLaunches([&](int) { enqueue(false, false); }, s, 5, 1)});
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool pdl = variant >= 1, prefetch = variant == 2;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    LAB_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    enqueue(pdl, prefetch);
+    LAB_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    LAB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    static const char* kHow[3] = {"CUDA graph", "CUDA graph + PDL", "CUDA graph + PDL + L2 prefetch"};
+    chain_rows->push_back({kHow[variant], TimeLaunches([&](int) { LAB_CUDA_CHECK(cudaGraphLaunch(exec, s)); }, s, 7, 1)});
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  // The same stream as one persistent kernel (chain_stream.cuh): every output checked against v5 first.
+  {
+    std::vector<kernels::ChainMat> hm;
+    size_t woff = 0, yn = 0;
+    for (int l = 0; l <= L; ++l)
+      for (int k = 0; k < (l < L ? 4 : 1); ++k) {
+        const Shape& c = l < L ? cs[k] : shapes[4];
+        hm.push_back({wts + woff, c.M, c.K, nullptr});
+        woff += size_t(c.M) * c.K;
+        yn += c.M;
+      }
+    const std::string unfit = kernels::ChainStreamUnfit(prop, hm.data(), int(hm.size()));
+    if (!unfit.empty()) std::printf("  chain as one persistent kernel: skipped (%s)\n", unfit.c_str());
+    if (unfit.empty()) {
+      float *ys = nullptr, *yr = nullptr;
+      kernels::ChainMat* dm = nullptr;
+      unsigned* bar = nullptr;
+      LAB_CUDA_CHECK(cudaMalloc(&ys, yn * 4));
+      LAB_CUDA_CHECK(cudaMalloc(&yr, yn * 4));
+      LAB_CUDA_CHECK(cudaMalloc(&bar, 4));
+      LAB_CUDA_CHECK(cudaMemset(ys, 0xff, yn * 4));  // NaN: an output never written fails the check
+      for (size_t i = 0, yo = 0; i < hm.size(); yo += hm[i].M, ++i) {
+        hm[i].y = ys + yo;
+        RunV5<8, 1, 4>(PlainParams(hm[i].W, x, yr + yo, hm[i].M, hm[i].K), s);
+      }
+      LAB_CUDA_CHECK(cudaMalloc(&dm, hm.size() * sizeof(kernels::ChainMat)));
+      LAB_CUDA_CHECK(cudaMemcpy(dm, hm.data(), hm.size() * sizeof(kernels::ChainMat), cudaMemcpyHostToDevice));
+      const int n = int(hm.size()), sms = prop.multiProcessorCount;
+      LAB_CUDA_CHECK(kernels::LaunchChainStream(dm, n, x, bar, sms, s));
+      LAB_CUDA_CHECK(cudaStreamSynchronize(s));
+      std::vector<float> got(yn), want(yn);
+      LAB_CUDA_CHECK(cudaMemcpy(got.data(), ys, yn * 4, cudaMemcpyDeviceToHost));
+      LAB_CUDA_CHECK(cudaMemcpy(want.data(), yr, yn * 4, cudaMemcpyDeviceToHost));
+      double worst = 0;  // the largest relative L2 error of one matrix's output against v5's
+      for (size_t i = 0, yo = 0; i < hm.size(); yo += hm[i].M, ++i) {
+        double e2 = 0, r2 = 0;
+        for (int r = 0; r < hm[i].M; ++r) {
+          const double d = double(got[yo + r]) - want[yo + r];
+          e2 += std::isfinite(got[yo + r]) ? d * d : 1e300;
+          r2 += double(want[yo + r]) * want[yo + r];
+        }
+        worst = std::max(worst, std::sqrt(e2 / std::max(r2, 1e-300)));
+      }
+      const bool ok = worst < 1e-4;
+      *all_ok &= ok;
+      std::printf("  chain as one persistent kernel: %d matrices checked against v5, worst relative error %.1e %s\n", n,
+                  worst, ok ? "ok" : "FAIL");
+      static const char* kMode[3] = {"one persistent kernel", "  the same, no grid barrier (diagnostic)",
+                                     "  its weight ring alone (diagnostic)"};
+      for (int mode = 0; ok && mode < 3; ++mode)
+        chain_rows->push_back({kMode[mode], TimeLaunches([&](int) {
+                                LAB_CUDA_CHECK(kernels::LaunchChainStream(dm, n, x, bar, sms, s, mode));
+                              }, s, 7, 1)});
+      LAB_CUDA_CHECK(cudaFree(ys));
+      LAB_CUDA_CHECK(cudaFree(yr));
+      LAB_CUDA_CHECK(cudaFree(dm));
+      LAB_CUDA_CHECK(cudaFree(bar));
+    }
+  }
+  for (const ChainRow& c : *chain_rows)
+    std::printf("  chain %-20s %8.0f us  %6.0f GB/s  %5.1f%% of read\n", c.how.c_str(), c.t.med_us,
+                chain_bytes / (c.t.med_us * 1e-6) / 1e9, 100 * chain_bytes / (c.t.med_us * 1e-6) / 1e9 / read_gbps);
+  LAB_CUDA_CHECK(cudaFree(wts));
+  LAB_CUDA_CHECK(cudaFree(y2));
+  return chain_bytes;
+}
+
+}  // namespace kbench
+}  // namespace lab

@@ -1,0 +1,73 @@
+// What the kernel lab's bench files share (bench.cu: main, the versions, the engines; bench_chain.cu: the
+// decode step's weight stream as a chain): random device data, timing, the v5 launch.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/gpu_opt/kernels.cuh"
+
+namespace lab {
+namespace kbench {
+
+// Hash-based random values on the device (reproducible, never all zeros): scale * [-1, 1) (+ offset).
+void Fill(__half* p, size_t n, uint32_t seed, float scale);
+void Fill(float* p, size_t n, uint32_t seed, float scale, float offset = 0.f);
+
+struct Timing {
+  double med_us = 0, min_us = 0, max_us = 0;
+  int per_sample = 1;
+};
+
+
+// launch(i) enqueues the i-th launch on `s`. Per-launch time over `reps` samples of a batch.
+Timing TimeLaunches(const std::function<void(int)>& launch, cudaStream_t s, int reps, double target_us = 300);
+
+struct Shape {
+  const char* name;
+  int M, K;
+};
+
+template <int W, int U, int R, int EPI = gpu::kEpiStore, int PRE = 1>
+void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
+  auto fn = gpu::DecodeMatvecKernel<W, U, R, EPI, PRE>;
+  static bool attr_set = false;
+  if (!attr_set) {
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+    attr_set = true;
+  }
+  const int per_block = W * U;
+  fn<<<(p.n_units + per_block - 1) / per_block, W * 32, gpu::MatvecSmemBytes(p.K, 0, p.norm_w != nullptr), s>>>(p);
+  LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel");
+}
+
+// y = W x with the plain store epilogue: what every engine-kernel version of the lab launches.
+inline gpu::MatvecParams PlainParams(const __half* W, const float* x, float* y, int M, int K) {
+  gpu::MatvecParams p = {};
+  p.W = W;
+  p.M = M;
+  p.K = K;
+  p.n_units = (M + 1) / 2;
+  p.x = x;
+  p.out = y;
+  return p;
+}
+
+// bench_chain.cu: the step's weight stream (32 layers of shapes[0..3], then shapes[4]) as a chain of v5
+// launches (stream, CUDA graph, graph + PDL, + L2 prefetch) and as one persistent kernel (chain_stream.cuh,
+// its outputs checked against v5 first; a failure clears *all_ok); prints each row against read_gbps and
+// returns the chain's bytes.
+struct ChainRow {
+  std::string how;
+  Timing t;
+};
+double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<Shape>& shapes, const float* x,
+                 double read_gbps, bool* all_ok, std::vector<ChainRow>* chain_rows);
+
+}  // namespace kbench
+}  // namespace lab
