@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "cuda/common/bulk_copy.cuh"
 #include "cuda/common/cuda_check.h"
 
 namespace lab {
@@ -47,22 +48,10 @@ __global__ void ReadKernel(const uint4* __restrict__ p, size_t n, unsigned* sink
 // in flight, each stage reissued once its last copy has landed (its barrier's phase). Nothing reads the
 // shared memory: the bytes cross HBM and L2 into the SM, which is what a weight stream needs.
 __global__ void TmaReadKernel(const char* __restrict__ p, size_t bytes, unsigned stage, int stages, size_t slice) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ uint4 ring[];
   __shared__ uint64_t bar[kTmaMaxStages];
   if (threadIdx.x != 0) return;
-  auto addr = [](const void* q) { return static_cast<unsigned>(__cvta_generic_to_shared(q)); };
-  for (int s = 0; s < stages; ++s) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(addr(&bar[s])) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  auto wait = [&](int s, unsigned parity) {
-    unsigned done = 0;
-    do {
-      asm volatile("{ .reg .pred q; mbarrier.try_wait.parity.shared::cta.b64 q, [%1], %2; selp.u32 %0, 1, 0, q; }"
-                   : "=r"(done)
-                   : "r"(addr(&bar[s])), "r"(parity)
-                   : "memory");
-    } while (!done);
-  };
+  for (int s = 0; s < stages; ++s) MbarInit(&bar[s]);
   // slice 0: block b reads [b B / G, (b + 1) B / G); else the buffer is read as segments of G slices,
   // block b slice b of each, so that all SMs stream from one region at a time (as the chain's matrices do).
   const size_t seg = slice ? slice * gridDim.x : bytes;
@@ -73,17 +62,13 @@ __global__ void TmaReadKernel(const char* __restrict__ p, size_t bytes, unsigned
     for (size_t off = lo; off < hi; off += stage, ++it) {
       const int s = int(it % stages);
       const unsigned use = it / stages;
-      if (use > 0) wait(s, (use - 1) & 1);
+      if (use > 0) MbarWait(&bar[s], (use - 1) & 1);
       const unsigned nb = unsigned(hi - off < stage ? hi - off : stage);
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(addr(&bar[s])), "r"(nb) : "memory");
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                       addr(ring + size_t(s) * (stage / 16))),
-                   "l"(p + off), "r"(nb), "r"(addr(&bar[s]))
-                   : "memory");
+      MbarArriveExpectTx(&bar[s], nb);
+      BulkCopyToShared(ring + size_t(s) * (stage / 16), p + off, nb, &bar[s]);
     }
   }
-  for (unsigned k = it > unsigned(stages) ? it - stages : 0; k < it; ++k) wait(int(k % stages), (k / stages) & 1);
-#endif
+  for (unsigned k = it > unsigned(stages) ? it - stages : 0; k < it; ++k) MbarWait(&bar[k % stages], (k / stages) & 1);
 }
 
 __global__ void FillBits(uint32_t* p, size_t n) {

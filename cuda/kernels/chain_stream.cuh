@@ -74,16 +74,6 @@ inline size_t ChainStreamSmemBytes() {
   return size_t(kCsStages) * kCsStageBytes + size_t(kCsMaxK) * sizeof(float) + size_t(kCsMaxRows) * sizeof(float);
 }
 
-__device__ __forceinline__ void CsBarInit(uint64_t* bar, unsigned count) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(gpu::SmemAddr(bar)), "r"(count) : "memory");
-#endif
-}
-__device__ __forceinline__ void CsBarArrive(uint64_t* bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(gpu::SmemAddr(bar)) : "memory");
-#endif
-}
 __device__ __forceinline__ void CsConsumersSync() {  // the consumer warps only (named barrier 1)
   asm volatile("bar.sync 1, %0;" ::"n"(kCsWarps * 32) : "memory");
 }
@@ -104,10 +94,9 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, G = gridDim.x, b = blockIdx.x;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kCsStages; ++s) {
-      CsBarInit(&full[s], 1);
-      CsBarInit(&empty[s], kCsWarps / kCsTeams);  // the warps of the team that takes the stage
+      gpu::MbarInit(&full[s]);
+      gpu::MbarInit(&empty[s], kCsWarps / kCsTeams);  // the warps of the team that takes the stage
     }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();  // the last block-wide barrier: producer and consumers part here
 
@@ -198,7 +187,7 @@ __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
         if (lane == 0) atomicAdd(acc + row, v);
       }
       __syncwarp();
-      if (lane == 0) CsBarArrive(&empty[s]);
+      if (lane == 0) gpu::MbarArrive(&empty[s]);
     }
     CsConsumersSync();
     for (int r = tid; r < r1 - r0; r += kCsWarps * 32) c.y[r0 + r] = acc[r];

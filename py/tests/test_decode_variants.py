@@ -12,7 +12,7 @@ import pytest
 
 import repo_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "cuda" / "gpu_opt" / "decode_variants.py"
+SCRIPT = repo_script.REPO / "cuda" / "gpu_opt" / "decode_variants.py"
 
 
 @pytest.fixture(scope="module")

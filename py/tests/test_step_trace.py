@@ -4,13 +4,12 @@ the split of the step's time beyond its bytes, and --from_json on the command li
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import repo_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "cuda" / "gpu_opt" / "step_trace.py"
+SCRIPT = repo_script.REPO / "cuda" / "gpu_opt" / "step_trace.py"
 KINDS = ["qkv", "attention", "o_proj", "gate_up", "down", "lm_head"]
 
 
