@@ -194,6 +194,22 @@ Version V9(const char* cfg) {
           }};
 }
 
+// v10: the weight ring (kernels_matvec_ring.cuh): one block per SM on a contiguous range of rows, the
+// weights brought into shared memory by bulk copies from one producer thread, CW consumer warps.
+template <int CW, int ST, int SC>
+Version V10(const char* cfg) {
+  return {std::string("v10 ") + cfg + " ring",
+          [](const __half* Wt, const float* x, float* y, int M, int K, cudaStream_t s) {
+            static int sms = 0;
+            if (!sms) {
+              int dev = 0;
+              LAB_CUDA_CHECK(cudaGetDevice(&dev));
+              LAB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+            }
+            RunRing<CW, ST, SC>(PlainParams(Wt, x, y, M, K), s, sms);
+          }};
+}
+
 std::vector<Version> Versions() {
   using namespace lab_kernels;
   std::vector<Version> v;
@@ -230,6 +246,10 @@ std::vector<Version> Versions() {
   v.push_back(V9<8, 1, 4>("w8.u1.r4"));
   v.push_back(V9<8, 2, 2>("w8.u2.r2"));
   v.push_back(V9<4, 2, 4>("w4.u2.r4"));
+  v.push_back(V10<8, 8, 512>("c8.s8.k512"));
+  v.push_back(V10<4, 4, 512>("c4.s4.k512"));
+  v.push_back(V10<8, 8, 256>("c8.s8.k256"));
+  v.push_back(V10<8, 16, 256>("c8.s16.k256"));
   return v;
 }
 
@@ -419,39 +439,44 @@ int main(int argc, char** argv) {
         const int H = sh.M / 2;
         std::vector<double> href(H);
         for (int i = 0; i < H; ++i) href[i] = yg[i] / (1.0 + std::exp(-yg[i])) * yg[H + i];
-        auto run = [&](const __half* W) {
-          gpu::MatvecParams p = {};
-          p.W = W;
-          p.M = sh.M;
-          p.K = sh.K;
-          p.n_units = H;
-          p.H = H;
-          p.x = x;
-          p.norm_w = g;
-          p.eps = 1e-5f;
-          p.out = y;
-          RunV5<4, 1, 8, gpu::kEpiGateUp>(p, s);
-        };
-        Row r;
-        r.version = "v5 w4.u1.r8 fused norm+SiLU";
-        r.shape = sh.name;
-        r.M = sh.M;
-        r.K = sh.K;
-        r.bytes = double(elems) * 2 + sh.K * 8.0 + H * 4.0;
-        LAB_CUDA_CHECK(cudaMemsetAsync(y, 0xff, H * 4, s));
-        run(pool);
-        LAB_CUDA_CHECK(cudaStreamSynchronize(s));
-        std::vector<float> got(H);
-        LAB_CUDA_CHECK(cudaMemcpy(got.data(), y, H * 4, cudaMemcpyDeviceToHost));
-        bool written = false;
-        r.rel_err = RelErr(got, href, &written);
-        r.ok = written && r.rel_err < 1e-4;
-        all_ok &= r.ok;
-        r.t = TimeLaunches([&](int i) { run(pool + (i % windows) * elems); }, s, reps);
-        std::printf("  %-24s %-22s %8.1f us  %6.0f GB/s  %5.1f%% of read  err %.1e %s\n", r.version.c_str(), sh.name,
-                    r.t.med_us, r.bytes / (r.t.med_us * 1e-6) / 1e9,
-                    100 * r.bytes / (r.t.med_us * 1e-6) / 1e9 / read_gbps, r.rel_err, r.ok ? "ok" : "FAIL");
-        rows.push_back(r);
+        for (const bool ring : {false, true}) {  // the engine's kernel, then the weight ring (v10)
+          auto run = [&](const __half* W) {
+            gpu::MatvecParams p = {};
+            p.W = W;
+            p.M = sh.M;
+            p.K = sh.K;
+            p.n_units = H;
+            p.H = H;
+            p.x = x;
+            p.norm_w = g;
+            p.eps = 1e-5f;
+            p.out = y;
+            if (ring)
+              RunRing<8, 8, 512, gpu::kEpiGateUp>(p, s, prop.multiProcessorCount);
+            else
+              RunV5<4, 1, 8, gpu::kEpiGateUp>(p, s);
+          };
+          Row r;
+          r.version = ring ? "v10 c8.s8.k512 ring fused norm+SiLU" : "v5 w4.u1.r8 fused norm+SiLU";
+          r.shape = sh.name;
+          r.M = sh.M;
+          r.K = sh.K;
+          r.bytes = double(elems) * 2 + sh.K * 8.0 + H * 4.0;
+          LAB_CUDA_CHECK(cudaMemsetAsync(y, 0xff, H * 4, s));
+          run(pool);
+          LAB_CUDA_CHECK(cudaStreamSynchronize(s));
+          std::vector<float> got(H);
+          LAB_CUDA_CHECK(cudaMemcpy(got.data(), y, H * 4, cudaMemcpyDeviceToHost));
+          bool written = false;
+          r.rel_err = RelErr(got, href, &written);
+          r.ok = written && r.rel_err < 1e-4;
+          all_ok &= r.ok;
+          r.t = TimeLaunches([&](int i) { run(pool + (i % windows) * elems); }, s, reps);
+          std::printf("  %-24s %-22s %8.1f us  %6.0f GB/s  %5.1f%% of read  err %.1e %s\n", r.version.c_str(), sh.name,
+                      r.t.med_us, r.bytes / (r.t.med_us * 1e-6) / 1e9,
+                      100 * r.bytes / (r.t.med_us * 1e-6) / 1e9 / read_gbps, r.rel_err, r.ok ? "ok" : "FAIL");
+          rows.push_back(r);
+        }
       }
     }
     LAB_CUDA_CHECK(cudaFree(ca));

@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/gpu_opt/kernels.cuh"
+#include "cuda/gpu_opt/kernels_matvec_ring.cuh"
 
 namespace lab {
 namespace kbench {
@@ -44,6 +46,30 @@ void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
   const int per_block = W * U;
   fn<<<(p.n_units + per_block - 1) / per_block, W * 32, gpu::MatvecSmemBytes(p.K, 0, p.norm_w != nullptr), s>>>(p);
   LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel");
+}
+
+// v10 (kernels_matvec_ring.cuh): one block per SM; with `pdl`, launched with programmatic dependent launch
+// (the engine's way: its producer streams the first STAGES stages before the previous kernel ends).
+template <int CW, int ST, int SC, int EPI = gpu::kEpiStore>
+void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pdl = false) {
+  auto fn = gpu::RingMatvecKernel<CW, ST, SC, EPI>;
+  static bool attr_set = false;
+  if (!attr_set) {
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
+    attr_set = true;
+  }
+  const int grid = std::min(sms, p.n_units);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(grid));
+  cfg.blockDim = dim3((CW + 1) * 32);
+  cfg.dynamicSmemBytes = gpu::RingSmemBytes<CW, ST, SC>(p, grid);
+  cfg.stream = s;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = pdl ? 1 : 0;
+  LAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, fn, p));
 }
 
 // y = W x with the plain store epilogue: what every engine-kernel version of the lab launches.

@@ -1,0 +1,233 @@
+// The decode matvec fed by a weight ring (RingMatvecKernel): the same MatvecParams and epilogues as
+// DecodeMatvecKernel (kernels_matvec.cuh), but the weights reach shared memory by 1-D bulk copies (TMA)
+// that one producer thread issues, never through the threads' registers. Kernel lab version v10
+// (cuda/kernels/README.md, "v10: the weight ring").
+//
+// Why: the kernel lab's read ceiling is highest (4.5-4.6 TB/s on an H200, 7-10% past the best load
+// kernel) when the SMs bulk-copy neighbouring slices of memory, and the one-kernel chain
+// (cuda/kernels/chain_stream.cuh) streamed a decode step's weights through such a ring at that rate.
+// This is that ring as one kernel per matrix, so that the engine's graph of kernels can use it.
+//
+// Contract:
+//   grid = G blocks (the host's choice: the SM count), block = (CW + 1) warps: CW consumer warps, then one
+//   producer warp (its lane 0 alone works). Dynamic shared memory RingSmemBytes<CW, STAGES, SC>(p, G),
+//   above 48 KB (raise cudaFuncAttributeMaxDynamicSharedMemorySize). K % 8 == 0, W and x 16-byte
+//   aligned; p.stage, p.second, p.l2_prefetch, p.out_host and XB are not used (p.out_host's logits are
+//   written by ordinary stores).
+//   Block b owns the units [n_units b / G, n_units (b + 1) / G) (a unit: the two rows UnitRows gives, as
+//   in DecodeMatvecKernel). A unit's rows are cut into P = ceil(nch / SC) pieces of SC 16-byte chunks
+//   (the last one shorter); a "stage" is one piece of both rows, 2 SC chunks of the ring's STAGES.
+//   - The producer, before anything else, copies the block's stages in order (two bulk copies each,
+//     one per row) into free ring slots: its first STAGES stages go out at once, before the PDL wait
+//     the consumers sit in (the weights depend on nothing), then one whenever a slot is released.
+//   - Consumer warp w takes the stages w, w + CW, ... (STAGES % CW == 0: a slot always serves the same
+//     warp, so no warp can wait on a slot's next fill while its current one is pending). Per stage:
+//     lane l's products over chunks l, l + 32, ... of both rows, the warp sum, lane 0 writes the two
+//     partial sums to shared memory and releases the slot.
+//   - Before the first stage the consumers wait for the previous kernel (PDL), then stage x (fp32 or
+//     p.x16, times norm_w and each chunk's sum of squares when there is a norm) in the split layout of
+//     DecodeMatvecKernel.
+//   - After the last stage: each unit's pieces are added in order, times the RMS scale (every warp adds
+//     the chunks' sums of squares in one order), and the epilogue writes the unit's outputs.
+//   Deterministic (fixed pieces, fixed orders), but not bitwise DecodeMatvecKernel's: the sums are
+//   grouped by piece.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/gpu_opt/kernels_matvec.cuh"
+
+namespace lab {
+namespace gpu {
+
+// Shared memory: the ring, x in the split fp32 layout, each chunk's sum of squares (norm only), each
+// unit's per-piece partial sums.
+template <int CW, int STAGES, int SC>
+inline size_t RingSmemBytes(const MatvecParams& p, int grid) {
+  const size_t nch = size_t(p.K / 8), pieces = (nch + SC - 1) / SC;
+  const size_t units = (size_t(p.n_units) + grid - 1) / grid;
+  const size_t ssq = p.norm_w ? (nch * sizeof(float) + 15) / 16 * 16 : 0;
+  return size_t(STAGES) * 2 * SC * 16 + nch * 32 + ssq + units * pieces * 2 * sizeof(float);
+}
+
+__device__ __forceinline__ void RingConsumersSync(int threads) {  // named barrier 1: the consumer warps
+  asm volatile("bar.sync 1, %0;" ::"r"(threads) : "memory");
+}
+
+template <int CW, int STAGES, int SC, int EPI>
+__global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const MatvecParams p) {
+  static_assert(STAGES % CW == 0, "a ring slot always serves the same consumer warp");
+  static_assert(SC % 32 == 0, "a piece is whole rounds of 32 chunks");
+  extern __shared__ float4 ring_smem[];
+  __shared__ uint64_t full[STAGES], empty[STAGES];
+  TraceMarks trace(p.trace);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int nch = p.K >> 3, P = (nch + SC - 1) / SC;
+  const int u0 = int(int64_t(p.n_units) * blockIdx.x / gridDim.x);
+  const int nu = int(int64_t(p.n_units) * (blockIdx.x + 1) / gridDim.x) - u0;
+  const int n_stages = nu * P;
+  uint4* const ring = reinterpret_cast<uint4*>(ring_smem);  // [STAGES][2][SC] chunks
+  float4* const xlo = ring_smem + STAGES * 2 * SC;
+  float4* const xhi = xlo + nch;
+  float* const ssq = reinterpret_cast<float*>(xhi + nch);
+  float* const part = ssq + (p.norm_w ? (nch + 3) / 4 * 4 : 0);  // [nu][P][2]
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      MbarInit(&full[s]);
+      MbarInit(&empty[s]);
+    }
+  }
+  __syncthreads();  // the last block-wide barrier: producer and consumers part here
+
+  if (warp == CW) {  // ---- producer ----
+    if (lane != 0) return;
+    PdlTrigger();  // the next kernel may launch (it waits for this grid's completion before reading)
+    for (int it = 0; it < n_stages; ++it) {
+      const int s = it % STAGES, use = it / STAGES;
+      if (use > 0) MbarWait(&empty[s], (use - 1) & 1);
+      const int ul = it / P, piece = it - ul * P;
+      const int c0 = piece * SC, len = min(SC, nch - c0);
+      int r0, r1;
+      UnitRows<EPI>(p, u0 + ul, &r0, &r1);
+      uint4* slot = ring + size_t(s) * 2 * SC;
+      MbarArriveExpectTx(&full[s], unsigned(len) * 32u);
+      BulkCopyToShared(slot, p.W + size_t(r0) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
+      BulkCopyToShared(slot + SC, p.W + size_t(r1) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
+    }
+    return;
+  }
+
+  // ---- consumers: x into shared memory ----
+  const int tid = threadIdx.x, nthreads = CW * 32;
+  PdlWait();
+  trace.Released();
+  {
+    constexpr int kXc = 4;  // chunks a thread loads before it uses any (one L2 round trip per kXc)
+    const float4* x4 = reinterpret_cast<const float4*>(p.x);
+    const uint4* x16 = reinterpret_cast<const uint4*>(p.x16);
+    const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
+    for (int base = tid; base < nch; base += kXc * nthreads) {
+      float4 a[kXc], b[kXc], ga[kXc], gb[kXc];
+#pragma unroll
+      for (int i = 0; i < kXc; ++i) {
+        const int c = base + i * nthreads;
+        if (c < nch) {
+          if (x16) {
+            float f[8];
+            Unpack8(__ldcg(x16 + c), f);
+            a[i] = make_float4(f[0], f[1], f[2], f[3]);
+            b[i] = make_float4(f[4], f[5], f[6], f[7]);
+          } else {
+            a[i] = __ldcg(x4 + 2 * c);
+            b[i] = __ldcg(x4 + 2 * c + 1);
+          }
+          if (g4) {
+            ga[i] = __ldg(g4 + 2 * c);
+            gb[i] = __ldg(g4 + 2 * c + 1);
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kXc; ++i) {
+        const int c = base + i * nthreads;
+        if (c < nch) {
+          if (g4) {
+            ssq[c] = SumSq8(a[i], b[i]);
+            a[i] = make_float4(a[i].x * ga[i].x, a[i].y * ga[i].y, a[i].z * ga[i].z, a[i].w * ga[i].w);
+            b[i] = make_float4(b[i].x * gb[i].x, b[i].y * gb[i].y, b[i].z * gb[i].z, b[i].w * gb[i].w);
+          }
+          xlo[c] = a[i];
+          xhi[c] = b[i];
+        }
+      }
+    }
+  }
+  RingConsumersSync(nthreads);
+  trace.Staged();
+
+  // ---- consumers: the stages ----
+  for (int it = warp; it < n_stages; it += CW) {
+    const int s = it % STAGES, use = it / STAGES;
+    MbarWait(&full[s], use & 1);
+    const int ul = it / P, piece = it - ul * P;
+    const int c0 = piece * SC, len = min(SC, nch - c0);
+    const uint4* w0 = ring + size_t(s) * 2 * SC;
+    const uint4* w1 = w0 + SC;
+    float a0 = 0.f, a1 = 0.f;
+#pragma unroll 4
+    for (int c = lane; c < len; c += 32) {
+      const float4 lo = xlo[c0 + c], hi = xhi[c0 + c];
+      a0 = Dot8(w0[c], lo, hi, a0);
+      a1 = Dot8(w1[c], lo, hi, a1);
+    }
+    a0 = WarpSum(a0);
+    a1 = WarpSum(a1);
+    __syncwarp();  // every lane's reads of the slot are done
+    if (lane == 0) {
+      part[2 * it] = a0;  // it = ul * P + piece
+      part[2 * it + 1] = a1;
+      MbarArrive(&empty[s]);
+    }
+  }
+  RingConsumersSync(nthreads);
+
+  // ---- consumers: each unit's sums and its epilogue ----
+  float scale = 1.f;
+  if (p.norm_w) {
+    float t = 0.f;
+    for (int c = lane; c < nch; c += 32) t += ssq[c];
+    scale = 1.f / sqrtf(WarpSum(t) / p.K + p.eps);
+  }
+  const int pos = EPI == kEpiQkv ? __ldcg(p.pos) : 0;
+  unsigned long long best = 0;  // Store with p.argmax: this thread's best key
+  for (int ul = tid; ul < nu; ul += nthreads) {
+    float y0 = 0.f, y1 = 0.f;
+    for (int k = 0; k < P; ++k) {
+      y0 += part[2 * (ul * P + k)];
+      y1 += part[2 * (ul * P + k) + 1];
+    }
+    y0 *= scale;
+    y1 *= scale;
+    const int unit = u0 + ul;
+    if (EPI == kEpiQkv) {
+      float c, sn;
+      QkvRopeCoeffs(p.qkv, unit, pos, &c, &sn);
+      QkvEpilogue(p.qkv, unit, y0, y1, 0, pos, c, sn);
+    } else if (EPI == kEpiGateUp) {
+      if (p.out16)
+        p.out16[unit] = __float2half_rn(Silu(y0) * y1);
+      else
+        p.out[unit] = Silu(y0) * y1;
+    } else {
+      const int r0 = 2 * unit, r1 = 2 * unit + 1;
+      if (EPI == kEpiResid) {
+        const float o0 = __ldcg(p.out + r0) + y0;
+        p.out[r0] = o0;
+        if (p.out16) p.out16[r0] = __float2half_rn(o0);
+        if (r1 < p.M) {
+          const float o1 = __ldcg(p.out + r1) + y1;
+          p.out[r1] = o1;
+          if (p.out16) p.out16[r1] = __float2half_rn(o1);
+        }
+      } else {
+        p.out[r0] = y0;
+        if (r1 < p.M) p.out[r1] = y1;
+        if (p.argmax) {
+          best = max(best, ArgmaxKey(y0, r0));
+          if (r1 < p.M) best = max(best, ArgmaxKey(y1, r1));
+        }
+      }
+    }
+  }
+  if (EPI == kEpiStore && p.argmax) {  // one atomic per warp
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+    if (lane == 0 && best) atomicMax(p.argmax, best);
+  }
+}
+
+}  // namespace gpu
+}  // namespace lab
