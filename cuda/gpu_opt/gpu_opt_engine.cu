@@ -298,7 +298,7 @@ void GpuOptEngine::Init(const ModelFile& file) {
     for (MatvecFn f : mc.fn) {
       if (!f) continue;  // (staged tiles have no XB kernels)
       int need = int(smem_fn);
-      if (mc.staged) {  // the x staging plus as many weight rows as the budget allows (StageChunks)
+      if (mc.staged || mc.ring_stages) {  // staged: x plus as many rows as the budget allows (StageChunks)
         cudaFuncAttributes fa;
         LAB_CUDA_CHECK(cudaFuncGetAttributes(&fa, f));
         need = int(prop_.sharedMemPerBlockOptin - fa.sharedSizeBytes);
@@ -562,9 +562,19 @@ int GpuOptEngine::EpiOf(Kind k) {
 }
 
 GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
+  if (!mc.fn[epi]) epi -= kFnXB;  // staged and ring tiles have no XB kernels
+  if (mc.ring_stages) {  // one block per SM (at most one per unit), CW consumer warps and the producer
+    const size_t smem = RingSmem(mc, p);
+    if (smem + 1024 > size_t(prop_.sharedMemPerBlockOptin))
+      throw InputError(std::string("gpu_opt: tile ") + mc.name + " needs " + std::to_string(smem) +
+                       " bytes of shared memory at input length " + std::to_string(p.K) + "; the card has " +
+                       std::to_string(prop_.sharedMemPerBlockOptin));
+    Launch(mc.fn[epi], dim3(unsigned(std::min(prop_.multiProcessorCount, p.n_units))), dim3((mc.warps + 1) * 32), smem,
+           stream_, pdl, "RingMatvecKernel", p);
+    return {epi, p.second};
+  }
   const int per_block = mc.warps * mc.upw;
   unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
-  if (!mc.fn[epi]) epi -= kFnXB;  // a staged tile has no XB kernels
   size_t smem = gpu::MatvecSmemBytes(p.K, XbOfFn(epi), p.norm_w != nullptr);
   MatvecParams q = p;
   // LAB_GPU_SECOND=xb: x comes by the copy engine, not by the threads' loads, so the second weight batch can

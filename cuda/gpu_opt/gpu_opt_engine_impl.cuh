@@ -61,6 +61,9 @@ struct MatvecConfig {
   MatvecFn fn[8];  // by slot (above); a staged tile has no XB kernels (nullptr)
   bool staged;
   bool persist;    // a grid of a few blocks per SM looping over the warps' tasks (".b", balanced)
+  // A weight-ring tile (v10, RingMatvecKernel; "ring." names): its ring's stages and chunks per row piece;
+  // `warps` are its consumer warps (one more produces), one block per SM. 0: a DecodeMatvecKernel tile.
+  int ring_stages = 0, ring_sc = 0;
 };
 const std::vector<MatvecConfig>& Configs();
 
@@ -127,6 +130,10 @@ class GpuOptEngine : public Engine {
     int fn, second;
   };
   MatvecPath LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl);
+  // Whether mc can run `kind` on this model and card: a ring tile's shared memory grows with the input
+  // length (x staged whole beside the ring); the tuners skip a tile that does not fit. gpu_opt_tune.cu.
+  bool TileFits(const MatvecConfig& mc, Kind kind) const;
+  size_t RingSmem(const MatvecConfig& mc, const MatvecParams& p) const;
   void Count(Kind k, MatvecPath path);  // launches_
   // Staged tiles: the shared-memory budget (ReadStaging, after AutoTune) and the chunks per row it holds.
   void SetupStaging();

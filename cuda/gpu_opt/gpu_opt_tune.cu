@@ -44,6 +44,23 @@ MatvecConfig MakeConfig(const char* name) {
           PERSIST};
 }
 
+// A weight-ring tile (v10): CW consumer warps, a ring of ST stages of SC chunks per row piece; no XB
+// kernels (it stages x itself).
+template <int CW, int ST, int SC>
+MatvecConfig MakeRingConfig(const char* name) {
+  MatvecConfig c = {name,
+                    CW,
+                    1,
+                    {gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiStore>, gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiResid>,
+                     gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiGateUp>, gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiQkv>,
+                     nullptr, nullptr, nullptr, nullptr},
+                    false,
+                    false};
+  c.ring_stages = ST;
+  c.ring_sc = SC;
+  return c;
+}
+
 // Whether the tuners may give `kind` the tile `mc`: staged tiles never (LAB_GPU_O_STAGE chooses them);
 // persistent tiles not for lm_head, whose logits gather needs one task per warp, nor with LAB_GPU_PERSIST=0.
 // LAB_GPU_TILES pins by the same rule (persist_ok true: a pinned persistent tile is asked for by name).
@@ -58,7 +75,8 @@ bool Tunable(const MatvecConfig& mc, int kind, bool persist_ok) {
 // the first batch staged in shared memory (".s", LAB_GPU_O_STAGE; not auto-tuned); 15..: v9, persistent
 // (".b": a grid of the blocks that fit per SM loops over the warps' tasks, so every SM gets the same
 // share of the rows to within one task; the one-task grids leave e.g. qkv's 192 blocks of 32 rows on 132
-// SMs, 60 of them with two blocks).
+// SMs, 60 of them with two blocks); 19..21: v10, the weight ring ("ring.": one block per SM, the weights
+// by bulk copies into a ring of shared memory; README "The weight ring").
 const std::vector<MatvecConfig>& Configs() {
   static const std::vector<MatvecConfig> c = {
       MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
@@ -71,6 +89,8 @@ const std::vector<MatvecConfig>& Configs() {
       MakeConfig<8, 1, 4, 1, true>("w8.u1.r4.s"),
       MakeConfig<8, 1, 4, 1, false, true>("w8.u1.r4.b"), MakeConfig<8, 2, 2, 1, false, true>("w8.u2.r2.b"),
       MakeConfig<4, 1, 4, 1, false, true>("w4.u1.r4.b"), MakeConfig<4, 2, 4, 1, false, true>("w4.u2.r4.b"),
+      MakeRingConfig<8, 16, 256>("ring.c8.s16.k256"), MakeRingConfig<8, 8, 512>("ring.c8.s8.k512"),
+      MakeRingConfig<16, 16, 256>("ring.c16.s16.k256"),
   };
   return c;
 }
@@ -126,7 +146,7 @@ void GpuOptEngine::GraphTune() {
     int best_ci = keep;
     std::string line;
     for (int ci = 0; ci < int(cfgs.size()); ++ci) {
-      if (ci == keep || !Tunable(cfgs[ci], k, persist_ok_)) continue;
+      if (ci == keep || !Tunable(cfgs[ci], k, persist_ok_) || !TileFits(cfgs[ci], k)) continue;
       config_[k] = ci;
       const float ms = time_step();
       char buf[64];
@@ -181,7 +201,7 @@ void GpuOptEngine::AutoTune() {
     float best = 1e30f;
     std::string line;
     for (size_t ci = 0; ci < cfgs.size(); ++ci) {
-      if (!Tunable(cfgs[ci], kind, persist_ok_)) continue;
+      if (!Tunable(cfgs[ci], kind, persist_ok_) || !TileFits(cfgs[ci], Kind(kind))) continue;
       LaunchMatvec(cfgs[ci], FnOf(Kind(kind), p), p, false);  // warm-up
       std::vector<float> t;
       for (int r = 0; r < 5; ++r) {
@@ -267,6 +287,16 @@ void GpuOptEngine::ReadTileEnv() {
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
+}
+
+size_t GpuOptEngine::RingSmem(const MatvecConfig& mc, const MatvecParams& p) const {
+  return gpu::RingSmemBytes(p, std::min(prop_.multiProcessorCount, p.n_units), mc.ring_stages, mc.ring_sc);
+}
+
+bool GpuOptEngine::TileFits(const MatvecConfig& mc, Kind kind) const {
+  if (!mc.ring_stages) return true;
+  const MatvecParams p = Params(kind, x_, kind == kLm ? -1 : 0, ints_);
+  return RingSmem(mc, p) + 1024 <= size_t(prop_.sharedMemPerBlockOptin);  // (1 KB: the kernel's static barriers)
 }
 
 // LAB_GPU_X_BULK: the kinds it names take their fp16 x by one bulk copy, where they have one (decode steps

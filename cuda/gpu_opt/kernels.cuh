@@ -38,8 +38,11 @@
 //   kernels_common.cuh     PDL wait/trigger, the streaming load, fp16 unpack, dot and warp sums
 //   kernels_matvec.cuh     DecodeMatvecKernel and its epilogues (qkv + RoPE + KV write, SiLU*up, residual,
 //                          lm_head's argmax key)
+//   kernels_matvec_ring.cuh  RingMatvecKernel: the same epilogues, the weights by bulk copies through a ring in
+//                          shared memory (kernel lab v10; README "The weight ring")
 //   kernels_attention.cuh  AttentionKernel
 #pragma once
 #include "cuda/gpu_opt/kernels_attention.cuh"
 #include "cuda/gpu_opt/kernels_common.cuh"
 #include "cuda/gpu_opt/kernels_matvec.cuh"
+#include "cuda/gpu_opt/kernels_matvec_ring.cuh"

@@ -44,12 +44,15 @@ namespace gpu {
 
 // Shared memory: the ring, x in the split fp32 layout, each chunk's sum of squares (norm only), each
 // unit's per-piece partial sums.
-template <int CW, int STAGES, int SC>
-inline size_t RingSmemBytes(const MatvecParams& p, int grid) {
-  const size_t nch = size_t(p.K / 8), pieces = (nch + SC - 1) / SC;
+inline size_t RingSmemBytes(const MatvecParams& p, int grid, int stages, int sc) {
+  const size_t nch = size_t(p.K / 8), pieces = (nch + sc - 1) / sc;
   const size_t units = (size_t(p.n_units) + grid - 1) / grid;
   const size_t ssq = p.norm_w ? (nch * sizeof(float) + 15) / 16 * 16 : 0;
-  return size_t(STAGES) * 2 * SC * 16 + nch * 32 + ssq + units * pieces * 2 * sizeof(float);
+  return size_t(stages) * 2 * sc * 16 + nch * 32 + ssq + units * pieces * 2 * sizeof(float);
+}
+template <int CW, int STAGES, int SC>
+inline size_t RingSmemBytes(const MatvecParams& p, int grid) {
+  return RingSmemBytes(p, grid, STAGES, SC);
 }
 
 __device__ __forceinline__ void RingConsumersSync(int threads) {  // named barrier 1: the consumer warps

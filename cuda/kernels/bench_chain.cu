@@ -33,6 +33,7 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
   // Same launch sequence as the engine: qkv, o, gate/up, down per layer (attention left out), lm_head.
   // ring: 0, v5 w8.u1.r4; 1..4, the weight ring (v10) in the configurations of kRing.
   static const char* kRing[5] = {"", "c8.s8.k512", "c4.s4.k512", "c8.s8.k256", "c8.s16.k256"};
+  std::string ring_error;  // the first failed ring launch of an enqueue: what, and on which shape
   auto enqueue = [&](bool pdl, bool prefetch, int ring = 0) {
     size_t off = 0;
     auto one = [&](int M, int K, const float* in, float* out) {
@@ -46,12 +47,15 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
       p.l2_prefetch = prefetch ? 1 : 0;
       off += size_t(M) * K;
       const int sms = prop.multiProcessorCount;
-      switch (ring) {
-        case 1: return RunRing<8, 8, 512>(p, s, sms, pdl);
-        case 2: return RunRing<4, 4, 512>(p, s, sms, pdl);
-        case 3: return RunRing<8, 8, 256>(p, s, sms, pdl);
-        case 4: return RunRing<8, 16, 256>(p, s, sms, pdl);
-        default: break;
+      if (ring) {
+        const cudaError_t e = ring == 1   ? RunRing<8, 8, 512>(p, s, sms, pdl)
+                              : ring == 2 ? RunRing<4, 4, 512>(p, s, sms, pdl)
+                              : ring == 3 ? RunRing<8, 8, 256>(p, s, sms, pdl)
+                                          : RunRing<8, 16, 256>(p, s, sms, pdl);
+        if (e != cudaSuccess && ring_error.empty())
+          ring_error = std::string(cudaGetErrorString(e)) + " at M " + std::to_string(M) + ", K " + std::to_string(K) +
+                       (pdl ? ", with PDL" : ", no PDL");
+        return;
       }
       cudaLaunchConfig_t cfg = {};
       cfg.gridDim = dim3(unsigned((p.n_units + 7) / 8));
@@ -74,19 +78,29 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
     one(128256, 4096, x, y2);
   };
   chain_rows->push_back({"stream, no graph", TimeLaunches([&](int) { enqueue(false, false); }, s, 5, 1)});
-  // Variants 3..6: the same graph + PDL chain of v10 weight rings (sm_90+: bulk copies).
-  const int variants = prop.major >= 9 ? 7 : 3;
+  // Variants 3..6: the same graph + PDL chain of v10 weight rings (sm_90+: bulk copies); 7: the first
+  // of them without PDL.
+  const int variants = prop.major >= 9 ? 8 : 3;
   for (int variant = 0; variant < variants; ++variant) {
-    const bool pdl = variant >= 1, prefetch = variant == 2;
-    const int ring = variant >= 3 ? variant - 2 : 0;
+    const bool pdl = variant >= 1 && variant != 7, prefetch = variant == 2;
+    const int ring = variant == 7 ? 1 : variant >= 3 ? variant - 2 : 0;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
+    ring_error.clear();
     LAB_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     enqueue(pdl, prefetch, ring);
-    LAB_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    const cudaError_t ce = cudaStreamEndCapture(s, &graph);
+    if (!ring_error.empty() || ce != cudaSuccess) {
+      std::printf("  chain v10 %s ring%s: skipped (%s)\n", kRing[ring], pdl ? " + PDL" : "",
+                  ring_error.empty() ? cudaGetErrorString(ce) : ring_error.c_str());
+      (void)cudaGetLastError();
+      if (ce == cudaSuccess) cudaGraphDestroy(graph);
+      continue;
+    }
     LAB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     static const char* kHow[3] = {"CUDA graph", "CUDA graph + PDL", "CUDA graph + PDL + L2 prefetch"};
-    const std::string how = ring ? std::string("graph + PDL, v10 ") + kRing[ring] + " ring" : kHow[variant];
+    const std::string how =
+        ring ? std::string(pdl ? "graph + PDL, v10 " : "graph, v10 ") + kRing[ring] + " ring" : kHow[variant];
     chain_rows->push_back({how, TimeLaunches([&](int) { LAB_CUDA_CHECK(cudaGraphLaunch(exec, s)); }, s, 7, 1)});
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);

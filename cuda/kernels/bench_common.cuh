@@ -35,8 +35,9 @@ struct Shape {
   int M, K;
 };
 
+// static: see RunRing below (each translation unit sets the attribute on its own copy of the kernel).
 template <int W, int U, int R, int EPI = gpu::kEpiStore, int PRE = 1>
-void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
+static void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
   auto fn = gpu::DecodeMatvecKernel<W, U, R, EPI, PRE>;
   static bool attr_set = false;
   if (!attr_set) {
@@ -50,12 +51,16 @@ void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
 
 // v10 (kernels_matvec_ring.cuh): one block per SM; with `pdl`, launched with programmatic dependent launch
 // (the engine's way: its producer streams the first STAGES stages before the previous kernel ends).
+// Returns the launch's error (the chain prints it with the shape, and skips its row). `static`: each
+// translation unit registers its own copy of a kernel (nvcc without relocatable device code), so each
+// needs its own attribute call; an inline function's flag would be shared by all of them (session 17:
+// bench_chain.cu's launches failed with "invalid argument", the attribute set on bench.cu's copy only).
 template <int CW, int ST, int SC, int EPI = gpu::kEpiStore>
-void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pdl = false) {
+static cudaError_t RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pdl = false) {
   auto fn = gpu::RingMatvecKernel<CW, ST, SC, EPI>;
   static bool attr_set = false;
   if (!attr_set) {
-    LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));  // 227 KB less static
     attr_set = true;
   }
   const int grid = std::min(sms, p.n_units);
@@ -69,7 +74,7 @@ void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pdl = fal
   at[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = at;
   cfg.numAttrs = pdl ? 1 : 0;
-  LAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, fn, p));
+  return cudaLaunchKernelEx(&cfg, fn, p);
 }
 
 // y = W x with the plain store epilogue: what every engine-kernel version of the lab launches.

@@ -330,6 +330,52 @@ def test_gpu_opt_persistent_tiles_bitwise(tmp_path, monkeypatch, pair):
         assert got_gen.tolist() == want_gen.tolist(), env
 
 
+# Weight-ring tiles (v10, "ring."): indices into gpu_opt's Configs().
+RING_TILES = [("ring.c8.s16.k256", 19), ("ring.c8.s8.k512", 20), ("ring.c16.s16.k256", 21)]
+RING_MODELS = {  # (a case, and the widths that cut rows into pieces with a short last one)
+    "gqa3_hd128_llama3": {},
+    "gqa1_hd64_tied": {},
+    "width_1032_4104": dict(CASES["gqa4_hd64_ropeparams"], hidden_size=1032, intermediate_size=4104),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model_name", sorted(RING_MODELS))
+def test_gpu_opt_ring_tiles_match_reference(tmp_path, monkeypatch, model_name):
+    """Every matvec on a weight-ring tile (the weights by bulk copies through a ring of shared memory;
+    kernels_matvec_ring.cuh): every epilogue (qkv with RoPE and the KV write, residual, SiLU*up, the
+    logits and generate()'s argmax) within the fp16 bound of the fp32 torch reference, as close to the
+    register tile w8.u1.r4 (the same products, added by pieces), and generate() gives decode()'s argmax
+    tokens. At width 1032 / 4104 rows are 129 / 513 chunks: pieces of 256 and 512 with a short last one,
+    and gate_up's 31 units a block wrap every ring several times. A wrong row, piece, offset or ring
+    phase moves the logits far past the bound."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = RING_MODELS[model_name] or ALL_CASES[model_name]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=83)
+    tokens = np.random.default_rng(89).integers(0, cfg["vocab_size"], 30)
+    ref = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)[20:]
+    tol = tolerances.logits_rel("gpu_opt")
+    loop, loop_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": "2"}, monkeypatch)  # w8.u1.r4
+    for name, i in RING_TILES:
+        monkeypatch.setenv("LAB_GPU_MATVEC_CONFIG", str(i))
+        assert name in _engine.Engine("gpu_opt", str(d), 128).variant  # the tile this index names
+        got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(i)}, monkeypatch)
+        err, err_loop = rel(got, ref), rel(got, loop)
+        print(f"{model_name} {name}: vs torch {err:.2e}, vs w8.u1.r4 {err_loop:.2e}")
+        assert err < tol and err_loop < tol, f"{name}: {err:.2e} against torch, {err_loop:.2e} against w8.u1.r4"
+        # generate() against decode()'s argmax on the same tile (the ring's argmax epilogue)
+        monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+        eng = _engine.Engine("gpu_opt", str(d), 128)
+        eng.prefill(tokens[:20])
+        want = [int(np.argmax(eng.decode(int(tokens[20]))))]
+        for _ in range(5):
+            want.append(int(np.argmax(eng.decode(want[-1]))))
+        eng.reset()
+        eng.prefill(tokens[:20])
+        assert eng.generate(int(tokens[20]), 6).tolist() == want, name
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", ["2", "5", "9", "16"])
 @pytest.mark.parametrize("act16", ["off", "all"])
