@@ -250,6 +250,7 @@ std::vector<Version> Versions() {
   v.push_back(V10<4, 4, 512>("c4.s4.k512"));
   v.push_back(V10<8, 8, 256>("c8.s8.k256"));
   v.push_back(V10<8, 16, 256>("c8.s16.k256"));
+  v.push_back(V10<16, 16, 256>("c16.s16.k256"));
   return v;
 }
 

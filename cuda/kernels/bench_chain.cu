@@ -31,8 +31,9 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
   LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
   // Same launch sequence as the engine: qkv, o, gate/up, down per layer (attention left out), lm_head.
-  // ring: 0, v5 w8.u1.r4; 1..4, the weight ring (v10) in the configurations of kRing.
-  static const char* kRing[5] = {"", "c8.s8.k512", "c4.s4.k512", "c8.s8.k256", "c8.s16.k256"};
+  // ring: 0, v5 w8.u1.r4; 1..5, the weight ring (v10) in the configurations of kRing (the engine's tuner
+  // has c8.s16.k256, c8.s8.k512 and c16.s16.k256).
+  static const char* kRing[6] = {"", "c8.s8.k512", "c4.s4.k512", "c8.s8.k256", "c8.s16.k256", "c16.s16.k256"};
   std::string ring_error;  // the first failed ring launch of an enqueue: what, and on which shape
   auto enqueue = [&](bool pdl, bool prefetch, int ring = 0) {
     size_t off = 0;
@@ -51,7 +52,8 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
         const cudaError_t e = ring == 1   ? RunRing<8, 8, 512>(p, s, sms, pdl)
                               : ring == 2 ? RunRing<4, 4, 512>(p, s, sms, pdl)
                               : ring == 3 ? RunRing<8, 8, 256>(p, s, sms, pdl)
-                                          : RunRing<8, 16, 256>(p, s, sms, pdl);
+                              : ring == 4 ? RunRing<8, 16, 256>(p, s, sms, pdl)
+                                          : RunRing<16, 16, 256>(p, s, sms, pdl);
         if (e != cudaSuccess && ring_error.empty())
           ring_error = std::string(cudaGetErrorString(e)) + " at M " + std::to_string(M) + ", K " + std::to_string(K) +
                        (pdl ? ", with PDL" : ", no PDL");
@@ -78,12 +80,12 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
     one(128256, 4096, x, y2);
   };
   chain_rows->push_back({"stream, no graph", TimeLaunches([&](int) { enqueue(false, false); }, s, 5, 1)});
-  // Variants 3..6: the same graph + PDL chain of v10 weight rings (sm_90+: bulk copies); 7: the first
+  // Variants 3..7: the same graph + PDL chain of v10 weight rings (sm_90+: bulk copies); 8: the first
   // of them without PDL.
-  const int variants = prop.major >= 9 ? 8 : 3;
+  const int variants = prop.major >= 9 ? 9 : 3;
   for (int variant = 0; variant < variants; ++variant) {
-    const bool pdl = variant >= 1 && variant != 7, prefetch = variant == 2;
-    const int ring = variant == 7 ? 1 : variant >= 3 ? variant - 2 : 0;
+    const bool pdl = variant >= 1 && variant != 8, prefetch = variant == 2;
+    const int ring = variant == 8 ? 1 : variant >= 3 ? variant - 2 : 0;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     ring_error.clear();
