@@ -11,7 +11,8 @@
 //   * programmatic dependent launch lets each kernel start its weight loads (the first batch, into
 //     registers) while the previous one drains, and attention load its older K/V rows;
 //   * the matvec tile shape is auto-tuned per layer kind at start-up on the real weights
-//     (gpu_opt_tune.cu).
+//     (gpu_opt_tune.cu), among register tiles and weight rings (bulk copies into shared memory by one
+//     producer thread, kernels_matvec_ring.cuh: the tuner's pick for gate_up, down and lm_head).
 // Prefill (gpu_opt_prefill.cu) runs on the tensor cores by default; the class both files share is in
 // gpu_opt_engine_impl.cuh.
 //

@@ -1,4 +1,4 @@
-// The kernel lab: decode matvec y = W x, versions v1..v6 side by side (llm.c dev/cuda style).
+// The kernel lab: decode matvec y = W x, versions v1..v10 side by side (llm.c dev/cuda style).
 //
 // Common contract of every version:
 //   W  fp16 [M, K] row-major (weights: read once per token, never written)
@@ -37,6 +37,12 @@
 //      the engine's decode step, timed by the whole-step tuner on the H200, it gained nothing
 //      (w8.u1.r4.p2 = w8.u1.r4 within 0.2%, w4.u1.r4.p4 at 186 registers 2.4% slower; README.md).
 //      The tiles stay in the engine's auto-tune set.
+//   v8, v9 the engine's staged and persistent tiles (README.md).
+//   v10 the weight ring (gpu_opt/kernels_matvec_ring.cuh RingMatvecKernel): one block per SM on a contiguous
+//      range of rows; one producer thread bulk-copies (TMA) the rows piece by piece into a ring of shared
+//      memory, 128 KB in flight per SM, starting before the PDL wait; consumer warps take the stages in
+//      turn. 6-9% faster per shape than v5, and the step's weight chain 92.5% of the read ceiling against
+//      86.2% (README.md, "v10: the weight ring").
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

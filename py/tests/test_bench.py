@@ -533,3 +533,26 @@ def test_product_elements_add_up_to_the_decode_weights():
     assert sum(e.values()) + 30 * p["per_layer_norms"] + p["final_norm"] + p["embedding_row"] == \
         counting.decode_weight_elements(cfg)
     assert e["gate_up"] == 2 * e["down"] == 2 * 30 * 576 * 1536 and e["qkv"] == 30 * 576 * (576 + 2 * 192)
+
+
+def test_bench_commit_is_the_bundles(tmp_path, monkeypatch):
+    """A bench run from a GPU bundle names the bundle's commit (BUILD_INFO), not the HEAD of the checkout it
+    runs in: on the GPU host that checkout's git metadata lagged the carried tree, and session 17's ring
+    bench came out as the previous commit, "dirty". Outside a bundle it is the checkout's HEAD."""
+    import shutil
+
+    import lab.paths
+
+    if not shutil.which("git"):
+        pytest.skip("no git on this machine")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=lab@example.com", "-c", "user.name=lab"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.setattr(lab.paths, "repo_root", lambda: repo)
+    assert report._git_commit(tmp_path / "no_bundle") == (head, False)
+    info = tmp_path / "BUILD_INFO"
+    info.write_text("python=3.12\ncuda_archs=sm_90a\ncommit=e97c8e3\n")
+    assert report._git_commit(info) == ("e97c8e3 (bundle)", None)

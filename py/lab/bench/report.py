@@ -25,9 +25,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit():
+def _git_commit(bundle_info: Path | None = None):
+    """The commit the running code was built from: the GPU bundle's BUILD_INFO where the lab package comes
+    from a bundle (the checkout a bundle runs in may be at another commit: on the GPU host its git metadata
+    lagged the carried tree, session 17), else the repository's HEAD and whether tracked files changed."""
     from lab.paths import repo_root
 
+    info = bundle_info or Path(lab.__file__).resolve().parents[1] / "BUILD_INFO"
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("commit="):
+                return line.split("=", 1)[1] + " (bundle)", None
     root = repo_root()
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -38,11 +46,6 @@ def _git_commit():
             return commit, bool(dirty)
     except (OSError, subprocess.SubprocessError):
         pass
-    info = Path(lab.__file__).resolve().parents[1] / "BUILD_INFO"  # the GPU bundle's
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("commit="):
-                return line.split("=", 1)[1] + " (bundle)", None
     return None, None
 
 
