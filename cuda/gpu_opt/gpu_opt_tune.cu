@@ -75,9 +75,8 @@ bool Tunable(const MatvecConfig& mc, int kind, bool persist_ok) {
 // the first batch staged in shared memory (".s", LAB_GPU_O_STAGE; not auto-tuned); 15..: v9, persistent
 // (".b": a grid of the blocks that fit per SM loops over the warps' tasks, so every SM gets the same
 // share of the rows to within one task; the one-task grids leave e.g. qkv's 192 blocks of 32 rows on 132
-// SMs, 60 of them with two blocks); 19..23: v10, the weight ring ("ring.": one block per SM, the weights
-// by bulk copies into a ring of shared memory; README "The weight ring"): 128 KB rings, then 192 KB ones
-// (where x fits beside them: not down's 14,336-long input).
+// SMs, 60 of them with two blocks); 19..21: v10, the weight ring ("ring.": one block per SM, the weights
+// by bulk copies into a ring of shared memory; README "The weight ring").
 const std::vector<MatvecConfig>& Configs() {
   static const std::vector<MatvecConfig> c = {
       MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
@@ -91,8 +90,7 @@ const std::vector<MatvecConfig>& Configs() {
       MakeConfig<8, 1, 4, 1, false, true>("w8.u1.r4.b"), MakeConfig<8, 2, 2, 1, false, true>("w8.u2.r2.b"),
       MakeConfig<4, 1, 4, 1, false, true>("w4.u1.r4.b"), MakeConfig<4, 2, 4, 1, false, true>("w4.u2.r4.b"),
       MakeRingConfig<8, 16, 256>("ring.c8.s16.k256"), MakeRingConfig<8, 8, 512>("ring.c8.s8.k512"),
-      MakeRingConfig<16, 16, 256>("ring.c16.s16.k256"), MakeRingConfig<12, 24, 256>("ring.c12.s24.k256"),
-      MakeRingConfig<12, 12, 512>("ring.c12.s12.k512"),
+      MakeRingConfig<16, 16, 256>("ring.c16.s16.k256"),
   };
   return c;
 }
