@@ -150,6 +150,35 @@ __device__ __forceinline__ void UnitRows(const MatvecParams& p, int unit, int* r
   }
 }
 
+// The outputs of one unit from its two dot products y0, y1 (rows as UnitRows gives them), for every epilogue
+// (a Store writes y; its logits gather and argmax are the kernels' own). e0, e1: the unit's operands
+// fetched ahead, qkv: RoPE's cos and sin at `pos`; residual: the two values of out being added to.
+template <int EPI>
+__device__ __forceinline__ void UnitEpilogue(const MatvecParams& p, int unit, float y0, float y1, int pos, float e0,
+                                             float e1) {
+  if (EPI == kEpiQkv) {
+    QkvEpilogue(p.qkv, unit, y0, y1, 0, pos, e0, e1);
+  } else if (EPI == kEpiGateUp) {
+    if (p.out16)
+      p.out16[unit] = __float2half_rn(Silu(y0) * y1);
+    else
+      p.out[unit] = Silu(y0) * y1;
+  } else {
+    const int r0 = 2 * unit, r1 = 2 * unit + 1;
+    if (EPI == kEpiResid) {
+      p.out[r0] = e0 + y0;
+      if (r1 < p.M) p.out[r1] = e1 + y1;
+      if (p.out16) {
+        p.out16[r0] = __float2half_rn(e0 + y0);
+        if (r1 < p.M) p.out16[r1] = __float2half_rn(e1 + y1);
+      }
+    } else {
+      p.out[r0] = y0;
+      if (r1 < p.M) p.out[r1] = y1;
+    }
+  }
+}
+
 // Dynamic shared memory a DecodeMatvecKernel needs for input length K; a STAGE kernel needs
 // MatvecStageBytes more. (XB 1 kernels hold x in fp16; XB 2 kernels the fp32 staging and, after it, the
 // fp16 copy it is made from; a kernel with a norm (norm: p.norm_w set) also each chunk's sum of squares,
@@ -536,28 +565,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       for (int u = 0; u < UPW; ++u) {
         const int unit = unit0 + u;
         if (unit >= p.n_units) break;
-        const float y0 = acc[2 * u], y1 = acc[2 * u + 1];
-        if (EPI == kEpiQkv) {
-          QkvEpilogue(p.qkv, unit, y0, y1, 0, pos, ep0[u], ep1[u]);
-        } else if (EPI == kEpiGateUp) {
-          if (p.out16)
-            p.out16[unit] = __float2half_rn(Silu(y0) * y1);
-          else
-            p.out[unit] = Silu(y0) * y1;
-        } else {
-          const int r0 = 2 * unit, r1 = 2 * unit + 1;
-          if (EPI == kEpiResid) {
-            p.out[r0] = ep0[u] + y0;
-            if (r1 < p.M) p.out[r1] = ep1[u] + y1;
-            if (p.out16) {
-              p.out16[r0] = __float2half_rn(ep0[u] + y0);
-              if (r1 < p.M) p.out16[r1] = __float2half_rn(ep1[u] + y1);
-            }
-          } else {
-            p.out[r0] = y0;
-            if (r1 < p.M) p.out[r1] = y1;
-          }
-        }
+        UnitEpilogue<EPI>(p, unit, acc[2 * u], acc[2 * u + 1], pos, ep0[u], ep1[u]);
       }
     }
     // Persistent: the next task's first batch and epilogue operands.

@@ -194,35 +194,17 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
     }
     y0 *= scale;
     y1 *= scale;
-    const int unit = u0 + ul;
-    if (EPI == kEpiQkv) {
-      float c, sn;
-      QkvRopeCoeffs(p.qkv, unit, pos, &c, &sn);
-      QkvEpilogue(p.qkv, unit, y0, y1, 0, pos, c, sn);
-    } else if (EPI == kEpiGateUp) {
-      if (p.out16)
-        p.out16[unit] = __float2half_rn(Silu(y0) * y1);
-      else
-        p.out[unit] = Silu(y0) * y1;
-    } else {
-      const int r0 = 2 * unit, r1 = 2 * unit + 1;
-      if (EPI == kEpiResid) {
-        const float o0 = __ldcg(p.out + r0) + y0;
-        p.out[r0] = o0;
-        if (p.out16) p.out16[r0] = __float2half_rn(o0);
-        if (r1 < p.M) {
-          const float o1 = __ldcg(p.out + r1) + y1;
-          p.out[r1] = o1;
-          if (p.out16) p.out16[r1] = __float2half_rn(o1);
-        }
-      } else {
-        p.out[r0] = y0;
-        if (r1 < p.M) p.out[r1] = y1;
-        if (p.argmax) {
-          best = max(best, ArgmaxKey(y0, r0));
-          if (r1 < p.M) best = max(best, ArgmaxKey(y1, r1));
-        }
-      }
+    const int unit = u0 + ul, r0 = 2 * unit, r1 = 2 * unit + 1;
+    float e0 = 0.f, e1 = 0.f;  // UnitEpilogue's operands, loaded here (the weights are all in by now)
+    if (EPI == kEpiQkv) QkvRopeCoeffs(p.qkv, unit, pos, &e0, &e1);
+    if (EPI == kEpiResid) {
+      e0 = __ldcg(p.out + r0);
+      e1 = r1 < p.M ? __ldcg(p.out + r1) : 0.f;
+    }
+    UnitEpilogue<EPI>(p, unit, y0, y1, pos, e0, e1);
+    if (EPI == kEpiStore && p.argmax) {
+      best = max(best, ArgmaxKey(y0, r0));
+      if (r1 < p.M) best = max(best, ArgmaxKey(y1, r1));
     }
   }
   if (EPI == kEpiStore && p.argmax) {  // one atomic per warp

@@ -59,17 +59,8 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
                        (pdl ? ", with PDL" : ", no PDL");
         return;
       }
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(unsigned((p.n_units + 7) / 8));
-      cfg.blockDim = dim3(256);
-      cfg.dynamicSmemBytes = gpu::MatvecSmemBytes(K);
-      cfg.stream = s;
-      cudaLaunchAttribute at[1];
-      at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      at[0].val.programmaticStreamSerializationAllowed = 1;
-      cfg.attrs = at;
-      cfg.numAttrs = pdl ? 1 : 0;
-      LAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>, p));
+      LAB_CUDA_CHECK(LaunchPdl(gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>, dim3(unsigned((p.n_units + 7) / 8)),
+                               dim3(256), gpu::MatvecSmemBytes(K), s, pdl, p));
     };
     for (int l = 0; l < L; ++l) {
       one(6144, 4096, x, y2);

@@ -49,6 +49,22 @@ static void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
   LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel");
 }
 
+// One launch of fn(p) on `s`, with programmatic dependent launch when `pdl` is set (as the engine launches).
+template <typename P>
+cudaError_t LaunchPdl(void (*fn)(P), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool pdl, P p) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, fn, p);
+}
+
 // v10 (kernels_matvec_ring.cuh): one block per SM; with `pdl`, launched with programmatic dependent launch
 // (the engine's way: its producer streams the first STAGES stages before the previous kernel ends).
 // Returns the launch's error (the chain prints it with the shape, and skips its row). `static`: each
@@ -64,17 +80,7 @@ static cudaError_t RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, 
     attr_set = true;
   }
   const int grid = std::min(sms, p.n_units);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(grid));
-  cfg.blockDim = dim3((CW + 1) * 32);
-  cfg.dynamicSmemBytes = gpu::RingSmemBytes<CW, ST, SC>(p, grid);
-  cfg.stream = s;
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = at;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, fn, p);
+  return LaunchPdl(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes<CW, ST, SC>(p, grid), s, pdl, p);
 }
 
 // y = W x with the plain store epilogue: what every engine-kernel version of the lab launches.
