@@ -566,7 +566,7 @@ GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int 
   if (!mc.fn[epi]) epi -= kFnXB;  // staged and ring tiles have no XB kernels
   if (mc.ring_stages) {  // one block per SM (at most one per unit), CW consumer warps and the producer
     const size_t smem = RingSmem(mc, p);
-    if (smem + 1024 > size_t(prop_.sharedMemPerBlockOptin))
+    if (smem + kRingStaticSmem > size_t(prop_.sharedMemPerBlockOptin))  // (AutoTune checked: no launch gets here)
       throw InputError(std::string("gpu_opt: tile ") + mc.name + " needs " + std::to_string(smem) +
                        " bytes of shared memory at input length " + std::to_string(p.K) + "; the card has " +
                        std::to_string(prop_.sharedMemPerBlockOptin));

@@ -65,6 +65,7 @@ struct MatvecConfig {
   // `warps` are its consumer warps (one more produces), one block per SM. 0: a DecodeMatvecKernel tile.
   int ring_stages = 0, ring_sc = 0;
 };
+constexpr size_t kRingStaticSmem = 1024;  // room left for a ring kernel's static shared memory (its mbarriers)
 const std::vector<MatvecConfig>& Configs();
 
 using AttnFn = void (*)(const gpu::AttnParams);
@@ -133,6 +134,7 @@ class GpuOptEngine : public Engine {
   // Whether mc can run `kind` on this model and card: a ring tile's shared memory grows with the input
   // length (x staged whole beside the ring); the tuners skip a tile that does not fit. gpu_opt_tune.cu.
   bool TileFits(const MatvecConfig& mc, Kind kind) const;
+  void CheckTilesFit() const;  // every kind's chosen tile fits, else InputError naming the tile and kind
   size_t RingSmem(const MatvecConfig& mc, const MatvecParams& p) const;
   void Count(Kind k, MatvecPath path);  // launches_
   // Staged tiles: the shared-memory budget (ReadStaging, after AutoTune) and the chunks per row it holds.

@@ -176,15 +176,16 @@ void GpuOptEngine::AutoTune() {
     if (cfgs[i].persist) config_[kLm] = 0;  // lm_head's logits gather needs one task per warp
     for (int k = 0; k < kNumKinds; ++k)
       if (pinned_[k] >= 0) config_[k] = pinned_[k];
+    CheckTilesFit();
     return;
   }
+  for (int kind = 0; kind < kNumKinds; ++kind)
+    if (pinned_[kind] >= 0) config_[kind] = pinned_[kind];
+  CheckTilesFit();  // the pinned tiles: a clear error now rather than at the first launch
   if (verbose_)
     std::fprintf(stderr, "gpu_opt: matvec auto-tune on %s (GB/s of weight bytes, median of 5 batches)\n", prop_.name);
   for (int kind = 0; kind < kNumKinds; ++kind) {
-    if (pinned_[kind] >= 0) {
-      config_[kind] = pinned_[kind];
-      continue;
-    }
+    if (pinned_[kind] >= 0) continue;
     // Batches of back-to-back launches (as in the decode stream), so a launch's fixed latency does not
     // swamp the difference between configurations; each launch of a batch reads another layer's
     // weights, so that a matrix smaller than L2 is not served from L2 by the previous launch.
@@ -296,7 +297,17 @@ size_t GpuOptEngine::RingSmem(const MatvecConfig& mc, const MatvecParams& p) con
 bool GpuOptEngine::TileFits(const MatvecConfig& mc, Kind kind) const {
   if (!mc.ring_stages) return true;
   const MatvecParams p = Params(kind, x_, kind == kLm ? -1 : 0, ints_);
-  return RingSmem(mc, p) + 1024 <= size_t(prop_.sharedMemPerBlockOptin);  // (1 KB: the kernel's static barriers)
+  return RingSmem(mc, p) + kRingStaticSmem <= size_t(prop_.sharedMemPerBlockOptin);
+}
+
+void GpuOptEngine::CheckTilesFit() const {
+  for (int k = 0; k < kNumKinds; ++k) {
+    const MatvecConfig& mc = Configs()[config_[k]];
+    if (!TileFits(mc, Kind(k)))
+      throw InputError(std::string("gpu_opt: tile ") + mc.name + " does not fit " + kKindNames[k] +
+                       " on this card: its ring and x need more shared memory than the " +
+                       std::to_string(prop_.sharedMemPerBlockOptin) + " bytes a block may have");
+  }
 }
 
 // LAB_GPU_X_BULK: the kinds it names take their fp16 x by one bulk copy, where they have one (decode steps

@@ -377,6 +377,25 @@ def test_gpu_opt_ring_tiles_match_reference(tmp_path, monkeypatch, model_name):
 
 
 @pytest.mark.gpu
+def test_gpu_opt_ring_tile_that_does_not_fit(tmp_path, monkeypatch):
+    """A ring tile keeps its whole input in shared memory beside a 128 KB ring: down's x at an intermediate
+    size of 26,624 (104 KB in fp32) does not fit in a block. Pinned there, the tile is refused when the
+    engine is made, naming tile and kind; left to the tuners, they skip it and the engine runs."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = dict(CASES["gqa1_hd64_tied"], intermediate_size=26624)
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=97)
+    monkeypatch.setenv("LAB_GPU_TILES", "down=ring.c8.s16.k256")
+    with pytest.raises(ValueError, match="tile ring.c8.s16.k256 does not fit down on this card"):
+        _engine.Engine("gpu_opt", str(d), 64)
+    monkeypatch.setenv("LAB_GPU_TILES", "gate_up=ring.c8.s16.k256")  # gate_up's x is hidden-long: it fits
+    eng = _engine.Engine("gpu_opt", str(d), 64)
+    assert "gate_up ring.c8.s16.k256" in eng.variant and "down ring." not in eng.variant, eng.variant
+    eng.prefill([1, 2, 3])
+    assert np.isfinite(eng.decode(4)).all()
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("config", ["2", "5", "9", "16"])
 @pytest.mark.parametrize("act16", ["off", "all"])
 def test_gpu_opt_second_batch_bitwise(tmp_path, monkeypatch, config, act16):
