@@ -29,6 +29,7 @@
 #include "cc/core/env.h"
 #include "cc/core/errors.h"
 #include "cuda/gpu_opt/gpu_opt_engine_impl.cuh"
+#include "cuda/gpu_opt/gpu_opt_launch.cuh"
 #include "cuda/gpu_opt/kernels_prefill.cuh"
 
 namespace lab {
@@ -38,44 +39,6 @@ namespace {
 // Decode tile tuning on the whole captured step (GraphTune): only for models whose weights stream long
 // enough for tile choices to matter (tiny test models are launch-bound).
 constexpr uint64_t kGraphTuneMinBytes = uint64_t(256) << 20;
-
-template <typename T>
-struct Identity {
-  using type = T;
-};
-
-// Launches `kernel` with the PDL attribute when pdl is set (the kernels wait in griddepcontrol.wait) and,
-// when cluster_y > 0, in thread-block clusters of (1, cluster_y, 1) (decode attention v3).
-template <typename... Args>
-void LaunchEx(int cluster_y, void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-              bool pdl, const char* what, typename Identity<Args>::type... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
-  unsigned n = 0;
-  if (pdl) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (cluster_y > 0) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = 1;
-    attr[n].val.clusterDim.y = unsigned(cluster_y);
-    attr[n++].val.clusterDim.z = 1;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = n;
-  cuda::Check(cudaLaunchKernelEx(&cfg, kernel, args...), what, __FILE__, __LINE__);
-}
-
-template <typename... Args>
-void Launch(void (*kernel)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
-            const char* what, typename Identity<Args>::type... args) {
-  LaunchEx(0, kernel, grid, block, smem, stream, pdl, what, args...);
-}
 
 __global__ void FillPatternKernel(float* p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
@@ -481,152 +444,6 @@ void GpuOptEngine::CaptureGraphs() {
     }
     if (!ok) use_graph_ = false;  // fall back to direct launches
   }
-}
-
-MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step) const {
-  const ModelConfig& c = cfg_;
-  MatvecParams p = {};
-  p.eps = float(c.rms_norm_eps);
-  p.x = x;
-  p.pos = pos;
-  p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
-  // LAB_GPU_ACT16: which inputs are fp16 (h: down's; all: every matvec's, from the embedding, the residual
-  // epilogues, attention and gate_up); x stays the fp32 residual stream either way.
-  const bool all16 = step && act16_ == kAct16All;
-  const bool early = early_ == kEarlyAll || (early_ == kEarlyNotO && kind != kO) || (early_ == kEarlyQkv && kind == kQkv);
-  p.second = early ? gpu::kSecondBeforeWait : second_ == kSecondAtWait ? gpu::kSecondAfterWait : gpu::kSecondAfterX;
-  const DeviceLayer* L = layer >= 0 ? &layers_[layer] : nullptr;
-  switch (kind) {
-    case kQkv:
-      p.W = L->wqkv;
-      p.M = int(c.q_dim() + 2 * c.kv_dim());
-      p.K = int(c.dim);
-      p.n_units = p.M / 2;
-      p.norm_w = L->attn_norm;
-      p.qkv = QkvOutFor(layer);
-      if (all16) p.x16 = x16_;
-      break;
-    case kO:
-      p.W = L->wo;
-      p.M = int(c.dim);
-      p.K = int(c.q_dim());
-      p.n_units = (p.M + 1) / 2;
-      p.out = x_;
-      if (all16) {
-        p.x16 = att16_;
-        p.out16 = x16_;
-      }
-      break;
-    case kGateUp:
-      p.W = L->wgu;
-      p.M = int(2 * c.hidden_dim);
-      p.K = int(c.dim);
-      p.n_units = int(c.hidden_dim);
-      p.H = int(c.hidden_dim);
-      p.norm_w = L->ffn_norm;
-      p.out = h_;
-      if (step && act16_ != kAct16Off) p.out16 = h16_;
-      if (all16) p.x16 = x16_;
-      break;
-    case kDown:
-      p.W = L->wdown;
-      p.M = int(c.dim);
-      p.K = int(c.hidden_dim);
-      p.n_units = (p.M + 1) / 2;
-      p.out = x_;
-      if (step && act16_ != kAct16Off) p.x16 = h16_;
-      if (all16) p.out16 = x16_;
-      break;
-    case kLm:
-      p.W = lm_head_;
-      p.M = int(c.vocab_size);
-      p.K = int(c.dim);
-      p.n_units = (p.M + 1) / 2;
-      p.norm_w = final_norm_;
-      p.out = logits_;
-      if (all16) p.x16 = x16_;
-      break;
-    default:
-      break;
-  }
-  return p;
-}
-
-int GpuOptEngine::EpiOf(Kind k) {
-  switch (k) {
-    case kQkv: return gpu::kEpiQkv;
-    case kGateUp: return gpu::kEpiGateUp;
-    case kO:
-    case kDown: return gpu::kEpiResid;
-    default: return gpu::kEpiStore;
-  }
-}
-
-GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
-  if (!mc.fn[epi]) epi -= kFnXB;  // staged and ring tiles have no XB kernels
-  if (mc.ring_stages) {  // one block per SM (at most one per unit), CW consumer warps and the producer
-    const size_t smem = RingSmem(mc, p);
-    if (smem + kRingStaticSmem > size_t(prop_.sharedMemPerBlockOptin))  // (AutoTune checked: no launch gets here)
-      throw InputError(std::string("gpu_opt: tile ") + mc.name + " needs " + std::to_string(smem) +
-                       " bytes of shared memory at input length " + std::to_string(p.K) + "; the card has " +
-                       std::to_string(prop_.sharedMemPerBlockOptin));
-    Launch(mc.fn[epi], dim3(unsigned(std::min(prop_.multiProcessorCount, p.n_units))), dim3((mc.warps + 1) * 32), smem,
-           stream_, pdl, "RingMatvecKernel", p);
-    return {epi, p.second};
-  }
-  const int per_block = mc.warps * mc.upw;
-  unsigned blocks = unsigned((p.n_units + per_block - 1) / per_block);
-  size_t smem = gpu::MatvecSmemBytes(p.K, XbOfFn(epi), p.norm_w != nullptr);
-  MatvecParams q = p;
-  // LAB_GPU_SECOND=xb: x comes by the copy engine, not by the threads' loads, so the second weight batch can
-  // go out right after the wait without delaying x.
-  if (epi >= kFnXB && second_ == kSecondAtWaitXB && q.second == gpu::kSecondAfterX) q.second = gpu::kSecondAfterWait;
-  if (mc.staged) {
-    q.stage = StageChunks(mc, p.K);
-    smem += gpu::MatvecStageBytes(mc.warps, mc.upw, q.stage);
-  }
-  if (mc.persist) {  // as many blocks as fit on the SMs alone (or LAB_GPU_PERSIST_GRID), at most the one-task grid
-    int grid = persist_grid_;
-    if (grid <= 0) {  // blocks per SM, asked once per kernel and shared-memory size (not on every launch)
-      int& fit = persist_fit_[{mc.fn[epi], smem}];
-      if (fit == 0) {
-        LAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, mc.fn[epi], mc.warps * 32, smem));
-        fit = std::max(1, fit);
-      }
-      grid = fit * prop_.multiProcessorCount;
-    }
-    blocks = std::min<unsigned>(blocks, unsigned(grid));
-  }
-  Launch(mc.fn[epi], dim3(blocks), dim3(mc.warps * 32), smem, stream_, pdl, "DecodeMatvecKernel", q);
-  return {epi, q.second};
-}
-
-void GpuOptEngine::Count(Kind k, MatvecPath path) {
-  ++launches_[k][0];
-  launches_[k][1] += path.fn >= kFnXB;
-  launches_[k][2] += path.second == gpu::kSecondAfterWait;
-}
-
-void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step) {
-  MatvecParams p = Params(kind, x, layer, pos, step);
-  p.trace = TraceSlot(kind);
-  const MatvecPath path = LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl);
-  if (step) Count(kind, path);  // (the prefill's lm_head is not a decode step's)
-}
-
-gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {
-  const ModelConfig& c = cfg_;
-  gpu::QkvOut o;
-  o.q = q_;
-  o.k_cache = LayerK(layer);
-  o.v_cache = LayerV(layer);
-  o.rope_cos = rope_cos_;
-  o.rope_sin = rope_sin_;
-  o.hd = int(c.head_dim);
-  o.n_heads = int(c.n_heads);
-  o.n_kv = int(c.n_kv_heads);
-  o.q_scale = float(1.4426950408889634 / std::sqrt(double(c.head_dim)));
-  return o;
 }
 
 // Decode (B = 1, the graph) uses the layout attn_[attn_sel_] (V2 by default); the simple prefill

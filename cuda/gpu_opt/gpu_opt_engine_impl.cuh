@@ -1,9 +1,11 @@
-// The gpu_opt engine class, shared by its two translation units (not a public header: the interface is
+// The gpu_opt engine class, shared by its translation units (not a public header: the interface is
 // MakeGpuOptEngine in gpu_opt_engine.h):
 //   gpu_opt_engine.cu   creation (device memory plan, weight upload, knobs), the decode step and its
-//                       CUDA graphs, greedy generation on the device, matvec tile tuning — the lesson;
+//                       CUDA graphs, greedy generation on the device, attention's launch — the lesson;
+//   gpu_opt_matvec.cu   the decode matvecs: each kind's weights, inputs and epilogue, and its tile's launch;
 //   gpu_opt_prefill.cu  prefill: the tensor-core path (default), the simple one, and their profiling;
-//   gpu_opt_tune.cu     the matvec tiles (Configs) and their timing at creation (AutoTune, GraphTune).
+//   gpu_opt_tune.cu     the matvec tiles (Configs) and their timing at creation (AutoTune, GraphTune);
+//   gpu_opt_knobs.cu    the environment knobs; gpu_opt_trace.cu the step trace (LAB_GPU_TRACE).
 // Members are grouped by the file that owns them; a member set in one file and read in the other says so.
 #pragma once
 #include <cuda_runtime.h>
@@ -107,7 +109,7 @@ class GpuOptEngine : public Engine {
   void GenerateImpl(int32_t token, int64_t n, int64_t pos, int32_t* out) override;
 
  private:
-  // ---- gpu_opt_engine.cu: creation, decode ----
+  // ---- gpu_opt_engine.cu: creation, decode (and gpu_opt_matvec.cu: the matvecs) ----
   void Release();
   void Init(const ModelFile& file);
   void ReadDecodeEnv();  // called by Init
