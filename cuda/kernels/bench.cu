@@ -206,7 +206,7 @@ Version V10(const char* cfg) {
               LAB_CUDA_CHECK(cudaGetDevice(&dev));
               LAB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
             }
-            LAB_CUDA_CHECK((RunRing<CW, ST, SC>(PlainParams(Wt, x, y, M, K), s, sms)));
+            RunRing<CW, ST, SC>(PlainParams(Wt, x, y, M, K), s, sms);
           }};
 }
 
@@ -453,7 +453,7 @@ int main(int argc, char** argv) {
             p.eps = 1e-5f;
             p.out = y;
             if (ring)
-              LAB_CUDA_CHECK((RunRing<8, 8, 512, gpu::kEpiGateUp>(p, s, prop.multiProcessorCount)));
+              RunRing<8, 8, 512, gpu::kEpiGateUp>(p, s, prop.multiProcessorCount);
             else
               RunV5<4, 1, 8, gpu::kEpiGateUp>(p, s);
           };

@@ -49,18 +49,21 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
       off += size_t(M) * K;
       const int sms = prop.multiProcessorCount;
       if (ring) {
-        const cudaError_t e = ring == 1   ? RunRing<8, 8, 512>(p, s, sms, pdl)
-                              : ring == 2 ? RunRing<4, 4, 512>(p, s, sms, pdl)
-                              : ring == 3 ? RunRing<8, 8, 256>(p, s, sms, pdl)
-                              : ring == 4 ? RunRing<8, 16, 256>(p, s, sms, pdl)
-                                          : RunRing<16, 16, 256>(p, s, sms, pdl);
-        if (e != cudaSuccess && ring_error.empty())
-          ring_error = std::string(cudaGetErrorString(e)) + " at M " + std::to_string(M) + ", K " + std::to_string(K) +
-                       (pdl ? ", with PDL" : ", no PDL");
+        try {
+          if (ring == 1) RunRing<8, 8, 512>(p, s, sms, pdl);
+          if (ring == 2) RunRing<4, 4, 512>(p, s, sms, pdl);
+          if (ring == 3) RunRing<8, 8, 256>(p, s, sms, pdl);
+          if (ring == 4) RunRing<8, 16, 256>(p, s, sms, pdl);
+          if (ring == 5) RunRing<16, 16, 256>(p, s, sms, pdl);
+        } catch (const DeviceError& e) {
+          if (ring_error.empty())
+            ring_error = std::string(e.what()) + " at M " + std::to_string(M) + ", K " + std::to_string(K) +
+                         (pdl ? ", with PDL" : ", no PDL");
+        }
         return;
       }
-      LAB_CUDA_CHECK(LaunchPdl(gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>, dim3(unsigned((p.n_units + 7) / 8)),
-                               dim3(256), gpu::MatvecSmemBytes(K), s, pdl, p));
+      gpu_opt::Launch(gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>, dim3(unsigned((p.n_units + 7) / 8)), dim3(256),
+                      gpu::MatvecSmemBytes(K), s, pdl, "DecodeMatvecKernel", p);
     };
     for (int l = 0; l < L; ++l) {
       one(6144, 4096, x, y2);

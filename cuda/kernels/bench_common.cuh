@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/gpu_opt/gpu_opt_launch.cuh"
 #include "cuda/gpu_opt/kernels.cuh"
 #include "cuda/gpu_opt/kernels_matvec_ring.cuh"
 
@@ -49,30 +50,15 @@ static void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
   LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel");
 }
 
-// One launch of fn(p) on `s`, with programmatic dependent launch when `pdl` is set (as the engine launches).
-template <typename P>
-cudaError_t LaunchPdl(void (*fn)(P), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool pdl, P p) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = at;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, fn, p);
-}
-
 // v10 (kernels_matvec_ring.cuh): one block per SM; with `pdl`, launched with programmatic dependent launch
 // (the engine's way: its producer streams the first STAGES stages before the previous kernel ends).
-// Returns the launch's error (the chain prints it with the shape, and skips its row). `static`: each
-// translation unit registers its own copy of a kernel (nvcc without relocatable device code), so each
-// needs its own attribute call; an inline function's flag would be shared by all of them (session 17:
-// bench_chain.cu's launches failed with "invalid argument", the attribute set on bench.cu's copy only).
+// Launched by the engine's helper (gpu_opt_launch.cuh), which throws DeviceError if the launch fails (the
+// chain prints it with the shape, and skips its row). `static`: each translation unit registers its own
+// copy of a kernel (nvcc without relocatable device code), so each needs its own attribute call; an
+// inline function's flag would be shared by all of them (session 17: bench_chain.cu's launches failed
+// with "invalid argument", the attribute set on bench.cu's copy only).
 template <int CW, int ST, int SC, int EPI = gpu::kEpiStore>
-static cudaError_t RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pdl = false) {
+static void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pdl = false) {
   auto fn = gpu::RingMatvecKernel<CW, ST, SC, EPI>;
   static bool attr_set = false;
   if (!attr_set) {
@@ -80,7 +66,8 @@ static cudaError_t RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, 
     attr_set = true;
   }
   const int grid = std::min(sms, p.n_units);
-  return LaunchPdl(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes<CW, ST, SC>(p, grid), s, pdl, p);
+  gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes<CW, ST, SC>(p, grid), s, pdl,
+                  "RingMatvecKernel", p);
 }
 
 // y = W x with the plain store epilogue: what every engine-kernel version of the lab launches.
