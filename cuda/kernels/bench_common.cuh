@@ -70,6 +70,14 @@ static void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pd
                   "RingMatvecKernel", p);
 }
 
+// A matvec version of the lab: its name and a launch of y = W x (W [M, K] fp16, x [K] fp32, y [M] fp32) on a
+// stream; Versions() (bench_versions.cu) lists them all, v1..v10.
+struct Version {
+  std::string name;
+  std::function<void(const __half*, const float*, float*, int, int, cudaStream_t)> run;
+};
+std::vector<Version> Versions();
+
 // y = W x with the plain store epilogue: what every engine-kernel version of the lab launches.
 inline gpu::MatvecParams PlainParams(const __half* W, const float* x, float* y, int M, int K) {
   gpu::MatvecParams p = {};
