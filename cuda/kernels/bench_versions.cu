@@ -18,6 +18,16 @@ namespace lab {
 namespace kbench {
 namespace {
 
+// v1..v4 (matvec_versions.cuh): blocks of 256 threads, `rows` rows a block.
+using PlainKernel = void (*)(const __half*, const float*, float*, int, int);
+template <PlainKernel KERNEL>
+Version V1to4(const char* name, int rows) {
+  return {name, [rows](const __half* W, const float* x, float* y, int M, int K, cudaStream_t s) {
+            KERNEL<<<(M + rows - 1) / rows, 256, 0, s>>>(W, x, y, M, K);
+            LAB_CUDA_LAUNCH_CHECK("a v1..v4 matvec");
+          }};
+}
+
 template <int W, int U, int R, int PREFETCH = 0, int PRE = 1>
 Version V5(const char* cfg) {
   return {std::string(PRE > 1 ? "v7 " : PREFETCH ? "v6 " : "v5 ") + cfg + (PREFETCH ? " +L2 prefetch" : ""),
@@ -99,22 +109,10 @@ Version V10(const char* cfg) {
 std::vector<Version> Versions() {
   using namespace lab_kernels;
   std::vector<Version> v;
-  v.push_back({"v1 thread/row", [](const __half* W, const float* x, float* y, int M, int K, cudaStream_t s) {
-                 MatvecV1<<<(M + 255) / 256, 256, 0, s>>>(W, x, y, M, K);
-                 LAB_CUDA_LAUNCH_CHECK("MatvecV1");
-               }});
-  v.push_back({"v2 warp/row half2", [](const __half* W, const float* x, float* y, int M, int K, cudaStream_t s) {
-                 MatvecV2<<<(M + 7) / 8, 256, 0, s>>>(W, x, y, M, K);
-                 LAB_CUDA_LAUNCH_CHECK("MatvecV2");
-               }});
-  v.push_back({"v3 warp/row 16B", [](const __half* W, const float* x, float* y, int M, int K, cudaStream_t s) {
-                 MatvecV3<<<(M + 7) / 8, 256, 0, s>>>(W, x, y, M, K);
-                 LAB_CUDA_LAUNCH_CHECK("MatvecV3");
-               }});
-  v.push_back({"v4 2 rows x 4 in flight", [](const __half* W, const float* x, float* y, int M, int K, cudaStream_t s) {
-                 MatvecV4<<<(M + 15) / 16, 256, 0, s>>>(W, x, y, M, K);
-                 LAB_CUDA_LAUNCH_CHECK("MatvecV4");
-               }});
+  v.push_back(V1to4<MatvecV1>("v1 thread/row", 256));
+  v.push_back(V1to4<MatvecV2>("v2 warp/row half2", 8));
+  v.push_back(V1to4<MatvecV3>("v3 warp/row 16B", 8));
+  v.push_back(V1to4<MatvecV4>("v4 2 rows x 4 in flight", 16));
   v.push_back(V5<4, 1, 4>("w4.u1.r4"));
   v.push_back(V5<4, 1, 8>("w4.u1.r8"));
   v.push_back(V5<8, 1, 4>("w8.u1.r4"));
