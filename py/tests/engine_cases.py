@@ -62,3 +62,10 @@ def write_model(d, config: dict, precision: str, seed: int, std: float = STD):
 
     write_random_model(d, config, precision=precision, seed=seed, std=std, progress=False)
     return d
+
+
+def ref_device():
+    """Where the torch reference runs: the GPU when torch sees one (fp32 there too), else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
