@@ -4,8 +4,9 @@
 // A weight stream is a read stream, so the ceiling is the fastest pure read we can write: every byte
 // of a buffer far larger than L2 read once, with the decode kernels' own load (16 bytes, non-coherent,
 // no L1 allocation), or, since session 16 on sm_90+, by 1-D bulk copies (TMA) into shared memory, which
-// the kernel lab's chain measured 7-10% faster on the H200. torch's x.sum() over the same bytes is the bench's second opinion; the bench keeps
-// the higher, so no kernel of ours is judged against a ceiling that a simple read already beats.
+// the kernel lab's chain measured 7-10% faster on the H200. torch's x.sum() over the same bytes is the
+// bench's second opinion; the bench keeps the higher, so no kernel of ours is judged against a ceiling
+// that a simple read already beats.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -10,7 +10,7 @@
 //
 // Contract:
 //   grid = G blocks (the host's choice: the SM count), block = (CW + 1) warps: CW consumer warps, then one
-//   producer warp (its lane 0 alone works). Dynamic shared memory RingSmemBytes<CW, STAGES, SC>(p, G),
+//   producer warp (its lane 0 alone works). Dynamic shared memory RingSmemBytes(p, G, STAGES, SC),
 //   above 48 KB (raise cudaFuncAttributeMaxDynamicSharedMemorySize). K % 8 == 0, W and x 16-byte
 //   aligned; p.stage, p.second, p.l2_prefetch, p.out_host and XB are not used (p.out_host's logits are
 //   written by ordinary stores).
@@ -54,10 +54,6 @@ inline size_t RingSmemBytes(const MatvecParams& p, int grid, int stages, int sc)
   const size_t units = (size_t(p.n_units) + grid - 1) / grid;
   const size_t ssq = p.norm_w ? (nch * sizeof(float) + 15) / 16 * 16 : 0;
   return size_t(stages) * 2 * sc * 16 + nch * 32 + ssq + units * pieces * 2 * sizeof(float);
-}
-template <int CW, int STAGES, int SC>
-inline size_t RingSmemBytes(const MatvecParams& p, int grid) {
-  return RingSmemBytes(p, grid, STAGES, SC);
 }
 
 __device__ __forceinline__ void RingConsumersSync(int threads) {  // named barrier 1: the consumer warps

@@ -13,7 +13,6 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/gpu_opt/gpu_opt_launch.cuh"
 #include "cuda/gpu_opt/kernels.cuh"
-#include "cuda/gpu_opt/kernels_matvec_ring.cuh"
 
 namespace lab {
 namespace kbench {
@@ -66,7 +65,7 @@ static void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pd
     attr_set = true;
   }
   const int grid = std::min(sms, p.n_units);
-  gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes<CW, ST, SC>(p, grid), s, pdl,
+  gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes(p, grid, ST, SC), s, pdl,
                   "RingMatvecKernel", p);
 }
 
