@@ -11,7 +11,8 @@ GPU  read bandwidth: the higher of two reads of 4 GiB: the lab's read kernels (l
      cuda/common/read_ceiling.h: the decode kernels' 16-byte streaming load, best of 4 launch shapes, and
      on sm_90+ bulk copies (TMA) into shared memory, contiguous or in 1 MB slices, since session 16: 4,607
      against 4,231 GB/s for the load on an H200) and torch's x.sum() over an fp16 tensor; both are kept in
-     the JSON. copy: y.copy_(x) counting bytes read + written; fp16 tensor-core rate: torch.matmul of two 8192 x 8192 fp16 matrices.
+     the JSON. copy: y.copy_(x) counting bytes read + written; fp16 tensor-core rate: torch.matmul of
+     two 8192 x 8192 fp16 matrices.
      All timed with CUDA events after warm-up, on random data.
 Each ceiling is reported as best (the roof) and median over its repeats.
 """
