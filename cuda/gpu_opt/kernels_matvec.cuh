@@ -110,6 +110,7 @@ struct MatvecParams {
   unsigned long long* argmax;  // Store only, or nullptr: greedy generation; each block atomicMax-es
                                // ArgmaxKey(value, row) of its rows into *argmax (cleared before the launch)
   unsigned long long* trace;   // nullptr, or this launch's three TraceMarks slots (LAB_GPU_TRACE)
+  int* ring_work;              // RingMatvecKernel with DYN > 0: two counters, zero at launch and left zero
 };
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by

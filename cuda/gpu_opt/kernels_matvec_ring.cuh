@@ -31,8 +31,20 @@
 //     the chunks' sums of squares in one order), and the epilogue writes the unit's outputs.
 //   Deterministic (fixed pieces, fixed orders), but not bitwise DecodeMatvecKernel's: the sums are
 //   grouped by piece.
+//   DYN > 0 (v11, the ring with a shared tail): block b first takes the units [b F, (b + 1) F), F the
+//   (8 - DYN)/8 share of n_units / G (RingDynShare); the other units are handed out at run time, D at a
+//   time (about 32 KB of weights), by an atomicAdd on p.ring_work[0] that the producer issues one unit
+//   before it needs the answer. A block takes at most cap units (its part[] and unit list are sized for
+//   cap, and G (cap - D) covers every unit); p.ring_work[0..1] must be zero at launch, and the last
+//   block's producer to finish (p.ring_work[1], blocks done) sets both back to zero. Launches that may
+//   overlap (PDL) need different counters. The stage loop ends on a marker: the producer arrives on the
+//   next CW slots without bytes after writing the stage count. Each unit's arithmetic is the same
+//   whichever block takes it, so the outputs are bitwise those of DYN = 0.
 // New against DecodeMatvecKernel: no register batches to size (128 KB in flight per SM whatever the
 // consumers do), one contiguous slice of the matrix per SM, and a deeper start before the PDL wait.
+// New in DYN against the static ring: the blocks that stream faster take more of the last units, so
+// the grid's last block ends sooner after the mean (session 17's trace: the next kernel's first block
+// started 4-7 us before its release, the spread of this one's block ends).
 // Measured (H200, session 17): 6-9% faster per shape in the kernel lab, the step's weight chain 92.5% of
 // the read ceiling against 86.2%; in the engine the tuner takes it for gate_up, down and lm_head, +4.7% a
 // step at context 512. 64 KB rings were slower than the register tiles; 192 KB ones no faster.
@@ -47,59 +59,133 @@
 namespace lab {
 namespace gpu {
 
+// DYN's split of the units (see the contract): F static units a block, D a grab, at most cap a block.
+struct RingShare {
+  int F, D, cap;
+};
+__host__ __device__ inline RingShare RingDynShare(int n_units, int grid, int K, int dyn) {
+  RingShare r;
+  r.F = int(int64_t(n_units) * (8 - dyn) / 8 / grid);
+  r.D = K >= 8192 ? 1 : 32768 / (4 * K) > 1 ? 32768 / (4 * K) : 1;  // a unit is 4 K bytes of weights
+  r.cap = r.F + 2 * ((n_units - r.F * grid + grid - 1) / grid) + r.D;
+  return r;
+}
+
 // Shared memory: the ring, x in the split fp32 layout, each chunk's sum of squares (norm only), each
-// unit's per-piece partial sums.
-inline size_t RingSmemBytes(const MatvecParams& p, int grid, int stages, int sc) {
+// unit's per-piece partial sums; DYN: the block's units too.
+inline size_t RingSmemBytes(const MatvecParams& p, int grid, int stages, int sc, int dyn = 0) {
   const size_t nch = size_t(p.K / 8), pieces = (nch + sc - 1) / sc;
-  const size_t units = (size_t(p.n_units) + grid - 1) / grid;
+  const size_t units = dyn ? size_t(RingDynShare(p.n_units, grid, p.K, dyn).cap) : (size_t(p.n_units) + grid - 1) / grid;
   const size_t ssq = p.norm_w ? (nch * sizeof(float) + 15) / 16 * 16 : 0;
-  return size_t(stages) * 2 * sc * 16 + nch * 32 + ssq + units * pieces * 2 * sizeof(float);
+  return size_t(stages) * 2 * sc * 16 + nch * 32 + ssq + units * pieces * 2 * sizeof(float) +
+         (dyn ? units * sizeof(int) : 0);
 }
 
 __device__ __forceinline__ void RingConsumersSync(int threads) {  // named barrier 1: the consumer warps
   asm volatile("bar.sync 1, %0;" ::"r"(threads) : "memory");
 }
 
-template <int CW, int STAGES, int SC, int EPI>
+// DYN's producer (lane 0 of the producer warp): the block's static units, then grabs of D units until
+// none are left or the block holds cap; then the stage count and one end marker per consumer warp, and
+// the counters' reset by the last block done. A unit's P stages go to the ring in order, so part[] and
+// the consumers index stages exactly as the static ring does.
+template <int STAGES, int SC, int EPI>
+__device__ __forceinline__ void RingProduceDyn(const MatvecParams& p, const RingShare sh, uint4* ring, uint64_t* full,
+                                               uint64_t* empty, int* unit_of, int* stages_out, int cw) {
+  const int nch = p.K >> 3, P = (nch + SC - 1) / SC;
+  const int dyn_base = sh.F * int(gridDim.x), dyn_units = p.n_units - dyn_base;
+  int it = 0, local = 0, grab = 0;
+  bool pending = false;
+  auto next_slot = [&]() {  // the ring slot of stage `it`, once free
+    const int s = it % STAGES, use = it / STAGES;
+    if (use > 0) MbarWait(&empty[s], (use - 1) & 1);
+    return s;
+  };
+  auto ask = [&](int in_hand) {  // asks for the next D units if the block will still have room for them
+    if (local + in_hand + sh.D <= sh.cap) {
+      grab = atomicAdd(p.ring_work, sh.D);  // read only after this batch's copies: the latency hides behind them
+      pending = true;
+    }
+  };
+  int lo = int(blockIdx.x) * sh.F, hi = lo + sh.F;
+  if (lo == hi) ask(0);
+  for (;;) {
+    for (int u = lo; u < hi; ++u) {
+      if (u == hi - 1) ask(1);
+      unit_of[local++] = u;  // published to the consumers by the stage's mbarrier arrive
+      int r0, r1;
+      UnitRows<EPI>(p, u, &r0, &r1);
+      for (int piece = 0; piece < P; ++piece, ++it) {
+        const int s = next_slot();
+        const int c0 = piece * SC, len = min(SC, nch - c0);
+        uint4* slot = ring + size_t(s) * 2 * SC;
+        MbarArriveExpectTx(&full[s], unsigned(len) * 32u);
+        BulkCopyToShared(slot, p.W + size_t(r0) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
+        BulkCopyToShared(slot + SC, p.W + size_t(r1) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
+      }
+    }
+    if (!pending || grab >= dyn_units) break;
+    pending = false;
+    lo = dyn_base + grab;
+    hi = min(lo + sh.D, p.n_units);
+  }
+  *static_cast<volatile int*>(stages_out) = it;
+  for (int w = 0; w < cw; ++w, ++it) MbarArrive(&full[next_slot()]);  // consumer warp (it % cw): stop
+  if (atomicAdd(p.ring_work + 1, 1) == int(gridDim.x) - 1) {  // every block has made its last grab
+    atomicExch(p.ring_work, 0);
+    atomicExch(p.ring_work + 1, 0);
+  }
+}
+
+template <int CW, int STAGES, int SC, int EPI, int DYN = 0>
 __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const MatvecParams p) {
   static_assert(STAGES % CW == 0, "a ring slot always serves the same consumer warp");
   static_assert(SC % 32 == 0, "a piece is whole rounds of 32 chunks");
+  static_assert(DYN >= 0 && DYN <= 8, "DYN: eighths of the units handed out at run time");
   extern __shared__ float4 ring_smem[];
   __shared__ uint64_t full[STAGES], empty[STAGES];
+  __shared__ int dyn_stages;  // DYN: the block's stage count, once the producer knows it
   TraceMarks trace(p.trace);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int nch = p.K >> 3, P = (nch + SC - 1) / SC;
   const int u0 = int(int64_t(p.n_units) * blockIdx.x / gridDim.x);
   const int nu = int(int64_t(p.n_units) * (blockIdx.x + 1) / gridDim.x) - u0;
-  const int n_stages = nu * P;
+  const int n_stages = nu * P;  // DYN: unknown until the producer's last grab
   uint4* const ring = reinterpret_cast<uint4*>(ring_smem);  // [STAGES][2][SC] chunks
   float4* const xlo = ring_smem + STAGES * 2 * SC;
   float4* const xhi = xlo + nch;
   float* const ssq = reinterpret_cast<float*>(xhi + nch);
   float* const part = ssq + (p.norm_w ? (nch + 3) / 4 * 4 : 0);  // [nu][P][2]
+  const RingShare share = DYN ? RingDynShare(p.n_units, gridDim.x, p.K, DYN) : RingShare{0, 0, 0};
+  int* const unit_of = reinterpret_cast<int*>(part + size_t(share.cap) * P * 2);  // DYN: [cap] the block's units
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       MbarInit(&full[s]);
       MbarInit(&empty[s]);
     }
+    if (DYN) dyn_stages = INT32_MAX;
   }
   __syncthreads();  // the last block-wide barrier: producer and consumers part here
 
   if (warp == CW) {  // ---- producer ----
     if (lane != 0) return;
     PdlTrigger();  // the next kernel may launch (it waits for this grid's completion before reading)
-    for (int it = 0; it < n_stages; ++it) {
-      const int s = it % STAGES, use = it / STAGES;
-      if (use > 0) MbarWait(&empty[s], (use - 1) & 1);
-      const int ul = it / P, piece = it - ul * P;
-      const int c0 = piece * SC, len = min(SC, nch - c0);
-      int r0, r1;
-      UnitRows<EPI>(p, u0 + ul, &r0, &r1);
-      uint4* slot = ring + size_t(s) * 2 * SC;
-      MbarArriveExpectTx(&full[s], unsigned(len) * 32u);
-      BulkCopyToShared(slot, p.W + size_t(r0) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
-      BulkCopyToShared(slot + SC, p.W + size_t(r1) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
+    if constexpr (DYN > 0) {
+      RingProduceDyn<STAGES, SC, EPI>(p, share, ring, full, empty, unit_of, &dyn_stages, CW);
+    } else {
+      for (int it = 0; it < n_stages; ++it) {
+        const int s = it % STAGES, use = it / STAGES;
+        if (use > 0) MbarWait(&empty[s], (use - 1) & 1);
+        const int ul = it / P, piece = it - ul * P;
+        const int c0 = piece * SC, len = min(SC, nch - c0);
+        int r0, r1;
+        UnitRows<EPI>(p, u0 + ul, &r0, &r1);
+        uint4* slot = ring + size_t(s) * 2 * SC;
+        MbarArriveExpectTx(&full[s], unsigned(len) * 32u);
+        BulkCopyToShared(slot, p.W + size_t(r0) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
+        BulkCopyToShared(slot + SC, p.W + size_t(r1) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
+      }
     }
     return;
   }
@@ -153,9 +239,10 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   trace.Staged();
 
   // ---- consumers: the stages ----
-  for (int it = warp; it < n_stages; it += CW) {
+  for (int it = warp; DYN || it < n_stages; it += CW) {
     const int s = it % STAGES, use = it / STAGES;
     MbarWait(&full[s], use & 1);
+    if (DYN && it >= *static_cast<volatile int*>(&dyn_stages)) break;  // the end marker
     const int ul = it / P, piece = it - ul * P;
     const int c0 = piece * SC, len = min(SC, nch - c0);
     const uint4* w0 = ring + size_t(s) * 2 * SC;
@@ -187,7 +274,8 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   }
   const int pos = EPI == kEpiQkv ? __ldcg(p.pos) : 0;
   unsigned long long best = 0;  // Store with p.argmax: this thread's best key
-  for (int ul = tid; ul < nu; ul += nthreads) {
+  const int n_local = DYN ? dyn_stages / P : nu;  // (every marker seen: the count is in)
+  for (int ul = tid; ul < n_local; ul += nthreads) {
     float y0 = 0.f, y1 = 0.f;
     for (int k = 0; k < P; ++k) {
       y0 += part[2 * (ul * P + k)];
@@ -195,7 +283,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
     }
     y0 *= scale;
     y1 *= scale;
-    const int unit = u0 + ul, r0 = 2 * unit, r1 = 2 * unit + 1;
+    const int unit = DYN ? unit_of[ul] : u0 + ul, r0 = 2 * unit, r1 = 2 * unit + 1;
     float e0 = 0.f, e1 = 0.f;  // UnitEpilogue's operands, loaded here (the weights are all in by now)
     if (EPI == kEpiQkv) QkvRopeCoeffs(p.qkv, unit, pos, &e0, &e1);
     if (EPI == kEpiResid) {

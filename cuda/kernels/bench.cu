@@ -5,14 +5,14 @@
 // 1. Ceilings, measured in this run: a device-to-device copy (bytes read + written) and the read
 //    ceiling: the higher of a load kernel (16-byte streaming loads over 2 GiB) and bulk copies (TMA)
 //    into shared memory, contiguous and in 1 MB slices (cuda/common/read_ceiling.h).
-// 2. Every matvec version (bench_versions.cu: v1..v10) at the Llama-3.1-8B decode shapes: random fp16
+// 2. Every matvec version (bench_versions.cu: v1..v11) at the Llama-3.1-8B decode shapes: random fp16
 //    weights and fp32 input (never zeros), output poisoned with NaN, checked against an fp64 host
 //    reference (relative L2 error), then timed with CUDA events: warm-up, then `reps` samples of a
 //    batch of back-to-back launches over rotating weight copies (more bytes than L2 holds), median
-//    and min-max per launch. The engine's fused gate/up kernel (RMSNorm + SiLU*up) is checked too.
+//    and min-max per launch; then poisoned and checked once more. The engine's fused gate/up kernel (RMSNorm + SiLU*up) is checked too.
 // 3. The decode step's whole weight stream (32 layers of qkv, o, gate/up, down + lm_head, 15 GB) as a
 //    chain of v5 launches: from the stream, from a CUDA graph, from a graph with programmatic
-//    dependent launch: what launch gaps cost, and what remains; the same graph of v10 weight rings; then
+//    dependent launch: what launch gaps cost, and what remains; the same graph of v10/v11 weight rings; then
 //    as one persistent kernel (chain_stream.cuh), every output checked against v5 first, and its two
 //    diagnostics (bench_chain.cu).
 // 4. With --model_dir: the gpu_opt engine's decode at each context (wall and device time per token), and
@@ -290,8 +290,15 @@ int main(int argc, char** argv) {
         bool written = false;
         r.rel_err = RelErr(got, ref, &written);
         r.ok = written && r.rel_err < 1e-4;
-        all_ok &= r.ok;
         r.t = TimeLaunches([&](int i) { v.run(pool + (i % windows) * elems, x, y, sh.M, sh.K, s); }, s, reps);
+        // Checked again after the timed launches: a version that leaves state behind (v11's counters) fails here.
+        LAB_CUDA_CHECK(cudaMemsetAsync(y, 0xff, sh.M * 4, s));
+        v.run(pool, x, y, sh.M, sh.K, s);
+        LAB_CUDA_CHECK(cudaStreamSynchronize(s));
+        LAB_CUDA_CHECK(cudaMemcpy(got.data(), y, sh.M * 4, cudaMemcpyDeviceToHost));
+        const double again = RelErr(got, ref, &written);
+        r.ok = r.ok && written && again < 1e-4;
+        all_ok &= r.ok;
         std::printf("  %-24s %-22s %8.1f us  %6.0f GB/s  %5.1f%% of read  err %.1e %s\n", v.name.c_str(), sh.name,
                     r.t.med_us, bytes / (r.t.med_us * 1e-6) / 1e9, 100 * bytes / (r.t.med_us * 1e-6) / 1e9 / read_gbps,
                     r.rel_err, r.ok ? "ok" : "FAIL");

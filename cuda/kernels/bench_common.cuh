@@ -56,21 +56,35 @@ static void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
 // copy of a kernel (nvcc without relocatable device code), so each needs its own attribute call; an
 // inline function's flag would be shared by all of them (session 17: bench_chain.cu's launches failed
 // with "invalid argument", the attribute set on bench.cu's copy only).
-template <int CW, int ST, int SC, int EPI = gpu::kEpiStore>
+// DYN > 0 (v11): each launch takes the next pair of counters of this file's pool of kRingWorkSlots, zeroed
+// once (each launch leaves its pair zero), so launches that overlap under PDL never share one.
+constexpr int kRingWorkSlots = 512;
+static int* NextRingWork() {
+  static int* pool = nullptr;
+  static unsigned next = 0;
+  if (!pool) {
+    LAB_CUDA_CHECK(cudaMalloc(&pool, 2 * kRingWorkSlots * sizeof(int)));
+    LAB_CUDA_CHECK(cudaMemset(pool, 0, 2 * kRingWorkSlots * sizeof(int)));
+  }
+  return pool + 2 * (next++ % kRingWorkSlots);
+}
+template <int CW, int ST, int SC, int EPI = gpu::kEpiStore, int DYN = 0>
 static void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pdl = false) {
-  auto fn = gpu::RingMatvecKernel<CW, ST, SC, EPI>;
+  auto fn = gpu::RingMatvecKernel<CW, ST, SC, EPI, DYN>;
   static bool attr_set = false;
   if (!attr_set) {
     LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));  // 227 KB less static
     attr_set = true;
   }
   const int grid = std::min(sms, p.n_units);
-  gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes(p, grid, ST, SC), s, pdl,
-                  "RingMatvecKernel", p);
+  gpu::MatvecParams q = p;
+  if (DYN) q.ring_work = NextRingWork();
+  gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes(q, grid, ST, SC, DYN), s, pdl,
+                  "RingMatvecKernel", q);
 }
 
 // A matvec version of the lab: its name and a launch of y = W x (W [M, K] fp16, x [K] fp32, y [M] fp32) on a
-// stream; Versions() (bench_versions.cu) lists them all, v1..v10.
+// stream; Versions() (bench_versions.cu) lists them all, v1..v11.
 struct Version {
   std::string name;
   std::function<void(const __half*, const float*, float*, int, int, cudaStream_t)> run;
