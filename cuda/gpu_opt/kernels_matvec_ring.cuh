@@ -1,7 +1,7 @@
 // The decode matvec fed by a weight ring (RingMatvecKernel): the same MatvecParams and epilogues as
 // DecodeMatvecKernel (kernels_matvec.cuh), but the weights reach shared memory by 1-D bulk copies (TMA)
 // that one producer thread issues, never through the threads' registers. Kernel lab version v10
-// (cuda/kernels/README.md, "v10: the weight ring").
+// (cuda/kernels/README.md, "v10: the weight ring"), and with DYN > 0 v11.
 //
 // Why: the kernel lab's read ceiling is highest (4.5-4.6 TB/s on an H200, 7-10% past the best load
 // kernel) when the SMs bulk-copy neighbouring slices of memory, and the one-kernel chain
@@ -33,21 +33,24 @@
 //   grouped by piece.
 //   DYN > 0 (v11, the ring with a shared tail): block b first takes the units [b F, (b + 1) F), F the
 //   (8 - DYN)/8 share of n_units / G (RingDynShare); the other units are handed out at run time, D at a
-//   time (about 32 KB of weights), by an atomicAdd on p.ring_work[0] that the producer issues one unit
-//   before it needs the answer. A block takes at most cap units (its part[] and unit list are sized for
-//   cap, and G (cap - D) covers every unit); p.ring_work[0..1] must be zero at launch, and the last
+//   time (about 64 KB of weights), by an atomicAdd on p.ring_work[0] that the producer issues a whole
+//   batch before it needs the answer. A block takes at most cap units (part[] and its unit list are
+//   sized for cap; a block stopped by cap holds more than twice its share of the shared units, so they
+//   cannot all stop before the units run out). p.ring_work[0..1] must be zero at launch; the last
 //   block's producer to finish (p.ring_work[1], blocks done) sets both back to zero. Launches that may
 //   overlap (PDL) need different counters. The stage loop ends on a marker: the producer arrives on the
 //   next CW slots without bytes after writing the stage count. Each unit's arithmetic is the same
 //   whichever block takes it, so the outputs are bitwise those of DYN = 0.
 // New against DecodeMatvecKernel: no register batches to size (128 KB in flight per SM whatever the
 // consumers do), one contiguous slice of the matrix per SM, and a deeper start before the PDL wait.
-// New in DYN against the static ring: the blocks that stream faster take more of the last units, so
-// the grid's last block ends sooner after the mean (session 17's trace: the next kernel's first block
-// started 4-7 us before its release, the spread of this one's block ends).
 // Measured (H200, session 17): 6-9% faster per shape in the kernel lab, the step's weight chain 92.5% of
 // the read ceiling against 86.2%; in the engine the tuner takes it for gate_up, down and lm_head, +4.7% a
 // step at context 512. 64 KB rings were slower than the register tiles; 192 KB ones no faster.
+// New in DYN against the static ring: the blocks that stream faster take more of the last units, so
+// that the grid's last block would end sooner after the mean (session 17's trace: the next kernel's
+// first block started 4-7 us before its release, the spread of this one's block ends). Measured slower
+// (kernel lab v11, session 18): 4-23% per shape, 9% on the step's weights, the more units shared the
+// slower; the engine's tiles are all DYN = 0 (cuda/kernels/README.md, "v11").
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -66,7 +69,7 @@ struct RingShare {
 __host__ __device__ inline RingShare RingDynShare(int n_units, int grid, int K, int dyn) {
   RingShare r;
   r.F = int(int64_t(n_units) * (8 - dyn) / 8 / grid);
-  r.D = K >= 8192 ? 1 : 32768 / (4 * K) > 1 ? 32768 / (4 * K) : 1;  // a unit is 4 K bytes of weights
+  r.D = 65536 / (4 * K) > 1 ? 65536 / (4 * K) : 1;  // about 64 KB of weights (a unit is 4 K bytes)
   r.cap = r.F + 2 * ((n_units - r.F * grid + grid - 1) / grid) + r.D;
   return r;
 }
@@ -108,10 +111,10 @@ __device__ __forceinline__ void RingProduceDyn(const MatvecParams& p, const Ring
     }
   };
   int lo = int(blockIdx.x) * sh.F, hi = lo + sh.F;
-  if (lo == hi) ask(0);
   for (;;) {
+    ask(hi - lo);  // the next batch, asked for before this one's copies (session 18: asked one unit before
+                   // the end, the answer came late and the ring ran dry; see the contract)
     for (int u = lo; u < hi; ++u) {
-      if (u == hi - 1) ask(1);
       unit_of[local++] = u;  // published to the consumers by the stage's mbarrier arrive
       int r0, r1;
       UnitRows<EPI>(p, u, &r0, &r1);

@@ -27,6 +27,7 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
   Fill(wts, total, 13, 0.05f);
   float* y2 = nullptr;
   LAB_CUDA_CHECK(cudaMalloc(&y2, 128256 * 4));  // every matvec's output, lm_head's the longest
+  NextRingWork();  // v11's counters, allocated before the captures
   LAB_CUDA_CHECK(cudaDeviceSynchronize());
   LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::DecodeMatvecKernel<8, 1, 4, gpu::kEpiStore>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));

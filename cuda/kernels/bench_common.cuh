@@ -58,6 +58,7 @@ static void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
 // with "invalid argument", the attribute set on bench.cu's copy only).
 // DYN > 0 (v11): each launch takes the next pair of counters of this file's pool of kRingWorkSlots, zeroed
 // once (each launch leaves its pair zero), so launches that overlap under PDL never share one.
+// Call it once before any stream capture (cudaMalloc is not allowed while one runs): RunChains does.
 constexpr int kRingWorkSlots = 512;
 static int* NextRingWork() {
   static int* pool = nullptr;
