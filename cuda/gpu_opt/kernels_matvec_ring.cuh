@@ -33,8 +33,8 @@
 //   grouped by piece.
 //   DYN > 0 (v11, the ring with a shared tail): block b first takes the units [b F, (b + 1) F), F the
 //   (8 - DYN)/8 share of n_units / G (RingDynShare); the other units are handed out at run time, D at a
-//   time (about 64 KB of weights), by an atomicAdd on p.ring_work[0] that the producer issues a whole
-//   batch before it needs the answer. A block takes at most cap units (part[] and its unit list are
+//   time (about 64 KB of weights), by an atomicAdd on p.ring_work[0] that the producer issues D units
+//   before its batch ends. A block takes at most cap units (part[] and its unit list are
 //   sized for cap; a block stopped by cap holds more than twice its share of the shared units, so they
 //   cannot all stop before the units run out). p.ring_work[0..1] must be zero at launch; the last
 //   block's producer to finish (p.ring_work[1], blocks done) sets both back to zero. Launches that may
@@ -111,10 +111,10 @@ __device__ __forceinline__ void RingProduceDyn(const MatvecParams& p, const Ring
     }
   };
   int lo = int(blockIdx.x) * sh.F, hi = lo + sh.F;
+  if (lo == hi) ask(0);
   for (;;) {
-    ask(hi - lo);  // the next batch, asked for before this one's copies (session 18: asked one unit before
-                   // the end, the answer came late and the ring ran dry; see the contract)
     for (int u = lo; u < hi; ++u) {
+      if (hi - u == sh.D || (u == lo && hi - lo < sh.D)) ask(hi - u);  // D units (~64 KB) before the batch ends
       unit_of[local++] = u;  // published to the consumers by the stage's mbarrier arrive
       int r0, r1;
       UnitRows<EPI>(p, u, &r0, &r1);
@@ -132,12 +132,13 @@ __device__ __forceinline__ void RingProduceDyn(const MatvecParams& p, const Ring
     lo = dyn_base + grab;
     hi = min(lo + sh.D, p.n_units);
   }
-  *static_cast<volatile int*>(stages_out) = it;
-  for (int w = 0; w < cw; ++w, ++it) MbarArrive(&full[next_slot()]);  // consumer warp (it % cw): stop
+  // The counters' reset, while the ring still drains (the markers below wait for its slots).
   if (atomicAdd(p.ring_work + 1, 1) == int(gridDim.x) - 1) {  // every block has made its last grab
     atomicExch(p.ring_work, 0);
     atomicExch(p.ring_work + 1, 0);
   }
+  *static_cast<volatile int*>(stages_out) = it;
+  for (int w = 0; w < cw; ++w, ++it) MbarArrive(&full[next_slot()]);  // consumer warp (it % cw): stop
 }
 
 template <int CW, int STAGES, int SC, int EPI, int DYN = 0>
