@@ -116,7 +116,6 @@ void GpuOptEngine::Init(const ModelFile& file) {
                o_cos = f32(T * hd / 2), o_sin = f32(T * hd / 2), o_pacc = f32(slots * c.group_size() * hd),
                o_pml = f32(2 * slots * c.group_size()), o_cnt = arena_.Plan(P * c.n_kv_heads * gpu::kAttnCluster * sizeof(unsigned)),
                o_ints = arena_.Plan((P + 1) * sizeof(int)), o_scratch = f32(std::max(dim, H)),
-               o_rwork = arena_.Plan(2 * kRingWorkSlots * sizeof(int)),
                o_x16 = h16(dim), o_att16 = h16(q_dim), o_h16 = h16(H);  // decode's fp16 inputs (LAB_GPU_ACT16)
   // Tensor-core prefill: every buffer sized for one chunk of C tokens (a fixed budget, whatever the
   // prompt length), plus the prompt's token ids ([max_context] ints, uploaded once per call).
@@ -187,7 +186,6 @@ void GpuOptEngine::Init(const ModelFile& file) {
   part_acc_ = arena_.Get<float>(o_pacc);
   part_ml_ = arena_.Get<float2>(o_pml);
   counters_ = arena_.Get<unsigned>(o_cnt);
-  ring_work_ = arena_.Get<int>(o_rwork);
   ints_ = arena_.Get<int>(o_ints);  // [0] = position, [1..] = tokens
   scratch_ = arena_.Get<float>(o_scratch);
   x16_ = arena_.Get<__half>(o_x16);
@@ -214,7 +212,6 @@ void GpuOptEngine::Init(const ModelFile& file) {
   }
   // V2: one merge counter per (token, kv head); V3: one per (token, kv head, cluster rank).
   LAB_CUDA_CHECK(cudaMemset(counters_, 0, P * c.n_kv_heads * gpu::kAttnCluster * sizeof(unsigned)));
-  LAB_CUDA_CHECK(cudaMemset(ring_work_, 0, 2 * kRingWorkSlots * sizeof(int)));
   LAB_CUDA_CHECK(cudaMemset(ints_, 0, (P + 1) * sizeof(int)));
   FillPatternKernel<<<1024, 256>>>(arena_.Get<float>(o_x), (arena_.Get<char>(o_cos) - arena_.Get<char>(o_x)) / 4, 1234);
   LAB_CUDA_LAUNCH_CHECK("FillPatternKernel");

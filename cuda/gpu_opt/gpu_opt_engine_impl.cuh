@@ -65,8 +65,7 @@ struct MatvecConfig {
   bool persist;    // a grid of a few blocks per SM looping over the warps' tasks (".b", balanced)
   // A weight-ring tile (v10, RingMatvecKernel; "ring." names): its ring's stages and chunks per row piece;
   // `warps` are its consumer warps (one more produces), one block per SM. 0: a DecodeMatvecKernel tile.
-  // ring_dyn > 0 (v11, ".dN"): the last N eighths of the units go to whichever block asks first.
-  int ring_stages = 0, ring_sc = 0, ring_dyn = 0;
+  int ring_stages = 0, ring_sc = 0;
 };
 constexpr size_t kRingStaticSmem = 1024;  // room left for a ring kernel's static shared memory (its mbarriers)
 const std::vector<MatvecConfig>& Configs();
@@ -274,11 +273,6 @@ class GpuOptEngine : public Engine {
   __half *x16_ = nullptr, *att16_ = nullptr, *h16_ = nullptr;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   float2* part_ml_;
   unsigned* counters_;
-  // v11 ring tiles: a pair of counters per launch, the next of kRingWorkSlots pairs (zeroed once; each
-  // launch leaves its pair zero), so that launches overlapping under PDL never share one.
-  static constexpr int kRingWorkSlots = 512;
-  int* ring_work_ = nullptr;
-  unsigned ring_work_next_ = 0;
   int* ints_;  // [0] = position, [1..] = tokens
 
   // ---- state: prefill (gpu_opt_prefill.cu; the tensor-core buffers are planned and allocated by Init) ----

@@ -94,10 +94,8 @@ GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int 
   if (!mc.fn[epi]) epi -= kFnXB;  // staged and ring tiles have no XB kernels
   if (mc.ring_stages) {  // one block per SM (at most one per unit), CW consumer warps and the producer
     // (Every kind's ring tile fits: the tuners skip those that do not, CheckTilesFit refuses pinned ones.)
-    MatvecParams q = p;
-    if (mc.ring_dyn) q.ring_work = ring_work_ + 2 * (ring_work_next_++ % kRingWorkSlots);
     Launch(mc.fn[epi], dim3(unsigned(std::min(prop_.multiProcessorCount, p.n_units))), dim3((mc.warps + 1) * 32),
-           RingSmem(mc, q), stream_, pdl, "RingMatvecKernel", q);
+           RingSmem(mc, p), stream_, pdl, "RingMatvecKernel", p);
     return {epi, p.second};
   }
   const int per_block = mc.warps * mc.upw;

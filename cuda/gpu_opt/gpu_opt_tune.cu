@@ -45,20 +45,19 @@ MatvecConfig MakeConfig(const char* name) {
 }
 
 // A weight-ring tile (v10): CW consumer warps, a ring of ST stages of SC chunks per row piece; no XB
-// kernels (it stages x itself). DYN > 0: v11, the last DYN eighths of the units shared at run time.
-template <int CW, int ST, int SC, int DYN = 0>
+// kernels (it stages x itself).
+template <int CW, int ST, int SC>
 MatvecConfig MakeRingConfig(const char* name) {
   MatvecConfig c = {name,
                     CW,
                     1,
-                    {gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiStore, DYN>, gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiResid, DYN>,
-                     gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiGateUp, DYN>, gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiQkv, DYN>,
+                    {gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiStore>, gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiResid>,
+                     gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiGateUp>, gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiQkv>,
                      nullptr, nullptr, nullptr, nullptr},
                     false,
                     false};
   c.ring_stages = ST;
   c.ring_sc = SC;
-  c.ring_dyn = DYN;
   return c;
 }
 
@@ -77,8 +76,7 @@ bool Tunable(const MatvecConfig& mc, int kind, bool persist_ok) {
 // (".b": a grid of the blocks that fit per SM loops over the warps' tasks, so every SM gets the same
 // share of the rows to within one task; the one-task grids leave e.g. qkv's 192 blocks of 32 rows on 132
 // SMs, 60 of them with two blocks); 19..21: v10, the weight ring ("ring.": one block per SM, the weights
-// by bulk copies into a ring of shared memory; README "The weight ring"); 22..23: v11, two of those rings
-// whose last quarter of the units goes to whichever block asks first (".d2").
+// by bulk copies into a ring of shared memory; README "The weight ring").
 const std::vector<MatvecConfig>& Configs() {
   static const std::vector<MatvecConfig> c = {
       MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
@@ -93,7 +91,6 @@ const std::vector<MatvecConfig>& Configs() {
       MakeConfig<4, 1, 4, 1, false, true>("w4.u1.r4.b"), MakeConfig<4, 2, 4, 1, false, true>("w4.u2.r4.b"),
       MakeRingConfig<8, 16, 256>("ring.c8.s16.k256"), MakeRingConfig<8, 8, 512>("ring.c8.s8.k512"),
       MakeRingConfig<16, 16, 256>("ring.c16.s16.k256"),
-      MakeRingConfig<8, 16, 256, 2>("ring.c8.s16.k256.d2"), MakeRingConfig<16, 16, 256, 2>("ring.c16.s16.k256.d2"),
   };
   return c;
 }
@@ -294,7 +291,7 @@ void GpuOptEngine::ReadTileEnv() {
 }
 
 size_t GpuOptEngine::RingSmem(const MatvecConfig& mc, const MatvecParams& p) const {
-  return gpu::RingSmemBytes(p, std::min(prop_.multiProcessorCount, p.n_units), mc.ring_stages, mc.ring_sc, mc.ring_dyn);
+  return gpu::RingSmemBytes(p, std::min(prop_.multiProcessorCount, p.n_units), mc.ring_stages, mc.ring_sc);
 }
 
 bool GpuOptEngine::TileFits(const MatvecConfig& mc, Kind kind) const {

@@ -49,8 +49,8 @@
 // New in DYN against the static ring: the blocks that stream faster take more of the last units, so
 // that the grid's last block would end sooner after the mean (session 17's trace: the next kernel's
 // first block started 4-7 us before its release, the spread of this one's block ends). Measured slower
-// (kernel lab v11, session 18): 4-23% per shape, 9% on the step's weights, the more units shared the
-// slower; the engine's tiles are all DYN = 0 (cuda/kernels/README.md, "v11").
+// (kernel lab v11, session 18, three forms): 3-27% per shape, 9-10% on the step's weights, mostly the
+// slower the more units are shared; the engine's tiles are all DYN = 0 (cuda/kernels/README.md, "v11").
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

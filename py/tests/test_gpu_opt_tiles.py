@@ -1,10 +1,9 @@
 """gpu_opt's decode matvec tiles and their knobs (gpu_opt_tune.cu, kernels_matvec.cuh,
 kernels_matvec_ring.cuh): every register tile bitwise equal to the others (widths where threads stage
 several chunks of x, staged and persistent tiles, the second weight batch, x by bulk copy); the weight-ring
-tiles, which add by pieces, within the fp16 bound of the torch reference and of a register tile, and
-bitwise equal to themselves with a shared tail (v11); the tiles the variant names, the pins of
-LAB_GPU_TILES, and the refusal of bad knob values. All marked `gpu`; they skip without a CUDA GPU. The
-engines against torch are test_gpu_engines.py.
+tiles, which add by pieces, within the fp16 bound of the torch reference and of a register tile; the
+tiles the variant names, the pins of LAB_GPU_TILES, and the refusal of bad knob values. All marked `gpu`;
+they skip without a CUDA GPU. The engines against torch are test_gpu_engines.py.
 """
 
 import numpy as np
@@ -163,34 +162,6 @@ def test_gpu_opt_ring_tiles_match_reference(tmp_path, monkeypatch, model_name):
         eng.reset()
         eng.prefill(tokens[:20])
         assert eng.generate(int(tokens[20]), 6).tolist() == want, name
-
-
-# v11's rings with a shared tail (".d2") against the same ring with every unit assigned up front.
-SHARED_TAIL_PAIRS = [("ring.c8.s16.k256", 19, "ring.c8.s16.k256.d2", 22), ("ring.c16.s16.k256", 21, "ring.c16.s16.k256.d2", 23)]
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("model_name", sorted(RING_MODELS))
-def test_gpu_opt_ring_shared_tail_bitwise(tmp_path, monkeypatch, model_name):
-    """A ring whose last quarter of the units is handed out at run time (v11: an atomic counter per launch,
-    which the launch's last block sets back to zero) computes each unit as the static ring does, whichever
-    block takes it: bitwise the same logits and generate() tokens, over 10 decode() steps and generate()'s
-    graphs, so the counters are reused many times. The tiny models have fewer units than SMs (no unit is
-    assigned up front: all are taken from the counter); at width 1032 / 4104 gate_up's 4,104 units are
-    partly assigned, partly shared. A unit skipped, taken twice, given the wrong rows, or a counter left
-    non-zero for the next launch changes the logits."""
-    if not gpu_present():
-        pytest.skip("GPU test: no CUDA GPU on this machine")
-    cfg = RING_MODELS[model_name] or ALL_CASES[model_name]
-    d = write_model(tmp_path / "m", cfg, "fp16", seed=101)
-    tokens = np.random.default_rng(103).integers(0, cfg["vocab_size"], 30)
-    for plain, plain_i, tail, tail_i in SHARED_TAIL_PAIRS:
-        monkeypatch.setenv("LAB_GPU_MATVEC_CONFIG", str(tail_i))
-        assert tail in _engine.Engine("gpu_opt", str(d), 128).variant  # the tile this index names
-        want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(plain_i)}, monkeypatch)
-        got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(tail_i)}, monkeypatch)
-        np.testing.assert_array_equal(got, want, err_msg=f"{tail} against {plain}")
-        assert got_gen.tolist() == want_gen.tolist(), tail
 
 
 @pytest.mark.gpu
