@@ -34,9 +34,9 @@
 //   DYN > 0 (v11, the ring with a shared tail): block b first takes the units [b F, (b + 1) F), F the
 //   (8 - DYN)/8 share of n_units / G (RingDynShare); the other units are handed out at run time, D at a
 //   time (about 64 KB of weights), by an atomicAdd on p.ring_work[0] that the producer issues D units
-//   before its batch ends. A block takes at most cap units (part[] and its unit list are
-//   sized for cap; a block stopped by cap holds more than twice its share of the shared units, so they
-//   cannot all stop before the units run out). p.ring_work[0..1] must be zero at launch; the last
+//   before its batch ends. A block takes at most cap units (part[] and its unit list are sized for cap;
+//   a block stopped by cap holds more than twice its share of the shared units, so they cannot all stop
+//   before the units run out). p.ring_work[0..1] must be zero at launch; the last
 //   block's producer to finish (p.ring_work[1], blocks done) sets both back to zero. Launches that may
 //   overlap (PDL) need different counters. The stage loop ends on a marker: the producer arrives on the
 //   next CW slots without bytes after writing the stage count. Each unit's arithmetic is the same
@@ -78,7 +78,8 @@ __host__ __device__ inline RingShare RingDynShare(int n_units, int grid, int K, 
 // unit's per-piece partial sums; DYN: the block's units too.
 inline size_t RingSmemBytes(const MatvecParams& p, int grid, int stages, int sc, int dyn = 0) {
   const size_t nch = size_t(p.K / 8), pieces = (nch + sc - 1) / sc;
-  const size_t units = dyn ? size_t(RingDynShare(p.n_units, grid, p.K, dyn).cap) : (size_t(p.n_units) + grid - 1) / grid;
+  const size_t units =
+      dyn ? size_t(RingDynShare(p.n_units, grid, p.K, dyn).cap) : (size_t(p.n_units) + grid - 1) / grid;
   const size_t ssq = p.norm_w ? (nch * sizeof(float) + 15) / 16 * 16 : 0;
   return size_t(stages) * 2 * sc * 16 + nch * 32 + ssq + units * pieces * 2 * sizeof(float) +
          (dyn ? units * sizeof(int) : 0);

@@ -9,7 +9,8 @@
 //    weights and fp32 input (never zeros), output poisoned with NaN, checked against an fp64 host
 //    reference (relative L2 error), then timed with CUDA events: warm-up, then `reps` samples of a
 //    batch of back-to-back launches over rotating weight copies (more bytes than L2 holds), median
-//    and min-max per launch; then poisoned and checked once more. The engine's fused gate/up kernel (RMSNorm + SiLU*up) is checked too.
+//    and min-max per launch; then poisoned and checked once more. The engine's fused gate/up kernel
+//    (RMSNorm + SiLU*up) is checked too.
 // 3. The decode step's whole weight stream (32 layers of qkv, o, gate/up, down + lm_head, 15 GB) as a
 //    chain of v5 launches: from the stream, from a CUDA graph, from a graph with programmatic
 //    dependent launch: what launch gaps cost, and what remains; the same graph of v10/v11 weight rings; then

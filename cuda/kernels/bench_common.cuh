@@ -49,16 +49,9 @@ static void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
   LAB_CUDA_LAUNCH_CHECK("DecodeMatvecKernel");
 }
 
-// v10 (kernels_matvec_ring.cuh): one block per SM; with `pdl`, launched with programmatic dependent launch
-// (the engine's way: its producer streams the first STAGES stages before the previous kernel ends).
-// Launched by the engine's helper (gpu_opt_launch.cuh), which throws DeviceError if the launch fails (the
-// chain prints it with the shape, and skips its row). `static`: each translation unit registers its own
-// copy of a kernel (nvcc without relocatable device code), so each needs its own attribute call; an
-// inline function's flag would be shared by all of them (session 17: bench_chain.cu's launches failed
-// with "invalid argument", the attribute set on bench.cu's copy only).
-// DYN > 0 (v11): each launch takes the next pair of counters of this file's pool of kRingWorkSlots, zeroed
-// once (each launch leaves its pair zero), so launches that overlap under PDL never share one.
-// Call it once before any stream capture (cudaMalloc is not allowed while one runs): RunChains does.
+// v11's counters (RunRing with DYN > 0): each launch takes the next pair of this file's pool of
+// kRingWorkSlots, zeroed once (each launch leaves its pair zero), so launches that overlap under PDL never
+// share one. Call it once before any stream capture (cudaMalloc is not allowed in one): RunChains does.
 constexpr int kRingWorkSlots = 512;
 static int* NextRingWork() {
   static int* pool = nullptr;
@@ -69,6 +62,15 @@ static int* NextRingWork() {
   }
   return pool + 2 * (next++ % kRingWorkSlots);
 }
+
+// v10 and v11 (kernels_matvec_ring.cuh): one block per SM; with `pdl`, launched with programmatic
+// dependent launch (the engine's way: its producer streams the first STAGES stages before the previous
+// kernel ends).
+// Launched by the engine's helper (gpu_opt_launch.cuh), which throws DeviceError if the launch fails (the
+// chain prints it with the shape, and skips its row). `static`: each translation unit registers its own
+// copy of a kernel (nvcc without relocatable device code), so each needs its own attribute call; an
+// inline function's flag would be shared by all of them (session 17: bench_chain.cu's launches failed
+// with "invalid argument", the attribute set on bench.cu's copy only).
 template <int CW, int ST, int SC, int EPI = gpu::kEpiStore, int DYN = 0>
 static void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pdl = false) {
   auto fn = gpu::RingMatvecKernel<CW, ST, SC, EPI, DYN>;

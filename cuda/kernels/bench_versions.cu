@@ -93,7 +93,9 @@ Version V9(const char* cfg) {
 // v11 (DYN > 0): the same ring whose last DYN eighths of the units go to whichever block asks first.
 template <int CW, int ST, int SC, int DYN = 0>
 Version V10(const char* cfg) {
-  return {DYN ? std::string("v11 ") + cfg + ".d" + std::to_string(DYN) + " ring, shared tail" : std::string("v10 ") + cfg + " ring",
+  const std::string name = DYN ? std::string("v11 ") + cfg + ".d" + std::to_string(DYN) + " ring, shared tail"
+                                : std::string("v10 ") + cfg + " ring";
+  return {name,
           [](const __half* Wt, const float* x, float* y, int M, int K, cudaStream_t s) {
             static int sms = 0;
             if (!sms) {
