@@ -251,9 +251,10 @@ class GpuOptEngine : public Engine {
   // marks per launch of a step (TraceMarks), trace_kind_ the kind of each, and trace_sum_
   // [kNumKinds + 1][kTraceSums] the seconds summed over steps: busy (first block past the wait to the last
   // block's end), pre (first block's start to the wait's release), drain (the previous launch's end to
-  // this one's release: the kernel boundary), the count of launches, and staged (a block's mean time
-  // from its release to TraceMarks::Staged: a matvec's x staging, attention's own split).
-  static constexpr int kTraceSums = 5;
+  // this one's release: the kernel boundary), the count of launches, staged (a block's mean time
+  // from its release to TraceMarks::Staged: a matvec's x staging, attention's own split), spread (the
+  // first released block's end to the last's) and tail (busy less the mean block's release-to-end time).
+  static constexpr int kTraceSums = 7;
   bool trace_on_ = false, trace_capture_ = false;
   unsigned long long* trace_ = nullptr;
   size_t trace_slots_ = 0;

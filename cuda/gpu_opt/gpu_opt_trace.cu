@@ -39,6 +39,11 @@ void GpuOptEngine::CollectTrace() {
     k[3] += 1;
     const unsigned long long staged_ns = m[3] + 1, staged_blocks = m[4] + 1;  // they start at -1
     if (staged_blocks) k[4] += double(staged_ns) / double(staged_blocks) * 1e-9;
+    const unsigned long long run_ns = m[6] + 1, run_blocks = m[7] + 1;
+    if (run_blocks && m[5] <= e) {
+      k[5] += (e - m[5]) * 1e-9;                                                      // spread of the ends
+      k[6] += std::max(0.0, double(e - r) - double(run_ns) / double(run_blocks)) * 1e-9;  // tail past the mean
+    }
     first = std::min(first, s);
     last = std::max(last, e);
     prev_end = e;
@@ -58,6 +63,8 @@ std::vector<std::pair<std::string, double>> GpuOptEngine::PhaseSeconds() const {
     out.emplace_back(std::string(names[k]) + ".drain", v[2]);
     out.emplace_back(std::string(names[k]) + ".launches", v[3]);
     out.emplace_back(std::string(names[k]) + ".staged", v[4]);
+    out.emplace_back(std::string(names[k]) + ".spread", v[5]);
+    out.emplace_back(std::string(names[k]) + ".tail", v[6]);
   }
   out.emplace_back("step", trace_step_s_);
   out.emplace_back("steps", double(trace_steps_));

@@ -41,9 +41,12 @@ __device__ __forceinline__ unsigned long long GlobalTimer() {
 // cleared by one memset to 0xff: by atomicMin, [0] the first block's start, [1] the first block past
 // griddepcontrol.wait (Released), [2] ~(the last block's end: the destructor, on every return path); by
 // atomicAdd, [3] the blocks' summed time from their own release to Staged() and [4] how many blocks
-// marked it (both read one less than the truth: they start at all ones, which is -1).
+// marked it (both read one less than the truth: they start at all ones, which is -1). Of the blocks that
+// were released (attention's idle splits end before the wait): [5] the first one's end (atomicMin), [6]
+// their summed time from release to end and [7] how many (atomicAdd, from -1 as above). The last end
+// less the mean block is the kernel's tail: what a perfect balance of the blocks could give back.
 // Thread 0 of each block marks; with a null slot (the default) nothing is marked.
-constexpr int kTraceSlots = 5;
+constexpr int kTraceSlots = 8;
 struct TraceMarks {
   unsigned long long* slot;
   unsigned long long released = 0;
@@ -65,7 +68,14 @@ struct TraceMarks {
     }
   }
   __device__ __forceinline__ ~TraceMarks() {
-    if (slot) atomicMin(slot + 2, ~GlobalTimer());
+    if (!slot) return;
+    const unsigned long long end = GlobalTimer();
+    atomicMin(slot + 2, ~end);
+    if (released) {
+      atomicMin(slot + 5, end);
+      atomicAdd(slot + 6, end - released);
+      atomicAdd(slot + 7, 1ull);
+    }
   }
 };
 

@@ -84,11 +84,13 @@ def main():
     nbytes = bytes_per_step(cfg, a.context + a.tokens // 2)
     rows = []
     for k in KINDS:
-        busy, drain, pre, n, staged = (per[f"{k}.{x}"] for x in ("busy", "drain", "pre", "launches", "staged"))
+        busy, drain, pre, n, staged, spread, tail = (
+            per[f"{k}.{x}"] for x in ("busy", "drain", "pre", "launches", "staged", "spread", "tail"))
         ideal = nbytes[k] / (ceiling * 1e9)
         rows.append({"kind": k, "launches": n, "MB": nbytes[k] / 1e6, "busy_us": busy * 1e6, "drain_us": drain * 1e6,
                      "pre_us": pre * 1e6, "ideal_us": ideal * 1e6, "busy_gbps": nbytes[k] / busy / 1e9 if busy else 0,
-                     "staged_us": staged / n * 1e6 if n else 0})
+                     "staged_us": staged / n * 1e6 if n else 0, "spread_us": spread / n * 1e6 if n else 0,
+                     "tail_us": tail * 1e6})
     out.mkdir(parents=True, exist_ok=True)
     d = {"model_dir": a.model_dir, "context": a.context, "tokens": a.tokens, "max_context": eng.max_context,
          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "ceiling_gbps": ceiling, "ceiling_how": how,
@@ -121,14 +123,18 @@ def render(d):
           "the last block's end; `drain`: from the previous launch's last block to this one's release, the "
           "kernel boundary; `pre`: blocks resident before the release); `at the ceiling`: the kind's bytes "
           "over the read ceiling; `first phase`: per launch, a block's mean time from its own release to the end "
-          "of its first phase (a matvec: x staged in shared memory; attention: its split's partial written).", "",
+          "of its first phase (a matvec: x staged in shared memory; attention: its split's partial written); "
+          "`ends spread`: per launch, the first released block's end to the last block's; `tail`: the busy time "
+          "past the mean block's (release to end), what a perfect balance of the blocks could give back.", "",
           "| kind | launches | MB | busy us | at the ceiling us | GB/s while busy | % of ceiling while busy | "
-          "drain before it us | pre us | first phase us per launch |",
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+          "drain before it us | pre us | first phase us per launch | ends spread us per launch | tail us |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
+        spread = f"{r['spread_us']:.2f}" if "spread_us" in r else "—"  # (traces before session 18 lack them)
+        tail = f"{r['tail_us']:,.1f}" if "tail_us" in r else "—"
         md.append(f"| {r['kind']} | {r['launches']:.0f} | {r['MB']:,.1f} | {r['busy_us']:,.1f} | {r['ideal_us']:,.1f} | "
                   f"{r['busy_gbps']:,.0f} | {100 * r['busy_gbps'] / ceiling:.1f}% | {r['drain_us']:,.1f} | {r['pre_us']:,.1f} | "
-                  f"{r['staged_us']:.2f} |")
+                  f"{r['staged_us']:.2f} | {spread} | {tail} |")
     total_mb = sum(r["MB"] for r in rows)
     md += ["", f"Step (first block's start to the last block's end): **{step * 1e6:,.1f} us**; busy summed "
                f"{tot['busy'] * 1e6:,.1f} us, drains summed {tot['drain'] * 1e6:,.1f} us; the step's {total_mb:,.0f} MB at "

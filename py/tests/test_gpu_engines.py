@@ -120,7 +120,7 @@ def test_prefill_then_decode_match_fp16_torch_on_gpu(model, engine):
 def test_gpu_opt_step_trace(model, monkeypatch):
     """LAB_GPU_TRACE=1: every decode() step's launches are timed inside the graph; per step the counts are
     n_layers launches of each layer kind and one lm_head, every kind has busy time, the step spans at
-    least its longest kind, the logits are an untraced engine's (to the rounding of another prefill tile),
+    least its longest kind, the ends' spread and the tail fit in the busy time, the logits are an untraced engine's (to the rounding of another prefill tile),
     and generation graphs are not traced."""
     case, precision, d, tokens, _ = model
     # fp32 matvec inputs: with fp16 ones (the default) the two prefills' last-bit differences flip an
@@ -144,6 +144,8 @@ def test_gpu_opt_step_trace(model, monkeypatch):
         assert p[f"{k}.busy"] > 0 and p[f"{k}.pre"] >= 0, k
         # a block's first phase (x staged, attention's partial) is part of the launch's busy time
         assert 0 < p[f"{k}.staged"] < p[f"{k}.busy"], k
+        # the blocks' ends spread over part of the busy time; the last runs past the mean block by less than it
+        assert 0 <= p[f"{k}.spread"] <= p[f"{k}.busy"] and 0 <= p[f"{k}.tail"] < p[f"{k}.busy"], k
     assert p["step"] >= max(p[f"{k}.busy"] for k in ("qkv", "attention", "o_proj", "gate_up", "down", "lm_head"))
     eng.generate(int(tokens[-1]), 3)
     assert eng.phase_seconds()["steps"] == 5
