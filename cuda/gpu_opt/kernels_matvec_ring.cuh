@@ -41,6 +41,11 @@
 //   overlap (PDL) need different counters. The stage loop ends on a marker: the producer arrives on the
 //   next CW slots without bytes after writing the stage count. Each unit's arithmetic is the same
 //   whichever block takes it, so the outputs are bitwise those of DYN = 0.
+//   STEAL (v12, with DYN > 0: stolen tails): block b keeps the static slice [u0, u1) and its first
+//   (8 - DYN)/8; the rest is open in p.ring_work read as G 64-bit words, one a block (front | back << 32,
+//   RingProduceSteal). The owner claims from the front, blocks that have run out steal from the back of
+//   their neighbours' words. Each launch leaves every word empty, so the words need no reset, but
+//   launches that may overlap (PDL) need different words. Bitwise DYN = 0's outputs too.
 // New against DecodeMatvecKernel: no register batches to size (128 KB in flight per SM whatever the
 // consumers do), one contiguous slice of the matrix per SM, and a deeper start before the PDL wait.
 // Measured (H200, session 17): 6-9% faster per shape in the kernel lab, the step's weight chain 92.5% of
@@ -51,6 +56,8 @@
 // first block started 4-7 us before its release, the spread of this one's block ends). Measured slower
 // (kernel lab v11, session 18, three forms): 3-27% per shape, 9-10% on the step's weights, mostly the
 // slower the more units are shared; the engine's tiles are all DYN = 0 (cuda/kernels/README.md, "v11").
+// New in STEAL against DYN: no counter that every block asks at once, and a stolen unit is in a slice
+// whose owner is still streaming it. Written in session 18 after its device time was spent: not yet run.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -66,20 +73,22 @@ namespace gpu {
 struct RingShare {
   int F, D, cap;
 };
-__host__ __device__ inline RingShare RingDynShare(int n_units, int grid, int K, int dyn) {
+// STEAL (v12): F unused; a block holds its slice (at most ceil(n_units / G)) and at most as much again
+// plus D stolen.
+__host__ __device__ inline RingShare RingDynShare(int n_units, int grid, int K, int dyn, bool steal = false) {
   RingShare r;
   r.F = int(int64_t(n_units) * (8 - dyn) / 8 / grid);
   r.D = 65536 / (4 * K) > 1 ? 65536 / (4 * K) : 1;  // about 64 KB of weights (a unit is 4 K bytes)
-  r.cap = r.F + 2 * ((n_units - r.F * grid + grid - 1) / grid) + r.D;
+  r.cap = steal ? 2 * ((n_units + grid - 1) / grid) + r.D : r.F + 2 * ((n_units - r.F * grid + grid - 1) / grid) + r.D;
   return r;
 }
 
 // Shared memory: the ring, x in the split fp32 layout, each chunk's sum of squares (norm only), each
 // unit's per-piece partial sums; DYN: the block's units too.
-inline size_t RingSmemBytes(const MatvecParams& p, int grid, int stages, int sc, int dyn = 0) {
+inline size_t RingSmemBytes(const MatvecParams& p, int grid, int stages, int sc, int dyn = 0, bool steal = false) {
   const size_t nch = size_t(p.K / 8), pieces = (nch + sc - 1) / sc;
   const size_t units =
-      dyn ? size_t(RingDynShare(p.n_units, grid, p.K, dyn).cap) : (size_t(p.n_units) + grid - 1) / grid;
+      dyn ? size_t(RingDynShare(p.n_units, grid, p.K, dyn, steal).cap) : (size_t(p.n_units) + grid - 1) / grid;
   const size_t ssq = p.norm_w ? (nch * sizeof(float) + 15) / 16 * 16 : 0;
   return size_t(stages) * 2 * sc * 16 + nch * 32 + ssq + units * pieces * 2 * sizeof(float) +
          (dyn ? units * sizeof(int) : 0);
@@ -89,24 +98,55 @@ __device__ __forceinline__ void RingConsumersSync(int threads) {  // named barri
   asm volatile("bar.sync 1, %0;" ::"r"(threads) : "memory");
 }
 
-// DYN's producer (lane 0 of the producer warp): the block's static units, then grabs of D units until
-// none are left or the block holds cap; then the stage count and one end marker per consumer warp, and
-// the counters' reset by the last block done. A unit's P stages go to the ring in order, so part[] and
-// the consumers index stages exactly as the static ring does.
+// What the producers of v11 and v12 share (lane 0 of the producer warp): a unit's P stages into the next
+// free ring slots, in order, so that part[] and the consumers index stages as the static ring does (the
+// unit goes into unit_of, published to the consumers by its first stage's mbarrier arrive); and the end:
+// the stage count, then one marker per consumer warp (an arrive without bytes on the next CW slots).
 template <int STAGES, int SC, int EPI>
-__device__ __forceinline__ void RingProduceDyn(const MatvecParams& p, const RingShare sh, uint4* ring, uint64_t* full,
-                                               uint64_t* empty, int* unit_of, int* stages_out, int cw) {
-  const int nch = p.K >> 3, P = (nch + SC - 1) / SC;
-  const int dyn_base = sh.F * int(gridDim.x), dyn_units = p.n_units - dyn_base;
-  int it = 0, local = 0, grab = 0;
-  bool pending = false;
-  auto next_slot = [&]() {  // the ring slot of stage `it`, once free
+struct RingFeeder {
+  const MatvecParams& p;
+  uint4* ring;
+  uint64_t* full;
+  uint64_t* empty;
+  int* unit_of;
+  int nch, P, it = 0, local = 0;
+  __device__ RingFeeder(const MatvecParams& p_, uint4* r, uint64_t* f, uint64_t* e, int* u)
+      : p(p_), ring(r), full(f), empty(e), unit_of(u), nch(p_.K >> 3), P((nch + SC - 1) / SC) {}
+  __device__ __forceinline__ int NextSlot() {  // the ring slot of stage `it`, once free
     const int s = it % STAGES, use = it / STAGES;
     if (use > 0) MbarWait(&empty[s], (use - 1) & 1);
     return s;
-  };
+  }
+  __device__ __forceinline__ void Put(int u) {
+    unit_of[local++] = u;
+    int r0, r1;
+    UnitRows<EPI>(p, u, &r0, &r1);
+    for (int piece = 0; piece < P; ++piece, ++it) {
+      const int s = NextSlot();
+      const int c0 = piece * SC, len = min(SC, nch - c0);
+      uint4* slot = ring + size_t(s) * 2 * SC;
+      MbarArriveExpectTx(&full[s], unsigned(len) * 32u);
+      BulkCopyToShared(slot, p.W + size_t(r0) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
+      BulkCopyToShared(slot + SC, p.W + size_t(r1) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
+    }
+  }
+  __device__ __forceinline__ void Finish(int* stages_out, int cw) {
+    *static_cast<volatile int*>(stages_out) = it;
+    for (int w = 0; w < cw; ++w, ++it) MbarArrive(&full[NextSlot()]);  // consumer warp (it % cw): stop
+  }
+};
+
+// v11's producer: the block's static units, then grabs of D units from the launch's counter until none
+// are left or the block holds cap; the counters' reset by the last block done; the end.
+template <int STAGES, int SC, int EPI>
+__device__ __forceinline__ void RingProduceDyn(const RingShare sh, RingFeeder<STAGES, SC, EPI>& f, int* stages_out,
+                                               int cw) {
+  const MatvecParams& p = f.p;
+  const int dyn_base = sh.F * int(gridDim.x), dyn_units = p.n_units - dyn_base;
+  int grab = 0;
+  bool pending = false;
   auto ask = [&](int in_hand) {  // asks for the next D units if the block will still have room for them
-    if (local + in_hand + sh.D <= sh.cap) {
+    if (f.local + in_hand + sh.D <= sh.cap) {
       grab = atomicAdd(p.ring_work, sh.D);  // read only after this batch's copies: the latency hides behind them
       pending = true;
     }
@@ -116,33 +156,86 @@ __device__ __forceinline__ void RingProduceDyn(const MatvecParams& p, const Ring
   for (;;) {
     for (int u = lo; u < hi; ++u) {
       if (hi - u == sh.D || (u == lo && hi - lo < sh.D)) ask(hi - u);  // D units (~64 KB) before the batch ends
-      unit_of[local++] = u;  // published to the consumers by the stage's mbarrier arrive
-      int r0, r1;
-      UnitRows<EPI>(p, u, &r0, &r1);
-      for (int piece = 0; piece < P; ++piece, ++it) {
-        const int s = next_slot();
-        const int c0 = piece * SC, len = min(SC, nch - c0);
-        uint4* slot = ring + size_t(s) * 2 * SC;
-        MbarArriveExpectTx(&full[s], unsigned(len) * 32u);
-        BulkCopyToShared(slot, p.W + size_t(r0) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
-        BulkCopyToShared(slot + SC, p.W + size_t(r1) * p.K + size_t(c0) * 8, unsigned(len) * 16u, &full[s]);
-      }
+      f.Put(u);
     }
     if (!pending || grab >= dyn_units) break;
     pending = false;
     lo = dyn_base + grab;
     hi = min(lo + sh.D, p.n_units);
   }
-  // The counters' reset, while the ring still drains (the markers below wait for its slots).
+  // The counters' reset, while the ring still drains (the end's markers wait for its slots).
   if (atomicAdd(p.ring_work + 1, 1) == int(gridDim.x) - 1) {  // every block has made its last grab
     atomicExch(p.ring_work, 0);
     atomicExch(p.ring_work + 1, 0);
   }
-  *static_cast<volatile int*>(stages_out) = it;
-  for (int w = 0; w < cw; ++w, ++it) MbarArrive(&full[next_slot()]);  // consumer warp (it % cw): stop
+  f.Finish(stages_out, cw);
 }
 
-template <int CW, int STAGES, int SC, int EPI, int DYN = 0>
+// v12's word per block: its slice's open tail as front | back << 32 (empty when front >= back).
+__device__ __forceinline__ unsigned long long StealWord(int front, int back) {
+  return (static_cast<unsigned long long>(unsigned(back)) << 32) | unsigned(front);
+}
+
+// v12's producer: block b's static slice [u0, u1); it takes the first (8 - tail8)/8 of it without
+// asking, and publishes the rest in its word. It claims that tail D units at a time from the front, one
+// compare-and-swap each, issued before the previous claim's copies so that its answer comes behind them.
+// Then, while it has room, it steals from the back of the fullest of the next kStealLook blocks' words:
+// half of what is left there, at most D units, so the owner keeps the other half. Every word ends empty
+// (an owner stops only on its own empty word), so the next launch on the same words finds nothing open
+// before its owners publish.
+constexpr int kStealLook = 8;
+template <int STAGES, int SC, int EPI>
+__device__ __forceinline__ void RingProduceSteal(const RingShare sh, int tail8, RingFeeder<STAGES, SC, EPI>& f,
+                                                 int* stages_out, int cw) {
+  const MatvecParams& p = f.p;
+  unsigned long long* const words = reinterpret_cast<unsigned long long*>(p.ring_work);
+  const int G = int(gridDim.x), b = int(blockIdx.x);
+  const int u0 = int(int64_t(p.n_units) * b / G), u1 = int(int64_t(p.n_units) * (b + 1) / G);
+  const int mine = (u1 - u0) - (u1 - u0) * tail8 / 8;
+  unsigned long long expect = StealWord(u0 + mine, u1);
+  atomicExch(&words[b], expect);
+  int plo = u0, phi = u0 + mine;  // claimed, not yet copied
+  for (;;) {
+    const int fr = int(expect & 0xffffffffu), bk = int(expect >> 32);
+    if (fr >= bk) break;
+    const int n = min(sh.D, bk - fr);
+    const unsigned long long old = atomicCAS(&words[b], expect, StealWord(fr + n, bk));
+    for (int u = plo; u < phi; ++u) f.Put(u);
+    plo = phi = 0;
+    if (old == expect) {
+      plo = fr;
+      phi = fr + n;
+      expect = StealWord(fr + n, bk);
+    } else {
+      expect = old;  // a thief took some of the back: try again on what is left
+    }
+  }
+  for (int u = plo; u < phi; ++u) f.Put(u);
+  const int look = min(kStealLook, G - 1);
+  while (f.local < sh.cap) {
+    unsigned long long w[kStealLook];
+#pragma unroll
+    for (int j = 0; j < kStealLook; ++j)
+      if (j < look) w[j] = *reinterpret_cast<volatile unsigned long long*>(&words[(b + 1 + j) % G]);
+    int best = -1, left = 1;
+    for (int j = 0; j < look; ++j) {
+      const int r = int(w[j] >> 32) - int(w[j] & 0xffffffffu);
+      if (r > left) {
+        best = j;
+        left = r;
+      }
+    }
+    if (best < 0) break;  // nothing left but single units, which their owners take
+    const unsigned long long seen = w[best];
+    const int fr = int(seen & 0xffffffffu), bk = int(seen >> 32);
+    const int n = min(min(sh.D, left / 2), sh.cap - f.local);
+    if (atomicCAS(&words[(b + 1 + best) % G], seen, StealWord(fr, bk - n)) == seen)
+      for (int u = bk - n; u < bk; ++u) f.Put(u);
+  }
+  f.Finish(stages_out, cw);
+}
+
+template <int CW, int STAGES, int SC, int EPI, int DYN = 0, bool STEAL = false>
 __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const MatvecParams p) {
   static_assert(STAGES % CW == 0, "a ring slot always serves the same consumer warp");
   static_assert(SC % 32 == 0, "a piece is whole rounds of 32 chunks");
@@ -161,7 +254,8 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   float4* const xhi = xlo + nch;
   float* const ssq = reinterpret_cast<float*>(xhi + nch);
   float* const part = ssq + (p.norm_w ? (nch + 3) / 4 * 4 : 0);  // [nu][P][2]
-  const RingShare share = DYN ? RingDynShare(p.n_units, gridDim.x, p.K, DYN) : RingShare{0, 0, 0};
+  static_assert(!STEAL || DYN > 0, "v12 steals from the last DYN eighths of each slice");
+  const RingShare share = DYN ? RingDynShare(p.n_units, gridDim.x, p.K, DYN, STEAL) : RingShare{0, 0, 0};
   int* const unit_of = reinterpret_cast<int*>(part + size_t(share.cap) * P * 2);  // DYN: [cap] the block's units
 
   if (threadIdx.x == 0) {
@@ -177,7 +271,11 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
     if (lane != 0) return;
     PdlTrigger();  // the next kernel may launch (it waits for this grid's completion before reading)
     if constexpr (DYN > 0) {
-      RingProduceDyn<STAGES, SC, EPI>(p, share, ring, full, empty, unit_of, &dyn_stages, CW);
+      RingFeeder<STAGES, SC, EPI> feeder(p, ring, full, empty, unit_of);
+      if constexpr (STEAL)
+        RingProduceSteal<STAGES, SC, EPI>(share, DYN, feeder, &dyn_stages, CW);
+      else
+        RingProduceDyn<STAGES, SC, EPI>(share, feeder, &dyn_stages, CW);
     } else {
       for (int it = 0; it < n_stages; ++it) {
         const int s = it % STAGES, use = it / STAGES;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,19 @@ static int* NextRingWork() {
   }
   return pool + 2 * (next++ % kRingWorkSlots);
 }
+// v12's words (RunRing with STEAL): kStealGridMax per launch, from a pool that rotates the same way. No
+// reset: every launch leaves its words empty.
+constexpr int kStealGridMax = 256;
+static int* NextStealWords() {
+  static unsigned long long* pool = nullptr;
+  static unsigned next = 0;
+  constexpr size_t kBytes = size_t(kRingWorkSlots) * kStealGridMax * sizeof(unsigned long long);
+  if (!pool) {
+    LAB_CUDA_CHECK(cudaMalloc(&pool, kBytes));
+    LAB_CUDA_CHECK(cudaMemset(pool, 0, kBytes));
+  }
+  return reinterpret_cast<int*>(pool + size_t(next++ % kRingWorkSlots) * kStealGridMax);
+}
 
 // v10 and v11 (kernels_matvec_ring.cuh): one block per SM; with `pdl`, launched with programmatic
 // dependent launch (the engine's way: its producer streams the first STAGES stages before the previous
@@ -71,9 +85,9 @@ static int* NextRingWork() {
 // copy of a kernel (nvcc without relocatable device code), so each needs its own attribute call; an
 // inline function's flag would be shared by all of them (session 17: bench_chain.cu's launches failed
 // with "invalid argument", the attribute set on bench.cu's copy only).
-template <int CW, int ST, int SC, int EPI = gpu::kEpiStore, int DYN = 0>
+template <int CW, int ST, int SC, int EPI = gpu::kEpiStore, int DYN = 0, bool STEAL = false>
 static void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pdl = false) {
-  auto fn = gpu::RingMatvecKernel<CW, ST, SC, EPI, DYN>;
+  auto fn = gpu::RingMatvecKernel<CW, ST, SC, EPI, DYN, STEAL>;
   static bool attr_set = false;
   if (!attr_set) {
     LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));  // 227 KB less static
@@ -81,13 +95,14 @@ static void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pd
   }
   const int grid = std::min(sms, p.n_units);
   gpu::MatvecParams q = p;
-  if (DYN) q.ring_work = NextRingWork();
-  gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes(q, grid, ST, SC, DYN), s, pdl,
-                  "RingMatvecKernel", q);
+  if (STEAL && grid > kStealGridMax) throw std::invalid_argument("v12: more SMs than kStealGridMax words a launch");
+  if (DYN) q.ring_work = STEAL ? NextStealWords() : NextRingWork();
+  gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes(q, grid, ST, SC, DYN, STEAL), s,
+                  pdl, "RingMatvecKernel", q);
 }
 
 // A matvec version of the lab: its name and a launch of y = W x (W [M, K] fp16, x [K] fp32, y [M] fp32) on a
-// stream; Versions() (bench_versions.cu) lists them all, v1..v11.
+// stream; Versions() (bench_versions.cu) lists them all, v1..v12.
 struct Version {
   std::string name;
   std::function<void(const __half*, const float*, float*, int, int, cudaStream_t)> run;

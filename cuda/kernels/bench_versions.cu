@@ -1,7 +1,8 @@
 // The kernel lab's matvec versions, as bench.cu runs them: v1-v4 (matvec_versions.cuh), then the engine's
 // kernels at the tiles it tunes between: v5 (DecodeMatvecKernel), v6 (+ L2 prefetch), v7 (a longer first
-// batch), v8 (staged), v9 (persistent), v10 (RingMatvecKernel, the weight ring) and v11 (its shared
-// tail). Each is a name and a launch of y = W x with the plain store epilogue (bench_common.cuh's Version).
+// batch), v8 (staged), v9 (persistent), v10 (RingMatvecKernel, the weight ring), v11 (its shared
+// tail) and v12 (its stolen tails). Each is a name and a launch of y = W x with the plain store
+// epilogue (bench_common.cuh's Version).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -91,10 +92,12 @@ Version V9(const char* cfg) {
 // v10: the weight ring (kernels_matvec_ring.cuh): one block per SM on a contiguous range of rows, the
 // weights brought into shared memory by bulk copies from one producer thread, CW consumer warps.
 // v11 (DYN > 0): the same ring whose last DYN eighths of the units go to whichever block asks first.
-template <int CW, int ST, int SC, int DYN = 0>
+// v12 (STEAL): the last DYN eighths of each block's slice open to the blocks that run out (".tN").
+template <int CW, int ST, int SC, int DYN = 0, bool STEAL = false>
 Version V10(const char* cfg) {
-  const std::string name = DYN ? std::string("v11 ") + cfg + ".d" + std::to_string(DYN) + " ring, shared tail"
-                                : std::string("v10 ") + cfg + " ring";
+  const std::string name = STEAL ? std::string("v12 ") + cfg + ".t" + std::to_string(DYN) + " ring, stolen tails"
+                           : DYN ? std::string("v11 ") + cfg + ".d" + std::to_string(DYN) + " ring, shared tail"
+                                 : std::string("v10 ") + cfg + " ring";
   return {name,
           [](const __half* Wt, const float* x, float* y, int M, int K, cudaStream_t s) {
             static int sms = 0;
@@ -103,7 +106,7 @@ Version V10(const char* cfg) {
               LAB_CUDA_CHECK(cudaGetDevice(&dev));
               LAB_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
             }
-            RunRing<CW, ST, SC, gpu::kEpiStore, DYN>(PlainParams(Wt, x, y, M, K), s, sms);
+            RunRing<CW, ST, SC, gpu::kEpiStore, DYN, STEAL>(PlainParams(Wt, x, y, M, K), s, sms);
           }};
 }
 
@@ -142,6 +145,9 @@ std::vector<Version> Versions() {
   v.push_back(V10<8, 16, 256, 2>("c8.s16.k256"));
   v.push_back(V10<8, 16, 256, 4>("c8.s16.k256"));
   v.push_back(V10<16, 16, 256, 2>("c16.s16.k256"));
+  v.push_back(V10<8, 16, 256, 2, true>("c8.s16.k256"));
+  v.push_back(V10<8, 16, 256, 4, true>("c8.s16.k256"));
+  v.push_back(V10<16, 16, 256, 2, true>("c16.s16.k256"));
   return v;
 }
 
