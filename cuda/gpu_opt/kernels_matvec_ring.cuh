@@ -176,7 +176,7 @@ __device__ __forceinline__ unsigned long long StealWord(int front, int back) {
   return (static_cast<unsigned long long>(unsigned(back)) << 32) | unsigned(front);
 }
 
-// v12's producer: block b's static slice [u0, u1); it takes the first (8 - tail8)/8 of it without
+// v12's producer: block b's static slice [u0, u1) (the kernel's u0, u0 + nu); it takes the first (8 - tail8)/8 of it without
 // asking, and publishes the rest in its word. It claims that tail D units at a time from the front, one
 // compare-and-swap each, issued before the previous claim's copies so that its answer comes behind them.
 // Then, while it has room, it steals from the back of the fullest of the next kStealLook blocks' words:
@@ -185,12 +185,11 @@ __device__ __forceinline__ unsigned long long StealWord(int front, int back) {
 // before its owners publish.
 constexpr int kStealLook = 8;
 template <int STAGES, int SC, int EPI>
-__device__ __forceinline__ void RingProduceSteal(const RingShare sh, int tail8, RingFeeder<STAGES, SC, EPI>& f,
-                                                 int* stages_out, int cw) {
+__device__ __forceinline__ void RingProduceSteal(const RingShare sh, int tail8, int u0, int u1,
+                                                 RingFeeder<STAGES, SC, EPI>& f, int* stages_out, int cw) {
   const MatvecParams& p = f.p;
   unsigned long long* const words = reinterpret_cast<unsigned long long*>(p.ring_work);
   const int G = int(gridDim.x), b = int(blockIdx.x);
-  const int u0 = int(int64_t(p.n_units) * b / G), u1 = int(int64_t(p.n_units) * (b + 1) / G);
   const int mine = (u1 - u0) - (u1 - u0) * tail8 / 8;
   unsigned long long expect = StealWord(u0 + mine, u1);
   atomicExch(&words[b], expect);
@@ -273,7 +272,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
     if constexpr (DYN > 0) {
       RingFeeder<STAGES, SC, EPI> feeder(p, ring, full, empty, unit_of);
       if constexpr (STEAL)
-        RingProduceSteal<STAGES, SC, EPI>(share, DYN, feeder, &dyn_stages, CW);
+        RingProduceSteal<STAGES, SC, EPI>(share, DYN, u0, u0 + nu, feeder, &dyn_stages, CW);
       else
         RingProduceDyn<STAGES, SC, EPI>(share, feeder, &dyn_stages, CW);
     } else {

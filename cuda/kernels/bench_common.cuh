@@ -54,28 +54,22 @@ static void RunV5(const gpu::MatvecParams& p, cudaStream_t s) {
 // kRingWorkSlots, zeroed once (each launch leaves its pair zero), so launches that overlap under PDL never
 // share one. Call it once before any stream capture (cudaMalloc is not allowed in one): RunChains does.
 constexpr int kRingWorkSlots = 512;
-static int* NextRingWork() {
-  static int* pool = nullptr;
+template <typename T, size_t PER_LAUNCH>
+static int* NextLaunchWords() {  // one pool per T and size, zeroed once, kRingWorkSlots launches deep
+  static T* pool = nullptr;
   static unsigned next = 0;
-  if (!pool) {
-    LAB_CUDA_CHECK(cudaMalloc(&pool, 2 * kRingWorkSlots * sizeof(int)));
-    LAB_CUDA_CHECK(cudaMemset(pool, 0, 2 * kRingWorkSlots * sizeof(int)));
-  }
-  return pool + 2 * (next++ % kRingWorkSlots);
-}
-// v12's words (RunRing with STEAL): kStealGridMax per launch, from a pool that rotates the same way. No
-// reset: every launch leaves its words empty.
-constexpr int kStealGridMax = 256;
-static int* NextStealWords() {
-  static unsigned long long* pool = nullptr;
-  static unsigned next = 0;
-  constexpr size_t kBytes = size_t(kRingWorkSlots) * kStealGridMax * sizeof(unsigned long long);
+  constexpr size_t kBytes = size_t(kRingWorkSlots) * PER_LAUNCH * sizeof(T);
   if (!pool) {
     LAB_CUDA_CHECK(cudaMalloc(&pool, kBytes));
     LAB_CUDA_CHECK(cudaMemset(pool, 0, kBytes));
   }
-  return reinterpret_cast<int*>(pool + size_t(next++ % kRingWorkSlots) * kStealGridMax);
+  return reinterpret_cast<int*>(pool + size_t(next++ % kRingWorkSlots) * PER_LAUNCH);
 }
+static int* NextRingWork() { return NextLaunchWords<int, 2>(); }
+// v12's words (RunRing with STEAL): kStealGridMax 64-bit words per launch, from a pool that rotates the
+// same way. No reset: every launch leaves its words empty.
+constexpr int kStealGridMax = 256;
+static int* NextStealWords() { return NextLaunchWords<unsigned long long, kStealGridMax>(); }
 
 // v10 and v11 (kernels_matvec_ring.cuh): one block per SM; with `pdl`, launched with programmatic
 // dependent launch (the engine's way: its producer streams the first STAGES stages before the previous
