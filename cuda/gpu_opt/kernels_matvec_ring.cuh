@@ -57,7 +57,9 @@
 // (kernel lab v11, session 18, three forms): 3-27% per shape, 9-10% on the step's weights, mostly the
 // slower the more units are shared; the engine's tiles are all DYN = 0 (cuda/kernels/README.md, "v11").
 // New in STEAL against DYN: no counter that every block asks at once, and a stolen unit is in a slice
-// whose owner is still streaming it. Written in session 18 after its device time was spent: not yet run.
+// whose owner is still streaming it. Measured slower still (session 19): 12-25% per shape, the step's
+// weights 17%. The spread both balance is mostly bandwidth moving between SMs, not lost
+// (cuda/kernels/README.md, "SM rates").
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
