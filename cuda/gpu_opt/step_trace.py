@@ -125,7 +125,9 @@ def render(d):
           "over the read ceiling; `first phase`: per launch, a block's mean time from its own release to the end "
           "of its first phase (a matvec: x staged in shared memory; attention: its split's partial written); "
           "`ends spread`: per launch, the first released block's end to the last block's; `tail`: the busy time "
-          "past the mean block's (release to end), what a perfect balance of the blocks could give back.", "",
+          "past the mean block's (release to end): at most what a balance of the blocks could give back, and "
+          "mostly not there to win, since the SMs still running take the bandwidth of those done "
+          "(cuda/kernels/README.md, \"SM rates\").", "",
           "| kind | launches | MB | busy us | at the ceiling us | GB/s while busy | % of ceiling while busy | "
           "drain before it us | pre us | first phase us per launch | ends spread us per launch | tail us |",
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
