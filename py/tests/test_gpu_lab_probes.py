@@ -1,0 +1,63 @@
+"""The kernel lab's two machine probes (cuda/kernels/README.md, "SM rates" and "Latency under load"), run as
+the GPU bundle ships them:
+
+- sm_rates: every launch puts its blocks on distinct SMs (the precondition of slices chosen by %smid), and
+  slices sized by the measured rates end the blocks closer together than equal slices do. The last claim
+  is the tool's finding on the H200; it fails if the calibration is wrong (rates inverted or slices
+  misplaced make the spread grow), and would fail on a card whose SMs all stream alike.
+- latency_under_load: a chase through L2-resident lines is faster than one through 1 GiB of lines (so the
+  persisting window and the moving start work), the streaming modes stream, and the idle mode does not.
+
+Bad arguments are refused with a usage line before any CUDA call, so those tests run on the CPU too.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+RUNFILES = Path(os.environ.get("TEST_SRCDIR", "/nonexistent")) / "llm_inference_lab"  # under bazel test
+
+
+def _binary(name: str) -> Path:
+    for p in (HERE.parent / "tools" / name,  # the GPU bundle
+              RUNFILES / "cuda" / name):  # data = //cuda:<name>
+        if p.is_file():
+            return p
+    pytest.skip(f"{name} is not built here (bazel build //cuda:{name}, or run from the GPU bundle)")
+
+
+def _result(args, timeout=180):
+    p = subprocess.run([str(_binary(args[0])), *args[1:]], capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:]), p.stdout
+
+
+@pytest.mark.gpu
+def test_sm_rates_calibrated_slices_end_together():
+    r, out = _result(["sm_rates", "117", "24"])
+    assert r["distinct"] is True
+    assert r["sms"] > 0 and r["mb"] > 100
+    for v in ("equal", "by_smid", "calibrated"):
+        assert r[v]["us"] > 0 and r[v]["spread_us"] >= 0, r
+    assert r["calibrated"]["spread_us"] < r["equal"]["spread_us"], out
+
+
+@pytest.mark.gpu
+def test_latency_under_load_sets_and_modes():
+    r, out = _result(["latency_under_load", "500"])
+    assert r["l2"]["idle"][0] < r["hbm"]["idle"][0], out
+    for s in ("l2", "hbm"):
+        assert r[s]["idle"][1] == 0, out
+        for m in ("remote_ldg", "remote_tma", "half_tma"):
+            assert r[s][m][0] > 0 and r[s][m][1] > 100, (s, m, out)  # GB/s: the other SMs stream
+
+
+@pytest.mark.parametrize("args", [["sm_rates", "0"], ["sm_rates", "117", "2"], ["sm_rates", "1", "2", "3"],
+                                  ["latency_under_load", "5"], ["latency_under_load", "100", "1"]])
+def test_bad_arguments_refused(args):
+    p = subprocess.run([str(_binary(args[0])), *args[1:]], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and f"usage: {args[0]}" in p.stderr, (args, p.stderr)
