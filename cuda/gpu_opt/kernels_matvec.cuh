@@ -111,6 +111,8 @@ struct MatvecParams {
                                // ArgmaxKey(value, row) of its rows into *argmax (cleared before the launch)
   unsigned long long* trace;   // nullptr, or this launch's three TraceMarks slots (LAB_GPU_TRACE)
   int* ring_work;              // RingMatvecKernel with DYN > 0: two counters, zero at launch and left zero
+  int ring_pre;                // RingMatvecKernel (DYN = 0): the stages issued before the consumers pass the PDL
+                               // wait; 0 (or >= STAGES): the whole ring (LAB_GPU_RING_PRE)
 };
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by

@@ -20,6 +20,8 @@
 //   - The producer, before anything else, copies the block's stages in order (two bulk copies each,
 //     one per row) into free ring slots: its first STAGES stages go out at once, before the PDL wait
 //     the consumers sit in (the weights depend on nothing), then one whenever a slot is released.
+//     With 0 < p.ring_pre < STAGES (DYN = 0 only) it issues p.ring_pre stages, then waits until the
+//     consumers have passed the PDL wait (the `go` barrier) before it fills the rest of the ring.
 //   - Consumer warp w takes the stages w, w + CW, ... (STAGES % CW == 0: a slot always serves the same
 //     warp, so no warp can wait on a slot's next fill while its current one is pending). Per stage:
 //     lane l's products over chunks l, l + 32, ... of both rows, the warp sum, lane 0 writes the two
@@ -56,6 +58,11 @@
 // first block started 4-7 us before its release, the spread of this one's block ends). Measured slower
 // (kernel lab v11, session 18, three forms): 3-27% per shape, 9-10% on the step's weights, mostly the
 // slower the more units are shared; the engine's tiles are all DYN = 0 (cuda/kernels/README.md, "v11").
+// New in ring_pre (session 19) against the full ring before the wait: at its release a block's ring was
+// full, so its producer sat idle while the consumers staged x (1.9-2.3 us a launch in the step traces),
+// and every SM at once: HBM idle. Stages held back from the pre-wait fill are free slots that stream
+// during the staging; what the pre-wait fill took came out of the previous kernel's bandwidth anyway
+// (cuda/kernels/README.md, "SM rates").
 // New in STEAL against DYN: no counter that every block asks at once, and a stolen unit is in a slice
 // whose owner is still streaming it. Measured slower still (session 19): 12-25% per shape, the step's
 // weights 17%. The spread both balance is mostly bandwidth moving between SMs, not lost
@@ -243,6 +250,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   static_assert(DYN >= 0 && DYN <= 8, "DYN: eighths of the units handed out at run time");
   extern __shared__ float4 ring_smem[];
   __shared__ uint64_t full[STAGES], empty[STAGES];
+  __shared__ uint64_t go;     // the consumers have passed the PDL wait (one arrival): ring_pre's hold
   __shared__ int dyn_stages;  // DYN: the block's stage count, once the producer knows it
   TraceMarks trace(p.trace);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -264,6 +272,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
       MbarInit(&full[s]);
       MbarInit(&empty[s]);
     }
+    MbarInit(&go);
     if (DYN) dyn_stages = INT32_MAX;
   }
   __syncthreads();  // the last block-wide barrier: producer and consumers part here
@@ -278,8 +287,10 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
       else
         RingProduceDyn<STAGES, SC, EPI>(share, feeder, &dyn_stages, CW);
     } else {
+      const int pre = p.ring_pre > 0 && p.ring_pre < STAGES ? p.ring_pre : STAGES;
       for (int it = 0; it < n_stages; ++it) {
         const int s = it % STAGES, use = it / STAGES;
+        if (it == pre && pre < STAGES) MbarWait(&go, 0);  // ring_pre: the rest of the ring after the release
         if (use > 0) MbarWait(&empty[s], (use - 1) & 1);
         const int ul = it / P, piece = it - ul * P;
         const int c0 = piece * SC, len = min(SC, nch - c0);
@@ -298,6 +309,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   const int tid = threadIdx.x, nthreads = CW * 32;
   PdlWait();
   trace.Released();
+  if (tid == 0) MbarArrive(&go);  // ring_pre: the producer may fill the rest of the ring
   {
     constexpr int kXc = 4;  // chunks a thread loads before it uses any (one L2 round trip per kXc)
     const float4* x4 = reinterpret_cast<const float4*>(p.x);

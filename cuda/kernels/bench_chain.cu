@@ -35,8 +35,8 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
   // Same launch sequence as the engine: qkv, o, gate/up, down per layer (attention left out), lm_head.
   // ring: 0, v5 w8.u1.r4; 1..5, the weight ring (v10) in the configurations of kRing (the engine's tuner
   // has c8.s16.k256, c8.s8.k512 and c16.s16.k256); 6..8, v11, rings with a shared tail; 9..10, v12, rings
-  // with stolen tails.
-  static const char* kRing[11] = {"",
+  // with stolen tails; 11..12, v10 with half the ring filled before the PDL wait (MatvecParams::ring_pre).
+  static const char* kRing[13] = {"",
                                   "c8.s8.k512",
                                   "c4.s4.k512",
                                   "c8.s8.k256",
@@ -46,7 +46,9 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
                                   "c8.s16.k256.d2",
                                   "c16.s16.k256.d2",
                                   "c8.s16.k256.t2",
-                                  "c8.s16.k256.t4"};
+                                  "c8.s16.k256.t4",
+                                  "c8.s16.k256, 8 stages before the wait,",
+                                  "c16.s16.k256, 8 stages before the wait,"};
   std::string ring_error;  // the first failed ring launch of an enqueue: what, and on which shape
   auto enqueue = [&](bool pdl, bool prefetch, int ring = 0) {
     size_t off = 0;
@@ -59,6 +61,7 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
       p.x = in;
       p.out = out;
       p.l2_prefetch = prefetch ? 1 : 0;
+      p.ring_pre = ring >= 11 ? 8 : 0;
       off += size_t(M) * K;
       const int sms = prop.multiProcessorCount;
       if (ring) {
@@ -73,6 +76,8 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
           if (ring == 8) RunRing<16, 16, 256, gpu::kEpiStore, 2>(p, s, sms, pdl);
           if (ring == 9) RunRing<8, 16, 256, gpu::kEpiStore, 2, true>(p, s, sms, pdl);
           if (ring == 10) RunRing<8, 16, 256, gpu::kEpiStore, 4, true>(p, s, sms, pdl);
+          if (ring == 11) RunRing<8, 16, 256>(p, s, sms, pdl);
+          if (ring == 12) RunRing<16, 16, 256>(p, s, sms, pdl);
         } catch (const std::exception& e) {  // DeviceError; v12's grid bound
           if (ring_error.empty())
             ring_error = std::string(e.what()) + " at M " + std::to_string(M) + ", K " + std::to_string(K) +
@@ -93,8 +98,9 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
   };
   chain_rows->push_back({"stream, no graph", TimeLaunches([&](int) { enqueue(false, false); }, s, 5, 1)});
   // Variants 3..7: the same graph + PDL chain of v10 weight rings (sm_90+: bulk copies); 8: the first
-  // of them without PDL; 9..11: v11's rings with a shared tail, 12..13: v12's with stolen tails, graph + PDL.
-  const int variants = prop.major >= 9 ? 14 : 3;
+  // of them without PDL; 9..11: v11's rings with a shared tail, 12..13: v12's with stolen tails, 14..15: v10
+  // with ring_pre, graph + PDL.
+  const int variants = prop.major >= 9 ? 16 : 3;
   for (int variant = 0; variant < variants; ++variant) {
     const bool pdl = variant >= 1 && variant != 8, prefetch = variant == 2;
     const int ring = variant == 8 ? 1 : variant >= 9 ? variant - 3 : variant >= 3 ? variant - 2 : 0;
@@ -114,7 +120,7 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
     LAB_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     static const char* kHow[3] = {"CUDA graph", "CUDA graph + PDL", "CUDA graph + PDL + L2 prefetch"};
     const std::string how = ring ? std::string(pdl ? "graph + PDL, " : "graph, ") +
-                                       (ring >= 9 ? "v12 " : ring >= 6 ? "v11 " : "v10 ") +
+                                       (ring >= 11 ? "v10 " : ring >= 9 ? "v12 " : ring >= 6 ? "v11 " : "v10 ") +
                                        kRing[ring] + " ring"
                                  : kHow[variant];
     chain_rows->push_back({how, TimeLaunches([&](int) { LAB_CUDA_CHECK(cudaGraphLaunch(exec, s)); }, s, 7, 1)});

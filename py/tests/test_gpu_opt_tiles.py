@@ -56,7 +56,7 @@ def _decode_logits(d, tokens, env, monkeypatch, counts=None):
     """Logits of 10 decode() steps after a 20-token prefill, and 4 generate() tokens, under env; `counts`
     (a dict), if given, gets the engine's launch_counts() at the end."""
     for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY",
-              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK"):
+              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK", "LAB_GPU_RING_PRE"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -162,6 +162,34 @@ def test_gpu_opt_ring_tiles_match_reference(tmp_path, monkeypatch, model_name):
         eng.reset()
         eng.prefill(tokens[:20])
         assert eng.generate(int(tokens[20]), 6).tolist() == want, name
+
+
+@pytest.mark.gpu
+def test_gpu_opt_ring_pre_bitwise(tmp_path, monkeypatch):
+    """LAB_GPU_RING_PRE holds part of each ring tile's pre-wait fill until the consumers pass the PDL wait:
+    the same products in the same order, so bitwise the logits and tokens of the whole ring before the
+    wait, at 1 stage (the producer stops at once), 5 (no divisor of the rings' 8 or 16 stages) and 64 (at
+    least every ring: the whole ring, as unset), on the model whose rings wrap several times. A wrong
+    phase of the hold deadlocks or reads a slot early; the knob is named by variant(), and a bad value
+    is refused."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = RING_MODELS["width_1032_4104"]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=101)
+    tokens = np.random.default_rng(103).integers(0, cfg["vocab_size"], 30)
+    for name, i in RING_TILES:
+        want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(i)}, monkeypatch)
+        for pre in ("1", "5", "64"):
+            got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(i), "LAB_GPU_RING_PRE": pre},
+                                          monkeypatch)
+            assert np.array_equal(got, want), (name, pre, float(np.abs(got - want).max()))
+            assert got_gen.tolist() == want_gen.tolist(), (name, pre)
+    monkeypatch.setenv("LAB_GPU_RING_PRE", "5")
+    assert "ring 5 stages before the wait" in _engine.Engine("gpu_opt", str(d), 64).variant
+    for bad in ("0", "65", "x"):
+        monkeypatch.setenv("LAB_GPU_RING_PRE", bad)
+        with pytest.raises(ValueError, match="LAB_GPU_RING_PRE must be 1..64"):
+            _engine.Engine("gpu_opt", str(d), 64)
 
 
 @pytest.mark.gpu
