@@ -113,6 +113,8 @@ struct MatvecParams {
   int* ring_work;              // RingMatvecKernel with DYN > 0: two counters, zero at launch and left zero
   int ring_pre;                // RingMatvecKernel (DYN = 0): the stages issued before the consumers pass the PDL
                                // wait; 0 (or >= STAGES): the whole ring (LAB_GPU_RING_PRE)
+  int norm_early;              // RingMatvecKernel with norm_w: 1 copies norm_w into shared memory before the PDL
+                               // wait (LAB_GPU_NORM_EARLY), instead of loading it with x after the wait
 };
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by

@@ -28,7 +28,8 @@
 //     partial sums to shared memory and releases the slot.
 //   - Before the first stage the consumers wait for the previous kernel (PDL), then stage x (fp32 or
 //     p.x16, times norm_w and each chunk's sum of squares when there is a norm) in the split layout of
-//     DecodeMatvecKernel.
+//     DecodeMatvecKernel. p.norm_early: norm_w comes from shared memory, where thread 0 copied it (one
+//     bulk copy, K*4 bytes, 16-byte aligned) before the wait; the same values, so bitwise the same x.
 //   - After the last stage: each unit's pieces are added in order, times the RMS scale (every warp adds
 //     the chunks' sums of squares in one order), and the epilogue writes the unit's outputs.
 //   Deterministic (fixed pieces, fixed orders), but not bitwise DecodeMatvecKernel's: the sums are
@@ -58,6 +59,9 @@
 // first block started 4-7 us before its release, the spread of this one's block ends). Measured slower
 // (kernel lab v11, session 18, three forms): 3-27% per shape, 9-10% on the step's weights, mostly the
 // slower the more units are shared; the engine's tiles are all DYN = 0 (cuda/kernels/README.md, "v11").
+// New in norm_early (session 19): norm_w (K floats, the same for every block) by one bulk copy into shared
+// memory before the PDL wait, instead of 132 SMs loading it from L2 together with x after the wait (the
+// kernel lab's handoff_latency: such a broadcast read takes longer the more bytes every SM reads).
 // New in ring_pre (session 19) against the full ring before the wait: at its release a block's ring was
 // full, so its producer sat idle while the consumers staged x (1.9-2.3 us a launch in the step traces),
 // and every SM at once: HBM idle. Stages held back from the pre-wait fill are free slots that stream
@@ -92,14 +96,15 @@ __host__ __device__ inline RingShare RingDynShare(int n_units, int grid, int K, 
   return r;
 }
 
-// Shared memory: the ring, x in the split fp32 layout, each chunk's sum of squares (norm only), each
-// unit's per-piece partial sums; DYN: the block's units too.
+// Shared memory: the ring, x in the split fp32 layout, norm_w's copy (norm_early only), each chunk's sum of
+// squares (norm only), each unit's per-piece partial sums; DYN: the block's units too.
 inline size_t RingSmemBytes(const MatvecParams& p, int grid, int stages, int sc, int dyn = 0, bool steal = false) {
   const size_t nch = size_t(p.K / 8), pieces = (nch + sc - 1) / sc;
   const size_t units =
       dyn ? size_t(RingDynShare(p.n_units, grid, p.K, dyn, steal).cap) : (size_t(p.n_units) + grid - 1) / grid;
   const size_t ssq = p.norm_w ? (nch * sizeof(float) + 15) / 16 * 16 : 0;
-  return size_t(stages) * 2 * sc * 16 + nch * 32 + ssq + units * pieces * 2 * sizeof(float) +
+  const size_t g = p.norm_w && p.norm_early ? nch * 32 : 0;
+  return size_t(stages) * 2 * sc * 16 + nch * 32 + g + ssq + units * pieces * 2 * sizeof(float) +
          (dyn ? units * sizeof(int) : 0);
 }
 
@@ -251,6 +256,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   extern __shared__ float4 ring_smem[];
   __shared__ uint64_t full[STAGES], empty[STAGES];
   __shared__ uint64_t go;     // the consumers have passed the PDL wait (one arrival): ring_pre's hold
+  __shared__ uint64_t g_bar;  // norm_early: norm_w's copy
   __shared__ int dyn_stages;  // DYN: the block's stage count, once the producer knows it
   TraceMarks trace(p.trace);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -261,7 +267,9 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   uint4* const ring = reinterpret_cast<uint4*>(ring_smem);  // [STAGES][2][SC] chunks
   float4* const xlo = ring_smem + STAGES * 2 * SC;
   float4* const xhi = xlo + nch;
-  float* const ssq = reinterpret_cast<float*>(xhi + nch);
+  const bool g_early = p.norm_w && p.norm_early;
+  float4* const gsm = xhi + nch;  // norm_early: norm_w, [nch][2] float4
+  float* const ssq = reinterpret_cast<float*>(gsm + (g_early ? 2 * nch : 0));
   float* const part = ssq + (p.norm_w ? (nch + 3) / 4 * 4 : 0);  // [nu][P][2]
   static_assert(!STEAL || DYN > 0, "v12 steals from the last DYN eighths of each slice");
   const RingShare share = DYN ? RingDynShare(p.n_units, gridDim.x, p.K, DYN, STEAL) : RingShare{0, 0, 0};
@@ -273,6 +281,11 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
       MbarInit(&empty[s]);
     }
     MbarInit(&go);
+    if (g_early) {  // norm_w depends on nothing: its copy goes out now, before the PDL wait
+      MbarInit(&g_bar);
+      MbarArriveExpectTx(&g_bar, unsigned(nch) * 32u);
+      BulkCopyToShared(gsm, p.norm_w, unsigned(nch) * 32u, &g_bar);
+    }
     if (DYN) dyn_stages = INT32_MAX;
   }
   __syncthreads();  // the last block-wide barrier: producer and consumers part here
@@ -314,7 +327,8 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
     constexpr int kXc = 4;  // chunks a thread loads before it uses any (one L2 round trip per kXc)
     const float4* x4 = reinterpret_cast<const float4*>(p.x);
     const uint4* x16 = reinterpret_cast<const uint4*>(p.x16);
-    const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
+    const float4* g4 = g_early ? gsm : reinterpret_cast<const float4*>(p.norm_w);
+    if (g_early) MbarWait(&g_bar, 0);  // landed long ago, while the previous kernel ran
     for (int base = tid; base < nch; base += kXc * nthreads) {
       float4 a[kXc], b[kXc], ga[kXc], gb[kXc];
 #pragma unroll
@@ -331,8 +345,8 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
             b[i] = __ldcg(x4 + 2 * c + 1);
           }
           if (g4) {
-            ga[i] = __ldg(g4 + 2 * c);
-            gb[i] = __ldg(g4 + 2 * c + 1);
+            ga[i] = g_early ? g4[2 * c] : __ldg(g4 + 2 * c);
+            gb[i] = g_early ? g4[2 * c + 1] : __ldg(g4 + 2 * c + 1);
           }
         }
       }

@@ -56,7 +56,7 @@ def _decode_logits(d, tokens, env, monkeypatch, counts=None):
     """Logits of 10 decode() steps after a 20-token prefill, and 4 generate() tokens, under env; `counts`
     (a dict), if given, gets the engine's launch_counts() at the end."""
     for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY",
-              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK", "LAB_GPU_RING_PRE"):
+              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK", "LAB_GPU_RING_PRE", "LAB_GPU_NORM_EARLY"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -165,13 +165,14 @@ def test_gpu_opt_ring_tiles_match_reference(tmp_path, monkeypatch, model_name):
 
 
 @pytest.mark.gpu
-def test_gpu_opt_ring_pre_bitwise(tmp_path, monkeypatch):
-    """LAB_GPU_RING_PRE holds part of each ring tile's pre-wait fill until the consumers pass the PDL wait:
-    the same products in the same order, so bitwise the logits and tokens of the whole ring before the
-    wait, at 1 stage (the producer stops at once), 5 (no divisor of the rings' 8 or 16 stages) and 64 (at
-    least every ring: the whole ring, as unset), on the model whose rings wrap several times. A wrong
-    phase of the hold deadlocks or reads a slot early; the knob is named by variant(), and a bad value
-    is refused."""
+def test_gpu_opt_ring_knobs_bitwise(tmp_path, monkeypatch):
+    """Two ring-tile knobs of session 19 move only when bytes arrive, so both give bitwise the logits and
+    tokens of the defaults, on the model whose rings wrap several times:
+    - LAB_GPU_RING_PRE holds part of the pre-wait fill until the consumers pass the PDL wait: 1 stage (the
+      producer stops at once), 5 (no divisor of the rings' 8 or 16 stages) and 64 (at least every ring:
+      the whole ring, as unset). A wrong phase of the hold deadlocks or reads a slot early.
+    - LAB_GPU_NORM_EARLY copies the norm weights into shared memory before the wait: the same values.
+    variant() names both, and a bad RING_PRE is refused."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = RING_MODELS["width_1032_4104"]
@@ -184,8 +185,15 @@ def test_gpu_opt_ring_pre_bitwise(tmp_path, monkeypatch):
                                           monkeypatch)
             assert np.array_equal(got, want), (name, pre, float(np.abs(got - want).max()))
             assert got_gen.tolist() == want_gen.tolist(), (name, pre)
+        got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(i), "LAB_GPU_NORM_EARLY": "1"},
+                                      monkeypatch)  # norm weights copied before the wait: the same values
+        assert np.array_equal(got, want), (name, "norm_early", float(np.abs(got - want).max()))
+        assert got_gen.tolist() == want_gen.tolist(), (name, "norm_early")
     monkeypatch.setenv("LAB_GPU_RING_PRE", "5")
-    assert "ring 5 stages before the wait" in _engine.Engine("gpu_opt", str(d), 64).variant
+    monkeypatch.setenv("LAB_GPU_NORM_EARLY", "1")
+    v = _engine.Engine("gpu_opt", str(d), 64).variant
+    assert "ring 5 stages before the wait" in v and "ring norm weights before the wait" in v, v
+    monkeypatch.delenv("LAB_GPU_NORM_EARLY")
     for bad in ("0", "65", "x"):
         monkeypatch.setenv("LAB_GPU_RING_PRE", bad)
         with pytest.raises(ValueError, match="LAB_GPU_RING_PRE must be 1..64"):

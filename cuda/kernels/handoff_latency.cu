@@ -1,0 +1,150 @@
+// handoff_latency: how long a kernel takes, after its PDL wait returns, to have in shared memory the vector
+// the kernel before it wrote: the "first phase" that every decode matvec starts with (1.8-2.3 us a launch
+// in the step traces of session 19, cuda/gpu_opt/README.md).
+//
+// Two kernels per pair, launched back to back with programmatic dependent launch: Writer (G blocks, one
+// per SM) streams its share of a weight-sized buffer (as a matvec would; mode "stream") or not (mode
+// "idle"), then writes its slice of x (K floats in all). Reader (G blocks) triggers nothing, waits
+// (griddepcontrol.wait), stamps %globaltimer, loads all of x (or, as a control, a vector of the same size
+// that no kernel writes: "untouched", in L2 after the warm-up), stores it in shared memory, syncs, stamps
+// again. Per pair: the mean over blocks of that span, the readers' mean "pre" (from their start to the
+// wait's return) and the span from the writers' last end to the readers' first release (the drain).
+// Needs sm_90 (PDL). Usage: handoff_latency [K floats, default 4096] [pairs, default 50].
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+namespace {
+
+__device__ __forceinline__ unsigned long long Timer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+struct Stamps {
+  unsigned long long w_end_max;                          // writers: the last block's end
+  unsigned long long r_rel_min;                          // readers: the first release
+  unsigned long long r_pre_sum, r_phase_sum, r_blocks;   // readers: start to release, release to staged
+};
+
+__global__ void __launch_bounds__(256) Writer(const uint4* w, long long chunks_per_block, float* x, int K, int stream,
+                                              unsigned* sink, Stamps* st) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  unsigned acc = 0;
+  if (stream) {
+    const uint4* mine = w + size_t(blockIdx.x) * chunks_per_block;
+    for (long long c = threadIdx.x; c < chunks_per_block; c += 4 * 256) {
+      uint4 v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) v[u] = __ldcs(mine + (c + u * 256 < chunks_per_block ? c + u * 256 : c));
+#pragma unroll
+      for (int u = 0; u < 4; ++u) acc ^= v[u].x;
+    }
+  }
+  const int per = (K + gridDim.x - 1) / gridDim.x;
+  for (int i = blockIdx.x * per + threadIdx.x; i < min(K, int(blockIdx.x + 1) * per); i += 256)
+    x[i] = float(i & 7) + (acc == 0x9e3779b9u ? 1.f : 0.f);
+  __syncthreads();
+  if (threadIdx.x == 0) atomicMax(&st->w_end_max, Timer());
+  if (acc == 0x9e3779b9u) atomicAdd(sink, 1u);
+}
+
+__global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st, float* out) {
+  extern __shared__ float4 xs[];
+  const unsigned long long t0 = Timer();
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  const unsigned long long t1 = Timer();
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  for (int i = threadIdx.x; i < K / 4; i += 256) xs[i] = __ldcg(x4 + i);
+  __syncthreads();
+  const unsigned long long t2 = Timer();
+  if (threadIdx.x == 0) {
+    atomicMin(&st->r_rel_min, t1);
+    atomicAdd(&st->r_pre_sum, t1 - t0);
+    atomicAdd(&st->r_phase_sum, t2 - t1);
+    atomicAdd(&st->r_blocks, 1ull);
+    if (blockIdx.x == 0) *out = xs[K / 8].x;
+  }
+}
+
+#define CK(x)                                                                                  \
+  do {                                                                                         \
+    cudaError_t e_ = (x);                                                                      \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int K = argc > 1 ? std::atoi(argv[1]) : 4096;
+  const int pairs = argc > 2 ? std::atoi(argv[2]) : 50;
+  if (argc > 3 || K < 256 || K > 32768 || K % 4 || pairs < 4 || pairs > 100000) {
+    std::fprintf(stderr, "usage: handoff_latency [K floats, 256..32768, a multiple of 4] [pairs, >= 4]\n");
+    return 1;
+  }
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  const int G = prop.multiProcessorCount;
+  const long long wbytes = 256LL << 20;  // what the writers stream in mode "stream" (gate_up's size)
+  const long long per_block = wbytes / 16 / G;
+  uint4* w;
+  float *x, *x_other, *out;
+  unsigned* sink;
+  Stamps* st;
+  CK(cudaMalloc(&w, size_t(wbytes)));
+  CK(cudaMemset(w, 0x11, size_t(wbytes)));
+  CK(cudaMalloc(&x, size_t(K) * 4));
+  CK(cudaMalloc(&x_other, size_t(K) * 4));
+  CK(cudaMemset(x_other, 0, size_t(K) * 4));
+  CK(cudaMalloc(&out, 4));
+  CK(cudaMalloc(&sink, 4));
+  CK(cudaMalloc(&st, sizeof(Stamps)));
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  CK(cudaFuncSetAttribute(Reader, cudaFuncAttributeMaxDynamicSharedMemorySize, K * 4));
+  std::printf("handoff_latency: %s, %d SMs, x of %d floats, %d pairs a row\n", prop.name, G, K, pairs);
+  std::printf("%-8s %-13s %-4s %12s %12s %12s\n", "writers", "reader reads", "PDL", "phase us", "pre us", "drain us");
+  for (int stream = 0; stream < 2; ++stream)
+    for (int other = 0; other < 2; ++other)
+      for (int pdl = 1; pdl >= 0; --pdl) {
+        std::vector<double> phase, pre, drain;
+        for (int i = 0; i < pairs + 2; ++i) {
+          Stamps z = {0, ~0ull, 0, 0, 0};
+          CK(cudaMemcpyAsync(st, &z, sizeof(z), cudaMemcpyHostToDevice, s));
+          Writer<<<G, 256, 0, s>>>(w, per_block, x, K, stream, sink, st);
+          cudaLaunchConfig_t cfg = {};
+          cfg.gridDim = dim3(G);
+          cfg.blockDim = dim3(256);
+          cfg.dynamicSmemBytes = size_t(K) * 4;
+          cfg.stream = s;
+          cudaLaunchAttribute at;
+          at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+          at.val.programmaticStreamSerializationAllowed = pdl;
+          cfg.attrs = &at;
+          cfg.numAttrs = 1;
+          CK(cudaLaunchKernelEx(&cfg, Reader, static_cast<const float*>(other ? x_other : x), K, st, out));
+          Stamps h;
+          CK(cudaMemcpyAsync(&h, st, sizeof(h), cudaMemcpyDeviceToHost, s));
+          CK(cudaStreamSynchronize(s));
+          if (i < 2) continue;  // warm-up
+          phase.push_back(double(h.r_phase_sum) / double(h.r_blocks) / 1e3);
+          pre.push_back(double(h.r_pre_sum) / double(h.r_blocks) / 1e3);
+          drain.push_back((double(h.r_rel_min) - double(h.w_end_max)) / 1e3);
+        }
+        auto med = [](std::vector<double> v) {
+          std::sort(v.begin(), v.end());
+          return v[v.size() / 2];
+        };
+        std::printf("%-8s %-13s %-4s %12.2f %12.2f %12.2f\n", stream ? "stream" : "idle",
+                    other ? "untouched" : "their x", pdl ? "yes" : "no", med(phase), med(pre), med(drain));
+      }
+  return 0;
+}
