@@ -48,7 +48,7 @@ __global__ void ReadKernel(const uint4* __restrict__ p, size_t n, unsigned* sink
 // in flight, each stage reissued once its last copy has landed (its barrier's phase). Nothing reads the
 // shared memory: the bytes cross HBM and L2 into the SM, which is what a weight stream needs.
 __global__ void TmaReadKernel(const char* __restrict__ p, size_t bytes, unsigned stage, int stages, size_t slice) {
-  extern __shared__ uint4 ring[];
+  extern __shared__ __align__(128) uint4 ring[];  // (aligned: RingMatvecKernel's note; 16 barriers already made it so)
   __shared__ uint64_t bar[kTmaMaxStages];
   if (threadIdx.x != 0) return;
   for (int s = 0; s < stages; ++s) MbarInit(&bar[s]);

@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   constexpr int ROWS = 2 * UPW;
   constexpr int R0 = STAGE ? 1 : UNROLL * PRE;  // chunks per row per lane in the register first batch
   TraceMarks trace(p.trace);
-  extern __shared__ float4 smem4[];
+  extern __shared__ __align__(128) float4 smem4[];  // (aligned: RingMatvecKernel's note)
   __shared__ uint64_t stage_bar;
   __shared__ uint64_t x_bar;  // XB: x's bulk copy
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

@@ -253,7 +253,11 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   static_assert(STAGES % CW == 0, "a ring slot always serves the same consumer warp");
   static_assert(SC % 32 == 0, "a piece is whole rounds of 32 chunks");
   static_assert(DYN >= 0 && DYN <= 8, "DYN: eighths of the units handed out at run time");
-  extern __shared__ float4 ring_smem[];
+  // 128-byte aligned whatever static shared memory the kernel declares: a warp reads 512 contiguous bytes of a
+  // slot or of x at once, which span four 128-byte lines only from a line's start. Session 19's `go` barrier
+  // (8 bytes) moved the base from 256 to 272 and made every ring tile 5-8% slower (cuda/kernels/README.md,
+  // "An 8-byte variable").
+  extern __shared__ __align__(128) float4 ring_smem[];
   __shared__ uint64_t full[STAGES], empty[STAGES];
   __shared__ uint64_t go;     // the consumers have passed the PDL wait (one arrival): ring_pre's hold
   __shared__ uint64_t g_bar;  // norm_early: norm_w's copy

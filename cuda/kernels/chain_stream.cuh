@@ -85,7 +85,7 @@ __device__ __forceinline__ unsigned CsLoadAcquire(const unsigned* p) {
 
 __global__ void __launch_bounds__((kCsWarps + 1) * 32, 1)
     ChainStreamKernel(const ChainMat* __restrict__ mats, int n, const float* __restrict__ x0, unsigned* bar, int mode) {
-  extern __shared__ float4 cs_smem[];
+  extern __shared__ __align__(128) float4 cs_smem[];  // (aligned: RingMatvecKernel's note)
   __shared__ uint64_t full[kCsStages], empty[kCsStages];
   uint4* const ring = reinterpret_cast<uint4*>(cs_smem);
   float4* const xlo = cs_smem + kCsStages * kCsStageBytes / 16;

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(256) Writer(const uint4* w, long long chunks_p
 }
 
 __global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st, float* out) {
-  extern __shared__ float4 xs[];
+  extern __shared__ __align__(128) float4 xs[];
   const unsigned long long t0 = Timer();
   asm volatile("griddepcontrol.wait;" ::: "memory");
   const unsigned long long t1 = Timer();

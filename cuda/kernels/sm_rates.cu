@@ -62,7 +62,7 @@ __device__ __forceinline__ int SmId() {
 // by_smid ? %smid : blockIdx.x (by_smid needs one block per SM and smid < G, checked by the host).
 __global__ void __launch_bounds__((kCw + 1) * 32, 1)
     SliceStream(const uint4* buf, const long long* bounds, int by_smid, Rec* rec, unsigned* sink) {
-  extern __shared__ uint4 ring[];
+  extern __shared__ __align__(128) uint4 ring[];  // (aligned: RingMatvecKernel's note)
   __shared__ uint64_t full[kStages], empty[kStages];
   const unsigned long long t0 = Timer();
   const int smid = SmId(), idx = by_smid ? smid : int(blockIdx.x);
