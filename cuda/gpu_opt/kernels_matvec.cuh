@@ -114,7 +114,7 @@ struct MatvecParams {
   int ring_pre;                // RingMatvecKernel (DYN = 0): the stages issued before the consumers pass the PDL
                                // wait; 0 (or >= STAGES): the whole ring (LAB_GPU_RING_PRE)
   int norm_early;              // RingMatvecKernel with norm_w: 1 copies norm_w into shared memory before the PDL
-                               // wait (LAB_GPU_NORM_EARLY), instead of loading it with x after the wait
+                               // wait (LAB_GPU_NORM_EARLY, the engine's default), 0 loads it with x after it
 };
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by

@@ -76,6 +76,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/gpu_opt/kernels_matvec.cuh"
 
@@ -331,42 +332,53 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
     constexpr int kXc = 4;  // chunks a thread loads before it uses any (one L2 round trip per kXc)
     const float4* x4 = reinterpret_cast<const float4*>(p.x);
     const uint4* x16 = reinterpret_cast<const uint4*>(p.x16);
-    const float4* g4 = g_early ? gsm : reinterpret_cast<const float4*>(p.norm_w);
-    if (g_early) MbarWait(&g_bar, 0);  // landed long ago, while the previous kernel ran
-    for (int base = tid; base < nch; base += kXc * nthreads) {
-      float4 a[kXc], b[kXc], ga[kXc], gb[kXc];
+    const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
+    // GS (g_early): the norm weights from shared memory. One loop per source, chosen once: a choice per
+    // chunk put a branch between each chunk's loads, so they no longer went out together (-0.6% a step in
+    // session 19's A/B, cuda/gpu_opt/README.md).
+    auto stage_x = [&](auto gs) {
+      constexpr bool GS = decltype(gs)::value;
+      for (int base = tid; base < nch; base += kXc * nthreads) {
+        float4 a[kXc], b[kXc], ga[kXc], gb[kXc];
 #pragma unroll
-      for (int i = 0; i < kXc; ++i) {
-        const int c = base + i * nthreads;
-        if (c < nch) {
-          if (x16) {
-            float f[8];
-            Unpack8(__ldcg(x16 + c), f);
-            a[i] = make_float4(f[0], f[1], f[2], f[3]);
-            b[i] = make_float4(f[4], f[5], f[6], f[7]);
-          } else {
-            a[i] = __ldcg(x4 + 2 * c);
-            b[i] = __ldcg(x4 + 2 * c + 1);
+        for (int i = 0; i < kXc; ++i) {
+          const int c = base + i * nthreads;
+          if (c < nch) {
+            if (x16) {
+              float f[8];
+              Unpack8(__ldcg(x16 + c), f);
+              a[i] = make_float4(f[0], f[1], f[2], f[3]);
+              b[i] = make_float4(f[4], f[5], f[6], f[7]);
+            } else {
+              a[i] = __ldcg(x4 + 2 * c);
+              b[i] = __ldcg(x4 + 2 * c + 1);
+            }
+            if (g4) {
+              ga[i] = GS ? gsm[2 * c] : __ldg(g4 + 2 * c);
+              gb[i] = GS ? gsm[2 * c + 1] : __ldg(g4 + 2 * c + 1);
+            }
           }
-          if (g4) {
-            ga[i] = g_early ? g4[2 * c] : __ldg(g4 + 2 * c);
-            gb[i] = g_early ? g4[2 * c + 1] : __ldg(g4 + 2 * c + 1);
+        }
+#pragma unroll
+        for (int i = 0; i < kXc; ++i) {
+          const int c = base + i * nthreads;
+          if (c < nch) {
+            if (g4) {
+              ssq[c] = SumSq8(a[i], b[i]);
+              a[i] = make_float4(a[i].x * ga[i].x, a[i].y * ga[i].y, a[i].z * ga[i].z, a[i].w * ga[i].w);
+              b[i] = make_float4(b[i].x * gb[i].x, b[i].y * gb[i].y, b[i].z * gb[i].z, b[i].w * gb[i].w);
+            }
+            xlo[c] = a[i];
+            xhi[c] = b[i];
           }
         }
       }
-#pragma unroll
-      for (int i = 0; i < kXc; ++i) {
-        const int c = base + i * nthreads;
-        if (c < nch) {
-          if (g4) {
-            ssq[c] = SumSq8(a[i], b[i]);
-            a[i] = make_float4(a[i].x * ga[i].x, a[i].y * ga[i].y, a[i].z * ga[i].z, a[i].w * ga[i].w);
-            b[i] = make_float4(b[i].x * gb[i].x, b[i].y * gb[i].y, b[i].z * gb[i].z, b[i].w * gb[i].w);
-          }
-          xlo[c] = a[i];
-          xhi[c] = b[i];
-        }
-      }
+    };
+    if (g_early) {
+      MbarWait(&g_bar, 0);  // landed long ago, while the previous kernel ran
+      stage_x(std::true_type{});
+    } else {
+      stage_x(std::false_type{});
     }
   }
   RingConsumersSync(nthreads);

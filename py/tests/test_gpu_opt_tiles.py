@@ -171,7 +171,8 @@ def test_gpu_opt_ring_knobs_bitwise(tmp_path, monkeypatch):
     - LAB_GPU_RING_PRE holds part of the pre-wait fill until the consumers pass the PDL wait: 1 stage (the
       producer stops at once), 5 (no divisor of the rings' 8 or 16 stages) and 64 (at least every ring:
       the whole ring, as unset). A wrong phase of the hold deadlocks or reads a slot early.
-    - LAB_GPU_NORM_EARLY copies the norm weights into shared memory before the wait: the same values.
+    - LAB_GPU_NORM_EARLY (on by default) copies the norm weights into shared memory before the wait; =0
+      loads them from global memory with x after it: the same values.
     variant() names both, and a bad RING_PRE is refused."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
@@ -185,14 +186,14 @@ def test_gpu_opt_ring_knobs_bitwise(tmp_path, monkeypatch):
                                           monkeypatch)
             assert np.array_equal(got, want), (name, pre, float(np.abs(got - want).max()))
             assert got_gen.tolist() == want_gen.tolist(), (name, pre)
-        got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(i), "LAB_GPU_NORM_EARLY": "1"},
-                                      monkeypatch)  # norm weights copied before the wait: the same values
-        assert np.array_equal(got, want), (name, "norm_early", float(np.abs(got - want).max()))
-        assert got_gen.tolist() == want_gen.tolist(), (name, "norm_early")
+        got, got_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": str(i), "LAB_GPU_NORM_EARLY": "0"},
+                                      monkeypatch)  # norm weights loaded after the wait: the same values
+        assert np.array_equal(got, want), (name, "norm after the wait", float(np.abs(got - want).max()))
+        assert got_gen.tolist() == want_gen.tolist(), (name, "norm after the wait")
     monkeypatch.setenv("LAB_GPU_RING_PRE", "5")
-    monkeypatch.setenv("LAB_GPU_NORM_EARLY", "1")
+    monkeypatch.setenv("LAB_GPU_NORM_EARLY", "0")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert "ring 5 stages before the wait" in v and "ring norm weights before the wait" in v, v
+    assert "ring 5 stages before the wait" in v and "ring norm weights after the wait" in v, v
     monkeypatch.delenv("LAB_GPU_NORM_EARLY")
     for bad in ("0", "65", "x"):
         monkeypatch.setenv("LAB_GPU_RING_PRE", bad)
