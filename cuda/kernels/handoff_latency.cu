@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace {
@@ -112,6 +113,7 @@ int main(int argc, char** argv) {
   CK(cudaFuncSetAttribute(Reader, cudaFuncAttributeMaxDynamicSharedMemorySize, K * 4));
   std::printf("handoff_latency: %s, %d SMs, x of %d floats, %d pairs a row\n", prop.name, G, K, pairs);
   std::printf("%-8s %-13s %-4s %12s %12s %12s\n", "writers", "reader reads", "PDL", "phase us", "pre us", "drain us");
+  std::string result;
   for (int stream = 0; stream < 2; ++stream)
     for (int other = 0; other < 2; ++other)
       for (int pdl = 1; pdl >= 0; --pdl) {
@@ -145,6 +147,11 @@ int main(int argc, char** argv) {
         };
         std::printf("%-8s %-13s %-4s %12.2f %12.2f %12.2f\n", stream ? "stream" : "idle",
                     other ? "untouched" : "their x", pdl ? "yes" : "no", med(phase), med(pre), med(drain));
+        char row[160];
+        std::snprintf(row, sizeof row, "%s{\"stream\": %d, \"untouched\": %d, \"pdl\": %d, \"phase_us\": %.3f}",
+                      result.empty() ? "" : ", ", stream, other, pdl, med(phase));
+        result += row;
       }
+  std::printf("RESULT {\"k\": %d, \"rows\": [%s]}\n", K, result.c_str());  // py/tests/test_gpu_lab_probes.py
   return 0;
 }

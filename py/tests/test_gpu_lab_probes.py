@@ -1,5 +1,5 @@
-"""The kernel lab's two machine probes (cuda/kernels/README.md, "SM rates" and "Latency under load"), run as
-the GPU bundle ships them:
+"""The kernel lab's machine probes (cuda/kernels/README.md: "SM rates", "Latency under load", "The
+handoff"), run as the GPU bundle ships them:
 
 - sm_rates: every launch puts its blocks on distinct SMs (the precondition of slices chosen by %smid), and
   slices sized by the measured rates end the blocks closer together than equal slices do. The last claim
@@ -7,6 +7,7 @@ the GPU bundle ships them:
   misplaced make the spread grow), and would fail on a card whose SMs all stream alike.
 - latency_under_load: a chase through L2-resident lines is faster than one through 1 GiB of lines (so the
   persisting window and the moving start work), the streaming modes stream, and the idle mode does not.
+- handoff_latency: reading a 56 KB vector right after the PDL wait takes longer than a 16 KB one.
 
 Bad arguments are refused with a usage line before any CUDA call, so those tests run on the CPU too.
 """
@@ -56,8 +57,20 @@ def test_latency_under_load_sets_and_modes():
             assert r[s][m][0] > 0 and r[s][m][1] > 100, (s, m, out)  # GB/s: the other SMs stream
 
 
+@pytest.mark.gpu
+def test_handoff_latency_grows_with_the_vector():
+    """Every SM reading the same vector right after the PDL wait: a 56 KB vector takes longer than a 16 KB
+    one, with the writers streaming first and PDL on (the kernel lab's finding, "The handoff")."""
+    def phase(k):
+        r, out = _result(["handoff_latency", str(k), "8"])
+        assert r["k"] == k and len(r["rows"]) == 8 and all(x["phase_us"] > 0 for x in r["rows"]), out
+        return next(x["phase_us"] for x in r["rows"] if x["stream"] and x["pdl"] and not x["untouched"])
+    assert phase(14336) > phase(4096)
+
+
 @pytest.mark.parametrize("args", [["sm_rates", "0"], ["sm_rates", "117", "2"], ["sm_rates", "1", "2", "3"],
-                                  ["latency_under_load", "5"], ["latency_under_load", "100", "1"]])
+                                  ["latency_under_load", "5"], ["latency_under_load", "100", "1"],
+                                  ["handoff_latency", "100"], ["handoff_latency", "4096", "2"]])
 def test_bad_arguments_refused(args):
     p = subprocess.run([str(_binary(args[0])), *args[1:]], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and f"usage: {args[0]}" in p.stderr, (args, p.stderr)
