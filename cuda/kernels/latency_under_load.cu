@@ -62,7 +62,8 @@ struct Out {
 
 // grid = G, block = kWarps warps + 1 (the producer), dynamic smem kStages * kPiece.
 __global__ void __launch_bounds__((kWarps + 1) * 32, 1)
-    Probe(const unsigned* chase, unsigned start, int hops, int mode, const uint4* stream, volatile int* stop, Out* out) {
+    Probe(const unsigned* chase, unsigned start, int hops, int mode, const uint4* stream, volatile int* stop,
+          Out* out) {
   extern __shared__ __align__(128) uint4 ring[];  // (aligned: RingMatvecKernel's note)
   __shared__ uint64_t full[kStages], empty[kStages];
   __shared__ long long end_it;  // the producer's first end marker (consumers stop there)

@@ -160,7 +160,8 @@ int main(int argc, char** argv) {
   const long long mb = argc > 1 ? std::atoll(argv[1]) : 235;
   const int launches = argc > 2 ? std::atoi(argv[2]) : 40;
   if (argc > 3 || mb < 1 || mb > 65536 || launches < 4 || launches > 100000) {
-    std::fprintf(stderr, "usage: sm_rates [MB of the buffer, 1..65536, default 235] [launches a variant, >= 4, default 40]\n");
+    std::fprintf(stderr,
+                 "usage: sm_rates [MB of the buffer, 1..65536, default 235] [launches a variant, >= 4, default 40]\n");
     return 1;
   }
   cudaDeviceProp prop;
@@ -204,7 +205,8 @@ int main(int argc, char** argv) {
     for (double& x : t) x /= med;
     v.rel.push_back(t);
     v.ms.push_back(ms);
-    v.spread_us.push_back((*std::max_element(ends.begin(), ends.end()) - *std::min_element(ends.begin(), ends.end())) / 1e3);
+    const auto [first, last] = std::minmax_element(ends.begin(), ends.end());
+    v.spread_us.push_back((*last - *first) / 1e3);
   };
   auto upload = [&](Variant& v) {
     if (!v.d_bounds) CK(cudaMalloc(&v.d_bounds, sizeof(long long) * (G + 1)));
