@@ -82,6 +82,12 @@ def cuda_library(name, srcs, hdrs = [], deps = [], copts = [], **kwargs):
         **kwargs
     )
 
+def cuda_binary(name, srcs, deps = [], **kwargs):
+    """A standalone CUDA program (a kernel-lab probe): its sources as a cuda_library `<name>_lib`, linked
+    into the cc_binary `<name>` (copied into the GPU bundle's tools/ with the other binaries of //cuda)."""
+    cuda_library(name = name + "_lib", srcs = srcs, deps = deps, alwayslink = True)
+    native.cc_binary(name = name, deps = [":" + name + "_lib"], **kwargs)
+
 def pybind_extension(name, srcs, deps = [], **kwargs):
     """A pybind11 module `<name>.so` for the Python chosen by --//tools:target_python (host or 3.12)."""
     native.cc_binary(

@@ -16,8 +16,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <string>
 #include <vector>
+
+#include "cuda/common/cuda_check.h"
 
 namespace {
 
@@ -73,18 +76,9 @@ __global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st,
   }
 }
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
-
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Run(int argc, char** argv) {
   const int K = argc > 1 ? std::atoi(argv[1]) : 4096;
   const int pairs = argc > 2 ? std::atoi(argv[2]) : 50;
   if (argc > 3 || K < 256 || K > 32768 || K % 4 || pairs < 4 || pairs > 100000) {
@@ -92,7 +86,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
+  LAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const int G = prop.multiProcessorCount;
   const long long wbytes = 256LL << 20;  // what the writers stream in mode "stream" (gate_up's size)
   const long long per_block = wbytes / 16 / G;
@@ -100,17 +94,17 @@ int main(int argc, char** argv) {
   float *x, *x_other, *out;
   unsigned* sink;
   Stamps* st;
-  CK(cudaMalloc(&w, size_t(wbytes)));
-  CK(cudaMemset(w, 0x11, size_t(wbytes)));
-  CK(cudaMalloc(&x, size_t(K) * 4));
-  CK(cudaMalloc(&x_other, size_t(K) * 4));
-  CK(cudaMemset(x_other, 0, size_t(K) * 4));
-  CK(cudaMalloc(&out, 4));
-  CK(cudaMalloc(&sink, 4));
-  CK(cudaMalloc(&st, sizeof(Stamps)));
+  LAB_CUDA_CHECK(cudaMalloc(&w, size_t(wbytes)));
+  LAB_CUDA_CHECK(cudaMemset(w, 0x11, size_t(wbytes)));
+  LAB_CUDA_CHECK(cudaMalloc(&x, size_t(K) * 4));
+  LAB_CUDA_CHECK(cudaMalloc(&x_other, size_t(K) * 4));
+  LAB_CUDA_CHECK(cudaMemset(x_other, 0, size_t(K) * 4));
+  LAB_CUDA_CHECK(cudaMalloc(&out, 4));
+  LAB_CUDA_CHECK(cudaMalloc(&sink, 4));
+  LAB_CUDA_CHECK(cudaMalloc(&st, sizeof(Stamps)));
   cudaStream_t s;
-  CK(cudaStreamCreate(&s));
-  CK(cudaFuncSetAttribute(Reader, cudaFuncAttributeMaxDynamicSharedMemorySize, K * 4));
+  LAB_CUDA_CHECK(cudaStreamCreate(&s));
+  LAB_CUDA_CHECK(cudaFuncSetAttribute(Reader, cudaFuncAttributeMaxDynamicSharedMemorySize, K * 4));
   std::printf("handoff_latency: %s, %d SMs, x of %d floats, %d pairs a row\n", prop.name, G, K, pairs);
   std::printf("%-8s %-13s %-4s %12s %12s %12s\n", "writers", "reader reads", "PDL", "phase us", "pre us", "drain us");
   std::string result;
@@ -120,7 +114,7 @@ int main(int argc, char** argv) {
         std::vector<double> phase, pre, drain;
         for (int i = 0; i < pairs + 2; ++i) {
           Stamps z = {0, ~0ull, 0, 0, 0};
-          CK(cudaMemcpyAsync(st, &z, sizeof(z), cudaMemcpyHostToDevice, s));
+          LAB_CUDA_CHECK(cudaMemcpyAsync(st, &z, sizeof(z), cudaMemcpyHostToDevice, s));
           Writer<<<G, 256, 0, s>>>(w, per_block, x, K, stream, sink, st);
           cudaLaunchConfig_t cfg = {};
           cfg.gridDim = dim3(G);
@@ -132,10 +126,10 @@ int main(int argc, char** argv) {
           at.val.programmaticStreamSerializationAllowed = pdl;
           cfg.attrs = &at;
           cfg.numAttrs = 1;
-          CK(cudaLaunchKernelEx(&cfg, Reader, static_cast<const float*>(other ? x_other : x), K, st, out));
+          LAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, Reader, static_cast<const float*>(other ? x_other : x), K, st, out));
           Stamps h;
-          CK(cudaMemcpyAsync(&h, st, sizeof(h), cudaMemcpyDeviceToHost, s));
-          CK(cudaStreamSynchronize(s));
+          LAB_CUDA_CHECK(cudaMemcpyAsync(&h, st, sizeof(h), cudaMemcpyDeviceToHost, s));
+          LAB_CUDA_CHECK(cudaStreamSynchronize(s));
           if (i < 2) continue;  // warm-up
           phase.push_back(double(h.r_phase_sum) / double(h.r_blocks) / 1e3);
           pre.push_back(double(h.r_pre_sum) / double(h.r_blocks) / 1e3);
@@ -154,4 +148,13 @@ int main(int argc, char** argv) {
       }
   std::printf("RESULT {\"k\": %d, \"rows\": [%s]}\n", K, result.c_str());  // py/tests/test_gpu_lab_probes.py
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {  // DeviceError from LAB_CUDA_CHECK: no GPU, a bad launch
+    std::fprintf(stderr, "handoff_latency: %s\n", e.what());
+    return 1;
+  }
 }

@@ -27,20 +27,18 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "cuda/common/bulk_copy.cuh"
+#include "cuda/common/cuda_check.h"
 
 namespace {
 
-using lab::cuda::BulkCopyToShared;
-using lab::cuda::MbarArrive;
-using lab::cuda::MbarArriveExpectTx;
-using lab::cuda::MbarInit;
-using lab::cuda::MbarWait;
+using namespace lab::cuda;  // the bulk copies and their mbarriers (cuda/common/bulk_copy.cuh)
 
 enum Mode { kIdle, kRemoteLdg, kRemoteTma, kHalfTma, kLocalLdg, kLocalTma, kModes };
 const char* const kModeName[kModes] = {"idle", "remote_ldg", "remote_tma", "half_tma", "local_ldg", "local_tma"};
@@ -142,15 +140,6 @@ __global__ void __launch_bounds__((kWarps + 1) * 32, 1)
   if (bytes) atomicAdd(&out->bytes, bytes);
 }
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
-
 // A random cycle through n lines of 32 unsigned (128 bytes) each, starting at line 0: element 32 l holds
 // the index of the next line's first element.
 std::vector<unsigned> Cycle(size_t n, unsigned seed) {
@@ -165,14 +154,14 @@ std::vector<unsigned> Cycle(size_t n, unsigned seed) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Run(int argc, char** argv) {
   const int hops = argc > 1 ? std::atoi(argv[1]) : 2000;
   if (argc > 2 || hops < 10 || hops > 1000000) {
     std::fprintf(stderr, "usage: latency_under_load [hops per launch, 10..1000000, default 2000]\n");
     return 1;
   }
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
+  LAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const int G = prop.multiProcessorCount;
   std::printf("latency_under_load: %s, %d SMs, %d hops a launch, streaming over %lld MB\n", prop.name, G, hops,
               kStreamBytes >> 20);
@@ -183,29 +172,29 @@ int main(int argc, char** argv) {
   } sets[2] = {{"L2 hit (64 lines, persisting)", 64}, {"HBM (1 GiB of random lines)", (1u << 30) / 128}};
   for (Set& s : sets) {
     const std::vector<unsigned> v = Cycle(s.lines, 7u + unsigned(s.lines));
-    CK(cudaMalloc(&s.d, v.size() * 4));
-    CK(cudaMemcpy(s.d, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+    LAB_CUDA_CHECK(cudaMalloc(&s.d, v.size() * 4));
+    LAB_CUDA_CHECK(cudaMemcpy(s.d, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
   }
   uint4* stream;
-  CK(cudaMalloc(&stream, size_t(kStreamBytes)));
-  CK(cudaMemset(stream, 0x3c, size_t(kStreamBytes)));
+  LAB_CUDA_CHECK(cudaMalloc(&stream, size_t(kStreamBytes)));
+  LAB_CUDA_CHECK(cudaMemset(stream, 0x3c, size_t(kStreamBytes)));
   int* stop;
   Out* d_out;
-  CK(cudaMalloc(&stop, 4));
-  CK(cudaMalloc(&d_out, sizeof(Out)));
+  LAB_CUDA_CHECK(cudaMalloc(&stop, 4));
+  LAB_CUDA_CHECK(cudaMalloc(&d_out, sizeof(Out)));
   cudaStream_t st;
-  CK(cudaStreamCreate(&st));
+  LAB_CUDA_CHECK(cudaStreamCreate(&st));
   // Keep the small set in L2 against the stream's lines.
-  CK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 1 << 20));
+  LAB_CUDA_CHECK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 1 << 20));
   cudaStreamAttrValue attr = {};
   attr.accessPolicyWindow.base_ptr = sets[0].d;
   attr.accessPolicyWindow.num_bytes = sets[0].lines * 128;
   attr.accessPolicyWindow.hitRatio = 1.0f;
   attr.accessPolicyWindow.hitProp = cudaAccessPropertyPersisting;
   attr.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
-  CK(cudaStreamSetAttribute(st, cudaStreamAttributeAccessPolicyWindow, &attr));
+  LAB_CUDA_CHECK(cudaStreamSetAttribute(st, cudaStreamAttributeAccessPolicyWindow, &attr));
   const int smem = kStages * kPiece;
-  CK(cudaFuncSetAttribute(Probe, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  LAB_CUDA_CHECK(cudaFuncSetAttribute(Probe, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
 
   std::string result = std::string("RESULT {\"card\": \"") + prop.name + "\"";
   for (int k = 0; k < 2; ++k) {
@@ -216,13 +205,13 @@ int main(int argc, char** argv) {
     for (int m = 0; m < kModes; ++m) {
       std::vector<double> ns, gbs;
       for (int rep = 0; rep < 10; ++rep) {
-        CK(cudaMemsetAsync(stop, 0, 4, st));
-        CK(cudaMemsetAsync(d_out, 0, sizeof(Out), st));
+        LAB_CUDA_CHECK(cudaMemsetAsync(stop, 0, 4, st));
+        LAB_CUDA_CHECK(cudaMemsetAsync(d_out, 0, sizeof(Out), st));
         Probe<<<G, (kWarps + 1) * 32, smem, st>>>(s.d, next, hops, m, stream, stop, d_out);
-        CK(cudaGetLastError());
-        CK(cudaStreamSynchronize(st));
+        LAB_CUDA_CHECK(cudaGetLastError());
+        LAB_CUDA_CHECK(cudaStreamSynchronize(st));
         Out o;
-        CK(cudaMemcpy(&o, d_out, sizeof(Out), cudaMemcpyDeviceToHost));
+        LAB_CUDA_CHECK(cudaMemcpy(&o, d_out, sizeof(Out), cudaMemcpyDeviceToHost));
         next = o.end;
         if (rep == 0) continue;  // warm-up (the small set into L2)
         const double t = double(o.t1 - o.t0);
@@ -240,4 +229,13 @@ int main(int argc, char** argv) {
   }
   std::printf("%s}\n", result.c_str());  // for py/tests/test_gpu_lab_probes.py: [ns a hop, streamers GB/s]
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {  // DeviceError from LAB_CUDA_CHECK: no GPU, a bad launch
+    std::fprintf(stderr, "latency_under_load: %s\n", e.what());
+    return 1;
+  }
 }

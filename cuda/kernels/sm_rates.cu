@@ -25,19 +25,17 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "cuda/common/bulk_copy.cuh"
+#include "cuda/common/cuda_check.h"
 
 namespace {
 
-using lab::cuda::BulkCopyToShared;
-using lab::cuda::MbarArrive;
-using lab::cuda::MbarArriveExpectTx;
-using lab::cuda::MbarInit;
-using lab::cuda::MbarWait;
+using namespace lab::cuda;  // the bulk copies and their mbarriers (cuda/common/bulk_copy.cuh)
 
 constexpr int kCw = 8, kStages = 16, kPiece = 8192;  // the engine's ring.c8.s16.k256: 16 stages of 8 KB
 constexpr int kPieceChunks = kPiece / 16;
@@ -100,15 +98,6 @@ __global__ void __launch_bounds__((kCw + 1) * 32, 1)
   if (threadIdx.x == 0) rec[blockIdx.x] = Rec{t0, Timer(), smid, idx};
 }
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
-
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -156,7 +145,7 @@ struct Variant {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Run(int argc, char** argv) {
   const long long mb = argc > 1 ? std::atoll(argv[1]) : 235;
   const int launches = argc > 2 ? std::atoi(argv[2]) : 40;
   if (argc > 3 || mb < 1 || mb > 65536 || launches < 4 || launches > 100000) {
@@ -165,35 +154,35 @@ int main(int argc, char** argv) {
     return 1;
   }
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
+  LAB_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const int G = prop.multiProcessorCount;
   const long long pieces = mb * 1000000 / kPiece;
   std::printf("sm_rates: %s, %d SMs, %lld MB in %d-byte pieces, %d launches a variant\n", prop.name, G,
               pieces * kPiece / 1000000, kPiece, launches);
   uint4* buf;
-  CK(cudaMalloc(&buf, size_t(pieces) * kPiece));
-  CK(cudaMemset(buf, 0x5a, size_t(pieces) * kPiece));
+  LAB_CUDA_CHECK(cudaMalloc(&buf, size_t(pieces) * kPiece));
+  LAB_CUDA_CHECK(cudaMemset(buf, 0x5a, size_t(pieces) * kPiece));
   Rec* d_rec;
   unsigned* sink;
-  CK(cudaMalloc(&d_rec, sizeof(Rec) * G));
-  CK(cudaMalloc(&sink, 4));
+  LAB_CUDA_CHECK(cudaMalloc(&d_rec, sizeof(Rec) * G));
+  LAB_CUDA_CHECK(cudaMalloc(&sink, 4));
   const int smem = kStages * kPiece;
-  CK(cudaFuncSetAttribute(SliceStream, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  LAB_CUDA_CHECK(cudaFuncSetAttribute(SliceStream, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
+  LAB_CUDA_CHECK(cudaEventCreate(&e0));
+  LAB_CUDA_CHECK(cudaEventCreate(&e1));
   std::vector<Rec> rec(G);
   int bad = 0;
 
   auto run = [&](Variant& v) {
-    CK(cudaEventRecord(e0));
+    LAB_CUDA_CHECK(cudaEventRecord(e0));
     SliceStream<<<G, (kCw + 1) * 32, smem>>>(buf, v.d_bounds, v.by_smid, d_rec, sink);
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    CK(cudaGetLastError());
+    LAB_CUDA_CHECK(cudaEventRecord(e1));
+    LAB_CUDA_CHECK(cudaEventSynchronize(e1));
+    LAB_CUDA_CHECK(cudaGetLastError());
     float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    CK(cudaMemcpy(rec.data(), d_rec, sizeof(Rec) * G, cudaMemcpyDeviceToHost));
+    LAB_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    LAB_CUDA_CHECK(cudaMemcpy(rec.data(), d_rec, sizeof(Rec) * G, cudaMemcpyDeviceToHost));
     std::vector<int> seen(G, 0);
     std::vector<double> t(G, 0), ends;
     for (const Rec& r : rec) {
@@ -209,8 +198,8 @@ int main(int argc, char** argv) {
     v.spread_us.push_back((*last - *first) / 1e3);
   };
   auto upload = [&](Variant& v) {
-    if (!v.d_bounds) CK(cudaMalloc(&v.d_bounds, sizeof(long long) * (G + 1)));
-    CK(cudaMemcpy(v.d_bounds, v.bounds.data(), sizeof(long long) * (G + 1), cudaMemcpyHostToDevice));
+    if (!v.d_bounds) LAB_CUDA_CHECK(cudaMalloc(&v.d_bounds, sizeof(long long) * (G + 1)));
+    LAB_CUDA_CHECK(cudaMemcpy(v.d_bounds, v.bounds.data(), sizeof(long long) * (G + 1), cudaMemcpyHostToDevice));
   };
   auto report = [&](const Variant& v) {
     std::vector<double> sp = v.spread_us, ms = v.ms;
@@ -275,4 +264,13 @@ int main(int argc, char** argv) {
               all[order[G - 1]] / all[order[0]], r0.c_str(), r1.c_str(), r2.c_str());
 
   return bad ? 2 : 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {  // DeviceError from LAB_CUDA_CHECK: no GPU, a bad launch
+    std::fprintf(stderr, "sm_rates: %s\n", e.what());
+    return 1;
+  }
 }
