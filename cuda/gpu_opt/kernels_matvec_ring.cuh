@@ -333,9 +333,9 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
     const float4* x4 = reinterpret_cast<const float4*>(p.x);
     const uint4* x16 = reinterpret_cast<const uint4*>(p.x16);
     const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
-    // GS (g_early): the norm weights from shared memory. One loop per source, chosen once: a choice per
-    // chunk put a branch between each chunk's loads, so they no longer went out together (-0.6% a step in
-    // session 19's A/B, cuda/gpu_opt/README.md).
+    // GS (g_early): the norm weights from shared memory. One loop per source, chosen once. With the choice
+    // made per chunk (a branch between each chunk's loads) the engine read 0.6% below session 18's, its
+    // peer in the A/B; with one loop per source, 0.35% above (session 19, cuda/gpu_opt/README.md).
     auto stage_x = [&](auto gs) {
       constexpr bool GS = decltype(gs)::value;
       for (int base = tid; base < nch; base += kXc * nthreads) {
