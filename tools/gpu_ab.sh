@@ -12,6 +12,9 @@
 # given, that list N times (labels of later rounds get _2, _3, ...), through cuda/gpu_opt/decode_variants.py.
 # Everything lands in one archive, $OUT/ab.tgz (a device call brings back only a few files): the
 # variants' table, json, plot and logs, and the suite's log.
+# Give it the last benched bundle as one of the variants, not only the knob's base: session 19's knob
+# A/Bs compared variants of one bundle whose ring had become 8% slower, and blamed the card
+# (cuda/gpu_opt/README.md, "Session 19").
 set -euo pipefail
 ROUNDS=2 CONTEXTS=512,2048 REPEATS=3 SUITE=0 DRY=0
 specs=()
