@@ -9,7 +9,10 @@
 // that no kernel writes: "untouched", in L2 after the warm-up), stores it in shared memory, syncs, stamps
 // again. Per pair: the mean over blocks of that span, the readers' mean "pre" (from their start to the
 // wait's return) and the span from the writers' last end to the readers' first release (the drain).
+// A second table (EngineReader, written after session 19's last device call: not yet run on a card) adds
+// the engine's own steps one at a time: x in fp16, the norm weights, a landed 128 KB ring.
 // Needs sm_90 (PDL). Usage: handoff_latency [K floats, default 4096] [pairs, default 50].
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/common/bulk_copy.cuh"
 #include "cuda/common/cuda_check.h"
 
 namespace {
@@ -76,6 +80,72 @@ __global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st,
   }
 }
 
+// The engine's ring tiles do more than Reader between the wait and their first product. EngineReader adds
+// it piece by piece (bit flags), so that the first phase of the step traces (1.8-2.3 us a launch, against
+// this probe's 0.5 us for 8 KB) can be taken apart: kNorm also reads K fp32 norm weights that no kernel
+// writes, as qkv, gate_up and lm_head do (LAB_GPU_NORM_EARLY=0); kRing first fills 128 KB of shared
+// memory by bulk copies issued before the wait, as a ring does, and waits for them after it; kHalf reads
+// x as fp16 (K halves, 2 bytes each) and unpacks it, as every engine matvec does. grid = G, 256 threads,
+// dynamic smem EngineSmem(K, flags).
+enum : int { kNorm = 1, kRing = 2, kHalf = 4 };
+constexpr int kRingBytes = 128 * 1024;
+inline size_t EngineSmem(int K, int flags) { return size_t(K) * 4 + ((flags & kRing) ? kRingBytes : 0); }
+
+__global__ void __launch_bounds__(256) EngineReader(const float* x, const float* g, const uint4* ringsrc, int K,
+                                                    int flags, Stamps* st, float* out) {
+  extern __shared__ __align__(128) float4 es[];
+  __shared__ uint64_t ring_bar;
+  float4* const xs = es + ((flags & kRing) ? kRingBytes / 16 : 0);
+  if ((flags & kRing) && threadIdx.x == 0) {
+    lab::cuda::MbarInit(&ring_bar);
+    lab::cuda::MbarArriveExpectTx(&ring_bar, kRingBytes);
+    for (int c = 0; c < kRingBytes / 8192; ++c)
+      lab::cuda::BulkCopyToShared(es + c * 512, ringsrc + (size_t(blockIdx.x) * (kRingBytes / 16)) + c * 512, 8192,
+                                  &ring_bar);
+  }
+  const unsigned long long t0 = Timer();
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  const unsigned long long t1 = Timer();
+  if (flags & kHalf) {  // x as K halves: 8 a 16-byte chunk, unpacked to fp32
+    const uint4* x16 = reinterpret_cast<const uint4*>(x);
+    for (int c = threadIdx.x; c < K / 8; c += 256) {
+      const uint4 v = __ldcg(x16 + c);
+      const __half2* h = reinterpret_cast<const __half2*>(&v);
+      float2 f[4];
+      for (int j = 0; j < 4; ++j) f[j] = __half22float2(h[j]);
+      float4 lo = make_float4(f[0].x, f[0].y, f[1].x, f[1].y), hi = make_float4(f[2].x, f[2].y, f[3].x, f[3].y);
+      if (flags & kNorm) {
+        const float4* g4 = reinterpret_cast<const float4*>(g);
+        const float4 ga = __ldg(g4 + 2 * c), gb = __ldg(g4 + 2 * c + 1);
+        lo = make_float4(lo.x * ga.x, lo.y * ga.y, lo.z * ga.z, lo.w * ga.w);
+        hi = make_float4(hi.x * gb.x, hi.y * gb.y, hi.z * gb.z, hi.w * gb.w);
+      }
+      xs[2 * c] = lo;
+      xs[2 * c + 1] = hi;
+    }
+  } else {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    for (int i = threadIdx.x; i < K / 4; i += 256) {
+      float4 v = __ldcg(x4 + i);
+      if (flags & kNorm) {
+        const float4 gv = __ldg(reinterpret_cast<const float4*>(g) + i);
+        v = make_float4(v.x * gv.x, v.y * gv.y, v.z * gv.z, v.w * gv.w);
+      }
+      xs[i] = v;
+    }
+  }
+  if (flags & kRing) lab::cuda::MbarWait(&ring_bar, 0);
+  __syncthreads();
+  const unsigned long long t2 = Timer();
+  if (threadIdx.x == 0) {
+    atomicMin(&st->r_rel_min, t1);
+    atomicAdd(&st->r_pre_sum, t1 - t0);
+    atomicAdd(&st->r_phase_sum, t2 - t1);
+    atomicAdd(&st->r_blocks, 1ull);
+    if (blockIdx.x == 0) *out = xs[K / 8].x + ((flags & kRing) ? es[7].x : 0.f);
+  }
+}
+
 }  // namespace
 
 static int Run(int argc, char** argv) {
@@ -97,6 +167,9 @@ static int Run(int argc, char** argv) {
   LAB_CUDA_CHECK(cudaMalloc(&w, size_t(wbytes)));
   LAB_CUDA_CHECK(cudaMemset(w, 0x11, size_t(wbytes)));
   LAB_CUDA_CHECK(cudaMalloc(&x, size_t(K) * 4));
+  float* g;  // EngineReader's norm weights
+  LAB_CUDA_CHECK(cudaMalloc(&g, size_t(K) * 4));
+  LAB_CUDA_CHECK(cudaMemset(g, 0, size_t(K) * 4));
   LAB_CUDA_CHECK(cudaMalloc(&x_other, size_t(K) * 4));
   LAB_CUDA_CHECK(cudaMemset(x_other, 0, size_t(K) * 4));
   LAB_CUDA_CHECK(cudaMalloc(&out, 4));
@@ -106,47 +179,75 @@ static int Run(int argc, char** argv) {
   LAB_CUDA_CHECK(cudaStreamCreate(&s));
   LAB_CUDA_CHECK(cudaFuncSetAttribute(Reader, cudaFuncAttributeMaxDynamicSharedMemorySize, K * 4));
   std::printf("handoff_latency: %s, %d SMs, x of %d floats, %d pairs a row\n", prop.name, G, K, pairs);
+  // One row: `pairs` writer/reader pairs (after 2 warm-up pairs); medians of the readers' mean phase and
+  // pre, and of the drain.
+  struct Row {
+    double phase, pre, drain;
+  };
+  auto measure = [&](int stream, int pdl, size_t smem, auto kernel, auto... args) {
+    std::vector<double> phase, pre, drain;
+    for (int i = 0; i < pairs + 2; ++i) {
+      Stamps z = {0, ~0ull, 0, 0, 0};
+      LAB_CUDA_CHECK(cudaMemcpyAsync(st, &z, sizeof(z), cudaMemcpyHostToDevice, s));
+      Writer<<<G, 256, 0, s>>>(w, per_block, x, K, stream, sink, st);
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(G);
+      cfg.blockDim = dim3(256);
+      cfg.dynamicSmemBytes = smem;
+      cfg.stream = s;
+      cudaLaunchAttribute at;
+      at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      at.val.programmaticStreamSerializationAllowed = pdl;
+      cfg.attrs = &at;
+      cfg.numAttrs = 1;
+      LAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+      Stamps h;
+      LAB_CUDA_CHECK(cudaMemcpyAsync(&h, st, sizeof(h), cudaMemcpyDeviceToHost, s));
+      LAB_CUDA_CHECK(cudaStreamSynchronize(s));
+      if (i < 2) continue;  // warm-up
+      phase.push_back(double(h.r_phase_sum) / double(h.r_blocks) / 1e3);
+      pre.push_back(double(h.r_pre_sum) / double(h.r_blocks) / 1e3);
+      drain.push_back((double(h.r_rel_min) - double(h.w_end_max)) / 1e3);
+    }
+    auto med = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    return Row{med(phase), med(pre), med(drain)};
+  };
   std::printf("%-8s %-13s %-4s %12s %12s %12s\n", "writers", "reader reads", "PDL", "phase us", "pre us", "drain us");
   std::string result;
   for (int stream = 0; stream < 2; ++stream)
     for (int other = 0; other < 2; ++other)
       for (int pdl = 1; pdl >= 0; --pdl) {
-        std::vector<double> phase, pre, drain;
-        for (int i = 0; i < pairs + 2; ++i) {
-          Stamps z = {0, ~0ull, 0, 0, 0};
-          LAB_CUDA_CHECK(cudaMemcpyAsync(st, &z, sizeof(z), cudaMemcpyHostToDevice, s));
-          Writer<<<G, 256, 0, s>>>(w, per_block, x, K, stream, sink, st);
-          cudaLaunchConfig_t cfg = {};
-          cfg.gridDim = dim3(G);
-          cfg.blockDim = dim3(256);
-          cfg.dynamicSmemBytes = size_t(K) * 4;
-          cfg.stream = s;
-          cudaLaunchAttribute at;
-          at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-          at.val.programmaticStreamSerializationAllowed = pdl;
-          cfg.attrs = &at;
-          cfg.numAttrs = 1;
-          LAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, Reader, static_cast<const float*>(other ? x_other : x), K, st, out));
-          Stamps h;
-          LAB_CUDA_CHECK(cudaMemcpyAsync(&h, st, sizeof(h), cudaMemcpyDeviceToHost, s));
-          LAB_CUDA_CHECK(cudaStreamSynchronize(s));
-          if (i < 2) continue;  // warm-up
-          phase.push_back(double(h.r_phase_sum) / double(h.r_blocks) / 1e3);
-          pre.push_back(double(h.r_pre_sum) / double(h.r_blocks) / 1e3);
-          drain.push_back((double(h.r_rel_min) - double(h.w_end_max)) / 1e3);
-        }
-        auto med = [](std::vector<double> v) {
-          std::sort(v.begin(), v.end());
-          return v[v.size() / 2];
-        };
+        const Row r = measure(stream, pdl, size_t(K) * 4, Reader, static_cast<const float*>(other ? x_other : x), K,
+                              st, out);
         std::printf("%-8s %-13s %-4s %12.2f %12.2f %12.2f\n", stream ? "stream" : "idle",
-                    other ? "untouched" : "their x", pdl ? "yes" : "no", med(phase), med(pre), med(drain));
+                    other ? "untouched" : "their x", pdl ? "yes" : "no", r.phase, r.pre, r.drain);
         char row[160];
         std::snprintf(row, sizeof row, "%s{\"stream\": %d, \"untouched\": %d, \"pdl\": %d, \"phase_us\": %.3f}",
-                      result.empty() ? "" : ", ", stream, other, pdl, med(phase));
+                      result.empty() ? "" : ", ", stream, other, pdl, r.phase);
         result += row;
       }
-  std::printf("RESULT {\"k\": %d, \"rows\": [%s]}\n", K, result.c_str());  // py/tests/test_gpu_lab_probes.py
+  // The engine's steps added one by one (EngineReader), writers streaming, PDL on, the writer's x.
+  std::printf("engine-like readers (writers stream, PDL): %-28s %12s\n", "", "phase us");
+  std::string engine;
+  const int kFlagRows[] = {0, kHalf, kHalf | kNorm, kHalf | kRing, kHalf | kNorm | kRing};
+  for (int flags : kFlagRows) {
+    const size_t smem = EngineSmem(K, flags);
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(EngineReader, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    const Row r = measure(1, 1, smem, EngineReader, static_cast<const float*>(x), static_cast<const float*>(g),
+                          static_cast<const uint4*>(w), K, flags, st, out);
+    const std::string name = std::string(flags & kHalf ? "x fp16" : "x fp32") +
+                             (flags & kNorm ? " + norm weights" : "") + (flags & kRing ? " + 128 KB ring landed" : "");
+    std::printf("  %-70s %12.2f\n", name.c_str(), r.phase);
+    char row[160];
+    std::snprintf(row, sizeof row, "%s{\"flags\": %d, \"phase_us\": %.3f}", engine.empty() ? "" : ", ", flags,
+                  r.phase);
+    engine += row;
+  }
+  std::printf("RESULT {\"k\": %d, \"rows\": [%s], \"engine\": [%s]}\n", K, result.c_str(),
+              engine.c_str());  // py/tests/test_gpu_lab_probes.py
   return 0;
 }
 
