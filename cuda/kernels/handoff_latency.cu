@@ -62,6 +62,15 @@ __global__ void __launch_bounds__(256) Writer(const uint4* w, long long chunks_p
   if (acc == 0x9e3779b9u) atomicAdd(sink, 1u);
 }
 
+// A reader block's stamps, by its thread 0 after the block's barrier: start (t0), past the wait (t1), staged (t2).
+__device__ __forceinline__ void Record(Stamps* st, unsigned long long t0, unsigned long long t1, unsigned long long t2) {
+  if (threadIdx.x != 0) return;
+  atomicMin(&st->r_rel_min, t1);
+  atomicAdd(&st->r_pre_sum, t1 - t0);
+  atomicAdd(&st->r_phase_sum, t2 - t1);
+  atomicAdd(&st->r_blocks, 1ull);
+}
+
 __global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st, float* out) {
   extern __shared__ __align__(128) float4 xs[];
   const unsigned long long t0 = Timer();
@@ -70,14 +79,8 @@ __global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st,
   const float4* x4 = reinterpret_cast<const float4*>(x);
   for (int i = threadIdx.x; i < K / 4; i += 256) xs[i] = __ldcg(x4 + i);
   __syncthreads();
-  const unsigned long long t2 = Timer();
-  if (threadIdx.x == 0) {
-    atomicMin(&st->r_rel_min, t1);
-    atomicAdd(&st->r_pre_sum, t1 - t0);
-    atomicAdd(&st->r_phase_sum, t2 - t1);
-    atomicAdd(&st->r_blocks, 1ull);
-    if (blockIdx.x == 0) *out = xs[K / 8].x;
-  }
+  Record(st, t0, t1, Timer());
+  if (threadIdx.x == 0 && blockIdx.x == 0) *out = xs[K / 8].x;
 }
 
 // The engine's ring tiles do more than Reader between the wait and their first product. EngineReader adds
@@ -136,14 +139,8 @@ __global__ void __launch_bounds__(256) EngineReader(const float* x, const float*
   }
   if (flags & kRing) lab::cuda::MbarWait(&ring_bar, 0);
   __syncthreads();
-  const unsigned long long t2 = Timer();
-  if (threadIdx.x == 0) {
-    atomicMin(&st->r_rel_min, t1);
-    atomicAdd(&st->r_pre_sum, t1 - t0);
-    atomicAdd(&st->r_phase_sum, t2 - t1);
-    atomicAdd(&st->r_blocks, 1ull);
-    if (blockIdx.x == 0) *out = xs[K / 8].x + ((flags & kRing) ? es[7].x : 0.f);
-  }
+  Record(st, t0, t1, Timer());
+  if (threadIdx.x == 0 && blockIdx.x == 0) *out = xs[K / 8].x + ((flags & kRing) ? es[7].x : 0.f);
 }
 
 }  // namespace
