@@ -63,7 +63,8 @@ __global__ void __launch_bounds__(256) Writer(const uint4* w, long long chunks_p
 }
 
 // A reader block's stamps, by its thread 0 after the block's barrier: start (t0), past the wait (t1), staged (t2).
-__device__ __forceinline__ void Record(Stamps* st, unsigned long long t0, unsigned long long t1, unsigned long long t2) {
+__device__ __forceinline__ void Record(Stamps* st, unsigned long long t0, unsigned long long t1,
+                                       unsigned long long t2) {
   if (threadIdx.x != 0) return;
   atomicMin(&st->r_rel_min, t1);
   atomicAdd(&st->r_pre_sum, t1 - t0);
