@@ -23,16 +23,12 @@
 #include <string>
 #include <vector>
 
-#include "cuda/common/bulk_copy.cuh"
 #include "cuda/common/cuda_check.h"
+#include "cuda/gpu_opt/kernels_common.cuh"
 
 namespace {
 
-__device__ __forceinline__ unsigned long long Timer() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
+using namespace lab::gpu;  // GlobalTimer, PdlWait, PdlTrigger and the bulk copies (kernels_common.cuh)
 
 struct Stamps {
   unsigned long long w_end_max;                          // writers: the last block's end
@@ -42,7 +38,7 @@ struct Stamps {
 
 __global__ void __launch_bounds__(256) Writer(const uint4* w, long long chunks_per_block, float* x, int K, int stream,
                                               unsigned* sink, Stamps* st) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  PdlTrigger();
   unsigned acc = 0;
   if (stream) {
     const uint4* mine = w + size_t(blockIdx.x) * chunks_per_block;
@@ -58,7 +54,7 @@ __global__ void __launch_bounds__(256) Writer(const uint4* w, long long chunks_p
   for (int i = blockIdx.x * per + threadIdx.x; i < min(K, int(blockIdx.x + 1) * per); i += 256)
     x[i] = float(i & 7) + (acc == 0x9e3779b9u ? 1.f : 0.f);
   __syncthreads();
-  if (threadIdx.x == 0) atomicMax(&st->w_end_max, Timer());
+  if (threadIdx.x == 0) atomicMax(&st->w_end_max, GlobalTimer());
   if (acc == 0x9e3779b9u) atomicAdd(sink, 1u);
 }
 
@@ -74,13 +70,13 @@ __device__ __forceinline__ void Record(Stamps* st, unsigned long long t0, unsign
 
 __global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st, float* out) {
   extern __shared__ __align__(128) float4 xs[];
-  const unsigned long long t0 = Timer();
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  const unsigned long long t1 = Timer();
+  const unsigned long long t0 = GlobalTimer();
+  PdlWait();
+  const unsigned long long t1 = GlobalTimer();
   const float4* x4 = reinterpret_cast<const float4*>(x);
   for (int i = threadIdx.x; i < K / 4; i += 256) xs[i] = __ldcg(x4 + i);
   __syncthreads();
-  Record(st, t0, t1, Timer());
+  Record(st, t0, t1, GlobalTimer());
   if (threadIdx.x == 0 && blockIdx.x == 0) *out = xs[K / 8].x;
 }
 
@@ -101,15 +97,15 @@ __global__ void __launch_bounds__(256) EngineReader(const float* x, const float*
   __shared__ uint64_t ring_bar;
   float4* const xs = es + ((flags & kRing) ? kRingBytes / 16 : 0);
   if ((flags & kRing) && threadIdx.x == 0) {
-    lab::cuda::MbarInit(&ring_bar);
-    lab::cuda::MbarArriveExpectTx(&ring_bar, kRingBytes);
+    MbarInit(&ring_bar);
+    MbarArriveExpectTx(&ring_bar, kRingBytes);
     for (int c = 0; c < kRingBytes / 8192; ++c)
-      lab::cuda::BulkCopyToShared(es + c * 512, ringsrc + (size_t(blockIdx.x) * (kRingBytes / 16)) + c * 512, 8192,
+      BulkCopyToShared(es + c * 512, ringsrc + (size_t(blockIdx.x) * (kRingBytes / 16)) + c * 512, 8192,
                                   &ring_bar);
   }
-  const unsigned long long t0 = Timer();
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  const unsigned long long t1 = Timer();
+  const unsigned long long t0 = GlobalTimer();
+  PdlWait();
+  const unsigned long long t1 = GlobalTimer();
   if (flags & kHalf) {  // x as K halves: 8 a 16-byte chunk, unpacked to fp32
     const uint4* x16 = reinterpret_cast<const uint4*>(x);
     for (int c = threadIdx.x; c < K / 8; c += 256) {
@@ -138,9 +134,9 @@ __global__ void __launch_bounds__(256) EngineReader(const float* x, const float*
       xs[i] = v;
     }
   }
-  if (flags & kRing) lab::cuda::MbarWait(&ring_bar, 0);
+  if (flags & kRing) MbarWait(&ring_bar, 0);
   __syncthreads();
-  Record(st, t0, t1, Timer());
+  Record(st, t0, t1, GlobalTimer());
   if (threadIdx.x == 0 && blockIdx.x == 0) *out = xs[K / 8].x + ((flags & kRing) ? es[7].x : 0.f);
 }
 

@@ -33,12 +33,12 @@
 #include <string>
 #include <vector>
 
-#include "cuda/common/bulk_copy.cuh"
 #include "cuda/common/cuda_check.h"
+#include "cuda/gpu_opt/kernels_common.cuh"
 
 namespace {
 
-using namespace lab::cuda;  // the bulk copies and their mbarriers (cuda/common/bulk_copy.cuh)
+using namespace lab::gpu;  // GlobalTimer, PdlWait and the bulk copies (cuda/gpu_opt/kernels_common.cuh)
 
 enum Mode { kIdle, kRemoteLdg, kRemoteTma, kHalfTma, kLocalLdg, kLocalTma, kModes };
 const char* const kModeName[kModes] = {"idle", "remote_ldg", "remote_tma", "half_tma", "local_ldg", "local_tma"};
@@ -46,12 +46,6 @@ const char* const kModeName[kModes] = {"idle", "remote_ldg", "remote_tma", "half
 constexpr int kWarps = 8, kStream = kWarps - 1;  // warp 0: block 0's chase; warps 1..7 stream
 constexpr int kStages = 14, kPiece = 8192;         // a 112 KB ring; stage s goes to warp 1 + s % 7
 constexpr long long kStreamBytes = 4LL << 30;
-
-__device__ __forceinline__ unsigned long long Timer() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 
 struct Out {
   unsigned long long t0, t1, bytes;  // the chase's start and end; bytes streamed (all blocks)
@@ -85,9 +79,9 @@ __global__ void __launch_bounds__((kWarps + 1) * 32, 1)
   if (b == 0 && warp == 0) {  // the chase: each load's address is the previous load's value
     if (lane == 0) {
       unsigned i = start;
-      const unsigned long long t0 = Timer();
+      const unsigned long long t0 = GlobalTimer();
       for (int h = 0; h < hops; ++h) i = __ldcg(chase + i);
-      const unsigned long long t1 = Timer();
+      const unsigned long long t1 = GlobalTimer();
       out->t0 = t0;
       out->t1 = t1;
       out->end = i;

@@ -30,12 +30,12 @@
 #include <string>
 #include <vector>
 
-#include "cuda/common/bulk_copy.cuh"
 #include "cuda/common/cuda_check.h"
+#include "cuda/gpu_opt/kernels_common.cuh"
 
 namespace {
 
-using namespace lab::cuda;  // the bulk copies and their mbarriers (cuda/common/bulk_copy.cuh)
+using namespace lab::gpu;  // GlobalTimer, PdlWait and the bulk copies (cuda/gpu_opt/kernels_common.cuh)
 
 constexpr int kCw = 8, kStages = 16, kPiece = 8192;  // the engine's ring.c8.s16.k256: 16 stages of 8 KB
 constexpr int kPieceChunks = kPiece / 16;
@@ -45,11 +45,6 @@ struct Rec {
   int smid, idx;
 };
 
-__device__ __forceinline__ unsigned long long Timer() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 __device__ __forceinline__ int SmId() {
   int s;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
@@ -62,7 +57,7 @@ __global__ void __launch_bounds__((kCw + 1) * 32, 1)
     SliceStream(const uint4* buf, const long long* bounds, int by_smid, Rec* rec, unsigned* sink) {
   extern __shared__ __align__(128) uint4 ring[];  // (aligned: RingMatvecKernel's note)
   __shared__ uint64_t full[kStages], empty[kStages];
-  const unsigned long long t0 = Timer();
+  const unsigned long long t0 = GlobalTimer();
   const int smid = SmId(), idx = by_smid ? smid : int(blockIdx.x);
   const long long p0 = bounds[idx], n = bounds[idx + 1] - p0;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -95,7 +90,7 @@ __global__ void __launch_bounds__((kCw + 1) * 32, 1)
     if (acc == 0x9e3779b9u) atomicAdd(sink, 1u);  // keeps the reads
   }
   __syncthreads();
-  if (threadIdx.x == 0) rec[blockIdx.x] = Rec{t0, Timer(), smid, idx};
+  if (threadIdx.x == 0) rec[blockIdx.x] = Rec{t0, GlobalTimer(), smid, idx};
 }
 
 double Median(std::vector<double> v) {
