@@ -15,6 +15,7 @@
 #include "cc/core/env.h"
 #include "cc/core/errors.h"
 #include "cuda/gpu_opt/gpu_opt_engine_impl.cuh"
+#include "cuda/gpu_opt/tile_search.h"
 
 namespace lab {
 namespace gpu_opt {
@@ -101,9 +102,11 @@ const std::vector<MatvecConfig>& Configs() {
 // without, whose AutoTune picks differed between processes, e.g. down's tile): AutoTune times each matvec alone, launched back to back without PDL, but in the
 // step a kernel's speed also depends on its neighbours (how many of its blocks fit beside the
 // previous kernel's tail and the attention blocks, how much of its weight stream starts before the
-// PDL wait). So, starting from AutoTune's choices, each of o_proj, qkv, gate_up, down and lm_head in
-// turn tries every tile with the others fixed, timing replays of the whole captured step at position
-// kGraphTunePos (LAB_GPU_TUNE_POS; or the last position of a shorter context), and keeps the fastest.
+// PDL wait). So, starting from AutoTune's choices, each kind in turn (the largest byte stream first) tries
+// every tile with the others fixed, timing replays of the whole captured step at position kGraphTunePos
+// (LAB_GPU_TUNE_POS; or the last position of a shorter context), and keeps the fastest; the passes repeat
+// until one changes nothing (CoordinateSearch, tile_search.h: one pass in a fixed order left the H200 0.9%
+// slower than hand-pinned tiles, README "Session 20").
 // (lm_head since the x-staging pass: AutoTune once left it on w8.u1.r4, which streamed at 93% of the ceiling while busy,
 // 18 us a step more than w8.u2.r2's 96-99.6% in the H200's other traces.)
 // The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
@@ -135,31 +138,55 @@ void GpuOptEngine::GraphTune() {
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
   };
+  // The kinds in the order of the bytes they stream a step, the largest first (tile_search.h says why).
+  std::vector<int> order;
+  std::vector<std::vector<int>> cands(kNumKinds);
+  std::vector<double> bytes(kNumKinds, 0.0);
   const auto& cfgs = Configs();
-  float best = time_step();
-  if (best < 0) return;  // no graph: the plain launches keep AutoTune's choices
-  if (verbose_)
-    std::fprintf(stderr, "gpu_opt: graph tune at position %d, AutoTune's choices: %.4f ms per step\n", tune_pos, best);
-  for (Kind k : {kO, kQkv, kGateUp, kDown, kLm}) {
+  for (int k = 0; k < kNumKinds; ++k) {
+    const MatvecParams p = Params(Kind(k), xb_, k == kLm ? -1 : 0, ints_);
+    bytes[k] = double(p.M) * p.K * (k == kLm ? 1 : cfg_.n_layers);
     if (pinned_[k] >= 0) continue;
-    const int keep = config_[k];
-    int best_ci = keep;
-    std::string line;
-    for (int ci = 0; ci < int(cfgs.size()); ++ci) {
-      if (ci == keep || !Tunable(cfgs[ci], k, persist_ok_) || !TileFits(cfgs[ci], k)) continue;
-      config_[k] = ci;
-      const float ms = time_step();
-      char buf[64];
-      std::snprintf(buf, sizeof(buf), " %s=%.4f", cfgs[ci].name, ms);
-      line += buf;
-      if (ms > 0.f && ms < best) {
-        best = ms;
-        best_ci = ci;
-      }
-    }
-    config_[k] = best_ci;
-    if (verbose_)
-      std::fprintf(stderr, "  %-8s keeps %s (%.4f ms):%s\n", kKindNames[k], cfgs[best_ci].name, best, line.c_str());
+    order.push_back(k);
+    for (int ci = 0; ci < int(cfgs.size()); ++ci)
+      if (Tunable(cfgs[ci], k, persist_ok_) && TileFits(cfgs[ci], Kind(k))) cands[k].push_back(ci);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return bytes[a] > bytes[b]; });
+  std::vector<int> start(config_.begin(), config_.end());
+  std::string line;  // verbose: one line per kind and pass, the candidates it timed
+  int line_pass = 0, line_kind = -1;
+  auto flush = [&]() {
+    if (verbose_ && line_kind >= 0)
+      std::fprintf(stderr, "  pass %d %-8s%s\n", line_pass, kKindNames[line_kind], line.c_str());
+    line.clear();
+    line_kind = -1;
+  };
+  double start_ms = -1.0;
+  const TileSearchResult r = CoordinateSearch(
+      start, order, cands,
+      [&](const std::vector<int>& choice) -> double {
+        std::copy(choice.begin(), choice.end(), config_.begin());
+        const double ms = time_step();
+        if (start_ms < 0) start_ms = ms;
+        return ms;
+      },
+      kGraphTunePasses, kGraphTunePrune, [&](const TileTrial& t) {
+        if (t.pass != line_pass || t.kind != line_kind) flush();
+        line_pass = t.pass;
+        line_kind = t.kind;
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), " %s=%.4f", cfgs[t.candidate].name, t.cost);
+        line += buf;
+      });
+  flush();
+  std::copy(r.choice.begin(), r.choice.end(), config_.begin());
+  if (r.cost < 0) return;  // no graph: the plain launches keep AutoTune's choices
+  if (verbose_) {
+    std::string tiles;
+    for (int k = 0; k < kNumKinds; ++k) tiles += std::string(" ") + kKindNames[k] + "=" + cfgs[config_[k]].name;
+    std::fprintf(stderr, "gpu_opt: graph tune at position %d from AutoTune's choices %.4f ms to %.4f ms per step "
+                 "(%d trials, %d passes%s):%s\n", tune_pos, start_ms, r.cost, r.trials, r.passes,
+                 r.converged ? ", converged" : "", tiles.c_str());
   }
   LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }

@@ -1,0 +1,81 @@
+// The search GraphTune runs over the decode step's matvec tiles (gpu_opt_tune.cu), host-only so that a CPU
+// test (tile_search_test.cc) can check it on cost tables it builds.
+//
+// A choice is one candidate index per kind; cost(choice) is the time of the whole step with those tiles (or
+// < 0 where that choice cannot run). Coordinate descent: each kind in turn, in `order`, tries its candidates
+// with the other kinds fixed and keeps the cheapest. Session 20 found one pass in a fixed order stuck on the
+// H200: o_proj, tuned first beside AutoTune's down tile, took a tile that made down's ring tile lose, and
+// the processes ran 0.9% slower than the tiles pinned by hand (cuda/gpu_opt/README.md, "Session 20"). So
+// the passes repeat until one changes nothing (a coordinate-wise minimum), and the caller orders the kinds
+// by the bytes they stream, the largest first. A later pass tries only a kind's candidates that came
+// within `prune` (a fraction) of that kind's best in the pass before, which keeps it a few trials a kind.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+namespace lab {
+namespace gpu_opt {
+
+struct TileTrial {  // one timed choice: the pass (1..), the kind and candidate varied, its cost (< 0: failed)
+  int pass, kind, candidate;
+  double cost;
+};
+
+struct TileSearchResult {
+  std::vector<int> choice;  // the candidate per kind it ended on
+  double cost = -1.0;       // cost(choice) as last timed; < 0 if even the start failed (choice = start)
+  int passes = 0, trials = 0;
+  bool converged = false;   // the last pass changed nothing
+};
+
+// start[k]: the starting candidate of kind k. candidates[k]: what kind k may take (a kind with none, or
+// absent from `order`, keeps its start). max_passes >= 1. on_trial, if set, sees every timed variation.
+inline TileSearchResult CoordinateSearch(const std::vector<int>& start, const std::vector<int>& order,
+                                         const std::vector<std::vector<int>>& candidates,
+                                         const std::function<double(const std::vector<int>&)>& cost,
+                                         int max_passes, double prune,
+                                         const std::function<void(const TileTrial&)>& on_trial = {}) {
+  TileSearchResult r;
+  r.choice = start;
+  r.cost = cost(r.choice);
+  r.trials = 1;
+  if (r.cost < 0) return r;
+  std::vector<std::vector<int>> pool = candidates;  // what each kind tries in the next pass
+  for (int pass = 1; pass <= max_passes; ++pass) {
+    bool changed = false;
+    for (int k : order) {
+      const int keep = r.choice[k];
+      int best = keep;
+      std::vector<std::pair<int, double>> timed = {{keep, r.cost}};
+      for (int c : pool[k]) {
+        if (c == keep) continue;
+        std::vector<int> trial = r.choice;
+        trial[k] = c;
+        const double t = cost(trial);
+        ++r.trials;
+        if (on_trial) on_trial({pass, k, c, t});
+        if (t < 0) continue;
+        timed.push_back({c, t});
+        if (t < r.cost) {
+          r.cost = t;
+          best = c;
+        }
+      }
+      r.choice[k] = best;
+      changed |= best != keep;
+      pool[k].clear();  // the next pass: the candidates within `prune` of this pass's best for the kind
+      for (const auto& [c, t] : timed)
+        if (t <= r.cost * (1.0 + prune)) pool[k].push_back(c);
+    }
+    r.passes = pass;
+    if (!changed) {
+      r.converged = true;
+      break;
+    }
+  }
+  return r;
+}
+
+}  // namespace gpu_opt
+}  // namespace lab
