@@ -198,6 +198,8 @@ class GpuOptEngine : public Engine {
   static constexpr int kGraphTunePos = 1024;  // GraphTune's step position (or the context's last)
   static constexpr int kGraphTunePasses = 4;      // GraphTune: passes at most (tile_search.h)
   static constexpr double kGraphTunePrune = 0.01;  // a later pass tries a kind's tiles within 1% of its best
+  static constexpr int kGraphTuneFinalists = 4;    // GraphTune's playoff: the search's cheapest tile sets
+  static constexpr int kGraphTuneRounds = 8;        // and its rounds (4 replays of each set a round)
   int graph_tune_pos_ = kGraphTunePos;        // LAB_GPU_TUNE_POS
   bool graph_tune_pos_set_ = false;           // LAB_GPU_TUNE_POS was given (variant() names it)
   float* d_host_logits_ = nullptr;  // h_logits_ as the device sees it (LAB_GPU_LOGITS=mapped)

@@ -119,20 +119,21 @@ void GpuOptEngine::GraphTune() {
   LAB_CUDA_CHECK(cudaMemcpyAsync(ints_, hi, 2 * sizeof(int), cudaMemcpyHostToDevice, stream_));
   LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
   attn_sel_ = AttnLayoutFor(tune_pos + 1);  // the attention layout a step at tune_pos runs
+  auto replay_ms = [&](cudaGraphExec_t exec, int n, cudaError_t* err) -> float {  // device ms per replay of n
+    float ms = 0.f;
+    if (*err == cudaSuccess) *err = cudaEventRecord(ev_start_, stream_);
+    for (int i = 0; i < n && *err == cudaSuccess; ++i) *err = cudaGraphLaunch(exec, stream_);
+    if (*err == cudaSuccess) *err = cudaEventRecord(ev_stop_, stream_);
+    if (*err == cudaSuccess) *err = cudaEventSynchronize(ev_stop_);
+    if (*err == cudaSuccess) *err = cudaEventElapsedTime(&ms, ev_start_, ev_stop_);
+    return ms / n;
+  };
   auto time_step = [&]() -> float {  // device ms per replay of the step (median of 3 x 4); < 0 on failure
     cudaGraphExec_t exec = BuildGraph(use_pdl_, nullptr);
     if (!exec) return -1.f;
     std::vector<float> t;
     cudaError_t err = cudaGraphLaunch(exec, stream_);  // warm-up
-    for (int r = 0; r < 3 && err == cudaSuccess; ++r) {
-      err = cudaEventRecord(ev_start_, stream_);
-      for (int i = 0; i < 4 && err == cudaSuccess; ++i) err = cudaGraphLaunch(exec, stream_);
-      if (err == cudaSuccess) err = cudaEventRecord(ev_stop_, stream_);
-      if (err == cudaSuccess) err = cudaEventSynchronize(ev_stop_);
-      float ms = 0.f;
-      if (err == cudaSuccess) err = cudaEventElapsedTime(&ms, ev_start_, ev_stop_);
-      t.push_back(ms / 4);
-    }
+    for (int r = 0; r < 3 && err == cudaSuccess; ++r) t.push_back(replay_ms(exec, 4, &err));
     cudaGraphExecDestroy(exec);
     cuda::Check(err, "decode graph replay (tuning)", __FILE__, __LINE__);
     std::sort(t.begin(), t.end());
@@ -181,12 +182,39 @@ void GpuOptEngine::GraphTune() {
   flush();
   std::copy(r.choice.begin(), r.choice.end(), config_.begin());
   if (r.cost < 0) return;  // no graph: the plain launches keep AutoTune's choices
+  // The playoff: the cheapest distinct tile sets the search timed, each captured once, replayed in
+  // alternation (PickByRounds), the lowest median kept.
+  const std::vector<std::vector<int>> top = TopChoices(r, kGraphTuneFinalists);
+  std::vector<cudaGraphExec_t> execs;
+  for (const std::vector<int>& choice : top) {
+    std::copy(choice.begin(), choice.end(), config_.begin());
+    execs.push_back(BuildGraph(use_pdl_, nullptr));
+  }
+  cudaError_t err = cudaSuccess;
+  std::vector<double> medians;
+  const int win = PickByRounds(
+      int(top.size()), kGraphTuneRounds,
+      [&](int i) -> double {
+        if (!execs[i]) return -1.0;
+        const float ms = replay_ms(execs[i], 4, &err);
+        return err == cudaSuccess ? ms : -1.0;
+      },
+      &medians);
+  for (cudaGraphExec_t e : execs)
+    if (e) cudaGraphExecDestroy(e);
+  cuda::Check(err, "decode graph replay (tuning playoff)", __FILE__, __LINE__);
+  std::copy(top[win < 0 ? 0 : win].begin(), top[win < 0 ? 0 : win].end(), config_.begin());
   if (verbose_) {
-    std::string tiles;
-    for (int k = 0; k < kNumKinds; ++k) tiles += std::string(" ") + kKindNames[k] + "=" + cfgs[config_[k]].name;
-    std::fprintf(stderr, "gpu_opt: graph tune at position %d from AutoTune's choices %.4f ms to %.4f ms per step "
-                 "(%d trials, %d passes%s):%s\n", tune_pos, start_ms, r.cost, r.trials, r.passes,
-                 r.converged ? ", converged" : "", tiles.c_str());
+    auto names = [&](const std::vector<int>& choice) {
+      std::string t;
+      for (int k = 0; k < kNumKinds; ++k) t += std::string(" ") + kKindNames[k] + "=" + cfgs[choice[k]].name;
+      return t;
+    };
+    std::fprintf(stderr, "gpu_opt: graph tune at position %d: AutoTune's choices %.4f ms per step; the search's %.4f "
+                 "(%d trials, %d passes%s); playoff of %d, %d rounds of 4 replays (median ms):\n", tune_pos, start_ms,
+                 r.cost, r.trials, r.passes, r.converged ? ", converged" : "", int(top.size()), kGraphTuneRounds);
+    for (size_t i = 0; i < top.size(); ++i)
+      std::fprintf(stderr, "  %s %.4f%s\n", int(i) == win ? "*" : " ", medians[i], names(top[i]).c_str());
   }
   LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }

@@ -9,9 +9,16 @@
 // the passes repeat until one changes nothing (a coordinate-wise minimum), and the caller orders the kinds
 // by the bytes they stream, the largest first. A later pass tries only a kind's candidates that came
 // within `prune` (a fraction) of that kind's best in the pass before, which keeps it a few trials a kind.
+//
+// Then a playoff (PickByRounds): near-equal choices are told apart by timing them in alternation. The same
+// session's bench process, tuned that way but by single timings, kept a tile set that alternating
+// processes then measured 0.5% slower than the set two other tuned processes had kept (cuda/gpu_opt/README.md,
+// "Session 20"): one timing of a step moves by about as much as those sets differ.
 #pragma once
 
+#include <algorithm>
 #include <functional>
+#include <utility>
 #include <vector>
 
 namespace lab {
@@ -27,6 +34,7 @@ struct TileSearchResult {
   double cost = -1.0;       // cost(choice) as last timed; < 0 if even the start failed (choice = start)
   int passes = 0, trials = 0;
   bool converged = false;   // the last pass changed nothing
+  std::vector<std::pair<std::vector<int>, double>> timed;  // every choice that ran, and its cost
 };
 
 // start[k]: the starting candidate of kind k. candidates[k]: what kind k may take (a kind with none, or
@@ -41,6 +49,7 @@ inline TileSearchResult CoordinateSearch(const std::vector<int>& start, const st
   r.cost = cost(r.choice);
   r.trials = 1;
   if (r.cost < 0) return r;
+  r.timed.push_back({r.choice, r.cost});
   std::vector<std::vector<int>> pool = candidates;  // what each kind tries in the next pass
   for (int pass = 1; pass <= max_passes; ++pass) {
     bool changed = false;
@@ -57,6 +66,7 @@ inline TileSearchResult CoordinateSearch(const std::vector<int>& start, const st
         if (on_trial) on_trial({pass, k, c, t});
         if (t < 0) continue;
         timed.push_back({c, t});
+        r.timed.push_back({trial, t});
         if (t < r.cost) {
           r.cost = t;
           best = c;
@@ -75,6 +85,51 @@ inline TileSearchResult CoordinateSearch(const std::vector<int>& start, const st
     }
   }
   return r;
+}
+
+// The n cheapest distinct choices a search timed (each at its lowest timing), the cheapest first.
+inline std::vector<std::vector<int>> TopChoices(const TileSearchResult& r, int n) {
+  std::vector<std::pair<std::vector<int>, double>> all = r.timed;
+  std::stable_sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  std::vector<std::vector<int>> top;
+  for (const auto& [choice, cost] : all) {
+    if (int(top.size()) >= n) break;
+    if (std::find(top.begin(), top.end(), choice) == top.end()) top.push_back(choice);
+  }
+  return top;
+}
+
+// The playoff: rounds x n timings, candidate (round + j) % n the j-th of its round, so that a drift over
+// the rounds (clocks, heat) falls on every candidate alike, and each takes every place in a round as often.
+// time(i) < 0: candidate i failed and is out. Returns the candidate with the lowest median, or -1 if all
+// failed; medians[i] (if given) gets each candidate's median (-1 for one that failed).
+inline int PickByRounds(int n, int rounds, const std::function<double(int)>& time,
+                        std::vector<double>* medians = nullptr) {
+  std::vector<std::vector<double>> t(n);
+  std::vector<bool> failed(n, false);
+  for (int round = 0; round < rounds; ++round)
+    for (int j = 0; j < n; ++j) {
+      const int i = (round + j) % n;
+      if (failed[i]) continue;
+      const double v = time(i);
+      if (v < 0) failed[i] = true;
+      else t[i].push_back(v);
+    }
+  int best = -1;
+  double best_med = 0;
+  if (medians) medians->assign(n, -1.0);
+  for (int i = 0; i < n; ++i) {
+    if (failed[i] || t[i].empty()) continue;
+    std::sort(t[i].begin(), t[i].end());
+    const size_t m = t[i].size();
+    const double med = m % 2 ? t[i][m / 2] : 0.5 * (t[i][m / 2 - 1] + t[i][m / 2]);
+    if (medians) (*medians)[i] = med;
+    if (best < 0 || med < best_med) {
+      best = i;
+      best_med = med;
+    }
+  }
+  return best;
 }
 
 }  // namespace gpu_opt

@@ -2,8 +2,10 @@
 // step's tiles, checked on the CPU. Each check prints what it found; a failed one exits 1.
 #include "cuda/gpu_opt/tile_search.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <random>
 #include <vector>
@@ -11,6 +13,8 @@
 namespace {
 
 using lab::gpu_opt::CoordinateSearch;
+using lab::gpu_opt::PickByRounds;
+using lab::gpu_opt::TopChoices;
 using lab::gpu_opt::TileSearchResult;
 using lab::gpu_opt::TileTrial;
 
@@ -138,6 +142,62 @@ void FailuresAreSkipped() {
   Expect(pinned.choice == std::vector<int>({2, 3}), "a kind left out of the order keeps its start");
 }
 
+void TopChoicesAreTheCheapestDistinct() {
+  // Two kinds of 3 tiles, cost = 10 c0 + c1: the search times (0,0) first and ends there; the choices it
+  // timed, cheapest first and each once.
+  auto cost = [](const std::vector<int>& c) { return 1.0 + 10 * c[0] + c[1]; };
+  const TileSearchResult r = CoordinateSearch({2, 2}, {0, 1}, AllCandidates(2, 3), cost, 4, 0.5);
+  const std::vector<std::vector<int>> top = TopChoices(r, 3);
+  std::printf("  %zu timed, top 3: (%d,%d) (%d,%d) (%d,%d)\n", r.timed.size(), top[0][0], top[0][1], top[1][0],
+              top[1][1], top[2][0], top[2][1]);
+  Expect(r.choice == std::vector<int>({0, 0}) && top.size() == 3 && top[0] == r.choice, "the search's choice first");
+  Expect(top[1] == std::vector<int>({0, 1}) && top[2] == std::vector<int>({0, 2}), "then the next cheapest timed");
+  Expect(int(r.timed.size()) == r.trials, "every trial that ran is kept (none failed)");
+}
+
+// The lowest median when each candidate's timings run in one block after another's (what the playoff avoids).
+int PickSequentially(int n, int rounds, const std::function<double(int)>& time) {
+  int best = -1;
+  double best_med = 0;
+  for (int i = 0; i < n; ++i) {
+    std::vector<double> t;
+    for (int r = 0; r < rounds; ++r) t.push_back(time(i));
+    std::sort(t.begin(), t.end());
+    const double med = 0.5 * (t[rounds / 2 - 1] + t[rounds / 2]);
+    if (best < 0 || med < best_med) best = i, best_med = med;
+  }
+  return best;
+}
+
+void PlayoffSeesThroughDrift() {
+  // Four tile sets 0.3% apart; the timings drift by 2% over the playoff (clocks, heat) and move by 0.1% at
+  // random. The cheapest is the last candidate under a rising drift and the first under a falling one: the
+  // places where timing the candidates one block after another picks another, and the playoff must not.
+  for (int dir : {+1, -1}) {
+    const std::vector<double> truth =
+        dir > 0 ? std::vector<double>{1.009, 1.006, 1.003, 1.0} : std::vector<double>{1.0, 1.003, 1.006, 1.009};
+    const int cheapest = dir > 0 ? 3 : 0;
+    std::mt19937 rng(7 + dir);
+    std::uniform_real_distribution<double> noise(-0.001, 0.001);
+    int calls = 0;
+    auto time = [&](int i) { return truth[i] * (1.0 + dir * 0.02 * calls++ / 32.0) + noise(rng); };
+    std::vector<double> med;
+    const int win = PickByRounds(4, 8, time, &med);
+    const int timings = calls;
+    calls = 0;
+    const int seq = PickSequentially(4, 8, time);
+    std::printf("  drift %+d: playoff %d (medians %.4f %.4f %.4f %.4f, %d timings), one block after another %d\n",
+                dir, win, med[0], med[1], med[2], med[3], timings, seq);
+    Expect(win == cheapest && timings == 32, "the playoff picks the cheapest under a drift 7x the gaps");
+    Expect(seq != cheapest, "(timed one block after another, the same drift picks another)");
+  }
+  // A candidate that fails is out after its first failure; all failing gives -1.
+  int calls = 0;
+  const int win = PickByRounds(3, 4, [&](int i) { ++calls; return i == 0 ? -1.0 : 2.0 - i; });
+  Expect(win == 2 && calls == 1 + 4 + 4, "a failing candidate is timed once and never wins");
+  Expect(PickByRounds(2, 3, [](int) { return -1.0; }) == -1, "all failing: -1");
+}
+
 }  // namespace
 
 int main() {
@@ -145,6 +205,8 @@ int main() {
   LargestFirstAvoidsTheTrap();
   LaterPassesTryOnlyTheNearBest();
   FailuresAreSkipped();
+  TopChoicesAreTheCheapestDistinct();
+  PlayoffSeesThroughDrift();
   std::printf("%s\n", failures ? "FAILED" : "all passed");
   return failures ? 1 : 0;
 }
