@@ -105,8 +105,9 @@ const std::vector<MatvecConfig>& Configs() {
 // PDL wait). So, starting from AutoTune's choices, each kind in turn (the largest byte stream first) tries
 // every tile with the others fixed, timing replays of the whole captured step at position kGraphTunePos
 // (LAB_GPU_TUNE_POS; or the last position of a shorter context), and keeps the fastest; the passes repeat
-// until one changes nothing (CoordinateSearch, tile_search.h: one pass in a fixed order left the H200 0.9%
-// slower than hand-pinned tiles, README "Session 20").
+// until one changes nothing, the two largest kinds then try changing together, and a playoff replays the
+// four cheapest tile sets in alternation (CoordinateSearch and PickByRounds, tile_search.h: one pass in a
+// fixed order left the H200 0.9% slower than hand-pinned tiles, README "Session 20").
 // (lm_head since the x-staging pass: AutoTune once left it on w8.u1.r4, which streamed at 93% of the ceiling while busy,
 // 18 us a step more than w8.u2.r2's 96-99.6% in the H200's other traces.)
 // The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
@@ -171,7 +172,7 @@ void GpuOptEngine::GraphTune() {
         if (start_ms < 0) start_ms = ms;
         return ms;
       },
-      kGraphTunePasses, kGraphTunePrune, [&](const TileTrial& t) {
+      kGraphTunePasses, kGraphTunePrune, /*pair_step=*/true, [&](const TileTrial& t) {
         if (t.pass != line_pass || t.kind != line_kind) flush();
         line_pass = t.pass;
         line_kind = t.kind;

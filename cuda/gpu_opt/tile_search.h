@@ -10,6 +10,11 @@
 // by the bytes they stream, the largest first. A later pass tries only a kind's candidates that came
 // within `prune` (a fraction) of that kind's best in the pass before, which keeps it a few trials a kind.
 //
+// Then the pair step: the two largest kinds (gate_up and down, neighbours in the step) change together over
+// their near-best candidates. In one call of session 20 one process ended on gate_up ring.c16.s16.k256 with
+// down w8.u1.r4 (3.893 ms a step at position 1024), another on ring.c8.s16.k256 with w8.u1.r4.b (3.875): from
+// the first, either change alone lost.
+//
 // Then a playoff (PickByRounds): near-equal choices are told apart by timing them in alternation. The same
 // session's bench process, tuned that way but by single timings, kept a tile set that alternating
 // processes then measured 0.5% slower than the set two other tuned processes had kept (cuda/gpu_opt/README.md,
@@ -38,11 +43,13 @@ struct TileSearchResult {
 };
 
 // start[k]: the starting candidate of kind k. candidates[k]: what kind k may take (a kind with none, or
-// absent from `order`, keeps its start). max_passes >= 1. on_trial, if set, sees every timed variation.
+// absent from `order`, keeps its start). max_passes >= 1 (for each run of passes). pair_step: after the
+// passes, the pair step below. on_trial, if set, sees every timed variation (a pair step's under the second
+// kind, with the pass number after the last pass).
 inline TileSearchResult CoordinateSearch(const std::vector<int>& start, const std::vector<int>& order,
                                          const std::vector<std::vector<int>>& candidates,
                                          const std::function<double(const std::vector<int>&)>& cost,
-                                         int max_passes, double prune,
+                                         int max_passes, double prune, bool pair_step,
                                          const std::function<void(const TileTrial&)>& on_trial = {}) {
   TileSearchResult r;
   r.choice = start;
@@ -51,37 +58,62 @@ inline TileSearchResult CoordinateSearch(const std::vector<int>& start, const st
   if (r.cost < 0) return r;
   r.timed.push_back({r.choice, r.cost});
   std::vector<std::vector<int>> pool = candidates;  // what each kind tries in the next pass
-  for (int pass = 1; pass <= max_passes; ++pass) {
-    bool changed = false;
-    for (int k : order) {
-      const int keep = r.choice[k];
-      int best = keep;
-      std::vector<std::pair<int, double>> timed = {{keep, r.cost}};
-      for (int c : pool[k]) {
-        if (c == keep) continue;
+  auto try_choice = [&](const std::vector<int>& trial, int pass, int kind, int cand) {  // true if cheaper
+    const double t = cost(trial);
+    ++r.trials;
+    if (on_trial) on_trial({pass, kind, cand, t});
+    if (t < 0) return false;
+    r.timed.push_back({trial, t});
+    if (t >= r.cost) return false;
+    r.cost = t;
+    return true;
+  };
+  int pass = 0;
+  auto coordinate_passes = [&](int budget) {  // until a pass changes nothing, at most `budget` passes
+    for (int b = 0; b < budget; ++b) {
+      ++pass;
+      bool changed = false;
+      for (int k : order) {
+        const int keep = r.choice[k];
+        int best = keep;
+        std::vector<std::pair<int, double>> timed = {{keep, r.cost}};
+        for (int c : pool[k]) {
+          if (c == keep) continue;
+          std::vector<int> trial = r.choice;
+          trial[k] = c;
+          const size_t n = r.timed.size();
+          if (try_choice(trial, pass, k, c)) best = c;
+          if (r.timed.size() > n) timed.push_back({c, r.timed.back().second});
+        }
+        r.choice[k] = best;
+        changed |= best != keep;
+        pool[k].clear();  // the next pass: the candidates within `prune` of this pass's best for the kind
+        for (const auto& [c, t] : timed)
+          if (t <= r.cost * (1.0 + prune)) pool[k].push_back(c);
+      }
+      r.passes = pass;
+      if (!changed) return true;
+    }
+    return false;
+  };
+  r.converged = coordinate_passes(max_passes);
+  // The pair step: the first two kinds of `order` (the largest streams, neighbours in the step) change
+  // together, over their pools, where one at a time each would lose; then the passes again if it paid.
+  if (order.size() >= 2 && pair_step) {
+    const int k = order[0], l = order[1];
+    std::vector<int> best = r.choice;
+    for (int c : pool[k])
+      for (int d : pool[l]) {
+        if (c == r.choice[k] || d == r.choice[l]) continue;
         std::vector<int> trial = r.choice;
         trial[k] = c;
-        const double t = cost(trial);
-        ++r.trials;
-        if (on_trial) on_trial({pass, k, c, t});
-        if (t < 0) continue;
-        timed.push_back({c, t});
-        r.timed.push_back({trial, t});
-        if (t < r.cost) {
-          r.cost = t;
-          best = c;
-        }
+        trial[l] = d;
+        if (try_choice(trial, pass + 1, l, d)) best = trial;
       }
-      r.choice[k] = best;
-      changed |= best != keep;
-      pool[k].clear();  // the next pass: the candidates within `prune` of this pass's best for the kind
-      for (const auto& [c, t] : timed)
-        if (t <= r.cost * (1.0 + prune)) pool[k].push_back(c);
-    }
-    r.passes = pass;
-    if (!changed) {
-      r.converged = true;
-      break;
+    if (best != r.choice) {
+      r.choice = best;
+      ++pass;
+      r.converged = coordinate_passes(max_passes);
     }
   }
   return r;

@@ -74,8 +74,8 @@ void RandomTablesEndAtACoordinateMinimum() {
     PairCost f(kinds, cands, seed, 0.5);
     const std::vector<int> start(kinds, 0), order = {0, 1, 2, 3, 4};
     auto cost = [&](const std::vector<int>& c) { return f(c); };
-    const TileSearchResult r = CoordinateSearch(start, order, AllCandidates(kinds, cands), cost, 50, inf);
-    const TileSearchResult one = CoordinateSearch(start, order, AllCandidates(kinds, cands), cost, 1, inf);
+    const TileSearchResult r = CoordinateSearch(start, order, AllCandidates(kinds, cands), cost, 50, inf, false);
+    const TileSearchResult one = CoordinateSearch(start, order, AllCandidates(kinds, cands), cost, 1, inf, false);
     minima += r.converged && CoordinateMinimum(f, r.choice, r.cost) && std::abs(f(r.choice) - r.cost) < 1e-12;
     one_pass_minima += CoordinateMinimum(f, one.choice, one.cost);
     worse_one_pass += one.cost > r.cost + 1e-12;
@@ -100,14 +100,52 @@ double TrapCost(const std::vector<int>& c) {
 
 void LargestFirstAvoidsTheTrap() {
   const std::vector<std::vector<int>> all = AllCandidates(2, 3);
-  const TileSearchResult small_first = CoordinateSearch({0, 0}, {0, 1}, all, TrapCost, 4, 0.01);
-  const TileSearchResult large_first = CoordinateSearch({0, 0}, {1, 0}, all, TrapCost, 4, 0.01);
+  const TileSearchResult small_first = CoordinateSearch({0, 0}, {0, 1}, all, TrapCost, 4, 0.01, false);
+  const TileSearchResult large_first = CoordinateSearch({0, 0}, {1, 0}, all, TrapCost, 4, 0.01, false);
   std::printf("  small first: (%d, %d) %.2f; large first: (%d, %d) %.2f\n", small_first.choice[0],
               small_first.choice[1], small_first.cost, large_first.choice[0], large_first.choice[1], large_first.cost);
   Expect(small_first.choice == std::vector<int>({1, 1}) && small_first.cost == 3.88,
          "tuned small kind first, the search stops at the trap (a coordinate-wise minimum)");
   Expect(large_first.choice == std::vector<int>({0, 2}) && large_first.cost == 3.84,
          "tuned largest first, it finds the cheaper pair");
+}
+
+// Call 7 of session 20, in miniature: kind 0 (gate_up: ring.c16.s16.k256, ring.c8.s16.k256, another) and
+// kind 1 (down: w8.u1.r4, w8.u1.r4.b, a ring). From (0, 0) either change alone loses; both together win.
+double PairTrapCost(const std::vector<int>& c) {
+  static const double t[3][3] = {  // t[kind 0's tile][kind 1's tile], ms a step
+      {3.893, 3.895, 3.940},
+      {3.911, 3.875, 3.945},
+      {3.950, 3.952, 3.990}};
+  return t[c[0]][c[1]];
+}
+
+void PairStepLeavesTheTrap() {
+  const std::vector<std::vector<int>> all = AllCandidates(2, 3);
+  const TileSearchResult plain = CoordinateSearch({0, 0}, {0, 1}, all, PairTrapCost, 4, 0.01, false);
+  const TileSearchResult paired = CoordinateSearch({0, 0}, {0, 1}, all, PairTrapCost, 4, 0.01, true);
+  std::printf("  without the pair step (%d, %d) %.3f in %d trials; with it (%d, %d) %.3f in %d\n", plain.choice[0],
+              plain.choice[1], plain.cost, plain.trials, paired.choice[0], paired.choice[1], paired.cost, paired.trials);
+  Expect(plain.choice == std::vector<int>({0, 0}), "one kind at a time stays in the trap");
+  Expect(paired.choice == std::vector<int>({1, 1}) && paired.cost == 3.875 && paired.converged,
+         "the pair step finds the cheaper pair, and the passes after it converge");
+  Expect(paired.trials == plain.trials + 1 + 2, "the pair step tries only the pools' pairs (one here), then passes");
+  // On random tables: never worse than without it, sometimes better, still a coordinate-wise minimum.
+  const double inf = std::numeric_limits<double>::infinity();
+  int better = 0, worse = 0, minima = 0;
+  for (unsigned seed = 1; seed <= 200; ++seed) {
+    PairCost f(5, 6, seed, 0.5);
+    auto cost = [&](const std::vector<int>& c) { return f(c); };
+    const std::vector<int> start(5, 0), order = {0, 1, 2, 3, 4};
+    const TileSearchResult a = CoordinateSearch(start, order, AllCandidates(5, 6), cost, 50, inf, false);
+    const TileSearchResult b = CoordinateSearch(start, order, AllCandidates(5, 6), cost, 50, inf, true);
+    better += b.cost < a.cost - 1e-12;
+    worse += b.cost > a.cost + 1e-12;
+    minima += b.converged && CoordinateMinimum(f, b.choice, b.cost);
+  }
+  std::printf("  200 random tables: the pair step better on %d, worse on %d, %d coordinate-wise minima\n", better,
+              worse, minima);
+  Expect(worse == 0 && better > 0 && minima == 200, "the pair step never loses and sometimes wins");
 }
 
 void LaterPassesTryOnlyTheNearBest() {
@@ -117,7 +155,7 @@ void LaterPassesTryOnlyTheNearBest() {
   auto cost = [](const std::vector<int>& c) { return c[0] < 2 ? 1.0 + 0.005 * c[0] : 1.0 + c[0]; };
   std::vector<TileTrial> trials;
   const TileSearchResult r =
-      CoordinateSearch({5, 0}, {0, 1}, AllCandidates(2, 8), cost, 4, 0.01, [&](const TileTrial& t) {
+      CoordinateSearch({5, 0}, {0, 1}, AllCandidates(2, 8), cost, 4, 0.01, false, [&](const TileTrial& t) {
         trials.push_back(t);
       });
   int pass2 = 0;
@@ -132,13 +170,13 @@ void LaterPassesTryOnlyTheNearBest() {
 void FailuresAreSkipped() {
   // Tile 3 of kind 0 cannot run (cost < 0): never chosen. A start that cannot run ends the search at once.
   auto cost = [](const std::vector<int>& c) { return c[0] == 3 ? -1.0 : 2.0 - 0.1 * c[0] + 0.01 * c[1]; };
-  const TileSearchResult r = CoordinateSearch({0, 1}, {0, 1}, AllCandidates(2, 4), cost, 4, 0.01);
+  const TileSearchResult r = CoordinateSearch({0, 1}, {0, 1}, AllCandidates(2, 4), cost, 4, 0.01, false);
   Expect(r.choice == std::vector<int>({2, 0}) && r.converged, "a failed candidate is skipped, not chosen");
-  const TileSearchResult none = CoordinateSearch({3, 1}, {0, 1}, AllCandidates(2, 4), cost, 4, 0.01);
+  const TileSearchResult none = CoordinateSearch({3, 1}, {0, 1}, AllCandidates(2, 4), cost, 4, 0.01, false);
   Expect(none.cost < 0 && none.trials == 1 && none.choice == std::vector<int>({3, 1}) && !none.converged,
          "a start that cannot run: one trial, the start returned, cost < 0");
   // Kinds outside `order` (pinned) keep their start; a kind with no candidates too.
-  const TileSearchResult pinned = CoordinateSearch({0, 3}, {0}, AllCandidates(2, 4), cost, 4, 0.01);
+  const TileSearchResult pinned = CoordinateSearch({0, 3}, {0}, AllCandidates(2, 4), cost, 4, 0.01, false);
   Expect(pinned.choice == std::vector<int>({2, 3}), "a kind left out of the order keeps its start");
 }
 
@@ -146,7 +184,7 @@ void TopChoicesAreTheCheapestDistinct() {
   // Two kinds of 3 tiles, cost = 10 c0 + c1: the search times (0,0) first and ends there; the choices it
   // timed, cheapest first and each once.
   auto cost = [](const std::vector<int>& c) { return 1.0 + 10 * c[0] + c[1]; };
-  const TileSearchResult r = CoordinateSearch({2, 2}, {0, 1}, AllCandidates(2, 3), cost, 4, 0.5);
+  const TileSearchResult r = CoordinateSearch({2, 2}, {0, 1}, AllCandidates(2, 3), cost, 4, 0.5, false);
   const std::vector<std::vector<int>> top = TopChoices(r, 3);
   std::printf("  %zu timed, top 3: (%d,%d) (%d,%d) (%d,%d)\n", r.timed.size(), top[0][0], top[0][1], top[1][0],
               top[1][1], top[2][0], top[2][1]);
@@ -203,6 +241,7 @@ void PlayoffSeesThroughDrift() {
 int main() {
   RandomTablesEndAtACoordinateMinimum();
   LargestFirstAvoidsTheTrap();
+  PairStepLeavesTheTrap();
   LaterPassesTryOnlyTheNearBest();
   FailuresAreSkipped();
   TopChoicesAreTheCheapestDistinct();
