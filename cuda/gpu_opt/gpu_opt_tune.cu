@@ -97,19 +97,20 @@ const std::vector<MatvecConfig>& Configs() {
 }
 
 // Tile choice on the real decode step (LAB_GPU_TUNE=graph, the default, for models of 256 MB of weights
-// or more; LAB_GPU_TUNE=kernel skips it. It was off until the third pass, README "The third pass": on
-// the H200 three processes of each gave 238.9-239.2 tok/s at context 512 with it and 233.8-236.9
-// without, whose AutoTune picks differed between processes, e.g. down's tile): AutoTune times each matvec alone, launched back to back without PDL, but in the
-// step a kernel's speed also depends on its neighbours (how many of its blocks fit beside the
-// previous kernel's tail and the attention blocks, how much of its weight stream starts before the
-// PDL wait). So, starting from AutoTune's choices, each kind in turn (the largest byte stream first) tries
-// every tile with the others fixed, timing replays of the whole captured step at position kGraphTunePos
-// (LAB_GPU_TUNE_POS; or the last position of a shorter context), and keeps the fastest; the passes repeat
-// until one changes nothing, the two largest kinds then try changing together, and a playoff replays the
-// four cheapest tile sets in alternation (CoordinateSearch and PickByRounds, tile_search.h: one pass in a
-// fixed order left the H200 0.9% slower than hand-pinned tiles, README "Session 20").
-// (lm_head since the x-staging pass: AutoTune once left it on w8.u1.r4, which streamed at 93% of the ceiling while busy,
-// 18 us a step more than w8.u2.r2's 96-99.6% in the H200's other traces.)
+// or more; LAB_GPU_TUNE=kernel skips it. It was off until the third pass, README "The third pass": on the
+// H200 three processes of each gave 238.9-239.2 tok/s at context 512 with it and 233.8-236.9 without,
+// whose AutoTune picks differed between processes, e.g. down's tile). AutoTune times each matvec alone,
+// launched back to back without PDL, but in the step a kernel's speed also depends on its neighbours (how
+// many of its blocks fit beside the previous kernel's tail and the attention blocks, how much of its
+// weight stream starts before the PDL wait). So, starting from AutoTune's choices, each kind in turn (the
+// largest byte stream first) tries every tile with the others fixed, timing replays of the whole captured
+// step at position kGraphTunePos (LAB_GPU_TUNE_POS; or the last position of a shorter context), and keeps
+// the fastest. The passes repeat until one changes nothing, the two largest kinds then try changing
+// together, and a playoff replays the four cheapest tile sets in alternation (CoordinateSearch and
+// PickByRounds, tile_search.h: one pass in a fixed order left the H200 0.9% slower than hand-pinned
+// tiles, README "Session 20"). (lm_head since the x-staging pass: AutoTune once left it on w8.u1.r4,
+// which streamed at 93% of the ceiling while busy, 18 us a step more than w8.u2.r2's 96-99.6% in the
+// H200's other traces.)
 // The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
 // written by the prefill and decode steps before it, so nothing the replays leave is ever read.
 void GpuOptEngine::GraphTune() {
@@ -192,6 +193,8 @@ void GpuOptEngine::GraphTune() {
     execs.push_back(BuildGraph(use_pdl_, nullptr));
   }
   cudaError_t err = cudaSuccess;
+  for (cudaGraphExec_t e : execs)  // each graph's first replay (its upload) outside the rounds
+    if (e && err == cudaSuccess) err = cudaGraphLaunch(e, stream_);
   std::vector<double> medians;
   const int win = PickByRounds(
       int(top.size()), kGraphTuneRounds,

@@ -124,8 +124,9 @@ void PairStepLeavesTheTrap() {
   const std::vector<std::vector<int>> all = AllCandidates(2, 3);
   const TileSearchResult plain = CoordinateSearch({0, 0}, {0, 1}, all, PairTrapCost, 4, 0.01, false);
   const TileSearchResult paired = CoordinateSearch({0, 0}, {0, 1}, all, PairTrapCost, 4, 0.01, true);
-  std::printf("  without the pair step (%d, %d) %.3f in %d trials; with it (%d, %d) %.3f in %d\n", plain.choice[0],
-              plain.choice[1], plain.cost, plain.trials, paired.choice[0], paired.choice[1], paired.cost, paired.trials);
+  std::printf("  without the pair step (%d, %d) %.3f in %d trials; with it (%d, %d) %.3f in %d\n",
+              plain.choice[0], plain.choice[1], plain.cost, plain.trials, paired.choice[0], paired.choice[1],
+              paired.cost, paired.trials);
   Expect(plain.choice == std::vector<int>({0, 0}), "one kind at a time stays in the trap");
   Expect(paired.choice == std::vector<int>({1, 1}) && paired.cost == 3.875 && paired.converged,
          "the pair step finds the cheaper pair, and the passes after it converge");
