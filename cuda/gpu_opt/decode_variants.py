@@ -129,6 +129,16 @@ def table_lines(rows, contexts, ref):
     return lines
 
 
+def engine_lines(rows):
+    """Under the table: each process's tiles and named knobs (the engine's variant()), so that an A/B of
+    tuned processes says which tiles each one's tuner kept (session 20: they differed, and so did tok/s)."""
+    named = [r for r in rows if r.get("variant")]
+    if not named:
+        return []
+    return ["Tiles and knobs each process ran (the engine's `variant()`; tuned where the env pins none):", ""] + [
+        f"- {r['label']}: {r['variant']}" for r in named]
+
+
 def rows_from_table(text):
     """(contexts, rows) from the first table of this tool's output (variants.md, or the log that printed
     it): each row {"label", "env", "contexts": [{"context", "median", "min", "max"}]}, a context left out
@@ -249,6 +259,8 @@ def main():
         lines = [f"Card: {ceiling['card']}, {doc['date']}; read ceiling {ceiling['best']:.0f} GB/s ({ceiling['method']}). "
                  f"Median of {a.repeats} blocks of {a.tokens} decode steps (after {a.warmup}), wall clock, mode {a.mode}.", ""]
         lines += table_lines(rows, contexts, ref)
+        more = engine_lines(rows)
+        lines += [""] + more if more else []
         (out / "variants.md").write_text("\n".join(lines) + "\n")
         if len(contexts) > 1:
             plot(rows, out / "variants.png", f"gpu_opt decode variants, {ceiling['card']}, {doc['date']}, "

@@ -51,7 +51,14 @@ def test_table_read_back_and_plotted(dv, tmp_path):
     lines = dv.table_lines(rows, [512, 2048], "base")
     assert lines[2].startswith("| base | defaults | 240.4 (239.6-240.6) | 84.6% | 233.8")
     assert "2.4e-03 (!)" in lines[3] and "— | —" in lines[3] and lines[4].endswith("| no result |")
-    text = "Card: NVIDIA H200, 2026-11-28; read ceiling 4291 GB/s (x).\n\n" + "\n".join(lines) + "\nw8: rc 0\n| junk |\n"
+    assert dv.engine_lines(rows) == []  # no process named its tiles
+    rows[0]["variant"] = "qkv w8.u1.r2, o_proj w8.u1.r4"
+    rows[1]["variant"] = "qkv w8.u1.r2, o_proj w4.u1.r4.p2, attention 8 warps"
+    more = dv.engine_lines(rows)
+    assert more[2:] == ["- base: qkv w8.u1.r2, o_proj w8.u1.r4",
+                        "- w8: qkv w8.u1.r2, o_proj w4.u1.r4.p2, attention 8 warps"], more
+    text = ("Card: NVIDIA H200, 2026-11-28; read ceiling 4291 GB/s (x).\n\n" + "\n".join(lines) + "\n\n" +
+            "\n".join(more) + "\nw8: rc 0\n| junk |\n")
     contexts, back = dv.rows_from_table(text)
     assert contexts == [512, 2048]
     assert [r["label"] for r in back] == ["base", "w8", "broken"]  # the table ends at its first other line
