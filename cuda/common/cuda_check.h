@@ -9,7 +9,9 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdio>
 #include <cstdint>
+#include <exception>
 #include <string>
 
 #include "cc/core/errors.h"
@@ -22,6 +24,17 @@ void Check(cudaError_t e, const char* what, const char* file, int line);
 
 #define LAB_CUDA_CHECK(call) ::lab::cuda::Check((call), #call, __FILE__, __LINE__)
 #define LAB_CUDA_LAUNCH_CHECK(name) ::lab::cuda::Check(cudaGetLastError(), "launch of " name, __FILE__, __LINE__)
+
+// A lab tool's main: returns run(argc, argv); an exception (DeviceError from LAB_CUDA_CHECK: no GPU, a bad
+// launch) becomes "<tool>: <what>" on stderr and exit status 1.
+inline int MainReportingErrors(const char* tool, int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", tool, e.what());
+    return 1;
+  }
+}
 
 // Selects device 0 (or $LAB_CUDA_DEVICE) and returns its properties. Throws
 // DeviceError("no CUDA GPU found: the gpu_* engines need an NVIDIA GPU ...") where there is none

@@ -164,14 +164,11 @@ void GpuOptEngine::GraphTune() {
     line.clear();
     line_kind = -1;
   };
-  double start_ms = -1.0;
   const TileSearchResult r = CoordinateSearch(
       start, order, cands,
       [&](const std::vector<int>& choice) -> double {
         std::copy(choice.begin(), choice.end(), config_.begin());
-        const double ms = time_step();
-        if (start_ms < 0) start_ms = ms;
-        return ms;
+        return double(time_step());
       },
       kGraphTunePasses, kGraphTunePrune, /*pair_step=*/true, [&](const TileTrial& t) {
         if (t.pass != line_pass || t.kind != line_kind) flush();
@@ -215,7 +212,8 @@ void GpuOptEngine::GraphTune() {
       return t;
     };
     std::fprintf(stderr, "gpu_opt: graph tune at position %d: AutoTune's choices %.4f ms per step; the search's %.4f "
-                 "(%d trials, %d passes%s); playoff of %d, %d rounds of 4 replays (median ms):\n", tune_pos, start_ms,
+                 "(%d trials, %d passes%s); playoff of %d, %d rounds of 4 replays (median ms):\n", tune_pos,
+                 r.timed.front().second,
                  r.cost, r.trials, r.passes, r.converged ? ", converged" : "", int(top.size()), kGraphTuneRounds);
     for (size_t i = 0; i < top.size(); ++i)
       std::fprintf(stderr, "  %s %.4f%s\n", int(i) == win ? "*" : " ", medians[i], names(top[i]).c_str());

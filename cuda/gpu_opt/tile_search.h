@@ -58,15 +58,12 @@ inline TileSearchResult CoordinateSearch(const std::vector<int>& start, const st
   if (r.cost < 0) return r;
   r.timed.push_back({r.choice, r.cost});
   std::vector<std::vector<int>> pool = candidates;  // what each kind tries in the next pass
-  auto try_choice = [&](const std::vector<int>& trial, int pass, int kind, int cand) {  // true if cheaper
+  auto run = [&](const std::vector<int>& trial, int pass, int kind, int cand) {  // its cost, < 0 if it failed
     const double t = cost(trial);
     ++r.trials;
     if (on_trial) on_trial({pass, kind, cand, t});
-    if (t < 0) return false;
-    r.timed.push_back({trial, t});
-    if (t >= r.cost) return false;
-    r.cost = t;
-    return true;
+    if (t >= 0) r.timed.push_back({trial, t});
+    return t;
   };
   int pass = 0;
   auto coordinate_passes = [&](int budget) {  // until a pass changes nothing, at most `budget` passes
@@ -81,9 +78,13 @@ inline TileSearchResult CoordinateSearch(const std::vector<int>& start, const st
           if (c == keep) continue;
           std::vector<int> trial = r.choice;
           trial[k] = c;
-          const size_t n = r.timed.size();
-          if (try_choice(trial, pass, k, c)) best = c;
-          if (r.timed.size() > n) timed.push_back({c, r.timed.back().second});
+          const double t = run(trial, pass, k, c);
+          if (t < 0) continue;
+          timed.push_back({c, t});
+          if (t < r.cost) {
+            r.cost = t;
+            best = c;
+          }
         }
         r.choice[k] = best;
         changed |= best != keep;
@@ -108,7 +109,11 @@ inline TileSearchResult CoordinateSearch(const std::vector<int>& start, const st
         std::vector<int> trial = r.choice;
         trial[k] = c;
         trial[l] = d;
-        if (try_choice(trial, pass + 1, l, d)) best = trial;
+        const double t = run(trial, pass + 1, l, d);
+        if (t >= 0 && t < r.cost) {
+          r.cost = t;
+          best = trial;
+        }
       }
     if (best != r.choice) {
       r.choice = best;

@@ -20,7 +20,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <exception>
 #include <string>
 #include <vector>
 
@@ -253,11 +252,4 @@ static int Run(int argc, char** argv) {
   return 0;
 }
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const std::exception& e) {  // DeviceError from LAB_CUDA_CHECK: no GPU, a bad launch
-    std::fprintf(stderr, "handoff_latency: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return lab::cuda::MainReportingErrors("handoff_latency", Run, argc, argv); }

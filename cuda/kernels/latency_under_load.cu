@@ -27,7 +27,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <exception>
 #include <numeric>
 #include <random>
 #include <string>
@@ -225,11 +224,4 @@ static int Run(int argc, char** argv) {
   return 0;
 }
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const std::exception& e) {  // DeviceError from LAB_CUDA_CHECK: no GPU, a bad launch
-    std::fprintf(stderr, "latency_under_load: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return lab::cuda::MainReportingErrors("latency_under_load", Run, argc, argv); }

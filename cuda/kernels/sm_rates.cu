@@ -25,7 +25,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <exception>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -261,11 +260,4 @@ static int Run(int argc, char** argv) {
   return bad ? 2 : 0;
 }
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const std::exception& e) {  // DeviceError from LAB_CUDA_CHECK: no GPU, a bad launch
-    std::fprintf(stderr, "sm_rates: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return lab::cuda::MainReportingErrors("sm_rates", Run, argc, argv); }
