@@ -250,7 +250,8 @@ class GpuOptEngine : public Engine {
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
   int ring_pre_ = 0;           // LAB_GPU_RING_PRE: a ring tile's stages issued before its PDL wait (0: all)
-  bool norm_early_ = true;     // LAB_GPU_NORM_EARLY (0: off): a ring tile copies its norm weights before the PDL wait
+  int norm_early_ = 1;         // LAB_GPU_NORM_EARLY: 1 a ring tile copies its norm weights before the PDL wait, 2 also
+                               // a register tile asks them into L1 there (all), 0 neither
   std::map<std::pair<MatvecFn, size_t>, int> persist_fit_;  // LaunchMatvec: blocks per SM by (kernel, smem)
   double last_decode_device_ms_ = -1;
   // LAB_GPU_TRACE=1 (decode() steps only; generation graphs are not traced): trace_ holds kTraceSlots

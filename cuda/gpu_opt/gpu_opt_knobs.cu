@@ -56,8 +56,9 @@
 // blocks, instead of as many as fit on the SMs alone), LAB_GPU_RING_PRE=<stages> (a ring tile's producer
 // issues this many stages before its consumers pass the PDL wait, the rest of the ring after: free slots
 // that stream while x is staged; unset, or at least the ring's stages: the whole ring before),
-// LAB_GPU_NORM_EARLY=1|0 (1, the default since session 19: a ring tile with a norm copies its norm weights
-// into shared memory before its PDL wait; 0: loads them with x after it),
+// LAB_GPU_NORM_EARLY=1|0|all (1, the default since session 19: a ring tile with a norm copies its norm weights
+// into shared memory before its PDL wait; 0: loads them with x after it; all, session 21: that, and a register
+// tile with a norm asks their lines into L1 before its wait),
 // LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
 // kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_TUNE_POS=<position> (the step GraphTune
 // times: default 1024, or the context's last if that is lower), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight

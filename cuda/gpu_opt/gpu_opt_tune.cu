@@ -344,7 +344,8 @@ void GpuOptEngine::ReadTileEnv() {
                      (x_bulk_ == kXBulkDown ? "all or h" : "all") + ": the bulk copy brings an fp16 x");
   persist_grid_ = int(EnvInt("LAB_GPU_PERSIST_GRID", 1, 65535, 0));
   ring_pre_ = int(EnvInt("LAB_GPU_RING_PRE", 1, 64, 0));  // (a count at or past a ring's stages: the whole ring)
-  norm_early_ = EnvChoice("LAB_GPU_NORM_EARLY", {"1", "0"}) == 0;  // (the default first: on since session 19)
+  static const int kNormEarlyOfChoice[] = {1, 0, 2};  // (the default first: 1, since session 19)
+  norm_early_ = kNormEarlyOfChoice[EnvChoice("LAB_GPU_NORM_EARLY", {"1", "0", "all"})];
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
 }
@@ -408,7 +409,8 @@ std::string GpuOptEngine::variant() const {
   if (attn_q_set_) s += attn_q_shared_ ? ", attention short q in shared" : ", attention short q in registers";
   if (graph_tune_pos_set_) s += ", tuned at position " + std::to_string(graph_tune_pos_);
   if (ring_pre_) s += ", ring " + std::to_string(ring_pre_) + " stages before the wait";
-  if (!norm_early_) s += ", ring norm weights after the wait";
+  if (norm_early_ == 0) s += ", ring norm weights after the wait";
+  if (norm_early_ == 2) s += ", norm weights into L1 before the wait";
   return s;
 }
 

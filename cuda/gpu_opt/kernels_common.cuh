@@ -97,6 +97,10 @@ __device__ __forceinline__ void PrefetchL2(const void* p, unsigned bytes) {
 #endif
 }
 
+// Asks for the 128-byte line at p in this SM's L1 (prefetch.global.L1): no registers, nothing to wait for. For
+// data no kernel writes (the norm weights), so that a load after the PDL wait finds it there.
+__device__ __forceinline__ void PrefetchL1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
+
 // The 1-D bulk copy (TMA) into shared memory and its mbarriers: cuda/common/bulk_copy.cuh, shared with
 // the read ceiling (cuda/common/read_ceiling.cu) and the kernel lab.
 using cuda::BulkCopyToShared;

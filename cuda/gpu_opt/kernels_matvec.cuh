@@ -113,8 +113,9 @@ struct MatvecParams {
   int* ring_work;              // RingMatvecKernel with DYN > 0: two counters, zero at launch and left zero
   int ring_pre;                // RingMatvecKernel (DYN = 0): the stages issued before the consumers pass the PDL
                                // wait; 0 (or >= STAGES): the whole ring (LAB_GPU_RING_PRE)
-  int norm_early;              // RingMatvecKernel with norm_w: 1 copies norm_w into shared memory before the PDL
-                               // wait (LAB_GPU_NORM_EARLY, the engine's default), 0 loads it with x after it
+  int norm_early;              // with norm_w (LAB_GPU_NORM_EARLY): RingMatvecKernel, >= 1 copies norm_w into shared
+                               // memory before the PDL wait (the default), 0 loads it with x after it;
+                               // DecodeMatvecKernel (XB 0, 2), 2 asks for its lines in L1 before the wait
 };
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by
@@ -360,6 +361,11 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     }
   };
   if (p.second == kSecondBeforeWait && any) load_batch(base1);
+  // norm_early 2 (session 21): the norm weights (K floats, the same for every block, no kernel writes them)
+  // asked into L1 before the wait, a line a thread, so that the staging's __ldg after it hits L1 instead of
+  // every block reading them from L2 at the release (kernel lab: handoff_latency's "norm weights" rows).
+  if (XB != 1 && p.norm_w && p.norm_early == 2)
+    for (int i = threadIdx.x; i < (p.K + 31) / 32; i += WARPS * 32) PrefetchL1(p.norm_w + 32 * i);
 
   PdlWait();
   trace.Released();

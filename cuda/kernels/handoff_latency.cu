@@ -10,8 +10,8 @@
 // again. Per pair: the mean over blocks of that span, the readers' mean "pre" (from their start to the
 // wait's return) and the span from the writers' last end to the readers' first release (the drain).
 // A second table (EngineReader; first run in session 20) adds the engine's own steps one at a time: x in
-// fp16, the norm weights, a landed 128 KB ring; and (kBig, not yet run on a card) 128 KB of shared memory
-// reserved without a ring.
+// fp16, the norm weights, a landed 128 KB ring; 128 KB of shared memory reserved without a ring (kBig,
+// session 20); and (kNormL1, session 21) the norm weights' lines asked into L1 before the wait.
 // Needs sm_90 (PDL). Usage: handoff_latency [K floats, default 4096] [pairs, default 50].
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -89,8 +89,11 @@ __global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st,
 // dynamic smem EngineSmem(K, flags). kBig (session 20) reserves the ring's 128 KB without filling it: the
 // first run found the readers with a ring faster after their release (0.70 against 1.21 us at K 4096), and
 // a block that large cannot share an SM with a writer block, so it may start, and be released, later; kBig
-// alone separates that placement from the ring's copies.
-enum : int { kNorm = 1, kRing = 2, kHalf = 4, kBig = 8 };
+// alone separates that placement from the ring's copies (first run, session 21: it is as fast as the ring, so
+// the placement, not the copies). kNormL1 (session 21) has each block ask the norm weights' lines into its
+// L1 before the wait (prefetch.global.L1, a line a thread), as the engine's LAB_GPU_NORM_EARLY=all does in
+// its register tiles: the norm weights' share of the phase, if L1 keeps them across the wait, goes away.
+enum : int { kNorm = 1, kRing = 2, kHalf = 4, kBig = 8, kNormL1 = 16 };
 constexpr int kRingBytes = 128 * 1024;
 inline size_t EngineSmem(int K, int flags) {
   return size_t(K) * 4 + ((flags & (kRing | kBig)) ? kRingBytes : 0);
@@ -108,6 +111,8 @@ __global__ void __launch_bounds__(256) EngineReader(const float* x, const float*
       BulkCopyToShared(es + c * 512, ringsrc + (size_t(blockIdx.x) * (kRingBytes / 16)) + c * 512, 8192,
                                   &ring_bar);
   }
+  if (flags & kNormL1)
+    for (int i = threadIdx.x; i < K / 32; i += 256) PrefetchL1(g + 32 * i);
   const unsigned long long t0 = GlobalTimer();
   PdlWait();
   const unsigned long long t1 = GlobalTimer();
@@ -232,14 +237,16 @@ static int Run(int argc, char** argv) {
   std::printf("engine-like readers (writers stream, PDL): %-28s %12s %12s %12s\n", "", "phase us", "pre us",
               "drain us");
   std::string engine;
-  const int kFlagRows[] = {0, kHalf, kHalf | kNorm, kHalf | kRing, kHalf | kNorm | kRing, kHalf | kBig};
+  const int kFlagRows[] = {0,           kHalf,         kHalf | kNorm, kHalf | kRing, kHalf | kNorm | kRing,
+                           kHalf | kBig, kHalf | kNorm | kNormL1};
   for (int flags : kFlagRows) {
     const size_t smem = EngineSmem(K, flags);
     LAB_CUDA_CHECK(cudaFuncSetAttribute(EngineReader, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const Row r = measure(1, 1, smem, EngineReader, static_cast<const float*>(x), static_cast<const float*>(g),
                           static_cast<const uint4*>(w), K, flags, st, out);
     const std::string name = std::string(flags & kHalf ? "x fp16" : "x fp32") +
-                             (flags & kNorm ? " + norm weights" : "") + (flags & kRing ? " + 128 KB ring landed" : "") +
+                             (flags & kNorm ? " + norm weights" : "") + (flags & kNormL1 ? " (into L1 before the wait)" : "") +
+                             (flags & kRing ? " + 128 KB ring landed" : "") +
                              (flags & kBig ? " + 128 KB shared memory, no ring" : "");
     std::printf("  %-70s %12.2f %12.2f %12.2f\n", name.c_str(), r.phase, r.pre, r.drain);
     char row[200];

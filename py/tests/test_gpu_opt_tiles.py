@@ -25,7 +25,9 @@ def test_gpu_opt_tiles_bitwise_at_width(tmp_path, monkeypatch, hidden):
     of squares is added in one order whatever the block (kernels_matvec.cuh): summed per thread and then
     per warp, as before session 14, the tiles differed in the last bit of the RMS, which the tile tests at
     hidden 512 (at most one chunk a thread) could not see. Also with x by bulk copy in every matvec (XB 2
-    stages the same sums from its copy) and a staged and a persistent tile."""
+    stages the same sums from its copy) and a staged and a persistent tile. LAB_GPU_NORM_EARLY=all (session
+    21: a register tile asks its norm weights into L1 before the wait, a line a thread; at 1032 the last
+    line is partly past the weights) gives the same values too, in the loop's staging and in XB 2's."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = dict(CASES["gqa4_hd64_ropeparams"], hidden_size=hidden, intermediate_size=1024)
@@ -34,10 +36,14 @@ def test_gpu_opt_tiles_bitwise_at_width(tmp_path, monkeypatch, hidden):
     want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": "2"}, monkeypatch)  # w8.u1.r4
     for env in ({"LAB_GPU_MATVEC_CONFIG": "5"}, {"LAB_GPU_MATVEC_CONFIG": "0"}, {"LAB_GPU_MATVEC_CONFIG": "3"},
                 {"LAB_GPU_MATVEC_CONFIG": "17"}, {"LAB_GPU_MATVEC_CONFIG": "13"},
-                {"LAB_GPU_MATVEC_CONFIG": "5", "LAB_GPU_X_BULK": "all"}, {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_X_BULK": "all"}):
+                {"LAB_GPU_MATVEC_CONFIG": "5", "LAB_GPU_X_BULK": "all"}, {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_X_BULK": "all"},
+                {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_NORM_EARLY": "all"},
+                {"LAB_GPU_MATVEC_CONFIG": "5", "LAB_GPU_X_BULK": "all", "LAB_GPU_NORM_EARLY": "all"}):
         got, got_gen = _decode_logits(d, tokens, env, monkeypatch)
         np.testing.assert_array_equal(got, want, err_msg=str(env))
         assert got_gen.tolist() == want_gen.tolist(), env
+    monkeypatch.setenv("LAB_GPU_NORM_EARLY", "all")
+    assert "norm weights into L1 before the wait" in _engine.Engine("gpu_opt", str(d), 64).variant
 
 
 # Staged tiles (v8, LAB_GPU_O_STAGE) against the same tile unstaged: indices into gpu_opt's Configs().
