@@ -469,7 +469,7 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   a.trace = prefill ? nullptr : TraceSlot(kNumKinds);
   LaunchEx(prefill ? 0 : attn_cluster_, prefill ? attn_prefill_fn_ : lay.fn,
            dim3(unsigned(c.n_kv_heads), unsigned(splits), unsigned(B)),
-           dim3((prefill ? gpu::kAttnWarps : lay.warps) * 32), 0, stream_, pdl, "AttentionKernel", a);
+           dim3((prefill ? gpu::kAttnWarps : lay.warps) * 32), prefill ? 0 : lay.smem, stream_, pdl, "AttentionKernel", a);
 }
 
 }  // namespace gpu_opt

@@ -114,7 +114,7 @@ class GpuOptEngine : public Engine {
   void Init(const ModelFile& file);
   void ReadDecodeEnv();  // called by Init
   void ReadTileEnv();    // gpu_opt_tune.cu; called by ReadDecodeEnv
-  int WaveSplits(AttnFn fn, int warps) const;  // gpu_opt_knobs.cu
+  int WaveSplits(AttnFn fn, int warps, size_t smem = 0) const;  // gpu_opt_knobs.cu
   void DecodeStep(int32_t token, int64_t pos, float* logits);
   void EnqueueDecode(bool pdl, int gen_step = -1);
   cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0);
@@ -213,6 +213,7 @@ class GpuOptEngine : public Engine {
     int warps = gpu::kAttnWarps;     // LAB_GPU_ATTN_WARPS
     int min_chunk = kAttnMinChunk;   // LAB_GPU_ATTN_MIN_CHUNK
     int splits = gpu::kAttnMaxSplitsV2;  // the grid's splits per kv head (LAB_GPU_ATTN_SPLITS sets both)
+    size_t smem = 0;                 // dynamic shared memory a launch asks for, unused (LAB_GPU_ATTN_SPREAD)
   };
   // [0]: the layout the knobs name; [1]: the short-context layout (8 warps over 64-key splits), which a
   // step attending at most attn_short_keys_ keys runs instead (0: never; LAB_GPU_ATTN_SHORT; README
@@ -230,6 +231,7 @@ class GpuOptEngine : public Engine {
   bool attn_short_blocks_set_ = false;       // LAB_GPU_ATTN_SHORT_BLOCKS was given (variant() names it)
   bool attn_q_shared_ = true;                // the short layout's q in shared memory (LAB_GPU_ATTN_Q; default from G = 4)
   bool attn_q_set_ = false;                  // LAB_GPU_ATTN_Q was given (variant() names it)
+  bool attn_spread_ = false;                 // LAB_GPU_ATTN_SPREAD: the short layout one block an SM
   int attn_sync_acqrel_ = 1;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=fence: 0)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1

@@ -8,7 +8,9 @@
 // (griddepcontrol.wait), stamps %globaltimer, loads all of x (or, as a control, a vector of the same size
 // that no kernel writes: "untouched", in L2 after the warm-up), stores it in shared memory, syncs, stamps
 // again. Per pair: the mean over blocks of that span, the readers' mean "pre" (from their start to the
-// wait's return) and the span from the writers' last end to the readers' first release (the drain).
+// wait's return), the span from the writers' last end to the readers' first release (the drain), and
+// (session 21) "last": from the first release to the last block's staged stamp, the critical path that a
+// mean over blocks can hide when the blocks are released at different times.
 // A second table (EngineReader; first run in session 20) adds the engine's own steps one at a time: x in
 // fp16, the norm weights, a landed 128 KB ring; 128 KB of shared memory reserved without a ring (kBig,
 // session 20); and (kNormL1, session 21) the norm weights' lines asked into L1 before the wait.
@@ -30,10 +32,13 @@ namespace {
 
 using namespace lab::gpu;  // GlobalTimer, PdlWait, PdlTrigger and the bulk copies (kernels_common.cuh)
 
+constexpr int kMaxSm = 256;
 struct Stamps {
   unsigned long long w_end_max;                          // writers: the last block's end
   unsigned long long r_rel_min;                          // readers: the first release
   unsigned long long r_pre_sum, r_phase_sum, r_blocks;   // readers: start to release, release to staged
+  unsigned long long r_staged_max;                       // readers: the last block's staged stamp
+  unsigned per_sm[kMaxSm];                               // readers: blocks that ran on each SM (%smid)
 };
 
 __global__ void __launch_bounds__(256) Writer(const uint4* w, long long chunks_per_block, float* x, int K, int stream,
@@ -66,6 +71,10 @@ __device__ __forceinline__ void Record(Stamps* st, unsigned long long t0, unsign
   atomicAdd(&st->r_pre_sum, t1 - t0);
   atomicAdd(&st->r_phase_sum, t2 - t1);
   atomicAdd(&st->r_blocks, 1ull);
+  atomicMax(&st->r_staged_max, t2);
+  unsigned sm;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+  if (sm < kMaxSm) atomicAdd(&st->per_sm[sm], 1u);
 }
 
 __global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st, float* out) {
@@ -186,12 +195,12 @@ static int Run(int argc, char** argv) {
   // One row: `pairs` writer/reader pairs (after 2 warm-up pairs); medians of the readers' mean phase and
   // pre, and of the drain.
   struct Row {
-    double phase, pre, drain;
+    double phase, pre, drain, last, most, used;  // most: readers on the busiest SM; used: SMs with one
   };
   auto measure = [&](int stream, int pdl, size_t smem, auto kernel, auto... args) {
-    std::vector<double> phase, pre, drain;
+    std::vector<double> phase, pre, drain, last, most, used;
     for (int i = 0; i < pairs + 2; ++i) {
-      Stamps z = {0, ~0ull, 0, 0, 0};
+      Stamps z = {0, ~0ull, 0, 0, 0, 0, {}};
       LAB_CUDA_CHECK(cudaMemcpyAsync(st, &z, sizeof(z), cudaMemcpyHostToDevice, s));
       Writer<<<G, 256, 0, s>>>(w, per_block, x, K, stream, sink, st);
       cudaLaunchConfig_t cfg = {};
@@ -212,30 +221,34 @@ static int Run(int argc, char** argv) {
       phase.push_back(double(h.r_phase_sum) / double(h.r_blocks) / 1e3);
       pre.push_back(double(h.r_pre_sum) / double(h.r_blocks) / 1e3);
       drain.push_back((double(h.r_rel_min) - double(h.w_end_max)) / 1e3);
+      last.push_back((double(h.r_staged_max) - double(h.r_rel_min)) / 1e3);
+      most.push_back(*std::max_element(h.per_sm, h.per_sm + kMaxSm));
+      used.push_back(double(std::count_if(h.per_sm, h.per_sm + kMaxSm, [](unsigned n) { return n > 0; })));
     }
     auto med = [](std::vector<double> v) {
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
     };
-    return Row{med(phase), med(pre), med(drain)};
+    return Row{med(phase), med(pre), med(drain), med(last), med(most), med(used)};
   };
-  std::printf("%-8s %-13s %-4s %12s %12s %12s\n", "writers", "reader reads", "PDL", "phase us", "pre us", "drain us");
+  std::printf("%-8s %-13s %-4s %12s %12s %12s %6s %6s\n", "writers", "reader reads", "PDL", "phase us", "pre us", "drain us",
+              "most", "SMs");
   std::string result;
   for (int stream = 0; stream < 2; ++stream)
     for (int other = 0; other < 2; ++other)
       for (int pdl = 1; pdl >= 0; --pdl) {
         const Row r = measure(stream, pdl, size_t(K) * 4, Reader, static_cast<const float*>(other ? x_other : x), K,
                               st, out);
-        std::printf("%-8s %-13s %-4s %12.2f %12.2f %12.2f\n", stream ? "stream" : "idle",
-                    other ? "untouched" : "their x", pdl ? "yes" : "no", r.phase, r.pre, r.drain);
+        std::printf("%-8s %-13s %-4s %12.2f %12.2f %12.2f %6.0f %6.0f\n", stream ? "stream" : "idle",
+                    other ? "untouched" : "their x", pdl ? "yes" : "no", r.phase, r.pre, r.drain, r.most, r.used);
         char row[160];
         std::snprintf(row, sizeof row, "%s{\"stream\": %d, \"untouched\": %d, \"pdl\": %d, \"phase_us\": %.3f}",
                       result.empty() ? "" : ", ", stream, other, pdl, r.phase);
         result += row;
       }
   // The engine's steps added one by one (EngineReader), writers streaming, PDL on, the writer's x.
-  std::printf("engine-like readers (writers stream, PDL): %-28s %12s %12s %12s\n", "", "phase us", "pre us",
-              "drain us");
+  std::printf("engine-like readers (writers stream, PDL): %-28s %12s %12s %12s %12s %6s %6s\n", "", "phase us",
+              "pre us", "drain us", "last us", "most", "SMs");
   std::string engine;
   const int kFlagRows[] = {0,           kHalf,         kHalf | kNorm, kHalf | kRing, kHalf | kNorm | kRing,
                            kHalf | kBig, kHalf | kNorm | kNormL1};
@@ -248,10 +261,13 @@ static int Run(int argc, char** argv) {
                              (flags & kNorm ? " + norm weights" : "") + (flags & kNormL1 ? " (into L1 before the wait)" : "") +
                              (flags & kRing ? " + 128 KB ring landed" : "") +
                              (flags & kBig ? " + 128 KB shared memory, no ring" : "");
-    std::printf("  %-70s %12.2f %12.2f %12.2f\n", name.c_str(), r.phase, r.pre, r.drain);
-    char row[200];
-    std::snprintf(row, sizeof row, "%s{\"flags\": %d, \"phase_us\": %.3f, \"pre_us\": %.3f, \"drain_us\": %.3f}",
-                  engine.empty() ? "" : ", ", flags, r.phase, r.pre, r.drain);
+    std::printf("  %-70s %12.2f %12.2f %12.2f %12.2f %6.0f %6.0f\n", name.c_str(), r.phase, r.pre, r.drain, r.last,
+                r.most, r.used);
+    char row[300];
+    std::snprintf(row, sizeof row,
+                  "%s{\"flags\": %d, \"phase_us\": %.3f, \"pre_us\": %.3f, \"drain_us\": %.3f, \"last_us\": %.3f, "
+                  "\"most\": %.0f, \"sms\": %.0f}",
+                  engine.empty() ? "" : ", ", flags, r.phase, r.pre, r.drain, r.last, r.most, r.used);
     engine += row;
   }
   std::printf("RESULT {\"k\": %d, \"rows\": [%s], \"engine\": [%s]}\n", K, result.c_str(),

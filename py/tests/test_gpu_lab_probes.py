@@ -66,6 +66,9 @@ def test_handoff_latency_grows_with_the_vector():
         assert r["k"] == k and len(r["rows"]) == 8 and all(x["phase_us"] > 0 for x in r["rows"]), out
         assert sorted(x["flags"] for x in r["engine"]) == [0, 4, 5, 6, 7, 12, 21], out  # the engine-like readers
         assert all(x["phase_us"] > 0 for x in r["engine"]), out
+        # the last block's staged stamp minus the first release bounds every block's own phase, so its median
+        # over pairs bounds the median of the blocks' mean
+        assert all(x["last_us"] >= x["phase_us"] for x in r["engine"]), out
         return next(x["phase_us"] for x in r["rows"] if x["stream"] and x["pdl"] and not x["untouched"])
     assert phase(14336) > phase(4096)
 

@@ -49,6 +49,9 @@ ATTN_LAYOUTS = {
     # staged in shared memory), and staged in shared memory (the default from 4 on)
     "short_q_regs": (lambda n: {"LAB_GPU_ATTN_Q": "regs"}, "attention short q in registers"),
     "short_q_shared": (lambda n: {"LAB_GPU_ATTN_Q": "shared"}, "attention short q in shared"),
+    # the short layout's blocks one an SM, by unused dynamic shared memory (LAB_GPU_ATTN_SPREAD, session 21): a
+    # launch that asks for memory it does not get fails, one that overwrites it would show here
+    "short_spread": (lambda n: {"LAB_GPU_ATTN_SPREAD": "1"}, "attention short spread one block an SM"),
 }
 
 
@@ -63,7 +66,8 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
     layouts, the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step),
     and the short layout's kernel compiled for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in
-    registers or in shared memory whatever the group (LAB_GPU_ATTN_Q). The same logits to fp32 rounding (the
+    registers or in shared memory whatever the group (LAB_GPU_ATTN_Q), or launched one block an SM
+    (LAB_GPU_ATTN_SPREAD=1). The same logits to fp32 rounding (the
     merge order differs), at a short context (one cluster, one split of 64) and, for the long model, past
     2,100 positions (6 clusters per kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of
     12-step generations agree. The
@@ -143,7 +147,8 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
     """Decode attention's knobs: an unknown version, and v3 (clusters of 8 splits, 4 warps, 4 steps in
     flight) with a split count that is not whole clusters or another warp count, an unknown warp count,
     a short-context bound that is negative or asked of v1, a short layout's blocks per SM other than 1 or 2
-    or 1 without the short layout or the round softmax, q in shared memory elsewhere, and a split count past
+    or 1 without the short layout or the round softmax, q in shared memory elsewhere, the short layout spread
+    one block an SM with a bad value or without that layout, and a split count past
     what the version merges (64 with v2, 32 with v1) or below 1, are refused by name."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
@@ -163,6 +168,9 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
                      ({"LAB_GPU_ATTN_Q": "shared", "LAB_GPU_ATTN_SHORT_BLOCKS": "1"}, "ATTN_Q=shared needs the short"),
                      ({"LAB_GPU_ATTN_Q": "shared", "LAB_GPU_ATTN_SHORT": "0"}, "LAB_GPU_ATTN_Q=shared need the short"),
                      ({"LAB_GPU_ATTN_Q": "shared", "LAB_GPU_ATTN_SOFTMAX": "step"}, "ATTN_Q=shared needs the short"),
+                     ({"LAB_GPU_ATTN_SPREAD": "2"}, "LAB_GPU_ATTN_SPREAD must be"),
+                     ({"LAB_GPU_ATTN_SPREAD": "1", "LAB_GPU_ATTN_SHORT": "0"}, "SPREAD=1 needs the short layout"),
+                     ({"LAB_GPU_ATTN_SPREAD": "1", "LAB_GPU_ATTN_WARPS": "8"}, "SPREAD=1 needs the short layout"),
                      ({"LAB_GPU_ATTN_SPLITS": "65"}, "LAB_GPU_ATTN_SPLITS must be 1..64 with decode attention v2"),
                      ({"LAB_GPU_ATTN_SPLITS": "0"}, "LAB_GPU_ATTN_SPLITS must be 1..64"),
                      ({"LAB_GPU_DECODE_ATTN": "v1", "LAB_GPU_ATTN_SPLITS": "33"}, "must be 1..32 with decode attention v1"),
