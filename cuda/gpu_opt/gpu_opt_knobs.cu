@@ -268,8 +268,12 @@ void GpuOptEngine::ReadDecodeEnv() {
   // Its steps use at most one wave of splits by the bound's definition; the grid keeps 64 (the blocks past
   // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given. At 512 keys 64 and 49 measured
   // the same in one call and 0.3% apart in another (README "One wave of splits"); the bench ran with 64.
-  if (attn_short_keys_ > 0)
-    attn_[1] = {short_fn, 8, kAttnShortChunk, attn_splits_set_ ? a0.splits : gpu::kAttnMaxSplitsV2, spread_smem};
+  // Spread, the grid is the one wave (16 splits a kv head on 132 SMs at 8 kv heads): its idle blocks, placed one an
+  // SM like the working ones, would otherwise take four waves to exit, and the next kernel starts after the last.
+  const int short_splits = attn_splits_set_ ? a0.splits
+                           : attn_spread_   ? std::min(gpu::kAttnMaxSplitsV2, WaveSplits(short_fn, 8, spread_smem))
+                                            : gpu::kAttnMaxSplitsV2;
+  if (attn_short_keys_ > 0) attn_[1] = {short_fn, 8, kAttnShortChunk, short_splits, spread_smem};
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
   // The split merge's release / acquire as one acq_rel atomic: +0.2-0.3% decode tok/s at 512 on the H200
   // in 3 of 3 process pairs (README "Attention's compute, branch-free", its last part); LAB_GPU_ATTN_SYNC=fence

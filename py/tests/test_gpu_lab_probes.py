@@ -67,8 +67,10 @@ def test_handoff_latency_grows_with_the_vector():
         assert sorted(x["flags"] for x in r["engine"]) == [0, 4, 5, 6, 7, 12, 21], out  # the engine-like readers
         assert all(x["phase_us"] > 0 for x in r["engine"]), out
         # the last block's staged stamp minus the first release bounds every block's own phase, so its median
-        # over pairs bounds the median of the blocks' mean
-        assert all(x["last_us"] >= x["phase_us"] for x in r["engine"]), out
+        # over pairs bounds the median of the blocks' mean, up to a tick of %globaltimer (256 ns on the H200),
+        # since "last" takes its two stamps on two SMs (first run: 0.768 against a mean of 0.801)
+        assert all(0 < x["last_us"] and x["last_us"] >= x["phase_us"] - 0.3 for x in r["engine"]), out
+        assert all(1 <= x["most"] and 1 <= x["sms"] <= 256 for x in r["engine"]), out
         return next(x["phase_us"] for x in r["rows"] if x["stream"] and x["pdl"] and not x["untouched"])
     assert phase(14336) > phase(4096)
 
