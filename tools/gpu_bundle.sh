@@ -42,7 +42,8 @@ cp cuda/prefill/bench_prefill.py "$OUT.tmp/tools/" 2>/dev/null || true
 cp tools/gpu_run.sh "$OUT.tmp/run.sh"
 chmod -R u+w "$OUT.tmp"
 printf 'python=%s\ncuda_archs=%s\ncommit=%s\nbuilt=%s\n' "$PYVER" "$ARCHS" \
-  "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(date -u +%FT%TZ)" > "$OUT.tmp/BUILD_INFO"
+  "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)" \
+  "$(date -u +%FT%TZ)" > "$OUT.tmp/BUILD_INFO"
 rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
 tar -C "$(dirname "$OUT")" -cJf "$OUT.tar.xz.tmp" "$(basename "$OUT")" && mv "$OUT.tar.xz.tmp" "$OUT.tar.xz"
 du -sh "$OUT" "$OUT.tar.xz"

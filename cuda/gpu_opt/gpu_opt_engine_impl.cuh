@@ -183,10 +183,10 @@ class GpuOptEngine : public Engine {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
   // The decode step's graph for each attention layout (attn_ below), all captured at the first step.
-  cudaGraphExec_t graph_exec_[2] = {nullptr, nullptr};
+  cudaGraphExec_t graph_exec_[3] = {nullptr, nullptr, nullptr};
   // Greedy generation (GenerateImpl): per attention layout, graphs of 1 and kGenSteps steps; best_,
   // gen_pos_, tok_log_ in gen_mem_.
-  cudaGraphExec_t gen_exec_[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};
+  cudaGraphExec_t gen_exec_[3][2] = {{nullptr, nullptr}, {nullptr, nullptr}, {nullptr, nullptr}};
   void* gen_mem_ = nullptr;
   unsigned long long* best_ = nullptr;
   int *gen_pos_ = nullptr, *tok_log_ = nullptr;
@@ -217,13 +217,16 @@ class GpuOptEngine : public Engine {
   };
   // [0]: the layout the knobs name; [1]: the short-context layout (8 warps over 64-key splits), which a
   // step attending at most attn_short_keys_ keys runs instead (0: never; LAB_GPU_ATTN_SHORT; README
-  // "Attention at short contexts"). attn_sel_ is the one Attention() launches, set before a step is
-  // enqueued or captured.
-  AttnLayout attn_[2];
-  int attn_short_keys_ = 0, attn_sel_ = 0;
+  // "Attention at short contexts"); [2]: the same kernel spread one block an SM (LAB_GPU_ATTN_SPREAD, session
+  // 21), for steps of at most attn_spread_keys_ keys (0: never). attn_sel_ is the one Attention() launches,
+  // set before a step is enqueued or captured.
+  AttnLayout attn_[3];
+  int attn_short_keys_ = 0, attn_spread_keys_ = 0, attn_sel_ = 0;
   bool attn_short_set_ = false;  // LAB_GPU_ATTN_SHORT was given (variant() names the bound)
-  int AttnLayoutFor(int64_t keys) const { return attn_short_keys_ > 0 && keys <= attn_short_keys_ ? 1 : 0; }
-  int NumAttnLayouts() const { return attn_short_keys_ > 0 ? 2 : 1; }
+  int AttnLayoutFor(int64_t keys) const {
+    return attn_spread_keys_ > 0 && keys <= attn_spread_keys_ ? 2 : attn_short_keys_ > 0 && keys <= attn_short_keys_ ? 1 : 0;
+  }
+  int NumAttnLayouts() const { return attn_spread_keys_ > 0 ? 3 : attn_short_keys_ > 0 ? 2 : 1; }
   int attn_skip_idle_ = 1;                   // AttnParams::skip_idle (LAB_GPU_ATTN_SKIP=0 turns it off)
   bool attn_round_softmax_ = true;           // AttentionKernel's RS (LAB_GPU_ATTN_SOFTMAX=step: false)
   bool attn_softmax_set_ = false;            // LAB_GPU_ATTN_SOFTMAX was given (variant() names it)
@@ -231,7 +234,7 @@ class GpuOptEngine : public Engine {
   bool attn_short_blocks_set_ = false;       // LAB_GPU_ATTN_SHORT_BLOCKS was given (variant() names it)
   bool attn_q_shared_ = true;                // the short layout's q in shared memory (LAB_GPU_ATTN_Q; default from G = 4)
   bool attn_q_set_ = false;                  // LAB_GPU_ATTN_Q was given (variant() names it)
-  bool attn_spread_ = false;                 // LAB_GPU_ATTN_SPREAD: the short layout one block an SM
+  bool attn_spread_set_ = false;             // LAB_GPU_ATTN_SPREAD was given (variant() names it)
   int attn_sync_acqrel_ = 1;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=fence: 0)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1

@@ -31,7 +31,9 @@
 // (2 per SM: 2,112 keys for Llama-3.1-8B on an H100 or H200); 0 off, as it is by default when one of the three knobs above pins a layout; README
 // "Attention at short contexts"), LAB_GPU_ATTN_SHORT_BLOCKS=2|1 (the short layout's kernel compiled for 2
 // blocks per SM, the default, at most 128 registers; or 1, no register cap, the bound halved),
-// LAB_GPU_ATTN_SPREAD=1 (the short layout's blocks one an SM, by unused dynamic shared memory; session 21),
+// LAB_GPU_ATTN_SPREAD=<keys>|0 (steps attending at most this many keys run the short layout's blocks one an SM,
+// by unused dynamic shared memory; default, since session 21: as many as fit the SMs one each, 1,024 keys for
+// Llama-3.1-8B on 132 SMs; 0: two an SM as before),
 // LAB_GPU_ATTN_Q=shared|regs (the short layout's q read from shared memory at every score, so that its 128
 // registers do not spill, the default for 4 or more query heads a kv head; or held in registers, as before
 // and the default below 4),
@@ -244,36 +246,39 @@ void GpuOptEngine::ReadDecodeEnv() {
   attn_q_shared_ = q_shared && q_fits;
   const AttnFn short_fn = AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4, 0, attn_round_softmax_,
                                         short_blocks == 1 ? 1 : 0, attn_q_shared_);
-  // LAB_GPU_ATTN_SPREAD=1 (session 21): the short layout's launches ask for unused dynamic shared memory, half an
-  // SM's, so that one block fits an SM. A grid launched early under PDL is packed onto the SMs with room
-  // (kernel lab: handoff_latency's "most" column, 6 small blocks an SM on 22 SMs), so 64 blocks may run two an
-  // SM on 32 SMs; spread, each has an SM's issue slots alone. The one-wave bound halves with it.
-  attn_spread_ = EnvChoice("LAB_GPU_ATTN_SPREAD", {"0", "1"}) == 1;
-  size_t spread_smem = 0;
-  if (attn_spread_) {
-    if (pinned) throw InputError("LAB_GPU_ATTN_SPREAD=1 needs the short layout (v2, no layout knob)");
-    spread_smem = prop_.sharedMemPerMultiprocessor / 2;
-    LAB_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(short_fn),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(spread_smem)));
-  }
-  attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20,
-                                pinned ? 0 : kAttnShortChunk * WaveSplits(short_fn, 8, spread_smem)));
+  attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20, pinned ? 0 : kAttnShortChunk * WaveSplits(short_fn, 8)));
   if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
   if (attn_short_keys_ == 0 && (short_blocks == 1 || (attn_q_set_ && q_shared)))
     throw InputError("LAB_GPU_ATTN_SHORT_BLOCKS=1 and LAB_GPU_ATTN_Q=shared need the short layout (LAB_GPU_ATTN_SHORT not 0)");
-  if (attn_short_keys_ == 0 && attn_spread_)
-    throw InputError("LAB_GPU_ATTN_SPREAD=1 needs the short layout (LAB_GPU_ATTN_SHORT not 0)");
   if (attn_short_keys_ == 0) attn_q_shared_ = false;  // no short layout: nothing staged (variant() agrees)
   // Its steps use at most one wave of splits by the bound's definition; the grid keeps 64 (the blocks past
   // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given. At 512 keys 64 and 49 measured
   // the same in one call and 0.3% apart in another (README "One wave of splits"); the bench ran with 64.
-  // Spread, the grid is the one wave (16 splits a kv head on 132 SMs at 8 kv heads): its idle blocks, placed one an
-  // SM like the working ones, would otherwise take four waves to exit, and the next kernel starts after the last.
-  const int short_splits = attn_splits_set_ ? a0.splits
-                           : attn_spread_   ? std::min(gpu::kAttnMaxSplitsV2, WaveSplits(short_fn, 8, spread_smem))
-                                            : gpu::kAttnMaxSplitsV2;
-  if (attn_short_keys_ > 0) attn_[1] = {short_fn, 8, kAttnShortChunk, short_splits, spread_smem};
+  if (attn_short_keys_ > 0)
+    attn_[1] = {short_fn, 8, kAttnShortChunk, attn_splits_set_ ? a0.splits : gpu::kAttnMaxSplitsV2};
+  // The short layout spread one block an SM (LAB_GPU_ATTN_SPREAD=1|0, on by default since session 21; README
+  // "Session 21"): the same kernel, its launches asking for unused dynamic shared memory, half an SM's, for
+  // steps whose working blocks fit the SMs one each (1,024 keys at 8 kv heads on 132 SMs). A grid launched
+  // early under PDL is packed onto the SMs with room (kernel lab: handoff_latency's "most" column, 6 small
+  // blocks an SM on 22 SMs): at 512 keys its 64 blocks ran two an SM; spread, each has an SM's issue slots
+  // alone. Its grid is that one wave: idle blocks, placed one an SM too, would take waves to exit, and the
+  // next kernel starts after the last of them (the first cut's 64 splits a kv head: o_proj's head start
+  // fell from 165 to 33 us a step). Past the spread bound the short layout runs as before.
+  // LAB_GPU_ATTN_SPREAD=<keys> sets the bound (steps past one wave then take more keys a split), 0 turns it off.
+  attn_spread_set_ = EnvGiven("LAB_GPU_ATTN_SPREAD");
+  attn_spread_keys_ = 0;
+  if (attn_short_keys_ > 0) {
+    const size_t pad = prop_.sharedMemPerMultiprocessor / 2;
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(short_fn),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(pad)));
+    int wave = std::min(gpu::kAttnMaxSplitsV2, WaveSplits(short_fn, 8, pad));
+    if (attn_splits_set_) wave = std::min(wave, a0.splits);
+    attn_spread_keys_ = int(EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, std::min(attn_short_keys_, kAttnShortChunk * wave)));
+    attn_[2] = {short_fn, 8, kAttnShortChunk, wave, pad};
+  } else if (attn_spread_set_ && EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, 0) > 0) {
+    throw InputError("LAB_GPU_ATTN_SPREAD needs the short layout (v2, no layout knob, LAB_GPU_ATTN_SHORT not 0)");
+  }
   attn_skip_idle_ = EnvFlag("LAB_GPU_ATTN_SKIP", true) ? 1 : 0;
   // The split merge's release / acquire as one acq_rel atomic: +0.2-0.3% decode tok/s at 512 on the H200
   // in 3 of 3 process pairs (README "Attention's compute, branch-free", its last part); LAB_GPU_ATTN_SYNC=fence
@@ -281,8 +286,9 @@ void GpuOptEngine::ReadDecodeEnv() {
   attn_sync_acqrel_ = EnvChoice("LAB_GPU_ATTN_SYNC", {"acqrel", "fence"}) == 0 ? 1 : 0;
   attn_prefill_fn_ = AttnKernelFor(int(hd), int(c.group_size()), false);
   if (verbose_)
-    std::fprintf(stderr, "gpu_opt: decode attention %d-warp blocks, %d splits per kv head; short layout %s%d keys\n",
-                 a0.warps, a0.splits, attn_short_keys_ ? "up to " : "off: ", attn_short_keys_);
+    std::fprintf(stderr,
+                 "gpu_opt: decode attention %d-warp blocks, %d splits per kv head; short layout %s%d keys; spread up to "
+                 "%d keys\n", a0.warps, a0.splits, attn_short_keys_ ? "up to " : "off: ", attn_short_keys_, attn_spread_keys_);
 }
 
 // Decode attention blocks of `fn` (warps x 32 threads, `smem` bytes of dynamic shared memory) that the SMs hold at

@@ -407,7 +407,8 @@ std::string GpuOptEngine::variant() const {
     s += attn_short_keys_ ? ", attention short up to " + std::to_string(attn_short_keys_) + " keys" : ", attention short off";
   if (attn_short_blocks_set_) s += ", attention short " + std::to_string(attn_short_blocks_) + " block(s) per SM";
   if (attn_q_set_) s += attn_q_shared_ ? ", attention short q in shared" : ", attention short q in registers";
-  if (attn_spread_) s += ", attention short spread one block an SM";
+  if (attn_spread_set_) s += attn_spread_keys_ ? ", attention short spread up to " + std::to_string(attn_spread_keys_) + " keys"
+                                              : ", attention short not spread";
   if (graph_tune_pos_set_) s += ", tuned at position " + std::to_string(graph_tune_pos_);
   if (ring_pre_) s += ", ring " + std::to_string(ring_pre_) + " stages before the wait";
   if (norm_early_ == 0) s += ", ring norm weights after the wait";
@@ -432,7 +433,7 @@ void GpuOptEngine::SetupStaging() {
   for (const AttnLayout& a : attn_)
     if (a.fn) {
       LAB_CUDA_CHECK(cudaFuncGetAttributes(&fa, a.fn));
-      attn_smem = std::max(attn_smem, fa.sharedSizeBytes + a.smem + reserved);
+      attn_smem = std::max(attn_smem, fa.sharedSizeBytes + reserved);  // (a spread block is alone on its SM: not counted)
     }
   // The budget is sized for o_proj's grid with the tile LAB_GPU_O_STAGE names (or w8.u2.r2.s, for a
   // staged tile chosen by LAB_GPU_MATVEC_CONFIG): its blocks per SM share what attention leaves.

@@ -21,8 +21,8 @@ ATTN_LAYOUTS = {
     "v3": (lambda n: {"LAB_GPU_DECODE_ATTN": "v3"}, "attention v3"),
     "w8": (lambda n: {"LAB_GPU_ATTN_WARPS": "8", "LAB_GPU_ATTN_MIN_CHUNK": "64"}, "attention 8 warps, splits of 64+ keys"),
     "w2": (lambda n: {"LAB_GPU_ATTN_WARPS": "2"}, "attention 2 warps"),
-    # the default: the short-context layout (8 warps, 64-key splits) up to 64 x (SMs / kv heads) keys,
-    # which covers every step here (these models have 1 or 2 kv heads)
+    # the default: the short-context layout (8 warps, 64-key splits) spread one block an SM up to 64 x (SMs /
+    # kv heads) keys, which covers every step here (these models have 1 or 2 kv heads)
     "default": (lambda n: {}, ""),
     # the short layout for the first 2 decode() steps, then the 4-warp one: two decode graphs
     "cross_decode": (lambda n: {"LAB_GPU_ATTN_SHORT": str(n + 2)}, "attention short up to"),
@@ -49,9 +49,12 @@ ATTN_LAYOUTS = {
     # staged in shared memory), and staged in shared memory (the default from 4 on)
     "short_q_regs": (lambda n: {"LAB_GPU_ATTN_Q": "regs"}, "attention short q in registers"),
     "short_q_shared": (lambda n: {"LAB_GPU_ATTN_Q": "shared"}, "attention short q in shared"),
-    # the short layout's blocks one an SM, by unused dynamic shared memory (LAB_GPU_ATTN_SPREAD, session 21): a
-    # launch that asks for memory it does not get fails, one that overwrites it would show here
-    "short_spread": (lambda n: {"LAB_GPU_ATTN_SPREAD": "1"}, "attention short spread one block an SM"),
+    # the short layout's blocks one an SM, by unused dynamic shared memory (LAB_GPU_ATTN_SPREAD, the default since
+    # session 21), off; and from spread to the short layout to the 4-warp one partway through decode() and
+    # generate() (a launch that asked for memory it did not get would fail, one that overwrote it show here)
+    "short_not_spread": (lambda n: {"LAB_GPU_ATTN_SPREAD": "0"}, "attention short not spread"),
+    "spread_cross": (lambda n: {"LAB_GPU_ATTN_SPREAD": str(n + 4), "LAB_GPU_ATTN_SHORT": str(n + 12)},
+                     "attention short spread up to"),
 }
 
 
@@ -66,8 +69,9 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
     layouts, the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step),
     and the short layout's kernel compiled for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in
-    registers or in shared memory whatever the group (LAB_GPU_ATTN_Q), or launched one block an SM
-    (LAB_GPU_ATTN_SPREAD=1). The same logits to fp32 rounding (the
+    registers or in shared memory whatever the group (LAB_GPU_ATTN_Q), and launched two blocks an SM instead of
+    the default's one at the shortest contexts (LAB_GPU_ATTN_SPREAD=0) or crossing from one to two to the 4-warp
+    layout. The same logits to fp32 rounding (the
     merge order differs), at a short context (one cluster, one split of 64) and, for the long model, past
     2,100 positions (6 clusters per kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of
     12-step generations agree. The
@@ -168,9 +172,9 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
                      ({"LAB_GPU_ATTN_Q": "shared", "LAB_GPU_ATTN_SHORT_BLOCKS": "1"}, "ATTN_Q=shared needs the short"),
                      ({"LAB_GPU_ATTN_Q": "shared", "LAB_GPU_ATTN_SHORT": "0"}, "LAB_GPU_ATTN_Q=shared need the short"),
                      ({"LAB_GPU_ATTN_Q": "shared", "LAB_GPU_ATTN_SOFTMAX": "step"}, "ATTN_Q=shared needs the short"),
-                     ({"LAB_GPU_ATTN_SPREAD": "2"}, "LAB_GPU_ATTN_SPREAD must be"),
-                     ({"LAB_GPU_ATTN_SPREAD": "1", "LAB_GPU_ATTN_SHORT": "0"}, "SPREAD=1 needs the short layout"),
-                     ({"LAB_GPU_ATTN_SPREAD": "1", "LAB_GPU_ATTN_WARPS": "8"}, "SPREAD=1 needs the short layout"),
+                     ({"LAB_GPU_ATTN_SPREAD": "-1"}, "LAB_GPU_ATTN_SPREAD must be 0..1048576"),
+                     ({"LAB_GPU_ATTN_SPREAD": "64", "LAB_GPU_ATTN_SHORT": "0"}, "SPREAD needs the short layout"),
+                     ({"LAB_GPU_ATTN_SPREAD": "64", "LAB_GPU_ATTN_WARPS": "8"}, "SPREAD needs the short layout"),
                      ({"LAB_GPU_ATTN_SPLITS": "65"}, "LAB_GPU_ATTN_SPLITS must be 1..64 with decode attention v2"),
                      ({"LAB_GPU_ATTN_SPLITS": "0"}, "LAB_GPU_ATTN_SPLITS must be 1..64"),
                      ({"LAB_GPU_DECODE_ATTN": "v1", "LAB_GPU_ATTN_SPLITS": "33"}, "must be 1..32 with decode attention v1"),
