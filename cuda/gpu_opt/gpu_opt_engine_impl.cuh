@@ -265,8 +265,9 @@ class GpuOptEngine : public Engine {
   // block's end), pre (first block's start to the wait's release), drain (the previous launch's end to
   // this one's release: the kernel boundary), the count of launches, staged (a block's mean time
   // from its release to TraceMarks::Staged: a matvec's x staging, attention's own split), spread (the
-  // first released block's end to the last's) and tail (busy less the mean block's release-to-end time).
-  static constexpr int kTraceSums = 7;
+  // first released block's end to the last's), tail (busy less the mean block's release-to-end time) and
+  // the SMs its blocks ran on (a count, summed over launches; session 21).
+  static constexpr int kTraceSums = 8;
   bool trace_on_ = false, trace_capture_ = false;
   unsigned long long* trace_ = nullptr;
   size_t trace_slots_ = 0;

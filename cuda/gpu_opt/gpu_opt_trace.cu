@@ -44,6 +44,7 @@ void GpuOptEngine::CollectTrace() {
       k[5] += (e - m[5]) * 1e-9;                                                      // spread of the ends
       k[6] += std::max(0.0, double(e - r) - double(run_ns) / double(run_blocks)) * 1e-9;  // tail past the mean
     }
+    k[7] += __builtin_popcountll(~m[8]) + __builtin_popcountll(~m[9]) + __builtin_popcountll(~m[10]);  // SMs used
     first = std::min(first, s);
     last = std::max(last, e);
     prev_end = e;
@@ -65,6 +66,7 @@ std::vector<std::pair<std::string, double>> GpuOptEngine::PhaseSeconds() const {
     out.emplace_back(std::string(names[k]) + ".staged", v[4]);
     out.emplace_back(std::string(names[k]) + ".spread", v[5]);
     out.emplace_back(std::string(names[k]) + ".tail", v[6]);
+    out.emplace_back(std::string(names[k]) + ".sms", v[7]);  // summed over launches (a count, not seconds)
   }
   out.emplace_back("step", trace_step_s_);
   out.emplace_back("steps", double(trace_steps_));

@@ -44,14 +44,22 @@ __device__ __forceinline__ unsigned long long GlobalTimer() {
 // marked it (both read one less than the truth: they start at all ones, which is -1). Of the blocks that
 // were released (attention's idle splits end before the wait): [5] the first one's end (atomicMin), [6]
 // their summed time from release to end and [7] how many (atomicAdd, from -1 as above). The last end
-// less the mean block is the kernel's tail: what a perfect balance of the blocks could give back.
+// less the mean block is the kernel's tail: what a perfect balance of the blocks could give back. [8..10]
+// (session 21) the SMs the launch's blocks ran on, as the bits atomicAnd cleared from the all-ones fill (bit
+// %smid of a 192-bit mask; an SM past 191 is not counted): a grid launched early under PDL is packed onto the
+// SMs with room, not spread (cuda/kernels/README.md, "Where the readers run").
 // Thread 0 of each block marks; with a null slot (the default) nothing is marked.
-constexpr int kTraceSlots = 8;
+constexpr int kTraceSlots = 11;
 struct TraceMarks {
   unsigned long long* slot;
   unsigned long long released = 0;
   __device__ __forceinline__ explicit TraceMarks(unsigned long long* s) : slot(threadIdx.x == 0 ? s : nullptr) {
-    if (slot) atomicMin(slot, GlobalTimer());
+    if (slot) {
+      atomicMin(slot, GlobalTimer());
+      unsigned sm;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      if (sm < 192) atomicAnd(slot + 8 + sm / 64, ~(1ull << (sm % 64)));
+    }
   }
   __device__ __forceinline__ void Released() {
     if (slot) {

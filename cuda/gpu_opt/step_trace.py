@@ -12,6 +12,7 @@ last block's end (gpu_opt_engine.cu, TraceMarks). Per kind of launch and per tok
   pre    this launch's first block -> its release: blocks resident early, loading their first weights
   first phase  a block's own release -> x staged (matvec) or its split's partial written (attention),
          averaged over the launch's blocks
+  SMs    the SMs a launch's blocks ran on (%smid; session 21: a grid launched early is packed, not spread)
 and the bytes each kind must read over the read ceiling measured first (our read kernel), so that
 "busy at the ceiling" says how close each kernel's own streaming gets.
 
@@ -86,11 +87,12 @@ def main():
     for k in KINDS:
         busy, drain, pre, n, staged, spread, tail = (
             per[f"{k}.{x}"] for x in ("busy", "drain", "pre", "launches", "staged", "spread", "tail"))
+        sms = per.get(f"{k}.sms")  # (an engine from before session 21 does not mark its SMs)
         ideal = nbytes[k] / (ceiling * 1e9)
         rows.append({"kind": k, "launches": n, "MB": nbytes[k] / 1e6, "busy_us": busy * 1e6, "drain_us": drain * 1e6,
                      "pre_us": pre * 1e6, "ideal_us": ideal * 1e6, "busy_gbps": nbytes[k] / busy / 1e9 if busy else 0,
                      "staged_us": staged / n * 1e6 if n else 0, "spread_us": spread / n * 1e6 if n else 0,
-                     "tail_us": tail * 1e6})
+                     "tail_us": tail * 1e6, **({"sms": sms / n if n else 0} if sms is not None else {})})
     out.mkdir(parents=True, exist_ok=True)
     d = {"model_dir": a.model_dir, "context": a.context, "tokens": a.tokens, "max_context": eng.max_context,
          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "ceiling_gbps": ceiling, "ceiling_how": how,
@@ -127,16 +129,18 @@ def render(d):
           "`ends spread`: per launch, the first released block's end to the last block's; `tail`: the busy time "
           "past the mean block's (release to end): at most what a balance of the blocks could give back, and "
           "mostly not there to win, since the SMs still running take the bandwidth of those done "
-          "(cuda/kernels/README.md, \"SM rates\").", "",
+          "(cuda/kernels/README.md, \"SM rates\"); `SMs`: per launch, the SMs its blocks ran on (a grid launched "
+          "early is packed onto the SMs with room: cuda/kernels/README.md, \"Where the readers run\").", "",
           "| kind | launches | MB | busy us | at the ceiling us | GB/s while busy | % of ceiling while busy | "
-          "drain before it us | pre us | first phase us per launch | ends spread us per launch | tail us |",
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+          "drain before it us | pre us | first phase us per launch | ends spread us per launch | tail us | SMs |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         spread = f"{r['spread_us']:.2f}" if "spread_us" in r else "—"  # (traces before session 18 lack them)
         tail = f"{r['tail_us']:,.1f}" if "tail_us" in r else "—"
+        sms = f"{r['sms']:.0f}" if "sms" in r else "—"  # (traces before session 21 lack them)
         md.append(f"| {r['kind']} | {r['launches']:.0f} | {r['MB']:,.1f} | {r['busy_us']:,.1f} | {r['ideal_us']:,.1f} | "
                   f"{r['busy_gbps']:,.0f} | {100 * r['busy_gbps'] / ceiling:.1f}% | {r['drain_us']:,.1f} | {r['pre_us']:,.1f} | "
-                  f"{r['staged_us']:.2f} | {spread} | {tail} |")
+                  f"{r['staged_us']:.2f} | {spread} | {tail} | {sms} |")
     total_mb = sum(r["MB"] for r in rows)
     md += ["", f"Step (first block's start to the last block's end): **{step * 1e6:,.1f} us**; busy summed "
                f"{tot['busy'] * 1e6:,.1f} us, drains summed {tot['drain'] * 1e6:,.1f} us; the step's {total_mb:,.0f} MB at "

@@ -121,7 +121,7 @@ def test_gpu_opt_step_trace(model, monkeypatch):
     """LAB_GPU_TRACE=1: every decode() step's launches are timed inside the graph; per step the counts are
     n_layers launches of each layer kind and one lm_head, every kind has busy time, the step spans at
     least its longest kind, the ends' spread and the tail fit in the busy time, the logits are an untraced engine's (to the rounding of another prefill tile),
-    and generation graphs are not traced."""
+    each launch ran on 1 to all of the card's SMs, and generation graphs are not traced."""
     case, precision, d, tokens, _ = model
     # fp32 matvec inputs: with fp16 ones (the default) the two prefills' last-bit differences flip an
     # input's fp16 rounding now and then (1.4e-4 and 3.5e-4 relative on the H200), past the bound below.
@@ -139,6 +139,9 @@ def test_gpu_opt_step_trace(model, monkeypatch):
     p = eng.phase_seconds()
     assert p["steps"] == 5
     layers = ALL_CASES[case]["num_hidden_layers"]
+    import torch
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     for k in ("qkv", "attention", "o_proj", "gate_up", "down", "lm_head"):
         assert p[f"{k}.launches"] == 5 * (1 if k == "lm_head" else layers), k
         assert p[f"{k}.busy"] > 0 and p[f"{k}.pre"] >= 0, k
@@ -146,6 +149,8 @@ def test_gpu_opt_step_trace(model, monkeypatch):
         assert 0 < p[f"{k}.staged"] < p[f"{k}.busy"], k
         # the blocks' ends spread over part of the busy time; the last runs past the mean block by less than it
         assert 0 <= p[f"{k}.spread"] <= p[f"{k}.busy"] and 0 <= p[f"{k}.tail"] < p[f"{k}.busy"], k
+        # each launch ran on at least one SM and on no more than the card has (session 21's SM marks)
+        assert 1 <= p[f"{k}.sms"] / p[f"{k}.launches"] <= sms, k
     assert p["step"] >= max(p[f"{k}.busy"] for k in ("qkv", "attention", "o_proj", "gate_up", "down", "lm_head"))
     eng.generate(int(tokens[-1]), 3)
     assert eng.phase_seconds()["steps"] == 5

@@ -24,7 +24,7 @@ def trace(busy, ideal, drain, step_us, ceiling=4000.0):
     for k, b, i, dr in zip(KINDS, busy, ideal, drain):
         mb = i * ceiling * 1e-3  # MB read in i us at the ceiling
         rows.append({"kind": k, "launches": 32.0, "MB": mb, "busy_us": b, "drain_us": dr, "pre_us": 1.0, "ideal_us": i,
-                     "busy_gbps": mb * 1e3 / b, "staged_us": 2.0, "spread_us": 0.75, "tail_us": b / 10})
+                     "busy_gbps": mb * 1e3 / b, "staged_us": 2.0, "spread_us": 0.75, "tail_us": b / 10, "sms": 64.0})
     return {"model_dir": "/m/synthetic", "context": 512, "tokens": 64, "ceiling_gbps": ceiling, "ceiling_how": "test",
             "variant": "v", "rows": rows, "step_s": step_us * 1e-6, "wall_s": 5e-3, "per_step": {}}
 
@@ -45,15 +45,18 @@ def test_render_tables(st):
     d = trace([40, 30, 20, 100, 60, 10], [35, 5, 19, 90, 50, 9], [3, 2, 1, 4, 2, 1], step_us=273)
     md = "\n".join(st.render(d))
     assert "| attention | 32 | 20.0 | 30.0 | 5.0 |" in md  # kind, launches, MB, busy, at the ceiling
-    assert "| 2.00 | 0.75 | 3.0 |" in md  # attention's first phase, ends spread, tail (a tenth of its busy time)
+    assert "| 2.00 | 0.75 | 3.0 | 64 |" in md  # attention's first phase, ends spread, tail (a tenth of its busy), SMs
     assert "**273.0 us**" in md and "= 76.2% of the step" in md  # 208 us of bytes in 273
     share = [line for line in md.splitlines() if line.startswith("| attention beyond its bytes")]
     assert share == ["| attention beyond its bytes | 25.0 | 38.5% |"]  # 25 of 65
     assert "| the rest of the step | 0.0 | 0.0% |" in md  # 273 = busy 260 + drains 13, not "-0.0"
     assert "an engine of" not in md and "date not recorded" in md  # fields an older json lacks
-    for r in d["rows"]:  # a trace from before the spread and tail marks
+    for r in d["rows"]:  # a trace from before the SM marks, and one from before the spread and tail marks too
+        del r["sms"]
+    assert "| 2.00 | 0.75 | 3.0 | — |" in "\n".join(st.render(d))
+    for r in d["rows"]:
         del r["spread_us"], r["tail_us"]
-    assert "| 2.00 | — | — |" in "\n".join(st.render(d))
+    assert "| 2.00 | — | — | — |" in "\n".join(st.render(d))
     d.update(max_context=2500, date="2026-11-28 18:56 UTC")
     md = "\n".join(st.render(d))
     assert "an engine of 2500 positions" in md and "(2026-11-28 18:56 UTC)" in md
