@@ -364,6 +364,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   // norm_early 2 (session 21): the norm weights (K floats, the same for every block, no kernel writes them)
   // asked into L1 before the wait, a line a thread, so that the staging's __ldg after it hits L1 instead of
   // every block reading them from L2 at the release (kernel lab: handoff_latency's "norm weights" rows).
+  // Measured: no faster in the kernel lab, 0.23% slower in the step (README "Session 21"); off by default.
   if (XB != 1 && p.norm_w && p.norm_early == 2)
     for (int i = threadIdx.x; i < (p.K + 31) / 32; i += WARPS * 32) PrefetchL1(p.norm_w + 32 * i);
 
