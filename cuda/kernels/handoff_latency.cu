@@ -10,7 +10,8 @@
 // again. Per pair: the mean over blocks of that span, the readers' mean "pre" (from their start to the
 // wait's return), the span from the writers' last end to the readers' first release (the drain), and
 // (session 21) "last": from the first release to the last block's staged stamp, the critical path that a
-// mean over blocks can hide when the blocks are released at different times.
+// mean over blocks can hide when the blocks are released at different times; and where the readers ran
+// (%smid): blocks on the busiest SM ("most") and the SMs used.
 // A second table (EngineReader; first run in session 20) adds the engine's own steps one at a time: x in
 // fp16, the norm weights, a landed 128 KB ring; 128 KB of shared memory reserved without a ring (kBig,
 // session 20); and (kNormL1, session 21) the norm weights' lines asked into L1 before the wait.
@@ -98,8 +99,9 @@ __global__ void __launch_bounds__(256) Reader(const float* x, int K, Stamps* st,
 // dynamic smem EngineSmem(K, flags). kBig (session 20) reserves the ring's 128 KB without filling it: the
 // first run found the readers with a ring faster after their release (0.70 against 1.21 us at K 4096), and
 // a block that large cannot share an SM with a writer block, so it may start, and be released, later; kBig
-// alone separates that placement from the ring's copies (first run, session 21: it is as fast as the ring, so
-// the placement, not the copies). kNormL1 (session 21) has each block ask the norm weights' lines into its
+// alone separates that placement from the ring's copies (first run, session 21: as fast as the ring, so the
+// placement, not the copies: 128 KB leaves room for one reader an SM, where small readers launched early are
+// packed six to an SM on 22 SMs, as the SM columns show). kNormL1 (session 21) has each block ask the norm weights' lines into its
 // L1 before the wait (prefetch.global.L1, a line a thread), as the engine's LAB_GPU_NORM_EARLY=all does in
 // its register tiles: the norm weights' share of the phase, if L1 keeps them across the wait, goes away.
 enum : int { kNorm = 1, kRing = 2, kHalf = 4, kBig = 8, kNormL1 = 16 };
@@ -193,7 +195,7 @@ static int Run(int argc, char** argv) {
   LAB_CUDA_CHECK(cudaFuncSetAttribute(Reader, cudaFuncAttributeMaxDynamicSharedMemorySize, K * 4));
   std::printf("handoff_latency: %s, %d SMs, x of %d floats, %d pairs a row\n", prop.name, G, K, pairs);
   // One row: `pairs` writer/reader pairs (after 2 warm-up pairs); medians of the readers' mean phase and
-  // pre, and of the drain.
+  // pre, of the drain, of `last`, and of the readers' placement (blocks on the busiest SM, SMs used).
   struct Row {
     double phase, pre, drain, last, most, used;  // most: readers on the busiest SM; used: SMs with one
   };
