@@ -37,6 +37,13 @@ __device__ __forceinline__ unsigned long long GlobalTimer() {
   return t;
 }
 
+// The SM this thread runs on (PTX %smid; 0..SMs-1 on the H100 and H200).
+__device__ __forceinline__ int SmId() {
+  int s;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
+  return s;
+}
+
 // LAB_GPU_TRACE (the engine's step trace, gpu_opt_engine.cu): one launch's timeline in kTraceSlots slots,
 // cleared by one memset to 0xff: by atomicMin, [0] the first block's start, [1] the first block past
 // griddepcontrol.wait (Released), [2] ~(the last block's end: the destructor, on every return path); by
@@ -56,8 +63,7 @@ struct TraceMarks {
   __device__ __forceinline__ explicit TraceMarks(unsigned long long* s) : slot(threadIdx.x == 0 ? s : nullptr) {
     if (slot) {
       atomicMin(slot, GlobalTimer());
-      unsigned sm;
-      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      const unsigned sm = unsigned(SmId());
       if (sm < 192) atomicAnd(slot + 8 + sm / 64, ~(1ull << (sm % 64)));
     }
   }

@@ -31,7 +31,7 @@
 
 namespace {
 
-using namespace lab::gpu;  // GlobalTimer, PdlWait, PdlTrigger and the bulk copies (kernels_common.cuh)
+using namespace lab::gpu;  // GlobalTimer, SmId, PdlWait, PdlTrigger and the bulk copies (kernels_common.cuh)
 
 constexpr int kMaxSm = 256;
 struct Stamps {
@@ -73,8 +73,7 @@ __device__ __forceinline__ void Record(Stamps* st, unsigned long long t0, unsign
   atomicAdd(&st->r_phase_sum, t2 - t1);
   atomicAdd(&st->r_blocks, 1ull);
   atomicMax(&st->r_staged_max, t2);
-  unsigned sm;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+  const unsigned sm = unsigned(SmId());
   if (sm < kMaxSm) atomicAdd(&st->per_sm[sm], 1u);
 }
 

@@ -34,7 +34,7 @@
 
 namespace {
 
-using namespace lab::gpu;  // GlobalTimer, PdlWait and the bulk copies (cuda/gpu_opt/kernels_common.cuh)
+using namespace lab::gpu;  // GlobalTimer, SmId, PdlWait and the bulk copies (cuda/gpu_opt/kernels_common.cuh)
 
 constexpr int kCw = 8, kStages = 16, kPiece = 8192;  // the engine's ring.c8.s16.k256: 16 stages of 8 KB
 constexpr int kPieceChunks = kPiece / 16;
@@ -43,12 +43,6 @@ struct Rec {
   unsigned long long start, end;
   int smid, idx;
 };
-
-__device__ __forceinline__ int SmId() {
-  int s;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
-  return s;
-}
 
 // grid = G, block = (kCw + 1) warps, dynamic smem kStages * kPiece. bounds[0..G] in pieces; slice idx =
 // by_smid ? %smid : blockIdx.x (by_smid needs one block per SM and smid < G, checked by the host).
