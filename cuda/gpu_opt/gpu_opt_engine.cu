@@ -167,6 +167,17 @@ void GpuOptEngine::Init(const ModelFile& file) {
     }
     up.Finish();
   }
+  if (norm_fold_) {  // LAB_GPU_NORM_FOLD: g into the matrix it feeds, then g = 1 (kernels_common.cuh)
+    const std::vector<float> ones(size_t(dim), 1.f);
+    for (const LayerOff& L : lo) {
+      gpu::FoldNormKernel<<<1024, 256, 0, stream_>>>(arena_.Get<__half>(L.qkv), n_qkv, int(dim), arena_.Get<float>(L.an));
+      gpu::FoldNormKernel<<<1024, 256, 0, stream_>>>(arena_.Get<__half>(L.gu), 2 * H, int(dim), arena_.Get<float>(L.fn));
+      LAB_CUDA_LAUNCH_CHECK("FoldNormKernel");
+      for (size_t off : {L.an, L.fn})
+        LAB_CUDA_CHECK(cudaMemcpyAsync(arena_.Get<float>(off), ones.data(), ones.size() * 4, cudaMemcpyHostToDevice, stream_));
+    }
+    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
   embed_ = arena_.Get<__half>(o_embed);
   lm_head_ = arena_.Get<__half>(o_lm);
   final_norm_ = arena_.Get<float>(o_fnorm);

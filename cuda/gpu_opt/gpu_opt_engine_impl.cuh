@@ -255,6 +255,7 @@ class GpuOptEngine : public Engine {
   bool persist_ok_ = true;     // LAB_GPU_PERSIST=0: the tuners leave the persistent tiles out
   int persist_grid_ = 0;       // LAB_GPU_PERSIST_GRID: a persistent tile's blocks (0: as many as fit alone)
   int ring_pre_ = 0;           // LAB_GPU_RING_PRE: a ring tile's stages issued before its PDL wait (0: all)
+  bool norm_fold_ = true;      // LAB_GPU_NORM_FOLD: the layers' norm weights folded into Wqkv and Wgate_up at load
   int norm_early_ = 1;         // LAB_GPU_NORM_EARLY: 1 a ring tile copies its norm weights before the PDL wait, 2 also
                                // a register tile asks them into L1 there (all), 0 neither
   std::map<std::pair<MatvecFn, size_t>, int> persist_fit_;  // LaunchMatvec: blocks per SM by (kernel, smem)

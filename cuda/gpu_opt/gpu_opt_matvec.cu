@@ -20,6 +20,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
   p.l2_prefetch = (l2_prefetch_all_ || (kind == kO && l2_prefetch_o_)) ? 1 : 0;
   p.ring_pre = ring_pre_;  // ring tiles only
   p.norm_early = norm_early_;  // kernels with a norm only (ring tiles: >= 1; register tiles: 2)
+  p.norm_unit = norm_fold_ && (kind == kQkv || kind == kGateUp);  // their norm weights are ones, folded into W
   // LAB_GPU_ACT16: which inputs are fp16 (h: down's; all: every matvec's, from the embedding, the residual
   // epilogues, attention and gate_up); x stays the fp32 residual stream either way.
   const bool all16 = step && act16_ == kAct16All;

@@ -346,6 +346,7 @@ void GpuOptEngine::ReadTileEnv() {
   ring_pre_ = int(EnvInt("LAB_GPU_RING_PRE", 1, 64, 0));  // (a count at or past a ring's stages: the whole ring)
   static const int kNormEarlyOfChoice[] = {1, 0, 2};  // (the default first: 1, since session 19)
   norm_early_ = kNormEarlyOfChoice[EnvChoice("LAB_GPU_NORM_EARLY", {"1", "0", "all"})];
+  norm_fold_ = EnvFlag("LAB_GPU_NORM_FOLD", true);
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
 }
@@ -413,6 +414,7 @@ std::string GpuOptEngine::variant() const {
   if (ring_pre_) s += ", ring " + std::to_string(ring_pre_) + " stages before the wait";
   if (norm_early_ == 0) s += ", ring norm weights after the wait";
   if (norm_early_ == 2) s += ", norm weights into L1 before the wait";
+  if (!norm_fold_) s += ", norm weights not folded";
   return s;
 }
 

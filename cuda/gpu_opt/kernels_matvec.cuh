@@ -116,6 +116,8 @@ struct MatvecParams {
   int norm_early;              // with norm_w (LAB_GPU_NORM_EARLY): RingMatvecKernel, >= 1 copies norm_w into shared
                                // memory before the PDL wait (the default), 0 loads it with x after it;
                                // DecodeMatvecKernel (XB 0, 2), 2 asks for its lines in L1 before the wait
+  int norm_unit;               // with norm_w: it holds ones, g folded into W (LAB_GPU_NORM_FOLD); DecodeMatvecKernel
+                               // computes the RMS scale but neither loads nor multiplies norm_w
 };
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by
@@ -227,8 +229,8 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   (o_proj behind the latency-bound attention), at the cost of registers. The accumulation order
 //   (chunk by chunk per lane, then the warp butterfly) is the same for every WARPS/UPW/UNROLL/PRE,
 //   so all configurations give bitwise identical results.
-//   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, 1/rms applied to the
-//   dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
+//   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, x alone with p.norm_unit,
+//   1/rms applied to the dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
 //   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free. The RMS is bitwise the
 //   same for every tile too: each chunk's sum of squares goes to shared memory (SumSq8), and every warp
 //   adds them in one order, lane l the chunks l, l+32, ... in turn, then the butterfly. (Before session
@@ -375,8 +377,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   // XB 2: this thread's first kXG chunks of norm weights, before the second batch's loads.
   constexpr int kXG = XB == 2 ? 2 : 1;
   const float4* const gw4 = reinterpret_cast<const float4*>(p.norm_w);
-  float4 gxl[kXG], gxh[kXG];
-  if (XB == 2 && gw4) {
+  float4 gxl[kXG] = {}, gxh[kXG] = {};
+  if (XB == 2 && gw4 && !p.norm_unit) {
 #pragma unroll
     for (int i = 0; i < kXG; ++i) {
       const int c = threadIdx.x + i * WARPS * 32;
@@ -432,8 +434,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       float f[8];
       Unpack8(xc[c], f);
       float4 a = make_float4(f[0], f[1], f[2], f[3]), b = make_float4(f[4], f[5], f[6], f[7]);
-      if (g4) {
-        ssq[c] = SumSq8(a, b);
+      if (g4) ssq[c] = SumSq8(a, b);
+      if (g4 && !p.norm_unit) {
         a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
         b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
       }
@@ -446,7 +448,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       if (c < nch) stage(c, gxl[i], gxh[i]);
     }
     for (int c = threadIdx.x + kXG * WARPS * 32; c < nch; c += WARPS * 32)
-      stage(c, g4 ? __ldg(g4 + 2 * c) : float4{}, g4 ? __ldg(g4 + 2 * c + 1) : float4{});
+      stage(c, g4 && !p.norm_unit ? __ldg(g4 + 2 * c) : float4{}, g4 && !p.norm_unit ? __ldg(g4 + 2 * c + 1) : float4{});
   }
   // (XB 2's `stage` above repeats this loop's body on purpose. One lambda shared by both, the norm weights'
   // loads issued with x's, changed this loop's machine code (gate_up w8.u1.r4: 106 -> 96 registers) and
@@ -462,8 +464,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       a = __ldcg(x4 + 2 * c);
       b = __ldcg(x4 + 2 * c + 1);
     }
-    if (g4) {
-      ssq[c] = SumSq8(a, b);
+    if (g4) ssq[c] = SumSq8(a, b);
+    if (g4 && !p.norm_unit) {
       const float4 ga = __ldg(g4 + 2 * c), gb = __ldg(g4 + 2 * c + 1);
       a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
       b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);

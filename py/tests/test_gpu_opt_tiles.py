@@ -62,7 +62,8 @@ def _decode_logits(d, tokens, env, monkeypatch, counts=None):
     """Logits of 10 decode() steps after a 20-token prefill, and 4 generate() tokens, under env; `counts`
     (a dict), if given, gets the engine's launch_counts() at the end."""
     for k in ("LAB_GPU_MATVEC_CONFIG", "LAB_GPU_O_STAGE", "LAB_GPU_O_STAGE_KB", "LAB_GPU_PERSIST_GRID", "LAB_GPU_EARLY",
-              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK", "LAB_GPU_RING_PRE", "LAB_GPU_NORM_EARLY"):
+              "LAB_GPU_SECOND", "LAB_GPU_ACT16", "LAB_GPU_X_BULK", "LAB_GPU_RING_PRE", "LAB_GPU_NORM_EARLY",
+              "LAB_GPU_NORM_FOLD"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")  # no timed GEMM choice: two engines prefill alike
     for k, v in env.items():
@@ -168,6 +169,45 @@ def test_gpu_opt_ring_tiles_match_reference(tmp_path, monkeypatch, model_name):
         eng.reset()
         eng.prefill(tokens[:20])
         assert eng.generate(int(tokens[20]), 6).tolist() == want, name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model_name", ["gqa3_hd128_llama3", "gqa1_hd64_tied"])
+def test_gpu_opt_norm_fold(tmp_path, monkeypatch, model_name):
+    """LAB_GPU_NORM_FOLD (on by default, session 22): each layer's two RMSNorm weights multiplied into Wqkv and
+    Wgate_up at load (rounded once more to fp16) and set to ones, so that the register tiles neither load nor
+    apply them after the PDL wait. Folded and unfolded, on a register tile (w8.u1.r4) and a ring tile (which
+    multiplies by the ones), the logits are within the fp16 bound of the fp32 torch reference, after the
+    simple prefill and the tensor-core one; folded and unfolded are not bitwise equal (the fold happened). g
+    applied twice (folded, ones not set) or lost (ones without the fold) moves them far past the bound; the
+    tied model's final norm and shared embedding are not folded. variant() names the knob off."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = ALL_CASES[model_name]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=107)
+    tokens = np.random.default_rng(109).integers(0, cfg["vocab_size"], 30)
+    ref = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)[20:]
+    tol = tolerances.logits_rel("gpu_opt")
+    for tile in ("2", "19"):  # w8.u1.r4, ring.c8.s16.k256
+        got = {}
+        for fold in ("1", "0"):
+            got[fold], _ = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": tile, "LAB_GPU_NORM_FOLD": fold},
+                                          monkeypatch)
+            err = rel(got[fold], ref)
+            print(f"{model_name} tile {tile} fold {fold}: vs torch {err:.2e}")
+            assert err < tol, (tile, fold, err)
+        assert not np.array_equal(got["1"], got["0"]), tile
+    for fold in ("1", "0"):  # the tensor-core prefill reads the same weights and ones
+        monkeypatch.setenv("LAB_GPU_NORM_FOLD", fold)
+        monkeypatch.setenv("LAB_GPU_PREFILL", "tc")
+        eng = _engine.Engine("gpu_opt", str(d), 128)
+        eng.prefill(tokens[:20])
+        got = np.stack([eng.decode(int(t)) for t in tokens[20:]])
+        assert rel(got, ref) < tol, (fold, rel(got, ref))
+    monkeypatch.setenv("LAB_GPU_NORM_FOLD", "0")
+    assert "norm weights not folded" in _engine.Engine("gpu_opt", str(d), 64).variant
+    monkeypatch.setenv("LAB_GPU_NORM_FOLD", "1")
+    assert "folded" not in _engine.Engine("gpu_opt", str(d), 64).variant
 
 
 @pytest.mark.gpu
