@@ -40,6 +40,17 @@ namespace {
 // enough for tile choices to matter (tiny test models are launch-bound).
 constexpr uint64_t kGraphTuneMinBytes = uint64_t(256) << 20;
 
+// LAB_GPU_NORM_FOLD (session 22), once at load: an RMSNorm's weights g folded into the matrix it feeds,
+// W[r][c] = fp16(W[r][c] * g[c]) (rounded once more), so that (RMSNorm(x) * g) . W = RMSNorm(x) . W' and the
+// decode matvecs need no norm-weight loads after their PDL wait. W is [rows, K] row-major; any grid (a
+// grid-stride loop over rows * K elements). The caller sets g to ones afterwards, for the kernels that still
+// read it (prefill, the ring tiles).
+__global__ void FoldNormKernel(__half* W, int64_t rows, int K, const float* g) {
+  const int64_t n = rows * K;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    W[i] = __float2half_rn(__half2float(W[i]) * g[i % K]);
+}
+
 __global__ void FillPatternKernel(float* p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
     uint32_t h = uint32_t(i) * 2654435761u ^ seed;
@@ -167,11 +178,11 @@ void GpuOptEngine::Init(const ModelFile& file) {
     }
     up.Finish();
   }
-  if (norm_fold_) {  // LAB_GPU_NORM_FOLD: g into the matrix it feeds, then g = 1 (kernels_common.cuh)
+  if (norm_fold_) {  // LAB_GPU_NORM_FOLD: g into the matrix it feeds, then g = 1 (FoldNormKernel)
     const std::vector<float> ones(size_t(dim), 1.f);
     for (const LayerOff& L : lo) {
-      gpu::FoldNormKernel<<<1024, 256, 0, stream_>>>(arena_.Get<__half>(L.qkv), n_qkv, int(dim), arena_.Get<float>(L.an));
-      gpu::FoldNormKernel<<<1024, 256, 0, stream_>>>(arena_.Get<__half>(L.gu), 2 * H, int(dim), arena_.Get<float>(L.fn));
+      FoldNormKernel<<<1024, 256, 0, stream_>>>(arena_.Get<__half>(L.qkv), n_qkv, int(dim), arena_.Get<float>(L.an));
+      FoldNormKernel<<<1024, 256, 0, stream_>>>(arena_.Get<__half>(L.gu), 2 * H, int(dim), arena_.Get<float>(L.fn));
       LAB_CUDA_LAUNCH_CHECK("FoldNormKernel");
       for (size_t off : {L.an, L.fn})
         LAB_CUDA_CHECK(cudaMemcpyAsync(arena_.Get<float>(off), ones.data(), ones.size() * 4, cudaMemcpyHostToDevice, stream_));

@@ -156,16 +156,5 @@ __device__ __forceinline__ float WarpSum(float v) {
 
 __device__ __forceinline__ float Silu(float g) { return g / (1.f + expf(-g)); }
 
-// LAB_GPU_NORM_FOLD (session 22), once at load: an RMSNorm's weights g folded into the matrix it feeds,
-// W[r][c] = fp16(W[r][c] * g[c]) (rounded once more), so that (RMSNorm(x) * g) . W = RMSNorm(x) . W' and the
-// decode matvecs need no norm-weight loads after their PDL wait. W is [rows, K] row-major; any grid (a
-// grid-stride loop over rows * K elements). The caller sets g to ones afterwards, for the kernels that still
-// read it (prefill, the ring tiles).
-__global__ void FoldNormKernel(__half* W, int64_t rows, int K, const float* g) {
-  const int64_t n = rows * K;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    W[i] = __float2half_rn(__half2float(W[i]) * g[i % K]);
-}
-
 }  // namespace gpu
 }  // namespace lab
