@@ -468,8 +468,8 @@ def test_cpu_roof_is_the_best_read(monkeypatch, huge, small):
 def test_summary_rows_from_bench_json(tmp_path):
     """The README's summary: one row per engine of each bench.json (only the engines after '@' when given),
     decode at the context nearest 512 (greedy rows before logits-to-host ones), TTFT at the prompt nearest
-    1024, the run's folder and date, and a run from uncommitted changes says so; percentages keep three
-    significant digits, rounded down."""
+    1024, the run's folder (the one above bench/, where run.sh bench writes) and date, and a run from
+    uncommitted changes says so; percentages keep three significant digits, rounded down."""
     from lab.bench import summary
 
     def point(ctx, tok_s, mode):
@@ -478,7 +478,7 @@ def test_summary_rows_from_bench_json(tmp_path):
 
     def run(folder, dirty, runners):
         d = tmp_path / folder
-        d.mkdir()
+        d.mkdir(parents=True)
         doc = {"machine": {"host": "h", "date": "2026-11-28T01:00:00", "cpu_model": "CPU X", "logical_cpus": 2,
                            "usable_cpus": 2, "git_dirty": dirty, "gpu": None},
                "model": {"name": "m"}, "runners": runners}
@@ -491,7 +491,7 @@ def test_summary_rows_from_bench_json(tmp_path):
                     {"prompt_len": 1000, "ms": {"median": 50.0}, "pct_of_roof": 20.0}]}
     other = dict(eng, name="cpu_fp32")
     a = run("clean", False, [eng, other, {"kind": "peer", "name": "hf_eager"}])
-    b = run("dirty", True, [eng])
+    b = run("dirty/bench", True, [eng])  # run.sh bench's layout: <run folder>/bench/bench.json
     rows = summary.summary_rows([a + "@cpu_opt", b])
     assert sorted((r["engine"], r["source"]) for r in rows) == [("cpu_opt", "clean"), ("cpu_opt", "dirty")]
     assert all(r["decode"]["context"] == 512 and r["ttft"]["prompt_len"] == 1000 for r in rows)

@@ -17,6 +17,12 @@ def _nearest(rows, key, target):
     return min(rows, key=lambda r: abs(r[key] - target)) if rows else None
 
 
+def _run_folder(path) -> str:
+    """The run's folder: bench.json's own, or its parent's when `run.sh bench` wrote it into <run>/bench/."""
+    folder = Path(path).parent
+    return folder.parent.name if folder.name == "bench" and folder.parent.name else folder.name
+
+
 def summary_rows(paths) -> list:
     """paths: bench.json files, each optionally followed by '@engine+engine' to keep only those engines."""
     rows = []
@@ -34,7 +40,7 @@ def summary_rows(paths) -> list:
             rows.append({
                 "stage": STAGE.get(r["name"], "?"), "engine": r["name"], "machine": machine,
                 "model": d["model"]["name"], "date": d["machine"].get("date", "")[:10],
-                "decode": dec, "ttft": tt, "source": str(Path(p).parent.name),
+                "decode": dec, "ttft": tt, "source": _run_folder(p),
                 "dirty": bool(d["machine"].get("git_dirty")),
             })
     return sorted(rows, key=lambda x: (x["stage"], x["machine"], x["model"]))
