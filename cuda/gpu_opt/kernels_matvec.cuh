@@ -263,9 +263,12 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   main loop is the loop kernel's, bitwise. New against the first try at these kernels (session 13:
 //   x kept fp16 and each product multiplied by norm weights copied by a second bulk copy, 1-2% slower):
 //   nothing changes in the main loop, and no second copy.
+// Blocks an SM a tile is compiled for: 2 persistent; the r2 tiles 768 threads' worth (80 registers), so that qkv's
+// 384 w8 / 768 w4 blocks (hidden 4096) stay one wave (at 82, after session 22's norm fold: +250 us a step, "Session 22").
+constexpr int MatvecMinBlocks(int warps, int upw, int unroll, bool persist) { return persist ? 2 : upw * unroll == 2 ? 768 / (warps * 32) : 1; }
 template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1, bool STAGE = false, bool PERSIST = false,
           int XB = 0>
-__global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKernel(const MatvecParams p) {
+__global__ void __launch_bounds__(WARPS * 32, MatvecMinBlocks(WARPS, UPW, UNROLL, PERSIST)) DecodeMatvecKernel(const MatvecParams p) {
   static_assert(!(STAGE && PERSIST), "a staged first batch covers one task per warp");
   static_assert(!(STAGE && XB), "the staged rows sit after a fp32 x");
   static_assert(XB != 1 || EPI == kEpiResid, "XB 1: the residual matvecs (no norm to apply)");
@@ -376,9 +379,9 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   if (XB && threadIdx.x == 0) BulkCopyToShared(XB == 2 ? smem4 + 2 * nch : smem4, p.x16, unsigned(nch) * 16u, &x_bar);
   // XB 2: this thread's first kXG chunks of norm weights, before the second batch's loads.
   constexpr int kXG = XB == 2 ? 2 : 1;
-  const float4* const gw4 = reinterpret_cast<const float4*>(p.norm_w);
+  const float4* const gw4 = p.norm_unit ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
   float4 gxl[kXG] = {}, gxh[kXG] = {};
-  if (XB == 2 && gw4 && !p.norm_unit) {
+  if (XB == 2 && gw4) {
 #pragma unroll
     for (int i = 0; i < kXG; ++i) {
       const int c = threadIdx.x + i * WARPS * 32;
@@ -424,7 +427,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
   float4* xhi = smem4 + nch;
   const uint4* xs16 = reinterpret_cast<const uint4*>(smem4);  // XB 1: [nch] chunks of fp16 x
   const float4* x4 = reinterpret_cast<const float4*>(p.x);
-  const float4* g4 = XB == 1 ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
+  const bool norm = XB != 1 && p.norm_w;  // the RMS scale; g4: the norm weights to apply (none when folded)
+  const float4* g4 = XB == 1 || p.norm_unit ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
   // Norm: each chunk's sum of squares, after x (XB 2: after its copy; STAGE: after the staged rows).
   float* const ssq = reinterpret_cast<float*>(smem4 + 2 * nch + (XB == 2 ? nch : 0) + (STAGE ? WARPS * ROWS * S : 0));
   if constexpr (XB == 2) {  // x by the copy, then the loop's staging from shared memory
@@ -434,8 +438,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       float f[8];
       Unpack8(xc[c], f);
       float4 a = make_float4(f[0], f[1], f[2], f[3]), b = make_float4(f[4], f[5], f[6], f[7]);
-      if (g4) ssq[c] = SumSq8(a, b);
-      if (g4 && !p.norm_unit) {
+      if (norm) ssq[c] = SumSq8(a, b);
+      if (g4) {
         a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
         b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
       }
@@ -448,7 +452,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       if (c < nch) stage(c, gxl[i], gxh[i]);
     }
     for (int c = threadIdx.x + kXG * WARPS * 32; c < nch; c += WARPS * 32)
-      stage(c, g4 && !p.norm_unit ? __ldg(g4 + 2 * c) : float4{}, g4 && !p.norm_unit ? __ldg(g4 + 2 * c + 1) : float4{});
+      stage(c, g4 ? __ldg(g4 + 2 * c) : float4{}, g4 ? __ldg(g4 + 2 * c + 1) : float4{});
   }
   // (XB 2's `stage` above repeats this loop's body on purpose. One lambda shared by both, the norm weights'
   // loads issued with x's, changed this loop's machine code (gate_up w8.u1.r4: 106 -> 96 registers) and
@@ -464,8 +468,8 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
       a = __ldcg(x4 + 2 * c);
       b = __ldcg(x4 + 2 * c + 1);
     }
-    if (g4) ssq[c] = SumSq8(a, b);
-    if (g4 && !p.norm_unit) {
+    if (norm) ssq[c] = SumSq8(a, b);
+    if (g4) {
       const float4 ga = __ldg(g4 + 2 * c), gb = __ldg(g4 + 2 * c + 1);
       a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);
       b = make_float4(b.x * gb.x, b.y * gb.y, b.z * gb.z, b.w * gb.w);
@@ -509,7 +513,7 @@ __global__ void __launch_bounds__(WARPS * 32, PERSIST ? 2 : 1) DecodeMatvecKerne
     // The batch after the first is issued before the first is consumed; then the steady state: each
     // batch is issued before the previous one is used (register double buffering).
     if (it > 0 || p.second == kSecondAfterX) load_batch(base1);
-    if (g4 && it == 0) scale = rms_scale();
+    if (norm && it == 0) scale = rms_scale();
     if (STAGE) {
       MbarWait(&stage_bar, 0);  // the __syncthreads above made thread 0's MbarInit visible
       const uint4* mine = staged + size_t(warp) * ROWS * S;
