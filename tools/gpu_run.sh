@@ -5,7 +5,7 @@
 #   ./run.sh check                 the card, the module, the engines
 #   ./run.sh test [pytest args]    the whole suite (GPU tests included)
 #   ./run.sh model                 the Llama-3.1-8B-shaped random fp16 model ($LAB_MODEL8B)
-#   ./run.sh bench [bench args]    stages 3-4 + peers on that model (the bench tool; args replace the defaults)
+#   ./run.sh bench [bench args]    stages 3-4 + peers on that model, made if missing (the bench tool; args replace the defaults)
 #   ./run.sh kernels               the kernel labs: decode matvec versions, prefill GEMM/attention
 #   ./run.sh ncu                   one gpu_opt decode step under Nsight Compute, as a table
 #   ./run.sh all                   check test model bench kernels ncu
@@ -37,7 +37,8 @@ model() {
     --model_dir "$MODEL8B" --tokenizer_dir "$MODEL8B.tokenizer" 2>&1 | tail -3
 }
 bench() {
-  if [ $# -eq 0 ]; then
+  if [ $# -eq 0 ]; then  # the defaults' model, made first where it is missing (a fresh host has none)
+    model || return 1
     set -- --model_dir "$MODEL8B" --engines gpu_opt --peers hf_eager,hf_compile --device cuda \
       --prompt_lengths 128,1024 --contexts 128,512,2048 --decode_tokens 64 --repeats 5 --decode_modes greedy,logits \
       --out_dir "$OUT/bench"
