@@ -229,9 +229,9 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   (o_proj behind the latency-bound attention), at the cost of registers. The accumulation order
 //   (chunk by chunk per lane, then the warp butterfly) is the same for every WARPS/UPW/UNROLL/PRE,
 //   so all configurations give bitwise identical results.
-//   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, x alone with p.norm_unit,
-//   1/rms applied to the dot products) is staged in shared memory as fp32 in a split layout (chunk c's first four floats
-//   at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free. The RMS is bitwise the
+//   The input x (normalized by RMSNorm when norm_w != nullptr: x*norm_w staged, or x alone with p.norm_unit;
+//   1/rms applied to the dot products) is staged in shared memory as fp32 in a split layout (chunk c's first
+//   four floats at lo[c], last four at hi[c]) so the warp's float4 reads are conflict-free. The RMS is bitwise the
 //   same for every tile too: each chunk's sum of squares goes to shared memory (SumSq8), and every warp
 //   adds them in one order, lane l the chunks l, l+32, ... in turn, then the butterfly. (Before session
 //   14 each thread summed the chunks it staged and the warps' sums were added: the order depended on
@@ -264,8 +264,8 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   x kept fp16 and each product multiplied by norm weights copied by a second bulk copy, 1-2% slower):
 //   nothing changes in the main loop, and no second copy.
 // Blocks an SM a tile is compiled for: 2 persistent; the r2 tiles 768 threads' worth (80 registers), so that qkv's
-// 384 w8 / 768 w4 blocks (hidden 4096) stay one wave (at 82, after session 22's norm fold: +250 us a step, "Session 22").
-constexpr int MatvecMinBlocks(int warps, int upw, int unroll, bool persist) { return persist ? 2 : upw * unroll == 2 ? 768 / (warps * 32) : 1; }
+// 384 w8 / 768 w4 blocks (hidden 4096) stay one wave (at 82, session 22's fold made two waves: a 285 us tail a step).
+constexpr int MatvecMinBlocks(int w, int upw, int unroll, bool pers) { return pers ? 2 : upw * unroll == 2 ? 768 / (w * 32) : 1; }
 template <int WARPS, int UPW, int UNROLL, int EPI, int PRE = 1, bool STAGE = false, bool PERSIST = false,
           int XB = 0>
 __global__ void __launch_bounds__(WARPS * 32, MatvecMinBlocks(WARPS, UPW, UNROLL, PERSIST)) DecodeMatvecKernel(const MatvecParams p) {
