@@ -37,22 +37,29 @@ def _cuda_objects_impl(ctx):
             incs.append("-I" + d)
     incs.append("-I" + ctx.genfiles_dir.path)
     objs = []
+    reports = []
     for src in ctx.files.srcs:
         obj = ctx.actions.declare_file("_cuda_objs/%s/%s.pic.o" % (ctx.label.name, src.basename[:-3]))
-        args = [NVCC, "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xcompiler", "-fPIC"] + gencode + incs + ctx.attr.copts + ["-c", src.path, "-o", obj.path]
+        # ptxas's resource report of every kernel (registers, spills, shared memory): the output group
+        # "ptxas", read by py/tests/test_kernel_resources.py. nvcc's other messages still reach the log.
+        report = ctx.actions.declare_file("_cuda_objs/%s/%s.ptxas.txt" % (ctx.label.name, src.basename[:-3]))
+        args = [NVCC, "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xcompiler", "-fPIC", "-Xptxas", "-v"] + gencode + incs + ctx.attr.copts + ["-c", src.path, "-o", obj.path]
         ctx.actions.run_shell(
             inputs = depset([src], transitive = [headers]),
-            outputs = [obj],
+            outputs = [obj, report],
             # nvcc names its temporary files after its process id, which is the same in every sandbox's
             # PID namespace: concurrent nvcc actions sharing /tmp collided ("cudafe1.cpp: No such
             # file"). Each action gets its own TMPDIR.
-            command = 'export TMPDIR="$(mktemp -d)" && trap \'rm -rf "$TMPDIR"\' EXIT && ' + " ".join(args),
+            command = 'export TMPDIR="$(mktemp -d)" && trap \'rm -rf "$TMPDIR"\' EXIT && ' + " ".join(args) +
+                      " 2> " + report.path + "; rc=$?; grep -v -e '^ptxas info' -e '^    ' " + report.path +
+                      " >&2; exit $rc",
             mnemonic = "Nvcc",
             progress_message = "nvcc %s (%s)" % (src.short_path, ",".join(archs)),
             use_default_shell_env = True,
         )
         objs.append(obj)
-    return [DefaultInfo(files = depset(objs))]
+        reports.append(report)
+    return [DefaultInfo(files = depset(objs)), OutputGroupInfo(ptxas = depset(reports))]
 
 _cuda_objects = rule(
     implementation = _cuda_objects_impl,
