@@ -264,9 +264,10 @@ void GpuOptEngine::ReadDecodeEnv() {
   // steps whose working blocks fit the SMs one each (1,024 keys at 8 kv heads on 132 SMs). A grid launched
   // early under PDL is packed onto the SMs with room (kernel lab: handoff_latency's "most" column, 6 small
   // blocks an SM on 22 SMs): at 512 keys its 64 blocks, compiled for two an SM, may share 32; spread, each has
-  // an SM's issue slots alone (+0.6% a step at 512, attention 203 -> 186 us busy in the step trace). Its grid is that one wave: idle blocks, placed one an SM too, would take waves to exit, and the
-  // next kernel starts after the last of them (the first cut's 64 splits a kv head: o_proj's head start
-  // fell from 165 to 33 us a step). Past the spread bound the short layout runs as before.
+  // an SM's issue slots alone (+0.6% a step at 512, attention 203 -> 186 us busy in the step trace). Its grid
+  // is that one wave: idle blocks, placed one an SM too, would take waves to exit, and the next kernel starts
+  // after the last of them (the first cut's 64 splits a kv head: o_proj's head start fell from 165 to 33 us a
+  // step). Past the spread bound the short layout runs as before.
   // LAB_GPU_ATTN_SPREAD=<keys> sets the bound (steps past one wave then take more keys a split), 0 turns it off.
   attn_spread_set_ = EnvGiven("LAB_GPU_ATTN_SPREAD");
   attn_spread_keys_ = 0;
