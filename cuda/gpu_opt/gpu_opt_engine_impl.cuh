@@ -244,9 +244,9 @@ class GpuOptEngine : public Engine {
   bool carveout_max_ = false;  // LAB_GPU_CARVEOUT=max: decode kernels ask for the largest shared memory split
   // LAB_GPU_EARLY: which matvecs issue their second weight batch before the PDL wait.
   enum EarlyBatch { kEarlyAll, kEarlyNotO, kEarlyQkv, kEarlyOff } early_ = kEarlyQkv;
-  // LAB_GPU_X_BULK: which matvecs take x by one bulk copy (DecodeMatvecKernel's XB): none, down, o_proj and
-  // down (the default since session 14), those and gate_up, every one.
-  enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid, kXBulkGateUp, kXBulkAll } x_bulk_ = kXBulkResid;
+  // LAB_GPU_X_BULK: which matvecs take x by one bulk copy (the matvec kernels' XB): none, down, o_proj and
+  // down (the default from session 14 to 22), those and gate_up, every one (the default since session 23).
+  enum XBulk { kXBulkOff, kXBulkDown, kXBulkResid, kXBulkGateUp, kXBulkAll } x_bulk_ = kXBulkAll;
   // LAB_GPU_SECOND: where the matvecs without LAB_GPU_EARLY issue their second batch: after x is staged,
   // right after the wait, or right after the wait where x comes by bulk copy and after x elsewhere (xb: the
   // default since session 14).

@@ -45,16 +45,20 @@ MatvecConfig MakeConfig(const char* name) {
           PERSIST};
 }
 
-// A weight-ring tile (v10): CW consumer warps, a ring of ST stages of SC chunks per row piece; no XB
-// kernels (it stages x itself).
+// A weight-ring tile (v10): CW consumer warps, a ring of ST stages of SC chunks per row piece; its XB
+// kernels (v13) take the fp16 x by one bulk copy where there is no norm to apply (none for lm_head, whose
+// final norm is never folded; LaunchMatvec checks the others' p.norm_unit).
 template <int CW, int ST, int SC>
 MatvecConfig MakeRingConfig(const char* name) {
+  using gpu::RingMatvecKernel;
   MatvecConfig c = {name,
                     CW,
                     1,
-                    {gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiStore>, gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiResid>,
-                     gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiGateUp>, gpu::RingMatvecKernel<CW, ST, SC, gpu::kEpiQkv>,
-                     nullptr, nullptr, nullptr, nullptr},
+                    {RingMatvecKernel<CW, ST, SC, gpu::kEpiStore>, RingMatvecKernel<CW, ST, SC, gpu::kEpiResid>,
+                     RingMatvecKernel<CW, ST, SC, gpu::kEpiGateUp>, RingMatvecKernel<CW, ST, SC, gpu::kEpiQkv>, nullptr,
+                     RingMatvecKernel<CW, ST, SC, gpu::kEpiResid, 0, false, true>,
+                     RingMatvecKernel<CW, ST, SC, gpu::kEpiGateUp, 0, false, true>,
+                     RingMatvecKernel<CW, ST, SC, gpu::kEpiQkv, 0, false, true>},
                     false,
                     false};
   c.ring_stages = ST;
@@ -335,8 +339,8 @@ void GpuOptEngine::ReadTileEnv() {
   act16_ = Act16(EnvChoice("LAB_GPU_ACT16", {"all", "h", "off"}));  // Act16's order
   // (The default listed first, as EnvChoice wants; kXBulk below in XBulk's order.) The default applies
   // where there is an fp16 x; a value given by hand must have one.
-  static const XBulk kXBulkOfChoice[] = {kXBulkResid, kXBulkDown, kXBulkOff, kXBulkGateUp, kXBulkAll};
-  x_bulk_ = kXBulkOfChoice[EnvChoice("LAB_GPU_X_BULK", {"resid", "down", "off", "gate_up", "all"})];
+  static const XBulk kXBulkOfChoice[] = {kXBulkAll, kXBulkResid, kXBulkDown, kXBulkOff, kXBulkGateUp};
+  x_bulk_ = kXBulkOfChoice[EnvChoice("LAB_GPU_X_BULK", {"all", "resid", "down", "off", "gate_up"})];
   static const char* const kXBulk[] = {"off", "down", "resid", "gate_up", "all"};  // XBulk's order
   if (EnvGiven("LAB_GPU_X_BULK") &&
       ((x_bulk_ >= kXBulkResid && act16_ != kAct16All) || (x_bulk_ == kXBulkDown && act16_ == kAct16Off)))
@@ -389,10 +393,10 @@ std::string GpuOptEngine::variant() const {
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
   if (second_ != kSecondAtWaitXB)  // (xb, the default: not named)
     s += second_ == kSecondAtWait ? ", second after_wait" : ", second after_x";
-  static const char* const kXBulk[] = {"x staged by the loop", "x by bulk copy down only", "",
-                                       "x by bulk copy o_proj down gate_up", "x by bulk copy every matvec"};  // XBulk's order
-  // (resid, the default: not named)
-  if (x_bulk_ != kXBulkResid) s += std::string(", ") + kXBulk[x_bulk_];
+  static const char* const kXBulk[] = {"x staged by the loop", "x by bulk copy down only", "x by bulk copy o_proj down",
+                                       "x by bulk copy o_proj down gate_up", ""};  // XBulk's order
+  // (all, the default: not named)
+  if (x_bulk_ != kXBulkAll) s += std::string(", ") + kXBulk[x_bulk_];
   static const char* const kAct16[] = {"all", "h", "off"};  // Act16's order
   if (act16_ != kAct16All) s += std::string(", act16 ") + kAct16[act16_];
   if (!decode_attn_v2_) s += ", attention v1";

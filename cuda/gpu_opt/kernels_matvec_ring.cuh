@@ -12,7 +12,7 @@
 //   grid = G blocks (the host's choice: the SM count), block = (CW + 1) warps: CW consumer warps, then one
 //   producer warp (its lane 0 alone works). Dynamic shared memory RingSmemBytes(p, G, STAGES, SC),
 //   above 48 KB (raise cudaFuncAttributeMaxDynamicSharedMemorySize). K % 8 == 0, W and x 16-byte
-//   aligned; p.stage, p.second, p.l2_prefetch, p.out_host and XB are not used (p.out_host's logits are
+//   aligned; p.stage, p.second, p.l2_prefetch and p.out_host are not used (p.out_host's logits are
 //   written by ordinary stores).
 //   Block b owns the units [n_units b / G, n_units (b + 1) / G) (a unit: the two rows UnitRows gives, as
 //   in DecodeMatvecKernel). A unit's rows are cut into P = ceil(nch / SC) pieces of SC 16-byte chunks
@@ -34,6 +34,12 @@
 //     the chunks' sums of squares in one order), and the epilogue writes the unit's outputs.
 //   Deterministic (fixed pieces, fixed orders), but not bitwise DecodeMatvecKernel's: the sums are
 //   grouped by piece.
+//   XB (v13; LAB_GPU_X_BULK, DYN = 0; p.x16 16-byte aligned, and no norm or p.norm_unit: the norm weights
+//   are ones, folded into W): after the PDL wait consumer thread 0 copies the fp16 x into shared memory
+//   (one bulk copy, K*2 bytes, where the fp32 x would be), and each consumer warp waits for that copy alone,
+//   with no staging loop and no barrier across the consumers. A product unpacks its chunk of x; the RMS
+//   scale adds each chunk's SumSq8 of the unpacked x in the staging's order. fp16 -> fp32 is exact and a
+//   norm weight of one changes nothing, so the outputs are bitwise those of XB false.
 //   DYN > 0 (v11, the ring with a shared tail): block b first takes the units [b F, (b + 1) F), F the
 //   (8 - DYN)/8 share of n_units / G (RingDynShare); the other units are handed out at run time, D at a
 //   time (about 64 KB of weights), by an atomicAdd on p.ring_work[0] that the producer issues D units
@@ -67,6 +73,10 @@
 // and every SM at once: HBM idle. Stages held back from the pre-wait fill are free slots that stream
 // during the staging; what the pre-wait fill took came out of the previous kernel's bandwidth anyway
 // (cuda/kernels/README.md, "SM rates").
+// New in XB (v13, session 23) against the staging loop: the register tiles' bulk copy of x (XB 1), which
+// the ring had not had. In session 23's step trace the ring tiles took 1.5 (gate_up) and 2.2 us (down) a
+// launch from the release to x staged, where the register tiles with the copy took 1.3-1.7, and the ring
+// was full by then: HBM idle. The fp16 x is half the shared memory reads of the fp32 split layout a chunk.
 // New in STEAL against DYN: no counter that every block asks at once, and a stolen unit is in a slice
 // whose owner is still streaming it. Measured slower still (session 19): 12-25% per shape, the step's
 // weights 17%. The spread both balance is mostly bandwidth moving between SMs, not lost
@@ -249,9 +259,10 @@ __device__ __forceinline__ void RingProduceSteal(const RingShare sh, int tail8, 
   f.Finish(stages_out, cw);
 }
 
-template <int CW, int STAGES, int SC, int EPI, int DYN = 0, bool STEAL = false>
+template <int CW, int STAGES, int SC, int EPI, int DYN = 0, bool STEAL = false, bool XB = false>
 __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const MatvecParams p) {
   static_assert(STAGES % CW == 0, "a ring slot always serves the same consumer warp");
+  static_assert(!XB || DYN == 0, "XB: the static ring (v13)");
   static_assert(SC % 32 == 0, "a piece is whole rounds of 32 chunks");
   static_assert(DYN >= 0 && DYN <= 8, "DYN: eighths of the units handed out at run time");
   // 128-byte aligned whatever static shared memory the kernel declares: a warp reads 512 contiguous bytes of a
@@ -262,6 +273,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   __shared__ uint64_t full[STAGES], empty[STAGES];
   __shared__ uint64_t go;     // the consumers have passed the PDL wait (one arrival): ring_pre's hold
   __shared__ uint64_t g_bar;  // norm_early: norm_w's copy
+  __shared__ uint64_t x_bar;  // XB: x's copy
   __shared__ int dyn_stages;  // DYN: the block's stage count, once the producer knows it
   TraceMarks trace(p.trace);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -272,7 +284,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   uint4* const ring = reinterpret_cast<uint4*>(ring_smem);  // [STAGES][2][SC] chunks
   float4* const xlo = ring_smem + STAGES * 2 * SC;
   float4* const xhi = xlo + nch;
-  const bool g_early = p.norm_w && p.norm_early;
+  const bool g_early = !XB && p.norm_w && p.norm_early;  // (XB: norm_unit, no weights to apply)
   float4* const gsm = xhi + nch;  // norm_early: norm_w, [nch][2] float4
   float* const ssq = reinterpret_cast<float*>(gsm + (g_early ? 2 * nch : 0));
   float* const part = ssq + (p.norm_w ? (nch + 3) / 4 * 4 : 0);  // [nu][P][2]
@@ -292,6 +304,10 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
       BulkCopyToShared(gsm, p.norm_w, unsigned(nch) * 32u, &g_bar);
     }
     if (DYN) dyn_stages = INT32_MAX;
+    if (XB) {  // x's copy is issued after the PDL wait (x is the previous kernel's output)
+      MbarInit(&x_bar);
+      MbarArriveExpectTx(&x_bar, unsigned(nch) * 16u);
+    }
   }
   __syncthreads();  // the last block-wide barrier: producer and consumers part here
 
@@ -328,7 +344,9 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   PdlWait();
   trace.Released();
   if (tid == 0) MbarArrive(&go);  // ring_pre: the producer may fill the rest of the ring
-  {
+  const uint4* const xs16 = reinterpret_cast<const uint4*>(xlo);  // XB: [nch] chunks of fp16 x
+  if (XB && tid == 0) BulkCopyToShared(xlo, p.x16, unsigned(nch) * 16u, &x_bar);
+  if (!XB) {
     constexpr int kXc = 4;  // chunks a thread loads before it uses any (one L2 round trip per kXc)
     const float4* x4 = reinterpret_cast<const float4*>(p.x);
     const uint4* x16 = reinterpret_cast<const uint4*>(p.x16);
@@ -381,7 +399,10 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
       stage_x(std::false_type{});
     }
   }
-  RingConsumersSync(nthreads);
+  if (XB)
+    MbarWait(&x_bar, 0);  // each warp on its own: no barrier across the consumers
+  else
+    RingConsumersSync(nthreads);
   trace.Staged();
 
   // ---- consumers: the stages ----
@@ -396,7 +417,16 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
     float a0 = 0.f, a1 = 0.f;
 #pragma unroll 4
     for (int c = lane; c < len; c += 32) {
-      const float4 lo = xlo[c0 + c], hi = xhi[c0 + c];
+      float4 lo, hi;
+      if (XB) {  // fp16 -> fp32 is exact: the same operands as the staged x's
+        float f[8];
+        Unpack8(xs16[c0 + c], f);
+        lo = make_float4(f[0], f[1], f[2], f[3]);
+        hi = make_float4(f[4], f[5], f[6], f[7]);
+      } else {
+        lo = xlo[c0 + c];
+        hi = xhi[c0 + c];
+      }
       a0 = Dot8(w0[c], lo, hi, a0);
       a1 = Dot8(w1[c], lo, hi, a1);
     }
@@ -415,7 +445,15 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   float scale = 1.f;
   if (p.norm_w) {
     float t = 0.f;
-    for (int c = lane; c < nch; c += 32) t += ssq[c];
+    for (int c = lane; c < nch; c += 32) {
+      if (XB) {  // each chunk's SumSq8 from the fp16 x, in the staging's order: bitwise its ssq[c]
+        float f[8];
+        Unpack8(xs16[c], f);
+        t += SumSq8(make_float4(f[0], f[1], f[2], f[3]), make_float4(f[4], f[5], f[6], f[7]));
+      } else {
+        t += ssq[c];
+      }
+    }
     scale = 1.f / sqrtf(WarpSum(t) / p.K + p.eps);
   }
   const int pos = EPI == kEpiQkv ? __ldcg(p.pos) : 0;

@@ -24,8 +24,9 @@ def test_gpu_opt_tiles_bitwise_at_width(tmp_path, monkeypatch, hidden):
     1032 (129 chunks) some threads of every tile stage one more chunk than the others. The RMSNorm's sum
     of squares is added in one order whatever the block (kernels_matvec.cuh): summed per thread and then
     per warp, as before session 14, the tiles differed in the last bit of the RMS, which the tile tests at
-    hidden 512 (at most one chunk a thread) could not see. Also with x by bulk copy in every matvec (XB 2
-    stages the same sums from its copy) and a staged and a persistent tile. LAB_GPU_NORM_EARLY=all (session
+    hidden 512 (at most one chunk a thread) could not see. Also with x by bulk copy in every matvec (the
+    default; XB 2 stages the same sums from its copy) and by the staging loop (X_BULK=off), and a staged and a
+    persistent tile. LAB_GPU_NORM_EARLY=all (session
     21: a register tile asks its norm weights into L1 before the wait, a line a thread; at 1032 the last
     line is partly past the weights) gives the same values too, in the loop's staging and in XB 2's."""
     if not gpu_present():
@@ -36,7 +37,7 @@ def test_gpu_opt_tiles_bitwise_at_width(tmp_path, monkeypatch, hidden):
     want, want_gen = _decode_logits(d, tokens, {"LAB_GPU_MATVEC_CONFIG": "2"}, monkeypatch)  # w8.u1.r4
     for env in ({"LAB_GPU_MATVEC_CONFIG": "5"}, {"LAB_GPU_MATVEC_CONFIG": "0"}, {"LAB_GPU_MATVEC_CONFIG": "3"},
                 {"LAB_GPU_MATVEC_CONFIG": "17"}, {"LAB_GPU_MATVEC_CONFIG": "13"},
-                {"LAB_GPU_MATVEC_CONFIG": "5", "LAB_GPU_X_BULK": "all"}, {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_X_BULK": "all"},
+                {"LAB_GPU_MATVEC_CONFIG": "5", "LAB_GPU_X_BULK": "off"}, {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_X_BULK": "off"},
                 {"LAB_GPU_MATVEC_CONFIG": "2", "LAB_GPU_NORM_EARLY": "all"},
                 {"LAB_GPU_MATVEC_CONFIG": "5", "LAB_GPU_X_BULK": "all", "LAB_GPU_NORM_EARLY": "all"}):
         got, got_gen = _decode_logits(d, tokens, env, monkeypatch)
@@ -172,6 +173,39 @@ def test_gpu_opt_ring_tiles_match_reference(tmp_path, monkeypatch, model_name):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("name,i", RING_TILES, ids=[t[0] for t in RING_TILES])
+def test_gpu_opt_ring_x_bulk_bitwise(tmp_path, monkeypatch, name, i):
+    """A ring tile's XB kernels (v13, session 23): the fp16 x by one bulk copy after the PDL wait, kept fp16 in
+    shared memory, each warp waiting for the copy alone. fp16 to fp32 is exact and the folded norm weights
+    are ones, so the logits and tokens are bitwise the staging loop's, for every epilogue with a copy: o_proj
+    and down (LAB_GPU_X_BULK=resid), gate_up and qkv too (all, the default; the RMS scale from the fp16 x).
+    Rows of 129 and 513 chunks cut pieces with a short last one. lm_head (its norm is not folded) never takes
+    the copy, nor do qkv and gate_up with LAB_GPU_NORM_FOLD=0, where the ring must apply norm weights that are
+    not ones: the launch counts show where the copy ran (equal logits alone would pass if it never did). A
+    copy of the wrong bytes, a chunk unpacked out of place or a scale from the wrong sums changes the logits."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = RING_MODELS["width_1032_4104"]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=113)
+    tokens = np.random.default_rng(127).integers(0, cfg["vocab_size"], 30)
+    kinds = ("qkv", "o_proj", "gate_up", "down", "lm_head")
+    for fold, xbs in (("1", (("resid", {"o_proj", "down"}), ("all", {"qkv", "o_proj", "gate_up", "down"}))),
+                      ("0", (("all", {"o_proj", "down"}),))):
+        base = {"LAB_GPU_MATVEC_CONFIG": str(i), "LAB_GPU_NORM_FOLD": fold}
+        n = {}
+        want, want_gen = _decode_logits(d, tokens, dict(base, LAB_GPU_X_BULK="off"), monkeypatch, n)
+        assert all(n[k] > 0 and n[k + ".x_bulk"] == 0 for k in kinds), n
+        for xb, on in xbs:
+            n = {}
+            env = dict(base, LAB_GPU_X_BULK=xb)
+            got, got_gen = _decode_logits(d, tokens, env, monkeypatch, n)
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {env}")
+            assert got_gen.tolist() == want_gen.tolist(), (name, env)
+            for k in kinds:
+                assert n[k + ".x_bulk"] == (n[k] if k in on else 0), (name, env, k, n)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("model_name", ["gqa3_hd128_llama3", "gqa1_hd64_tied"])
 def test_gpu_opt_norm_fold(tmp_path, monkeypatch, model_name):
     """LAB_GPU_NORM_FOLD (on by default, session 22): each layer's two RMSNorm weights multiplied into Wqkv and
@@ -294,8 +328,8 @@ def test_gpu_opt_second_batch_bitwise(tmp_path, monkeypatch, config, act16):
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", ["2", "4", "5", "16"])
 def test_gpu_opt_x_bulk_bitwise(tmp_path, monkeypatch, config):
-    """LAB_GPU_X_BULK: the fp16 x of down (down), of o_proj and down (resid, the default), of gate_up too
-    (gate_up) or of every matvec (all) copied into shared memory by one bulk copy after the PDL wait,
+    """LAB_GPU_X_BULK: the fp16 x of down (down), of o_proj and down (resid), of gate_up too (gate_up) or of
+    every matvec (all, the default since session 23) copied into shared memory by one bulk copy after the PDL wait,
     instead of the staging loop (off). The residual kernels (XB 1) keep it fp16 and unpack it at each
     product; the kernels with a norm (XB 2) turn it into the loop's fp32 x * norm_w in shared memory.
     fp16 to fp32 is exact and each lane adds the same products in the same order, so the logits and
@@ -365,8 +399,11 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_SECOND", "after_wait")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert v.endswith("early off, second after_wait"), v
-    monkeypatch.setenv("LAB_GPU_X_BULK", "resid")  # the default: not named
+    monkeypatch.setenv("LAB_GPU_X_BULK", "all")  # the default: not named
     assert _engine.Engine("gpu_opt", str(d), 64).variant.endswith("second after_wait")
+    monkeypatch.setenv("LAB_GPU_X_BULK", "resid")
+    v = _engine.Engine("gpu_opt", str(d), 64).variant
+    assert v.endswith("second after_wait, x by bulk copy o_proj down"), v
     monkeypatch.setenv("LAB_GPU_X_BULK", "off")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert v.endswith("second after_wait, x staged by the loop"), v
@@ -375,11 +412,11 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
     v = _engine.Engine("gpu_opt", str(d), 64).variant
     assert v.endswith("x by bulk copy down only, tuned at position 700"), v
     monkeypatch.setenv("LAB_GPU_SECOND", "xb")  # the default: not named
-    monkeypatch.setenv("LAB_GPU_X_BULK", "all")
+    monkeypatch.setenv("LAB_GPU_X_BULK", "gate_up")
     v = _engine.Engine("gpu_opt", str(d), 64).variant
-    assert v.endswith("early off, x by bulk copy every matvec, tuned at position 700"), v
+    assert v.endswith("early off, x by bulk copy o_proj down gate_up, tuned at position 700"), v
     monkeypatch.setenv("LAB_GPU_SECOND", "after_x")
-    assert "early off, second after_x, x by bulk copy every matvec" in _engine.Engine("gpu_opt", str(d), 64).variant
+    assert "early off, second after_x, x by bulk copy o_proj down gate_up" in _engine.Engine("gpu_opt", str(d), 64).variant
 
 
 @pytest.mark.gpu
@@ -393,7 +430,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
                            ("LAB_GPU_SECOND", "before", "xb, after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent"),
-                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "resid, down, off, gate_up or all")):
+                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "all, resid, down, off or gate_up")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
             _engine.Engine("gpu_opt", str(d), 128)
@@ -405,7 +442,7 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_GPU_X_BULK", "all")
     with pytest.raises(ValueError, match="LAB_GPU_X_BULK=all needs LAB_GPU_ACT16=all"):
         _engine.Engine("gpu_opt", str(d), 128)
-    monkeypatch.setenv("LAB_GPU_ACT16", "off")  # the default (resid) steps aside where x is fp32
+    monkeypatch.setenv("LAB_GPU_ACT16", "off")  # the default (all) steps aside where x is fp32
     monkeypatch.delenv("LAB_GPU_X_BULK")
     assert "act16 off" in _engine.Engine("gpu_opt", str(d), 128).variant
     monkeypatch.setenv("LAB_GPU_X_BULK", "down")

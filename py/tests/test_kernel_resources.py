@@ -65,6 +65,7 @@ def test_r2_tiles_fit_three_wide_blocks_an_sm(kernels):
 
 @pytest.mark.parametrize("tile,key", [
     ("qkv w8.u1.r2", (8, 1, 2, 3, 1, 0, 0, 0)),
+    ("qkv w8.u1.r2 (x by bulk copy, the default since session 23)", (8, 1, 2, 3, 1, 0, 0, 2)),
     ("o_proj w8.u1.r4 (x by bulk copy)", (8, 1, 4, 1, 1, 0, 0, 1)),
     ("down w8.u1.r4.b (x by bulk copy)", (8, 1, 4, 1, 1, 0, 1, 1)),
 ])
