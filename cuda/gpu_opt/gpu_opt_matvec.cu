@@ -94,9 +94,7 @@ int GpuOptEngine::EpiOf(Kind k) {
 }
 
 GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
-  // Staged tiles have no XB kernels, nor has a ring tile for lm_head; a ring's XB kernel applies no norm
-  // weights, so a kind with a norm takes it only when its weights are folded into W (p.norm_unit).
-  if (!mc.fn[epi] || (epi >= kFnXB && mc.ring_stages && p.norm_w && !p.norm_unit)) epi -= kFnXB;
+  if (!mc.fn[epi]) epi -= kFnXB;  // staged tiles have no XB kernels, ring tiles only the residual one
   if (mc.ring_stages) {  // one block per SM (at most one per unit), CW consumer warps and the producer
     // (Every kind's ring tile fits: the tuners skip those that do not, CheckTilesFit refuses pinned ones.)
     Launch(mc.fn[epi], dim3(unsigned(std::min(prop_.multiProcessorCount, p.n_units))), dim3((mc.warps + 1) * 32),

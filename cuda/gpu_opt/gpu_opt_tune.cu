@@ -45,9 +45,9 @@ MatvecConfig MakeConfig(const char* name) {
           PERSIST};
 }
 
-// A weight-ring tile (v10): CW consumer warps, a ring of ST stages of SC chunks per row piece; its XB
-// kernels (v13) take the fp16 x by one bulk copy where there is no norm to apply (none for lm_head, whose
-// final norm is never folded; LaunchMatvec checks the others' p.norm_unit).
+// A weight-ring tile (v10): CW consumer warps, a ring of ST stages of SC chunks per row piece; an XB
+// kernel (v13: the fp16 x by one bulk copy) for the residual matvecs only (gate_up's measured slower,
+// kernels_matvec_ring.cuh).
 template <int CW, int ST, int SC>
 MatvecConfig MakeRingConfig(const char* name) {
   using gpu::RingMatvecKernel;
@@ -56,9 +56,7 @@ MatvecConfig MakeRingConfig(const char* name) {
                     1,
                     {RingMatvecKernel<CW, ST, SC, gpu::kEpiStore>, RingMatvecKernel<CW, ST, SC, gpu::kEpiResid>,
                      RingMatvecKernel<CW, ST, SC, gpu::kEpiGateUp>, RingMatvecKernel<CW, ST, SC, gpu::kEpiQkv>, nullptr,
-                     RingMatvecKernel<CW, ST, SC, gpu::kEpiResid, 0, false, true>,
-                     RingMatvecKernel<CW, ST, SC, gpu::kEpiGateUp, 0, false, true>,
-                     RingMatvecKernel<CW, ST, SC, gpu::kEpiQkv, 0, false, true>},
+                     RingMatvecKernel<CW, ST, SC, gpu::kEpiResid, 0, false, true>, nullptr, nullptr},
                     false,
                     false};
   c.ring_stages = ST;

@@ -34,12 +34,11 @@
 //     the chunks' sums of squares in one order), and the epilogue writes the unit's outputs.
 //   Deterministic (fixed pieces, fixed orders), but not bitwise DecodeMatvecKernel's: the sums are
 //   grouped by piece.
-//   XB (v13; LAB_GPU_X_BULK, DYN = 0; p.x16 16-byte aligned, and no norm or p.norm_unit: the norm weights
-//   are ones, folded into W): after the PDL wait consumer thread 0 copies the fp16 x into shared memory
-//   (one bulk copy, K*2 bytes, where the fp32 x would be), and each consumer warp waits for that copy alone,
-//   with no staging loop and no barrier across the consumers. A product unpacks its chunk of x; the RMS
-//   scale adds each chunk's SumSq8 of the unpacked x in the staging's order. fp16 -> fp32 is exact and a
-//   norm weight of one changes nothing, so the outputs are bitwise those of XB false.
+//   XB (v13; LAB_GPU_X_BULK; the residual epilogue only, DYN = 0, p.x16 16-byte aligned): after the PDL
+//   wait consumer thread 0 copies the fp16 x into shared memory (one bulk copy, K*2 bytes, where the fp32 x
+//   would be), and each consumer warp waits for that copy alone, with no staging loop and no barrier across
+//   the consumers. A product unpacks its chunk of x. fp16 -> fp32 is exact, so the outputs are bitwise
+//   those of XB false.
 //   DYN > 0 (v11, the ring with a shared tail): block b first takes the units [b F, (b + 1) F), F the
 //   (8 - DYN)/8 share of n_units / G (RingDynShare); the other units are handed out at run time, D at a
 //   time (about 64 KB of weights), by an atomicAdd on p.ring_work[0] that the producer issues D units
@@ -76,7 +75,12 @@
 // New in XB (v13, session 23) against the staging loop: the register tiles' bulk copy of x (XB 1), which
 // the ring had not had. In session 23's step trace the ring tiles took 1.5 (gate_up) and 2.2 us (down) a
 // launch from the release to x staged, where the register tiles with the copy took 1.3-1.7, and the ring
-// was full by then: HBM idle. The fp16 x is half the shared memory reads of the fp32 split layout a chunk.
+// was full by then: HBM idle. Measured (H200, session 23, alternating processes): down on ring.c16.s16.k256
+// with the copy took 1.0 us to x and 873 us a step busy, against 894 on the register tile, +1.3% a step.
+// gate_up's ring (8 consumer warps; its norm weights folded, so the same kernel with the RMS scale from the
+// fp16 x) reached x in 0.7 us instead of 1.5 but streamed slower, 1,793 us busy against 1,736: -1.5% a
+// step. Its consumers unpack every chunk of x once per two rows, half again the conversions of the
+// weights' alone; they keep the staged fp32 x.
 // New in STEAL against DYN: no counter that every block asks at once, and a stolen unit is in a slice
 // whose owner is still streaming it. Measured slower still (session 19): 12-25% per shape, the step's
 // weights 17%. The spread both balance is mostly bandwidth moving between SMs, not lost
@@ -262,7 +266,7 @@ __device__ __forceinline__ void RingProduceSteal(const RingShare sh, int tail8, 
 template <int CW, int STAGES, int SC, int EPI, int DYN = 0, bool STEAL = false, bool XB = false>
 __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const MatvecParams p) {
   static_assert(STAGES % CW == 0, "a ring slot always serves the same consumer warp");
-  static_assert(!XB || DYN == 0, "XB: the static ring (v13)");
+  static_assert(!XB || (DYN == 0 && EPI == kEpiResid), "XB: the static ring's residual matvecs (v13)");
   static_assert(SC % 32 == 0, "a piece is whole rounds of 32 chunks");
   static_assert(DYN >= 0 && DYN <= 8, "DYN: eighths of the units handed out at run time");
   // 128-byte aligned whatever static shared memory the kernel declares: a warp reads 512 contiguous bytes of a
@@ -284,7 +288,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   uint4* const ring = reinterpret_cast<uint4*>(ring_smem);  // [STAGES][2][SC] chunks
   float4* const xlo = ring_smem + STAGES * 2 * SC;
   float4* const xhi = xlo + nch;
-  const bool g_early = !XB && p.norm_w && p.norm_early;  // (XB: norm_unit, no weights to apply)
+  const bool g_early = p.norm_w && p.norm_early;
   float4* const gsm = xhi + nch;  // norm_early: norm_w, [nch][2] float4
   float* const ssq = reinterpret_cast<float*>(gsm + (g_early ? 2 * nch : 0));
   float* const part = ssq + (p.norm_w ? (nch + 3) / 4 * 4 : 0);  // [nu][P][2]
@@ -445,15 +449,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) RingMatvecKernel(const Matve
   float scale = 1.f;
   if (p.norm_w) {
     float t = 0.f;
-    for (int c = lane; c < nch; c += 32) {
-      if (XB) {  // each chunk's SumSq8 from the fp16 x, in the staging's order: bitwise its ssq[c]
-        float f[8];
-        Unpack8(xs16[c], f);
-        t += SumSq8(make_float4(f[0], f[1], f[2], f[3]), make_float4(f[4], f[5], f[6], f[7]));
-      } else {
-        t += ssq[c];
-      }
-    }
+    for (int c = lane; c < nch; c += 32) t += ssq[c];
     scale = 1.f / sqrtf(WarpSum(t) / p.K + p.eps);
   }
   const int pos = EPI == kEpiQkv ? __ldcg(p.pos) : 0;
