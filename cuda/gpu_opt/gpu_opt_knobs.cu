@@ -50,10 +50,11 @@
 // LAB_GPU_ACT16=all|h|off (decode's matvec inputs in fp16, as transformers' fp16 forward and this
 // engine's tensor-core prefill hold them, so each block stages half the bytes: all, every matvec's, the
 // default, the residual stream kept in fp32 beside its fp16 copy; h, down's input only; off, fp32 as
-// before the x-staging pass; README "Staging x"), LAB_GPU_X_BULK=resid|down|off|gate_up|all (which
+// before the x-staging pass; README "Staging x"), LAB_GPU_X_BULK=all|resid|down|off|gate_up (which
 // matvecs' fp16 x comes into shared memory by one bulk copy right after the wait instead of the staging
-// loop's L2 round trips: o_proj's and down's, the default since session 14; down's only; none; those and
-// gate_up's; every matvec's; README "x by one bulk copy"),
+// loop's L2 round trips: every one that has such a kernel, the default since session 23 (the ring tiles:
+// o_proj's and down's); o_proj's and down's, the default from session 14 to 22; down's only; none; those
+// and gate_up's; README "x by one bulk copy", "Session 23"),
 // LAB_GPU_TILES=<kind>=<tile>,... (those kinds' tiles fixed, not auto-tuned),
 // LAB_GPU_PERSIST=0 (the tuners leave out the persistent ".b" tiles), LAB_GPU_PERSIST_GRID=<n> (their
 // blocks, instead of as many as fit on the SMs alone), LAB_GPU_RING_PRE=<stages> (a ring tile's producer

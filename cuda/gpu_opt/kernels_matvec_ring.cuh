@@ -75,8 +75,9 @@
 // New in XB (v13, session 23) against the staging loop: the register tiles' bulk copy of x (XB 1), which
 // the ring had not had. In session 23's step trace the ring tiles took 1.5 (gate_up) and 2.2 us (down) a
 // launch from the release to x staged, where the register tiles with the copy took 1.3-1.7, and the ring
-// was full by then: HBM idle. Measured (H200, session 23, alternating processes): down on ring.c16.s16.k256
-// with the copy took 1.0 us to x and 873 us a step busy, against 894 on the register tile, +1.3% a step.
+// was full by then: HBM idle. Measured (H200, session 23): in the step trace, down on ring.c16.s16.k256 with
+// the copy took 1.0 us to x and 873 us a step busy, against 894 on the register tile; in alternating
+// processes, +0.5% a step.
 // gate_up's ring (8 consumer warps; its norm weights folded, so the same kernel with the RMS scale from the
 // fp16 x) reached x in 0.7 us instead of 1.5 but streamed slower, 1,793 us busy against 1,736: -1.5% a
 // step. Its consumers unpack every chunk of x once per two rows, half again the conversions of the

@@ -468,8 +468,8 @@ def test_cpu_roof_is_the_best_read(monkeypatch, huge, small):
 def test_summary_rows_from_bench_json(tmp_path):
     """The README's summary: one row per engine of each bench.json (only the engines after '@' when given),
     decode at the context nearest 512 (greedy rows before logits-to-host ones), TTFT at the prompt nearest
-    1024, the run's folder (the one above bench/, where run.sh bench writes) and date, and a run from
-    uncommitted changes says so; percentages keep three significant digits, rounded down."""
+    1024, the run's folder (the one above bench/, where run.sh bench writes; its path below bench_results/,
+    where a session keeps a folder a call) and date, and a run from uncommitted changes says so; percentages keep three significant digits, rounded down."""
     from lab.bench import summary
 
     def point(ctx, tok_s, mode):
@@ -492,8 +492,10 @@ def test_summary_rows_from_bench_json(tmp_path):
     other = dict(eng, name="cpu_fp32")
     a = run("clean", False, [eng, other, {"kind": "peer", "name": "hf_eager"}])
     b = run("dirty/bench", True, [eng])  # run.sh bench's layout: <run folder>/bench/bench.json
-    rows = summary.summary_rows([a + "@cpu_opt", b])
-    assert sorted((r["engine"], r["source"]) for r in rows) == [("cpu_opt", "clean"), ("cpu_opt", "dirty")]
+    c = run("bench_results/s23/c5/bench", False, [eng])
+    rows = summary.summary_rows([a + "@cpu_opt", b, c])
+    assert sorted((r["engine"], r["source"]) for r in rows) == [
+        ("cpu_opt", "clean"), ("cpu_opt", "dirty"), ("cpu_opt", "s23/c5")]
     assert all(r["decode"]["context"] == 512 and r["ttft"]["prompt_len"] == 1000 for r in rows)
     md = summary.markdown(rows)
     assert "8.0 (512, greedy)" in md and "2.00x hf_eager (fp32)" in md and "50.0 (1000)" in md

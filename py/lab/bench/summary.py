@@ -18,9 +18,15 @@ def _nearest(rows, key, target):
 
 
 def _run_folder(path) -> str:
-    """The run's folder: bench.json's own, or its parent's when `run.sh bench` wrote it into <run>/bench/."""
+    """The run's folder: bench.json's own, or its parent's when `run.sh bench` wrote it into <run>/bench/;
+    under bench_results/, its path from there (a session's folder holds one folder a device call)."""
     folder = Path(path).parent
-    return folder.parent.name if folder.name == "bench" and folder.parent.name else folder.name
+    if folder.name == "bench" and folder.parent.name:
+        folder = folder.parent
+    parts = folder.parts
+    if "bench_results" in parts[:-1]:
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("bench_results") + 1:])
+    return folder.name
 
 
 def summary_rows(paths) -> list:
