@@ -350,6 +350,79 @@ def test_peer_out_of_memory_is_its_error(tiny, tmp_path, monkeypatch, interleave
     _check_peer_error(res, tmp_path, "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
+def test_timing_fits_each_point_where_a_runner_sizes_its_cache():
+    """A runner with fit() (hf_compile's static cache) gets a cache sized for each point before it is
+    measured: the TTFT length, then each decode context plus its warm-up and timed blocks; a new cache starts
+    empty, so the context is prefilled again from position 0. A runner without fit() (the engines) keeps one
+    cache for the run and extends it from one context to the next."""
+    from lab.bench import timing
+
+    class Fake:
+        name = label = "fake"
+        device, kind = "cpu", "peer"
+
+        def __init__(self, fits):
+            self.max_context, self.pos, self.log = 1000, 0, []
+            if fits:
+                self.fit = self._fit
+
+        def _fit(self, n):
+            if n != self.max_context:
+                self.max_context, self.pos = n, 0
+            self.log.append(("fit", n))
+
+        def reset(self):
+            self.pos = 0
+
+        def prefill(self, toks):
+            assert self.pos + len(toks) <= self.max_context
+            self.log.append(("prefill", self.pos, len(toks)))
+            self.pos += len(toks)
+
+        def generate(self, tok, n):
+            assert self.pos + n <= self.max_context
+            self.pos += n
+
+    rng = np.random.default_rng(3)
+    r = Fake(True)
+    timing.measure_ttft(r, [12, 40], 1, 2, rng, 512, log=lambda *_: None)
+    assert [e for e in r.log if e[0] == "fit"] == [("fit", 12), ("fit", 40)]
+    r.log.clear()
+    pts = timing.measure_decode(r, [16, 4], 2, 1, 2, rng, 512, log=lambda *_: None)
+    assert [p["context"] for p in pts] == [4, 16]
+    assert r.log == [("fit", 10), ("prefill", 0, 4), ("fit", 22), ("prefill", 0, 16)]
+    plain = Fake(False)
+    timing.measure_decode(plain, [16, 4], 2, 1, 2, rng, 512, log=lambda *_: None)
+    assert plain.log == [("prefill", 0, 4), ("prefill", 10, 6)]  # 4 + 3 blocks of 2 = 10, then up to 16
+
+
+def test_hf_compile_cache_is_sized_by_fit(tiny, monkeypatch):
+    """HFRunner.fit: hf_compile gets a new, empty StaticCache of n positions (and refuses to pass it); its
+    prefill and decode on a fitted cache give hf_eager's logits on the same tokens (the positions restart at
+    0 with the new cache). hf_eager's fit changes nothing. torch.compile is replaced by the plain forward
+    here: compiling on a CPU would take minutes, and what is tested is the cache."""
+    torch = pytest.importorskip("torch")
+    from lab.bench import peers as peers_mod
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    model = peers_mod.load_peer_model(tiny, "float32", "cpu")
+    comp = peers_mod.HFRunner("hf_compile", model, "float32", "cpu", 64)
+    eager = peers_mod.HFRunner("hf_eager", model, "float32", "cpu", 64)
+    toks = np.random.default_rng(5).integers(0, 512, 14)
+    comp.prefill(toks[:3])
+    comp.fit(14)
+    assert comp.max_context == 14 and comp.pos == 0
+    length = comp.cache.get_max_length() if hasattr(comp.cache, "get_max_length") else comp.cache.max_cache_len
+    assert length == 14
+    got = [comp.prefill(toks[:10])] + [comp.decode(t) for t in toks[10:]]
+    want = [eager.prefill(toks[:10])] + [eager.decode(t) for t in toks[10:]]
+    np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="exceed the cache of 14"):
+        comp.decode(int(toks[0]))
+    eager.fit(3)
+    assert eager.max_context == 64 and eager.pos == 14
+
+
 # ---- README injection ----------------------------------------------------------------------------
 
 

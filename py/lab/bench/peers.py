@@ -3,7 +3,13 @@
   hf_eager    the model as transformers runs it (DynamicCache), no compilation.
   hf_compile  a StaticCache and the forward compiled with torch.compile (mode "reduce-overhead",
               i.e. CUDA graphs, on GPU; inductor's default mode on CPU). Prefill runs eagerly into the
-              static cache, as transformers' own generate() does; every decode step is compiled.
+              static cache, as transformers' own generate() does; every decode step is compiled. The
+              cache is sized for each measured point (fit: the TTFT length, or the decode context plus
+              its tokens), as generate() sizes it for its request: transformers' attention reads every
+              slot of a static cache, filled or not (and repeats K and V for GQA), so a cache sized for
+              the run's longest context slowed the shorter ones. Session 23, two runs on H200s: 157.4
+              and 157.6 tok/s at context 512 with the cache of a 2048 run (2,432 positions), 169.4
+              with one of 768.
 Variants: dtypes (on CPU fp32 and bf16, on GPU fp16) x attention implementations (on GPU "sdpa" and
 "eager": with torch 2.11 on an H200, sdpa picked cuDNN attention, which builds a plan for every new KV
 length, ~2 ms of CPU per layer per decode step, so eager attention decoded ~3x faster there). Every
@@ -52,11 +58,25 @@ class HFRunner:
             self.cache = StaticCache(config=model.config, max_cache_len=self.max_context)
             mode = compile_mode or ("reduce-overhead" if device == "cuda" else "default")
             self.compile_mode = mode
-            self.fwd_decode = torch.compile(model.forward, mode=mode, fullgraph=True)
+            # dynamic=False: each cache size gets its own static graph (fit), not one traced for any length
+            self.fwd_decode = torch.compile(model.forward, mode=mode, fullgraph=True, dynamic=False)
         else:
             self.cache = DynamicCache(config=model.config)
             self.compile_mode = None
             self.fwd_decode = model.forward
+
+    def fit(self, n):
+        """hf_compile: a new, empty static cache of n positions where n differs from the current one (the
+        compiled step is traced again for its shapes on its next call). hf_eager: nothing (its cache grows)."""
+        n = int(n)
+        if not self.static or n == self.max_context:
+            return
+        from transformers import StaticCache
+
+        self.cache = None  # the old cache's memory first
+        self.cache = StaticCache(config=self.model.config, max_cache_len=n)
+        self.max_context = n
+        self.pos = 0
 
     def reset(self):
         if self.static:

@@ -2,12 +2,14 @@
 
 A runner has reset(), prefill(tokens) (returns once the last position's logits are on the host),
 decode(token) (likewise), generate(token, n) (greedy: n steps, each fed the last one's argmax; returns the
-n token ids on the host), pos, max_context, name, label, device, kind ("engine" or "peer").
+n token ids on the host), pos, max_context, name, label, device, kind ("engine" or "peer"); and optionally
+fit(n): a runner whose cache is sized for its request (hf_compile's static cache) gets one of n positions
+before each TTFT length and decode context, n what that point needs, as an application would size it.
 Inputs are random token ids (fresh for every repeat), never a fixed or all-zero prompt.
 
 TTFT at N: reset, prefill N tokens; wall-clock time of the prefill call. warmup runs, then repeats.
 Decode at a context C: the runner holds C positions (one prefill, not timed; contexts are visited in
-increasing order and the cache is extended rather than rebuilt), then blocks of decode_tokens steps
+increasing order and the cache is extended rather than rebuilt, except where fit() made a new one), then blocks of decode_tokens steps
 are timed, warmup blocks first. The cache grows by decode_tokens per block, so each block's mean
 attended length (recorded) is C + (blocks before) x decode_tokens + (decode_tokens + 1) / 2.
 A block is timed in one of two modes (recorded as "mode"):
@@ -102,10 +104,13 @@ def measure_decode(runner, contexts, decode_tokens, warmup, repeats, rng, vocab,
         raise ValueError(f"decode mode must be one of {DECODE_MODES}, got {mode!r}")
     out = []
     runner.reset()
+    fit = getattr(runner, "fit", None)
     for ctx in sorted(contexts):
         if ctx < 1:
             raise ValueError(f"decode context must be >= 1, got {ctx}")
         end = ctx + (warmup + repeats) * decode_tokens
+        if fit is not None:
+            fit(end)  # a new, empty cache of `end` positions where the size changes
         if end > runner.max_context:
             log(f"{runner.label}: skipping decode at context {ctx} (needs {end} > max context {runner.max_context})")
             continue
@@ -168,6 +173,8 @@ def _ttft_rounds(runners, lengths, warmup, repeats, rng, vocab, log, paired):
     for n in lengths:
         live = [i for i in range(len(runners)) if i not in errors]
         for i in list(live):
+            if getattr(runners[i], "fit", None) is not None:
+                runners[i].fit(n)
             if n > runners[i].max_context:
                 log(f"{runners[i].label}: skipping TTFT at {n} tokens (max context {runners[i].max_context})")
                 live.remove(i)
