@@ -396,6 +396,21 @@ def test_timing_fits_each_point_where_a_runner_sizes_its_cache():
     assert plain.log == [("prefill", 0, 4), ("prefill", 10, 6)]  # 4 + 3 blocks of 2 = 10, then up to 16
 
 
+def test_bench_md_says_how_the_peer_cache_was_sized():
+    """The table's header says how hf_compile's static cache was sized: for each point (runs since cf0a8bf
+    record it in their settings), or, in a run without that record, for the run's longest need, with what
+    that costs the peer; nothing when hf_compile did not run."""
+    from lab.bench import report
+
+    def note(names, settings):
+        return report._static_cache_note({"runners": [{"name": n} for n in names], "settings": settings})
+
+    assert "sized for each point" in note(["gpu_opt", "hf_compile"], {"peer_static_cache": "per point"})
+    old = note(["gpu_opt", "hf_compile"], {})
+    assert "longest need" in old and "below its best" in old
+    assert note(["gpu_opt", "hf_eager"], {}) == ""
+
+
 def test_hf_compile_cache_is_sized_by_fit(tiny, monkeypatch):
     """HFRunner.fit: hf_compile gets a new, empty StaticCache of n positions (and refuses to pass it); its
     prefill and decode on a fitted cache give hf_eager's logits on the same tokens (the positions restart at

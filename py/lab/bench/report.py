@@ -246,6 +246,17 @@ def _other_read_note(c: dict) -> str:
     return f"; on 4 KiB pages {k4['best']:.1f} GB/s"
 
 
+def _static_cache_note(results) -> str:
+    """How hf_compile's static cache was sized: for each point since cf0a8bf; runs before it sized one cache
+    for the run's longest need, which slowed the peer at the shorter points (its attention reads every slot)."""
+    if not any(r.get("name") == "hf_compile" for r in results.get("runners", [])):
+        return ""
+    if results["settings"].get("peer_static_cache") == "per point":
+        return " hf_compile's static cache is sized for each point (the TTFT length; the context plus its decoded tokens)."
+    return (" hf_compile's static cache was sized for the run's longest need, which slows it at the shorter points "
+            "(its attention reads every slot of the cache): its numbers there are below its best.")
+
+
 def markdown(results: dict) -> str:
     m, mod, st = results["machine"], results["model"], results["settings"]
     head = (f"Model `{mod['name']}` ({mod['num_params'] / 1e6:,.0f}M parameters), {m['date'][:10]}, "
@@ -253,7 +264,8 @@ def markdown(results: dict) -> str:
             f"Median of {st['repeats']} repeats (min–max) after {st['warmup']} warm-up; decode timed over "
             f"{st['decode_tokens']} tokens per repeat{_modes_note(st)}. GB/s = bytes each decoded token must read (weights + KV "
             f"cache) x tok/s; % of roof: decode vs the measured read bandwidth, TTFT vs the measured compute "
-            f"peak; vs best peer: >1 is faster than the best peer at the same point.{_plan_note(st)}")
+            f"peak; vs best peer: >1 is faster than the best peer at the same point.{_plan_note(st)}"
+            f"{_static_cache_note(results)}")
     la, cpus = m.get("loadavg_at_start"), m.get("usable_cpus") or 1
     if la and max(la[0], (m.get("loadavg_at_end") or [0])[0]) > 0.5 * cpus:
         head += (f" **The machine was busy** (load average {la[0]:.1f} at start, "

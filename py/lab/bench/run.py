@@ -104,7 +104,8 @@ def run_bench(opts: Options, log=print) -> dict:
         "model": {"dir": str(opts.model_dir), "name": opts.model_name or Path(opts.model_dir).name, "config": cfg,
                   "num_params": _num_params(cfg)},
         "settings": dict({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-                         ttft_plan=plan, ttft_plan_note=plan_note, adjacent_read_method=probe_method),
+                         ttft_plan=plan, ttft_plan_note=plan_note, adjacent_read_method=probe_method,
+                         peer_static_cache="per point"),  # HFRunner.fit (before cf0a8bf: one for the run)
         "ceilings": ceilings,
         "runners": runners,
     }
