@@ -56,6 +56,7 @@ class HFRunner:
         self.fwd = model.forward
         if self.static:
             self.cache = StaticCache(config=model.config, max_cache_len=self.max_context)
+            self._caches = {self.max_context: self.cache}  # by size: fit() returns to one it made before
             mode = compile_mode or ("reduce-overhead" if device == "cuda" else "default")
             self.compile_mode = mode
             # dynamic=False: each cache size gets its own static graph (fit), not one traced for any length
@@ -66,17 +67,22 @@ class HFRunner:
             self.fwd_decode = model.forward
 
     def fit(self, n):
-        """hf_compile: a new, empty static cache of n positions where n differs from the current one (the
-        compiled step is traced again for its shapes on its next call). hf_eager: nothing (its cache grows)."""
+        """hf_compile: an empty static cache of n positions where n differs from the current one. One cache
+        is kept per size, so the compiled step is traced once per size (its graphs are tied to the cache's
+        tensors): a bench's decode modes visit the same contexts, and a new cache each time would compile
+        twice as often. hf_eager: nothing (its cache grows as it goes)."""
         n = int(n)
         if not self.static or n == self.max_context:
             return
-        from transformers import StaticCache
+        cache = self._caches.get(n)
+        if cache is None:
+            from transformers import StaticCache
 
-        self.cache = None  # the old cache's memory first
-        self.cache = StaticCache(config=self.model.config, max_cache_len=n)
-        self.max_context = n
-        self.pos = 0
+            cache = self._caches[n] = StaticCache(config=self.model.config, max_cache_len=n)
+        else:
+            with self._torch.no_grad():
+                cache.reset()
+        self.cache, self.max_context, self.pos = cache, n, 0
 
     def reset(self):
         if self.static:
@@ -133,7 +139,7 @@ class HFRunner:
             return torch.cat(out).view(-1).cpu().numpy()
 
     def close(self):
-        self.model = self.cache = self.fwd = self.fwd_decode = None
+        self.model = self.cache = self.fwd = self.fwd_decode = self._caches = None
 
 
 def load_peer_model(model_dir, dtype, device, attn_implementation="sdpa"):
