@@ -9,9 +9,10 @@ Inputs are random token ids (fresh for every repeat), never a fixed or all-zero 
 
 TTFT at N: reset, prefill N tokens; wall-clock time of the prefill call. warmup runs, then repeats.
 Decode at a context C: the runner holds C positions (one prefill, not timed; contexts are visited in
-increasing order and the cache is extended rather than rebuilt, except where fit() made a new one), then blocks of decode_tokens steps
-are timed, warmup blocks first. The cache grows by decode_tokens per block, so each block's mean
-attended length (recorded) is C + (blocks before) x decode_tokens + (decode_tokens + 1) / 2.
+increasing order and the cache is extended rather than rebuilt, except where fit() gave a new one), then
+blocks of decode_tokens steps are timed, warmup blocks first. The cache grows by decode_tokens per block,
+so each block's mean attended length (recorded) is C + (blocks before) x decode_tokens +
+(decode_tokens + 1) / 2.
 A block is timed in one of two modes (recorded as "mode"):
   greedy  generate(random first token, decode_tokens): greedy generation as an application runs it,
           each runner choosing the next token where its logits are (an engine's device, torch's device
