@@ -1,7 +1,7 @@
 """hf_compile's static cache sized for each measured point (HFRunner.fit, session 23): transformers' attention
 reads every slot of a static cache, so one sized for the run's longest context slowed the peer at the shorter
 ones (169.4 against 157.5 tok/s at context 512 on an H200). The timing loops' calls, the runner's caches by
-size, and the bench table's note on how a run sized them."""
+size, one compiled graph for decode() and generate(), and the bench table's note on how a run sized them."""
 
 import sys
 from pathlib import Path
@@ -121,3 +121,30 @@ def test_hf_compile_cache_is_sized_by_fit(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.stack(got2), np.stack(want), rtol=1e-4, atol=1e-4)
     eager.fit(3)
     assert eager.max_context == 64 and eager.pos == 14
+
+
+def test_hf_compile_decode_and_generate_share_one_graph(tmp_path, monkeypatch):
+    """decode() and generate() hand the compiled step ids of one shape and one stride: torch.compile guards on
+    strides, and numpy's [None, :] (stride 0 on the new axis) against generate()'s (1, 1) made the logits
+    mode compile the 8B step a second time (about 40 s a bench run on an H200; dynamo's recompile log on a
+    CPU named the stride). The step is recorded here in place of the compiled one."""
+    torch = pytest.importorskip("torch")
+    from lab.bench import peers as peers_mod
+
+    seen = []
+
+    def fake_compile(fn, **kw):
+        def step(**kwargs):
+            seen.append((tuple(kwargs["input_ids"].shape), kwargs["input_ids"].stride(),
+                         tuple(kwargs["position_ids"].shape), kwargs["position_ids"].stride()))
+            return fn(**kwargs)
+        return step
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = peers_mod.load_peer_model(_tiny(tmp_path), "float32", "cpu")
+    r = peers_mod.HFRunner("hf_compile", model, "float32", "cpu", 32)
+    r.prefill(np.random.default_rng(7).integers(0, 512, 6))
+    r.generate(5, 3)
+    r.decode(9)
+    r.decode(11)
+    assert len(seen) == 5 and len(set(seen)) == 1, seen

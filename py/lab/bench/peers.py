@@ -105,7 +105,9 @@ class HFRunner:
         if self.pos + n > self.max_context:
             raise ValueError(f"{self.label}: {self.pos} + {n} positions exceed the cache of {self.max_context}")
         dev = self.device
-        ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64)[None, :], device=dev)
+        # A view of the 1-D ids, not numpy's [None, :] (stride 0 on the new axis): the compiled step guards on
+        # strides, and generate()'s ids are (1, 1)-strided; with numpy's, the logits mode compiled again.
+        ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=dev).view(1, n)
         pos = torch.arange(self.pos, self.pos + n, device=dev)[None, :]
         with torch.no_grad():  # not inference_mode: the static cache's tensors are reset in place later
             out = fwd(input_ids=ids, position_ids=pos, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
