@@ -1,7 +1,8 @@
 """hf_compile's static cache sized for each measured point (HFRunner.fit, session 23): transformers' attention
 reads every slot of a static cache, so one sized for the run's longest context slowed the peer at the shorter
-ones (169.4 against 157.5 tok/s at context 512 on an H200). The timing loops' calls, the runner's caches by
-size, one compiled graph for decode() and generate(), and the bench table's note on how a run sized them."""
+ones (at context 512 on H200s: 169.4 tok/s in one run, 157.4-157.6 in two others). The timing loops' calls,
+the runner's caches by size, one compiled graph for decode() and generate(), and the bench table's note on
+how a run sized them."""
 
 import sys
 from pathlib import Path
@@ -13,20 +14,13 @@ PY_DIR = Path(__file__).absolute().parents[1]  # as in test_bench.py: runfiles, 
 if (PY_DIR / "lab").is_dir() and sys.path[0] != str(PY_DIR):
     sys.path.insert(0, str(PY_DIR))
 
-TINY = {  # hidden 64, 2 layers, 4 heads of 16, 2 KV heads, SwiGLU 160, vocab 512, tied embeddings
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu", "hidden_size": 64,
-    "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-    "head_dim": 16, "vocab_size": 512, "max_position_embeddings": 1024, "rms_norm_eps": 1e-5,
-    "rope_theta": 10000.0, "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
-}
+from engine_cases import CASES, write_model  # noqa: E402
+
+CFG = CASES["gqa1_hd64_tied"]  # a tiny tied Llama, the engine tests' own
 
 
 def _tiny(tmp_path):
-    from lab.synthetic import write_random_model
-
-    d = tmp_path / "tiny_fp32"
-    write_random_model(d, TINY, "fp32", 0, use_torch=False, progress=False)
-    return d
+    return write_model(tmp_path / "tiny_fp32", CFG, "fp32", 0)
 
 
 def test_timing_fits_each_point_where_a_runner_sizes_its_cache():
@@ -102,7 +96,7 @@ def test_hf_compile_cache_is_sized_by_fit(tmp_path, monkeypatch):
     model = peers_mod.load_peer_model(_tiny(tmp_path), "float32", "cpu")
     comp = peers_mod.HFRunner("hf_compile", model, "float32", "cpu", 64)
     eager = peers_mod.HFRunner("hf_eager", model, "float32", "cpu", 64)
-    toks = np.random.default_rng(5).integers(0, 512, 14)
+    toks = np.random.default_rng(5).integers(0, CFG["vocab_size"], 14)
     comp.prefill(toks[:3])
     comp.fit(14)
     assert comp.max_context == 14 and comp.pos == 0
@@ -143,7 +137,7 @@ def test_hf_compile_decode_and_generate_share_one_graph(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", fake_compile)
     model = peers_mod.load_peer_model(_tiny(tmp_path), "float32", "cpu")
     r = peers_mod.HFRunner("hf_compile", model, "float32", "cpu", 32)
-    r.prefill(np.random.default_rng(7).integers(0, 512, 6))
+    r.prefill(np.random.default_rng(7).integers(0, CFG["vocab_size"], 6))
     r.generate(5, 3)
     r.decode(9)
     r.decode(11)
