@@ -118,11 +118,6 @@ Timing TimeLaunches(const std::function<void(int)>& launch, cudaStream_t s, int 
   return t;
 }
 
-}  // namespace kbench
-
-namespace {
-using namespace kbench;
-
 double RelErr(const std::vector<float>& got, const std::vector<double>& ref, bool* all_written) {
   double num = 0, den = 0;
   *all_written = true;
@@ -148,6 +143,11 @@ std::vector<double> HostMatvec(const std::vector<uint16_t>& W, const std::vector
   }
   return y;
 }
+
+}  // namespace kbench
+
+namespace {
+using namespace kbench;
 
 struct Row {
   std::string version, shape;
@@ -355,6 +355,8 @@ int main(int argc, char** argv) {
         }
       }
     }
+    // ---- the MLP as one kernel (v14) against its two launches (bench_mlp.cu), on the pool's weights ----
+    if (prop.major >= 9) kbench::RunMlpLab(prop, s, pool, read_gbps, reps, &all_ok);
     LAB_CUDA_CHECK(cudaFree(ca));
     LAB_CUDA_CHECK(cudaFree(sink));
 

@@ -1,7 +1,9 @@
 // The kernel lab's chain: a decode step's whole weight stream (32 layers of qkv, o, gate/up, down, then
 // lm_head: 15 GB) as a chain of v5 launches (from the stream, a CUDA graph, a graph with programmatic
 // dependent launch: what launch gaps cost, and what remains) and as one persistent kernel
-// (chain_stream.cuh) with its two diagnostics. Called by bench.cu (kernel_bench); bench_common.cuh.
+// (chain_stream.cuh) with its two diagnostics; and (session 24) the ring chain with fewer boundaries: the
+// same bytes in fewer, longer launches (what a kernel boundary costs the weight stream, an upper bound on
+// what fusing across one would save). Called by bench.cu (kernel_bench); bench_common.cuh.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -50,7 +52,15 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
                                   "c8.s16.k256, 8 stages before the wait,",
                                   "c16.s16.k256, 8 stages before the wait,"};
   std::string ring_error;  // the first failed ring launch of an enqueue: what, and on which shape
-  auto enqueue = [&](bool pdl, bool prefetch, int ring = 0) {
+  // merge (ring chains only): 0, a launch per matrix (129); 1, gate/up and down as one launch of their
+  // bytes (a [28672 + 14336] x 4096 matrix: down's 4096 x 14336 weights read as 14336 rows of 4096), 97
+  // launches; 2, a layer's four matrices as one launch (33); 3, gate/up + SiLU + down as v14's one kernel
+  // (kernels_mlp.cuh: the real math, x for input, its sums added to y2), 97 launches; 4, v14 reading
+  // W_down's bytes as its column slices (BLOCKED). (The whole step as one launch does not fit: the
+  // ring keeps each unit's partial sums in shared memory; the read ceiling is that bound.) No math of a real
+  // fused kernel (SiLU, down's products by column, the partial sums' reduction) and no attention: the
+  // rows bound what removing the boundaries could save, they are not a fused kernel.
+  auto enqueue = [&](bool pdl, bool prefetch, int ring = 0, int merge = 0) {
     size_t off = 0;
     auto one = [&](int M, int K, const float* in, float* out) {
       gpu::MatvecParams p = {};
@@ -89,8 +99,33 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
                       gpu::MatvecSmemBytes(K), s, pdl, "DecodeMatvecKernel", p);
     };
     for (int l = 0; l < L; ++l) {
+      if (merge == 2) {
+        one(6144 + 4096 + 28672 + 14336, 4096, x, y2);
+        continue;
+      }
       one(6144, 4096, x, y2);
       one(4096, 4096, x, y2);
+      if (merge == 1) {
+        one(28672 + 14336, 4096, x, y2);
+        continue;
+      }
+      if (merge >= 3) {
+        gpu::MlpParams q = {};
+        q.Wgu = wts + off;
+        q.x = x;
+        q.K = 4096;
+        q.H = 14336;
+        q.out = y2;
+        q.Wdb = q.Wgu + size_t(28672) * 4096;  // merge 4: the same bytes read as W_down's slices
+        off += size_t(28672 + 14336) * 4096;
+        try {
+          if (merge == 3) RunMlp<8, 16, 256>(q, q.Wdb, s, prop.multiProcessorCount, pdl);
+          if (merge == 4) RunMlp<8, 16, 256, true>(q, q.Wdb, s, prop.multiProcessorCount, pdl);
+        } catch (const std::exception& e) {
+          if (ring_error.empty()) ring_error = std::string(e.what()) + " (v14)";
+        }
+        continue;
+      }
       one(28672, 4096, x, y2);
       one(4096, 14336, x, y2);
     }
@@ -99,16 +134,21 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
   chain_rows->push_back({"stream, no graph", TimeLaunches([&](int) { enqueue(false, false); }, s, 5, 1)});
   // Variants 3..7: the same graph + PDL chain of v10 weight rings (sm_90+: bulk copies); 8: the first
   // of them without PDL; 9..11: v11's rings with a shared tail, 12..13: v12's with stolen tails, 14..15: v10
-  // with ring_pre, graph + PDL.
-  const int variants = prop.major >= 9 ? 16 : 3;
+  // with ring_pre, graph + PDL; 16..19: v10 c8.s16.k256, then c16.s16.k256, graph + PDL, with merges 1 and 2;
+  // 20, 21: v10 c8.s16.k256 with v14's MLP (merge 3: W_down by 2-D boxes; 4: in slices).
+  const int variants = prop.major >= 9 ? 22 : 3;
+  static const char* kMerge[5] = {"", ", gate/up + down one launch", ", a layer one launch",
+                                  ", v14 MLP (gate/up + SiLU + down one kernel)", ", v14 MLP, W_down in slices"};
   for (int variant = 0; variant < variants; ++variant) {
     const bool pdl = variant >= 1 && variant != 8, prefetch = variant == 2;
-    const int ring = variant == 8 ? 1 : variant >= 9 ? variant - 3 : variant >= 3 ? variant - 2 : 0;
+    const int merge = variant >= 20 ? variant - 17 : variant >= 16 ? (variant - 16) % 2 + 1 : 0;
+    const int ring = variant >= 16 ? (variant < 18 || variant >= 20 ? 4 : 5)
+                                   : variant == 8 ? 1 : variant >= 9 ? variant - 3 : variant >= 3 ? variant - 2 : 0;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     ring_error.clear();
     LAB_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    enqueue(pdl, prefetch, ring);
+    enqueue(pdl, prefetch, ring, merge);
     const cudaError_t ce = cudaStreamEndCapture(s, &graph);
     if (!ring_error.empty() || ce != cudaSuccess) {
       std::printf("  chain v10/v11 %s ring%s: skipped (%s)\n", kRing[ring], pdl ? " + PDL" : "",
@@ -121,7 +161,7 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
     static const char* kHow[3] = {"CUDA graph", "CUDA graph + PDL", "CUDA graph + PDL + L2 prefetch"};
     const std::string how = ring ? std::string(pdl ? "graph + PDL, " : "graph, ") +
                                        (ring >= 11 ? "v10 " : ring >= 9 ? "v12 " : ring >= 6 ? "v11 " : "v10 ") +
-                                       kRing[ring] + " ring"
+                                       kRing[ring] + " ring" + kMerge[merge]
                                  : kHow[variant];
     chain_rows->push_back({how, TimeLaunches([&](int) { LAB_CUDA_CHECK(cudaGraphLaunch(exec, s)); }, s, 7, 1)});
     cudaGraphExecDestroy(exec);

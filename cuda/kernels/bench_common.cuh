@@ -14,6 +14,7 @@
 #include "cuda/common/cuda_check.h"
 #include "cuda/gpu_opt/gpu_opt_launch.cuh"
 #include "cuda/gpu_opt/kernels.cuh"
+#include "cuda/gpu_opt/kernels_mlp.cuh"
 
 namespace lab {
 namespace kbench {
@@ -27,6 +28,11 @@ struct Timing {
   int per_sample = 1;
 };
 
+
+// The relative L2 error of got against ref (infinite if any of got is not finite, *all_written false then),
+// and the fp64 host reference y = W x (W as fp16 bits); bench.cu.
+double RelErr(const std::vector<float>& got, const std::vector<double>& ref, bool* all_written);
+std::vector<double> HostMatvec(const std::vector<uint16_t>& W, const std::vector<float>& x, int M, int K);
 
 // launch(i) enqueues the i-th launch on `s`. Per-launch time over `reps` samples of a batch.
 Timing TimeLaunches(const std::function<void(int)>& launch, cudaStream_t s, int reps, double target_us = 300);
@@ -94,6 +100,33 @@ static void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pd
   gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::RingSmemBytes(q, grid, ST, SC, DYN, STEAL), s,
                   pdl, "RingMatvecKernel", q);
 }
+
+// v14 (kernels_mlp.cuh): out += W_down SiLU-gated (W_gu x) in one launch of MlpGrid blocks; the two tensor
+// maps of Wd ([K, H] row-major) made here (BLOCKED: unused, W_down comes from q.Wdb in slices). Throws std::invalid_argument for a shape it cannot run (MlpUnfit)
+// and DeviceError if the launch fails.
+template <int CW, int ST, int SC, bool BLOCKED = false>
+static void RunMlp(const gpu::MlpParams& q, const __half* Wd, cudaStream_t s, int sms, bool pdl = false) {
+  auto fn = gpu::RingMlpKernel<CW, ST, SC, BLOCKED>;
+  static bool attr_set = false;
+  if (!attr_set) {
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
+    attr_set = true;
+  }
+  const int grid = gpu::MlpGrid(sms, q.H);
+  const std::string unfit = gpu::MlpUnfit(q.K, q.H, grid, SC);
+  if (!unfit.empty()) throw std::invalid_argument(unfit);
+  gpu::MlpParams p = q;
+  p.nu_lo = 8 * (q.H / 8 / grid);
+  CUtensorMap lo, hi;
+  if (!gpu::MakeMlpDownMap(&lo, Wd, q.K, q.H, p.nu_lo) || !gpu::MakeMlpDownMap(&hi, Wd, q.K, q.H, p.nu_lo + 8))
+    throw std::invalid_argument("RingMlpKernel: cuTensorMapEncodeTiled failed");
+  gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::MlpSmemBytes(p, ST, SC), s, pdl, "RingMlpKernel",
+                  lo, hi, p);
+}
+
+// bench_mlp.cu: v14 checked against the fp64 host reference (the folded norm's scale, SiLU, down), then
+// timed against the two v10 launches it replaces; rows printed, *all_ok cleared on a failed check.
+void RunMlpLab(const cudaDeviceProp& prop, cudaStream_t s, __half* pool, double read_gbps, int reps, bool* all_ok);
 
 // A matvec version of the lab: its name and a launch of y = W x (W [M, K] fp16, x [K] fp32, y [M] fp32) on a
 // stream; Versions() (bench_versions.cu) lists them all, v1..v12.
