@@ -108,8 +108,20 @@ void GpuOptEngine::Init(const ModelFile& file) {
   const size_t o_embed = h16(c.vocab_size * dim);
   const size_t o_lm = c.tie_word_embeddings ? o_embed : h16(c.vocab_size * dim);
   const size_t o_fnorm = f32(dim);
-  struct LayerOff { size_t an, fn, qkv, o, gu, down; };
+  struct LayerOff { size_t an, fn, qkv, o, gu, down, down_sliced; };
   std::vector<LayerOff> lo(c.n_layers);
+  if (mlp_fused_) {  // LAB_GPU_MLP=fused: one block per SM (at most H/8), W_down's column slices fixed for them
+    mlp_grid_ = gpu::MlpGrid(prop_.multiProcessorCount, int(H));
+    std::string unfit = mlp_grid_ > 0 ? gpu::MlpUnfit(int(dim), int(H), mlp_grid_, 256) : "hidden_dim < 8";
+    gpu::MlpParams mp = {};
+    mp.K = int(dim);
+    mp.nu_lo = mlp_grid_ > 0 ? 8 * (int(H) / 8 / mlp_grid_) : 0;
+    if (unfit.empty() && gpu::MlpSmemBytes(mp, 16, 256) + kRingStaticSmem > size_t(prop_.sharedMemPerBlockOptin))
+      unfit = "its ring and x need more shared memory than a block may have";
+    if (!unfit.empty()) throw InputError("LAB_GPU_MLP=fused: " + unfit);
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::RingMlpKernel<8, 16, 256, true>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(gpu::MlpSmemBytes(mp, 16, 256))));
+  }
   for (auto& L : lo) {
     L.an = f32(dim);
     L.fn = f32(dim);
@@ -117,6 +129,7 @@ void GpuOptEngine::Init(const ModelFile& file) {
     L.o = h16(dim * q_dim);
     L.gu = h16(2 * H * dim);
     L.down = h16(dim * H);
+    L.down_sliced = mlp_fused_ ? h16(dim * H) : 0;  // a second copy: the prefill's GEMMs read the first
   }
   const uint64_t weight_bytes = arena_.total();
   const size_t o_kc = h16(c.n_layers * T * kv_dim), o_vc = h16(c.n_layers * T * kv_dim);
@@ -147,7 +160,8 @@ void GpuOptEngine::Init(const ModelFile& file) {
     tc_bytes = arena_.total() - before;
   }
   const uint64_t act_bytes = arena_.total() - weight_bytes - kv_bytes;
-  arena_.Allocate("gpu_opt", "fp16 weights " + cuda::GiB(weight_bytes) + " + fp16 KV cache " + cuda::GiB(kv_bytes) +
+  arena_.Allocate("gpu_opt", "fp16 weights " + cuda::GiB(weight_bytes) +
+                                 (mlp_fused_ ? " (W_down twice: LAB_GPU_MLP=fused)" : "") + " + fp16 KV cache " + cuda::GiB(kv_bytes) +
                                  " at max_context " + std::to_string(T) + " + activations " + cuda::GiB(act_bytes) +
                                  (tc_prefill_ ? " (of which tensor-core prefill, chunk " + std::to_string(tc_chunk_) +
                                                     " tokens: " + cuda::GiB(tc_bytes) + ")"
@@ -189,12 +203,20 @@ void GpuOptEngine::Init(const ModelFile& file) {
     }
     LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  if (mlp_fused_) {  // W_down's column slices for RingMlpKernel (SliceDownKernel), once
+    for (const LayerOff& L : lo)
+      gpu::SliceDownKernel<<<dim3(64, unsigned(mlp_grid_)), 256, 0, stream_>>>(
+          arena_.Get<__half>(L.down), arena_.Get<__half>(L.down_sliced), int(dim), int(H));
+    LAB_CUDA_LAUNCH_CHECK("SliceDownKernel");
+    LAB_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
   embed_ = arena_.Get<__half>(o_embed);
   lm_head_ = arena_.Get<__half>(o_lm);
   final_norm_ = arena_.Get<float>(o_fnorm);
   for (const LayerOff& L : lo)
     layers_.push_back({arena_.Get<float>(L.an), arena_.Get<float>(L.fn), arena_.Get<__half>(L.qkv),
-                       arena_.Get<__half>(L.o), arena_.Get<__half>(L.gu), arena_.Get<__half>(L.down)});
+                       arena_.Get<__half>(L.o), arena_.Get<__half>(L.gu), arena_.Get<__half>(L.down),
+                       mlp_fused_ ? arena_.Get<__half>(L.down_sliced) : nullptr});
   k_cache_ = arena_.Get<__half>(o_kc);
   v_cache_ = arena_.Get<__half>(o_vc);
   x_ = arena_.Get<float>(o_x);
@@ -401,8 +423,12 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
     Matvec(kQkv, x_, pdl, l, pos);
     Attention(1, attn_[attn_sel_].splits, l, pdl, pos);
     Matvec(kO, att_, pdl, l, pos);
-    Matvec(kGateUp, x_, pdl, l, pos);
-    Matvec(kDown, h_, pdl, l, pos);
+    if (mlp_fused_) {
+      Mlp(l, pdl);  // LAB_GPU_MLP=fused: gate/up, SiLU and down as one kernel (v14)
+    } else {
+      Matvec(kGateUp, x_, pdl, l, pos);
+      Matvec(kDown, h_, pdl, l, pos);
+    }
   }
   MatvecParams lm = Params(kLm, x_, -1, pos);
   if (gen) {

@@ -75,6 +75,7 @@ using AttnFn = void (*)(const gpu::AttnParams);
 struct DeviceLayer {
   float *attn_norm, *ffn_norm;
   __half *wqkv, *wo, *wgu, *wdown;
+  __half* wdown_sliced;  // LAB_GPU_MLP=fused: W_down in RingMlpKernel's column slices (a second copy), else nullptr
 };
 
 enum Kind { kQkv = 0, kO, kGateUp, kDown, kLm, kNumKinds };
@@ -125,6 +126,8 @@ class GpuOptEngine : public Engine {
   // `step`: a decode step's launch, whose inputs with LAB_GPU_ACT16 are the step's fp16 copies (x16_,
   // att16_, h16_); false for the prefill's last-row lm_head, which reads the fp32 x it is given.
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step = true) const;
+  // LAB_GPU_MLP=fused: the layer's gate/up, SiLU and down as one RingMlpKernel launch (gpu_opt_matvec.cu).
+  void Mlp(int64_t layer, bool pdl);
   static int EpiOf(Kind k);
   int FnOf(Kind k, const MatvecParams& p) const;  // EpiOf, or kFnXB + EpiOf where LAB_GPU_X_BULK applies
   // Launches mc's kernel for slot epi (an epilogue, or kFnXB + one); returns the path it took: the slot
@@ -237,6 +240,8 @@ class GpuOptEngine : public Engine {
   bool attn_spread_set_ = false;             // LAB_GPU_ATTN_SPREAD was given (variant() names it)
   int attn_sync_acqrel_ = 1;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=fence: 0)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
+  bool mlp_fused_ = false;  // LAB_GPU_MLP=fused (ReadTileEnv): gate_up and down as one kernel, v14
+  int mlp_grid_ = 0;        // its blocks (gpu::MlpGrid), fixed at load with W_down's slices
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1
   int o_stage_config_ = -1;    // LAB_GPU_O_STAGE: the staged tile o_proj uses (an index into Configs()), or -1
   size_t stage_budget_ = 0;    // bytes of staged weight rows per block of a staged tile (SetupStaging)

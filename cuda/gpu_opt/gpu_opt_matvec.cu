@@ -35,7 +35,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.n_units = p.M / 2;
       p.norm_w = L->attn_norm;
       p.qkv = QkvOutFor(layer);
-      if (all16) p.x16 = x16_;
+      if (all16 && !mlp_fused_) p.x16 = x16_;  // (the fused MLP leaves the residual's fp16 copy behind it)
       break;
     case kO:
       p.W = L->wo;
@@ -75,7 +75,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.n_units = (p.M + 1) / 2;
       p.norm_w = final_norm_;
       p.out = logits_;
-      if (all16) p.x16 = x16_;
+      if (all16 && !mlp_fused_) p.x16 = x16_;
       break;
     default:
       break;
@@ -139,6 +139,22 @@ void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, co
   p.trace = TraceSlot(kind);
   const MatvecPath path = LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl);
   if (step) Count(kind, path);  // (the prefill's lm_head is not a decode step's)
+}
+
+void GpuOptEngine::Mlp(int64_t layer, bool pdl) {
+  gpu::MlpParams p = {};
+  p.Wgu = layers_[layer].wgu;
+  p.Wdb = layers_[layer].wdown_sliced;
+  p.x16 = x16_;  // the residual's fp16 copy (o_proj's epilogue wrote it); the sums go into the fp32 residual
+  p.K = int(cfg_.dim);
+  p.H = int(cfg_.hidden_dim);
+  p.rms = 1;  // the norm's weights are folded into Wgu (LAB_GPU_NORM_FOLD)
+  p.eps = float(cfg_.rms_norm_eps);
+  p.out = x_;
+  p.nu_lo = 8 * (p.H / 8 / mlp_grid_);
+  const CUtensorMap none = {};  // (the sliced layout reads W_down by 1-D copies: no maps)
+  Launch(gpu::RingMlpKernel<8, 16, 256, true>, dim3(unsigned(mlp_grid_)), dim3(9 * 32), gpu::MlpSmemBytes(p, 16, 256),
+         stream_, pdl, "RingMlpKernel", none, none, p);
 }
 
 gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {

@@ -349,6 +349,17 @@ void GpuOptEngine::ReadTileEnv() {
   static const int kNormEarlyOfChoice[] = {1, 0, 2};  // (the default first: 1, since session 19)
   norm_early_ = kNormEarlyOfChoice[EnvChoice("LAB_GPU_NORM_EARLY", {"1", "0", "all"})];
   norm_fold_ = EnvFlag("LAB_GPU_NORM_FOLD", true);
+  // LAB_GPU_MLP=fused: gate_up and down as one kernel (v14). It reads the residual's fp16 copy and adds into
+  // the fp32 residual, and applies the norm as the RMS scale alone; gate_up's and down's tiles then go unused,
+  // so they are pinned to a register tile and left out of the tuning.
+  mlp_fused_ = EnvChoice("LAB_GPU_MLP", {"split", "fused"}) == 1;
+  if (mlp_fused_ && (act16_ != kAct16All || !norm_fold_))
+    throw InputError("LAB_GPU_MLP=fused needs LAB_GPU_ACT16=all and LAB_GPU_NORM_FOLD=1: its input is the fp16 copy "
+                     "of the residual stream, which it adds to, and it applies the norm as the RMS scale alone");
+  if (mlp_fused_ && trace_on_)
+    throw InputError("LAB_GPU_TRACE does not time LAB_GPU_MLP=fused (RingMlpKernel has no trace marks)");
+  for (int k : {int(kGateUp), int(kDown)})
+    if (mlp_fused_ && pinned_[k] < 0) pinned_[k] = 2;  // w8.u1.r4 (Configs()), never launched
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
 }
@@ -386,7 +397,11 @@ int GpuOptEngine::FnOf(Kind k, const MatvecParams& p) const {
 
 std::string GpuOptEngine::variant() const {
   std::string s;
-  for (int k = 0; k < kNumKinds; ++k) s += std::string(k ? ", " : "") + kKindNames[k] + " " + Configs()[config_[k]].name;
+  for (int k = 0; k < kNumKinds; ++k) {
+    if (mlp_fused_ && k == kDown) continue;
+    s += std::string(k ? ", " : "") +
+         (mlp_fused_ && k == kGateUp ? std::string("mlp fused (v14)") : kKindNames[k] + std::string(" ") + Configs()[config_[k]].name);
+  }
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
   if (second_ != kSecondAtWaitXB)  // (xb, the default: not named)

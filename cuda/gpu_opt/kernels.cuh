@@ -41,8 +41,11 @@
 //   kernels_matvec_ring.cuh  RingMatvecKernel: the same epilogues, the weights by bulk copies through a ring in
 //                          shared memory (kernel lab v10; README "The weight ring")
 //   kernels_attention.cuh  AttentionKernel
+//   kernels_mlp.cuh        RingMlpKernel: gate/up, SiLU and down as one kernel, down split by columns (kernel lab
+//                          v14; LAB_GPU_MLP=fused)
 #pragma once
 #include "cuda/gpu_opt/kernels_attention.cuh"
 #include "cuda/gpu_opt/kernels_common.cuh"
 #include "cuda/gpu_opt/kernels_matvec.cuh"
 #include "cuda/gpu_opt/kernels_matvec_ring.cuh"
+#include "cuda/gpu_opt/kernels_mlp.cuh"

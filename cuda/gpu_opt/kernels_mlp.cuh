@@ -12,7 +12,7 @@
 // Contract:
 //   grid = G blocks (the SM count, at most H/8), block = (CW + 1) warps: CW consumer warps, then one
 //   producer warp (its lane 0 alone works). Dynamic shared memory MlpSmemBytes(p, STAGES, SC), above 48 KB.
-//   H % 8 == 0, K % 256 == 0; Wgu, x, Wdb 16-byte aligned; 32 rows x (nu_lo + 8) fp16 fit one ring slot
+//   H % 8 == 0, K % 32 == 0; Wgu, x, Wdb 16-byte aligned; 32 rows x (nu_lo + 8) fp16 fit one ring slot
 //   (nu_lo + 8 <= SC / 2); MlpUnfit says which of these fails.
 //   Block b owns the intermediate slice [u0, u0 + nu): groups of 8 columns [H/8 b/G, H/8 (b+1)/G), so nu
 //   is nu_lo or nu_lo + 8.
@@ -79,7 +79,7 @@ inline size_t MlpSmemBytes(const MlpParams& p, int stages, int sc) {
 
 // Empty when the kernel can run this shape with SC-chunk pieces; else what does not fit.
 inline std::string MlpUnfit(int K, int H, int grid, int sc) {
-  if (H % 8 || K % 256) return "RingMlpKernel: H % 8 and K % 256 must be 0";
+  if (H % 8 || K % 32) return "RingMlpKernel: H % 8 and K % 32 must be 0";
   if (grid < 1 || grid > H / 8) return "RingMlpKernel: grid must be 1..H/8";
   const int nu_hi = 8 * (H / 8 / grid) + 8;
   if (nu_hi * 2 * kMlpRows > 2 * sc * 16) return "RingMlpKernel: a slice's 32 rows of W_down exceed a ring slot";
@@ -234,6 +234,15 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1)
     if (lane == 0) MbarArrive(&empty[s]);
     atomicAdd(p.out + (it - na) * kMlpRows + lane, acc);  // no return value used: red.global.add.f32
   }
+}
+
+// W_down [K, H] row-major into RingMlpKernel's BLOCKED layout for a grid of G blocks (once, at load):
+// block b's columns [u0, u0 + nu) as a [K, nu] row-major slice from element K u0 of dst. grid.y = G.
+static __global__ void SliceDownKernel(const __half* src, __half* dst, int K, int H) {
+  const int ng = H >> 3, b = blockIdx.y, G = gridDim.y;
+  const int u0 = 8 * int(int64_t(ng) * b / G), nu = 8 * int(int64_t(ng) * (b + 1) / G) - u0;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < size_t(K) * nu; i += size_t(gridDim.x) * blockDim.x)
+    dst[size_t(K) * u0 + i] = src[(i / nu) * H + u0 + i % nu];
 }
 
 // ---- host side ----

@@ -1,0 +1,86 @@
+"""gpu_opt's fused MLP (LAB_GPU_MLP=fused; kernels_mlp.cuh, kernel lab v14): gate/up, SiLU and down as one
+kernel per layer, down split by the intermediate dimension, each block adding its partial sums into the
+residual (red.global.add). Within the fp16 bound of the fp32 torch reference, near the split kernels, with
+gate_up's and down's launches gone; refused, naming the need, where it cannot run. All marked `gpu`; they
+skip without a CUDA GPU.
+"""
+
+import numpy as np
+import pytest
+from conftest import gpu_present
+
+from engine_cases import ALL_CASES, CASES, ref_device, write_model
+from lab import _engine, tolerances
+from lab.reference import load_reference, reference_logits
+from lab.tolerances import rel_error as rel
+from test_gpu_opt_tiles import RING_MODELS, _decode_logits
+
+MLP_MODELS = {
+    "gqa3_hd128_llama3": ALL_CASES["gqa3_hd128_llama3"],  # 80 groups of 8 columns: 80 blocks of 8
+    "gqa1_hd64_tied": ALL_CASES["gqa1_hd64_tied"],
+    # 269 groups over the card's SMs (132 on an H100 / H200): slices of 16 and 24 columns, two ring widths
+    "uneven_2152": dict(CASES["gqa1_hd64_tied"], intermediate_size=2152),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model_name", sorted(MLP_MODELS))
+def test_gpu_opt_mlp_fused_matches_reference(tmp_path, monkeypatch, model_name):
+    """Fused, the decode logits (after the simple prefill and after the tensor-core one) are within the fp16
+    bound of the fp32 torch reference and of the split kernels, gate_up and down are never launched (qkv
+    is), and generate() gives decode()'s argmax tokens. A slice of W_down that does not match its block's h,
+    a wrong column offset or a lost partial sum moves the logits far past the bound."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = MLP_MODELS[model_name]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=131)
+    tokens = np.random.default_rng(137).integers(0, cfg["vocab_size"], 30)
+    ref = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)[20:]
+    tol = tolerances.logits_rel("gpu_opt")
+    split, _ = _decode_logits(d, tokens, {"LAB_GPU_MLP": "split"}, monkeypatch)
+    n = {}
+    fused, _ = _decode_logits(d, tokens, {"LAB_GPU_MLP": "fused"}, monkeypatch, n)
+    err, err_split = rel(fused, ref), rel(fused, split)
+    print(f"{model_name} fused: vs torch {err:.2e}, vs split {err_split:.2e} (split vs torch {rel(split, ref):.2e})")
+    assert err < tol and err_split < tol, (err, err_split)
+    assert n["gate_up"] == 0 and n["down"] == 0 and n["qkv"] > 0, n
+    assert "mlp fused (v14)" in _engine.Engine("gpu_opt", str(d), 128).variant
+    monkeypatch.setenv("LAB_GPU_PREFILL", "tc")  # the prefill reads W_down's first copy
+    eng = _engine.Engine("gpu_opt", str(d), 128)
+    eng.prefill(tokens[:20])
+    got = np.stack([eng.decode(int(t)) for t in tokens[20:]])
+    assert rel(got, ref) < tol, rel(got, ref)
+    eng.reset()
+    eng.prefill(tokens[:20])
+    want = [int(np.argmax(eng.decode(int(tokens[20]))))]
+    for _ in range(5):
+        want.append(int(np.argmax(eng.decode(want[-1]))))
+    eng.reset()
+    eng.prefill(tokens[:20])
+    assert eng.generate(int(tokens[20]), 6).tolist() == want
+
+
+@pytest.mark.gpu
+def test_gpu_opt_mlp_fused_refused(tmp_path, monkeypatch):
+    """LAB_GPU_MLP=fused is refused, naming the need, before the engine allocates anything: without the fp16
+    residual copy it reads (ACT16) or the folded norm (NORM_FOLD), with the step trace, and on a width that
+    is not a multiple of 32 (1032); a bad value names the choices."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    d = write_model(tmp_path / "m", ALL_CASES["gqa1_hd64_tied"], "fp16", seed=139)
+    monkeypatch.setenv("LAB_GPU_MLP", "both")
+    with pytest.raises(ValueError, match="LAB_GPU_MLP must be .*split or fused"):
+        _engine.Engine("gpu_opt", str(d), 128)
+    monkeypatch.setenv("LAB_GPU_MLP", "fused")
+    for knob, value in (("LAB_GPU_ACT16", "h"), ("LAB_GPU_NORM_FOLD", "0")):
+        monkeypatch.setenv(knob, value)
+        with pytest.raises(ValueError, match="LAB_GPU_MLP=fused needs LAB_GPU_ACT16=all and LAB_GPU_NORM_FOLD=1"):
+            _engine.Engine("gpu_opt", str(d), 128)
+        monkeypatch.delenv(knob)
+    monkeypatch.setenv("LAB_GPU_TRACE", "1")
+    with pytest.raises(ValueError, match="LAB_GPU_TRACE does not time LAB_GPU_MLP=fused"):
+        _engine.Engine("gpu_opt", str(d), 128)
+    monkeypatch.delenv("LAB_GPU_TRACE")
+    wide = write_model(tmp_path / "w", RING_MODELS["width_1032_4104"], "fp16", seed=149)
+    with pytest.raises(ValueError, match="LAB_GPU_MLP=fused: RingMlpKernel: H % 8 and K % 32 must be 0"):
+        _engine.Engine("gpu_opt", str(wide), 128)
