@@ -110,18 +110,7 @@ void GpuOptEngine::Init(const ModelFile& file) {
   const size_t o_fnorm = f32(dim);
   struct LayerOff { size_t an, fn, qkv, o, gu, down, down_sliced; };
   std::vector<LayerOff> lo(c.n_layers);
-  if (mlp_fused_) {  // LAB_GPU_MLP=fused: one block per SM (at most H/8), W_down's column slices fixed for them
-    mlp_grid_ = gpu::MlpGrid(prop_.multiProcessorCount, int(H));
-    std::string unfit = mlp_grid_ > 0 ? gpu::MlpUnfit(int(dim), int(H), mlp_grid_, 256) : "hidden_dim < 8";
-    gpu::MlpParams mp = {};
-    mp.K = int(dim);
-    mp.nu_lo = mlp_grid_ > 0 ? 8 * (int(H) / 8 / mlp_grid_) : 0;
-    if (unfit.empty() && gpu::MlpSmemBytes(mp, 16, 256) + kRingStaticSmem > size_t(prop_.sharedMemPerBlockOptin))
-      unfit = "its ring and x need more shared memory than a block may have";
-    if (!unfit.empty()) throw InputError("LAB_GPU_MLP=fused: " + unfit);
-    LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::RingMlpKernel<8, 16, 256, true>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(gpu::MlpSmemBytes(mp, 16, 256))));
-  }
+  if (mlp_fused_) MlpSetup();  // LAB_GPU_MLP=fused: its grid (W_down's slices are cut for it), or a clear refusal
   for (auto& L : lo) {
     L.an = f32(dim);
     L.fn = f32(dim);

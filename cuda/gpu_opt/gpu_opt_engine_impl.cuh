@@ -126,8 +126,10 @@ class GpuOptEngine : public Engine {
   // `step`: a decode step's launch, whose inputs with LAB_GPU_ACT16 are the step's fp16 copies (x16_,
   // att16_, h16_); false for the prefill's last-row lm_head, which reads the fp32 x it is given.
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step = true) const;
-  // LAB_GPU_MLP=fused: the layer's gate/up, SiLU and down as one RingMlpKernel launch (gpu_opt_matvec.cu).
+  // LAB_GPU_MLP=fused: the layer's gate/up, SiLU and down as one RingMlpKernel launch, and its setup at
+  // creation (gpu_opt_matvec.cu).
   void Mlp(int64_t layer, bool pdl);
+  void MlpSetup();
   static int EpiOf(Kind k);
   int FnOf(Kind k, const MatvecParams& p) const;  // EpiOf, or kFnXB + EpiOf where LAB_GPU_X_BULK applies
   // Launches mc's kernel for slot epi (an epilogue, or kFnXB + one); returns the path it took: the slot

@@ -4,7 +4,9 @@
 // kind runs is gpu_opt_tune.cu's choice; the class is in gpu_opt_engine_impl.cuh.
 #include <algorithm>
 #include <cmath>
+#include <string>
 
+#include "cc/core/errors.h"
 #include "cuda/gpu_opt/gpu_opt_engine_impl.cuh"
 #include "cuda/gpu_opt/gpu_opt_launch.cuh"
 
@@ -139,6 +141,24 @@ void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, co
   p.trace = TraceSlot(kind);
   const MatvecPath path = LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl);
   if (step) Count(kind, path);  // (the prefill's lm_head is not a decode step's)
+}
+
+// One block per SM (at most H/8); W_down's column slices are cut for this grid at load. The shared-memory
+// attribute is set here, in the file that launches the kernel: each file compiled without relocatable device
+// code registers its own copy of a kernel, and the attribute is per copy (cuda/kernels/README.md, "v10").
+void GpuOptEngine::MlpSetup() {
+  const int K = int(cfg_.dim), H = int(cfg_.hidden_dim);
+  mlp_grid_ = gpu::MlpGrid(prop_.multiProcessorCount, H);
+  std::string unfit = mlp_grid_ > 0 ? gpu::MlpUnfit(K, H, mlp_grid_, 256) : "hidden_dim < 8";
+  gpu::MlpParams mp = {};
+  mp.K = K;
+  mp.nu_lo = mlp_grid_ > 0 ? 8 * (H / 8 / mlp_grid_) : 0;
+  const size_t smem = gpu::MlpSmemBytes(mp, 16, 256);
+  if (unfit.empty() && smem + kRingStaticSmem > size_t(prop_.sharedMemPerBlockOptin))
+    unfit = "its ring and x need more shared memory than a block may have";
+  if (!unfit.empty()) throw InputError("LAB_GPU_MLP=fused: " + unfit);
+  LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::RingMlpKernel<8, 16, 256, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      int(smem)));
 }
 
 void GpuOptEngine::Mlp(int64_t layer, bool pdl) {
