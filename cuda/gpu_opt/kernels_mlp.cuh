@@ -37,7 +37,8 @@
 // launches (-4.8%), and the step's weight chain 3,503 us against 3,578 (-2.1%), as fast as one ring launch
 // of both matrices' bytes. The 2-D boxes (208 or 224 bytes a row, from rows 28 KB apart) read 7% slower:
 // 87.4 us. The producer's two loops are part of the speed: one loop over both phases, with a branch per
-// stage that phase A never took, streamed phase A 7% slower (59.6 us against 56.1 alone).
+// stage, streamed phase A 7% slower (59.6-60.7 us alone, against 55.4-56.6 with two loops or no phase B).
+// In the engine (LAB_GPU_MLP=fused, session 24's A/B): +0.7% a step at 512 and 2048.
 #pragma once
 #include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes through cudart)
 #include <cuda_fp16.h>
