@@ -150,7 +150,8 @@ void GpuOptEngine::Init(const ModelFile& file) {
   }
   const uint64_t act_bytes = arena_.total() - weight_bytes - kv_bytes;
   arena_.Allocate("gpu_opt", "fp16 weights " + cuda::GiB(weight_bytes) +
-                                 (mlp_fused_ ? " (W_down twice: LAB_GPU_MLP=fused)" : "") + " + fp16 KV cache " + cuda::GiB(kv_bytes) +
+                                 (mlp_fused_ ? " (W_down twice: LAB_GPU_MLP=fused)" : "") +
+                                 " + fp16 KV cache " + cuda::GiB(kv_bytes) +
                                  " at max_context " + std::to_string(T) + " + activations " + cuda::GiB(act_bytes) +
                                  (tc_prefill_ ? " (of which tensor-core prefill, chunk " + std::to_string(tc_chunk_) +
                                                     " tokens: " + cuda::GiB(tc_bytes) + ")"

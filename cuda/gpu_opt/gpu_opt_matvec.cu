@@ -152,7 +152,7 @@ void GpuOptEngine::MlpSetup() {
   std::string unfit = mlp_grid_ > 0 ? gpu::MlpUnfit(K, H, mlp_grid_, 256) : "hidden_dim < 8";
   gpu::MlpParams mp = {};
   mp.K = K;
-  mp.nu_lo = mlp_grid_ > 0 ? 8 * (H / 8 / mlp_grid_) : 0;
+  mp.nu_lo = mlp_grid_ > 0 ? gpu::MlpNarrow(H, mlp_grid_) : 0;
   const size_t smem = gpu::MlpSmemBytes(mp, 16, 256);
   if (unfit.empty() && smem + kRingStaticSmem > size_t(prop_.sharedMemPerBlockOptin))
     unfit = "its ring and x need more shared memory than a block may have";
@@ -171,7 +171,7 @@ void GpuOptEngine::Mlp(int64_t layer, bool pdl) {
   p.rms = 1;  // the norm's weights are folded into Wgu (LAB_GPU_NORM_FOLD)
   p.eps = float(cfg_.rms_norm_eps);
   p.out = x_;
-  p.nu_lo = 8 * (p.H / 8 / mlp_grid_);
+  p.nu_lo = gpu::MlpNarrow(p.H, mlp_grid_);
   const CUtensorMap none = {};  // (the sliced layout reads W_down by 1-D copies: no maps)
   Launch(gpu::RingMlpKernel<8, 16, 256, true>, dim3(unsigned(mlp_grid_)), dim3(9 * 32), gpu::MlpSmemBytes(p, 16, 256),
          stream_, pdl, "RingMlpKernel", none, none, p);

@@ -358,8 +358,9 @@ void GpuOptEngine::ReadTileEnv() {
                      "of the residual stream, which it adds to, and it applies the norm as the RMS scale alone");
   if (mlp_fused_ && trace_on_)
     throw InputError("LAB_GPU_TRACE does not time LAB_GPU_MLP=fused (RingMlpKernel has no trace marks)");
-  for (int k : {int(kGateUp), int(kDown)})
-    if (mlp_fused_ && pinned_[k] < 0) pinned_[k] = 2;  // w8.u1.r4 (Configs()), never launched
+  for (int k : {int(kGateUp), int(kDown)})  // (a register tile that fits every shape; never launched)
+    for (int i = 0; mlp_fused_ && pinned_[k] < 0 && i < int(Configs().size()); ++i)
+      if (std::strcmp(Configs()[i].name, "w8.u1.r4") == 0) pinned_[k] = i;
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
 }
@@ -398,9 +399,10 @@ int GpuOptEngine::FnOf(Kind k, const MatvecParams& p) const {
 std::string GpuOptEngine::variant() const {
   std::string s;
   for (int k = 0; k < kNumKinds; ++k) {
-    if (mlp_fused_ && k == kDown) continue;
-    s += std::string(k ? ", " : "") +
-         (mlp_fused_ && k == kGateUp ? std::string("mlp fused (v14)") : kKindNames[k] + std::string(" ") + Configs()[config_[k]].name);
+    if (mlp_fused_ && k == kDown) continue;  // (LAB_GPU_MLP=fused: one kernel in gate_up's place)
+    const std::string tile = mlp_fused_ && k == kGateUp ? std::string("mlp fused (v14)")
+                                                        : std::string(kKindNames[k]) + " " + Configs()[config_[k]].name;
+    s += (k ? ", " : "") + tile;
   }
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];

@@ -69,6 +69,8 @@ struct MlpParams {
 };
 
 inline int MlpGrid(int sms, int H) { return sms < H / 8 ? sms : H / 8; }
+// The narrower of a grid's two slice widths (the wider is 8 more): MlpParams::nu_lo.
+inline int MlpNarrow(int H, int grid) { return 8 * (H / 8 / grid); }
 
 // Shared memory: the ring, x in the split fp32 layout, each chunk's sum of squares, each unit's per-piece
 // partial sums, h.
@@ -82,7 +84,7 @@ inline size_t MlpSmemBytes(const MlpParams& p, int stages, int sc) {
 inline std::string MlpUnfit(int K, int H, int grid, int sc) {
   if (H % 8 || K % 32) return "RingMlpKernel: H % 8 and K % 32 must be 0";
   if (grid < 1 || grid > H / 8) return "RingMlpKernel: grid must be 1..H/8";
-  const int nu_hi = 8 * (H / 8 / grid) + 8;
+  const int nu_hi = MlpNarrow(H, grid) + 8;
   if (nu_hi * 2 * kMlpRows > 2 * sc * 16) return "RingMlpKernel: a slice's 32 rows of W_down exceed a ring slot";
   return "";
 }

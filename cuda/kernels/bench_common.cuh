@@ -116,7 +116,7 @@ static void RunMlp(const gpu::MlpParams& q, const __half* Wd, cudaStream_t s, in
   const std::string unfit = gpu::MlpUnfit(q.K, q.H, grid, SC);
   if (!unfit.empty()) throw std::invalid_argument(unfit);
   gpu::MlpParams p = q;
-  p.nu_lo = 8 * (q.H / 8 / grid);
+  p.nu_lo = gpu::MlpNarrow(q.H, grid);
   CUtensorMap lo, hi;
   if (!gpu::MakeMlpDownMap(&lo, Wd, q.K, q.H, p.nu_lo) || !gpu::MakeMlpDownMap(&hi, Wd, q.K, q.H, p.nu_lo + 8))
     throw std::invalid_argument("RingMlpKernel: cuTensorMapEncodeTiled failed");
