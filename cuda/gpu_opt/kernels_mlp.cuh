@@ -40,14 +40,13 @@
 // stage, streamed phase A 7% slower (59.6-60.7 us alone, against 55.4-56.6 with two loops or no phase B).
 // In the engine (LAB_GPU_MLP=fused, session 24's A/B): +0.7% a step at 512 and 2048.
 #pragma once
-#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes through cudart)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <mutex>
 #include <string>
 
+#include "cuda/common/tensor_map.h"  // CUtensorMap, and the encoder for the lab's 2-D boxes
 #include "cuda/gpu_opt/kernels_matvec_ring.cuh"
 
 namespace lab {
@@ -250,26 +249,9 @@ static __global__ void SliceDownKernel(const __half* src, __half* dst, int K, in
 
 // ---- host side ----
 
-// cuTensorMapEncodeTiled, fetched through cudart once (no link against libcuda).
-using MlpEncodeFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                                 const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-inline MlpEncodeFn MlpEncoder() {
-  static MlpEncodeFn fn = nullptr;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* ptr = nullptr;
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &q) == cudaSuccess &&
-        q == cudaDriverEntryPointSuccess)
-      fn = reinterpret_cast<MlpEncodeFn>(ptr);
-  });
-  return fn;
-}
-
 // W_down [K, H] row-major in boxes of 32 rows x `width` columns, unswizzled (a box lands as [32][width]).
 inline bool MakeMlpDownMap(CUtensorMap* map, const __half* Wd, int K, int H, int width) {
-  MlpEncodeFn enc = MlpEncoder();
+  cuda::EncodeTiledFn enc = cuda::TensorMapEncoder();
   if (!enc) return false;
   cuuint64_t dims[2] = {cuuint64_t(H), cuuint64_t(K)};
   cuuint64_t strides[1] = {cuuint64_t(H) * 2};

@@ -24,8 +24,8 @@
 #include <cuda.h>  // CUtensorMap and its enums (types only: the encoder is fetched through cudart)
 
 #include <cmath>
-#include <mutex>
 
+#include "cuda/common/tensor_map.h"
 #include "cuda/prefill/device_common.h"
 
 namespace lab::prefill {
@@ -186,22 +186,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // ---- host side --------------------------------------------------------------------------------------
-using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-
-EncodeTiledFn GetEncoder() {
-  static EncodeTiledFn fn = nullptr;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* ptr = nullptr;
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &q) == cudaSuccess &&
-        q == cudaDriverEntryPointSuccess)
-      fn = reinterpret_cast<EncodeTiledFn>(ptr);
-  });
-  return fn;
-}
+using lab::cuda::EncodeTiledFn;
+EncodeTiledFn GetEncoder() { return lab::cuda::TensorMapEncoder(); }
 
 // 2-D map of a row-major [rows, cols] fp16 matrix with row stride ld, box [box_rows, 64], 128B swizzle.
 bool MakeMap(CUtensorMap* map, const half* ptr, int64_t rows, int64_t cols, int64_t ld, int box_rows) {
