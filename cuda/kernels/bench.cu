@@ -317,16 +317,7 @@ int main(int argc, char** argv) {
         for (int i = 0; i < H; ++i) href[i] = yg[i] / (1.0 + std::exp(-yg[i])) * yg[H + i];
         for (const bool ring : {false, true}) {  // the engine's kernel, then the weight ring (v10)
           auto run = [&](const __half* W) {
-            gpu::MatvecParams p = {};
-            p.W = W;
-            p.M = sh.M;
-            p.K = sh.K;
-            p.n_units = H;
-            p.H = H;
-            p.x = x;
-            p.norm_w = g;
-            p.eps = 1e-5f;
-            p.out = y;
+            const gpu::MatvecParams p = GateUpParams(W, x, g, y, H, sh.K);
             if (ring)
               RunRing<8, 8, 512, gpu::kEpiGateUp>(p, s, prop.multiProcessorCount);
             else

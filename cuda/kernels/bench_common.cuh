@@ -148,6 +148,22 @@ inline gpu::MatvecParams PlainParams(const __half* W, const float* x, float* y, 
   return p;
 }
 
+// The engine's gate_up as the lab launches it: W [2H, K] (gate rows, then up rows), RMSNorm weights g on x,
+// y[H] = SiLU(gate) * up.
+inline gpu::MatvecParams GateUpParams(const __half* W, const float* x, const float* g, float* y, int H, int K) {
+  gpu::MatvecParams p = {};
+  p.W = W;
+  p.M = 2 * H;
+  p.K = K;
+  p.n_units = H;
+  p.H = H;
+  p.x = x;
+  p.norm_w = g;
+  p.eps = 1e-5f;
+  p.out = y;
+  return p;
+}
+
 // bench_chain.cu: the step's weight stream (32 layers of shapes[0..3], then shapes[4]) as a chain of v5
 // launches (stream, CUDA graph, graph + PDL, + L2 prefetch) and as one persistent kernel (chain_stream.cuh,
 // its outputs checked against v5 first; a failure clears *all_ok); prints each row against read_gbps and

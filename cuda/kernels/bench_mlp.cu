@@ -76,17 +76,7 @@ void RunMlpLab(const cudaDeviceProp& prop, cudaStream_t s, __half* pool, double 
   auto v14a = [&](bool pdl) { RunMlp<8, 16, 256, true>(qa, Wd, s, sms, pdl); };
   auto v14bo = [&](bool pdl) { RunMlp<8, 16, 256, true>(qb, Wd, s, sms, pdl); };
   auto gu = [&](bool pdl) {  // v10 gate_up alone (the first half of the pair)
-    gpu::MatvecParams a = {};
-    a.W = Wgu;
-    a.M = 2 * H;
-    a.K = K;
-    a.n_units = H;
-    a.H = H;
-    a.x = x;
-    a.norm_w = ones;
-    a.eps = 1e-5f;
-    a.out = h;
-    RunRing<8, 16, 256, gpu::kEpiGateUp>(a, s, sms, pdl);
+    RunRing<8, 16, 256, gpu::kEpiGateUp>(GateUpParams(Wgu, x, ones, h, H, K), s, sms, pdl);
   };
   auto dn = [&](bool pdl) { RunRing<8, 16, 256>(PlainParams(Wd, h, out, K, H), s, sms, pdl); };
   auto pair = [&](bool pdl) {  // v10 gate_up (norm + SiLU, h fp32), then v10 down into out

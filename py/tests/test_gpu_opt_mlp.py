@@ -13,7 +13,7 @@ from engine_cases import ALL_CASES, CASES, ref_device, write_model
 from lab import _engine, tolerances
 from lab.reference import load_reference, reference_logits
 from lab.tolerances import rel_error as rel
-from test_gpu_opt_tiles import RING_MODELS, _decode_logits
+from test_gpu_opt_tiles import RING_MODELS, _decode_logits, _greedy_by_decode
 
 MLP_MODELS = {
     "gqa3_hd128_llama3": ALL_CASES["gqa3_hd128_llama3"],  # 80 groups of 8 columns: 80 blocks of 8
@@ -50,13 +50,7 @@ def test_gpu_opt_mlp_fused_matches_reference(tmp_path, monkeypatch, model_name):
     eng.prefill(tokens[:20])
     got = np.stack([eng.decode(int(t)) for t in tokens[20:]])
     assert rel(got, ref) < tol, rel(got, ref)
-    eng.reset()
-    eng.prefill(tokens[:20])
-    want = [int(np.argmax(eng.decode(int(tokens[20]))))]
-    for _ in range(5):
-        want.append(int(np.argmax(eng.decode(want[-1]))))
-    eng.reset()
-    eng.prefill(tokens[:20])
+    want = _greedy_by_decode(eng, tokens[:20], tokens[20], 6)
     assert eng.generate(int(tokens[20]), 6).tolist() == want
 
 

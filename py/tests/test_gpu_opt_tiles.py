@@ -59,6 +59,19 @@ def _tile_model(tmp_path, seed, token_seed):
     return d, np.random.default_rng(token_seed).integers(0, cfg["vocab_size"], 30)
 
 
+def _greedy_by_decode(eng, prompt, first, n):
+    """The n tokens generate(first, n) must give after `prompt`: decode()'s argmax fed back, from `first`. The
+    engine is left prefilled with `prompt` again, ready for that generate()."""
+    eng.reset()
+    eng.prefill(prompt)
+    out = [int(np.argmax(eng.decode(int(first))))]
+    for _ in range(n - 1):
+        out.append(int(np.argmax(eng.decode(out[-1]))))
+    eng.reset()
+    eng.prefill(prompt)
+    return out
+
+
 def _decode_logits(d, tokens, env, monkeypatch, counts=None):
     """Logits of 10 decode() steps after a 20-token prefill, and 4 generate() tokens, under env; `counts`
     (a dict), if given, gets the engine's launch_counts() at the end."""
@@ -163,12 +176,7 @@ def test_gpu_opt_ring_tiles_match_reference(tmp_path, monkeypatch, model_name):
         # generate() against decode()'s argmax on the same tile (the ring's argmax epilogue)
         monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
         eng = _engine.Engine("gpu_opt", str(d), 128)
-        eng.prefill(tokens[:20])
-        want = [int(np.argmax(eng.decode(int(tokens[20]))))]
-        for _ in range(5):
-            want.append(int(np.argmax(eng.decode(want[-1]))))
-        eng.reset()
-        eng.prefill(tokens[:20])
+        want = _greedy_by_decode(eng, tokens[:20], tokens[20], 6)
         assert eng.generate(int(tokens[20]), 6).tolist() == want, name
 
 
