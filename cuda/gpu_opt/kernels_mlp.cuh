@@ -183,6 +183,8 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1)
   RingConsumersSync(nthreads);
 
   // ---- consumers: phase A, gate/up ----
+  // (RingMatvecKernel's stage loop, copied rather than shared: v10's loop is the engine's measured code, and
+  // session 24 saw a never-taken branch move this kernel's speed by 7%; a shared version needs its own A/B.)
   for (int it = warp; it < na; it += CW) {
     const int s = it % STAGES, use = it / STAGES;
     MbarWait(&full[s], use & 1);
