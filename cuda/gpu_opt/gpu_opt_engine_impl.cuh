@@ -147,8 +147,8 @@ class GpuOptEngine : public Engine {
   // Staged tiles: the shared-memory budget (ReadStaging, after AutoTune) and the chunks per row it holds.
   void SetupStaging();
   int StageChunks(const MatvecConfig& mc, int K) const;
-  // The next launch's TraceMarks slots while EnqueueDecode enqueues a traced step (kind: a Kind, or
-  // kNumKinds for attention), else nullptr; CollectTrace adds a finished step's slots to trace_sum_.
+  // The next launch's TraceMarks slots while EnqueueDecode enqueues a traced step (kind: a Kind, kNumKinds
+  // for attention, kNumKinds + 1 for the fused MLP), else nullptr; CollectTrace adds a finished step's slots to trace_sum_.
   unsigned long long* TraceSlot(int kind);
   void CollectTrace();
   void Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step = true);
@@ -269,7 +269,7 @@ class GpuOptEngine : public Engine {
   double last_decode_device_ms_ = -1;
   // LAB_GPU_TRACE=1 (decode() steps only; generation graphs are not traced): trace_ holds kTraceSlots
   // marks per launch of a step (TraceMarks), trace_kind_ the kind of each, and trace_sum_
-  // [kNumKinds + 1][kTraceSums] the seconds summed over steps: busy (first block past the wait to the last
+  // [kNumKinds + 2][kTraceSums] (the kinds, attention, the fused MLP) the seconds summed over steps: busy (first block past the wait to the last
   // block's end), pre (first block's start to the wait's release), drain (the previous launch's end to
   // this one's release: the kernel boundary), the count of launches, staged (a block's mean time
   // from its release to TraceMarks::Staged: a matvec's x staging, attention's own split), spread (the
@@ -280,7 +280,7 @@ class GpuOptEngine : public Engine {
   unsigned long long* trace_ = nullptr;
   size_t trace_slots_ = 0;
   std::vector<int> trace_kind_;
-  std::vector<double> trace_sum_ = std::vector<double>((kNumKinds + 1) * kTraceSums, 0.0);
+  std::vector<double> trace_sum_ = std::vector<double>((kNumKinds + 2) * kTraceSums, 0.0);
   double trace_step_s_ = 0;
   int64_t trace_steps_ = 0;
   // The decode steps' matvec launches per kind: all, x by bulk copy, second batch right after the wait.

@@ -172,6 +172,7 @@ void GpuOptEngine::Mlp(int64_t layer, bool pdl) {
   p.eps = float(cfg_.rms_norm_eps);
   p.out = x_;
   p.nu_lo = gpu::MlpNarrow(p.H, mlp_grid_);
+  p.trace = TraceSlot(kNumKinds + 1);  // (step_trace.py's "mlp")
   const CUtensorMap none = {};  // (the sliced layout reads W_down by 1-D copies: no maps)
   Launch(gpu::RingMlpKernel<8, 16, 256, true>, dim3(unsigned(mlp_grid_)), dim3(9 * 32), gpu::MlpSmemBytes(p, 16, 256),
          stream_, pdl, "RingMlpKernel", none, none, p);

@@ -55,9 +55,9 @@ void GpuOptEngine::CollectTrace() {
 
 std::vector<std::pair<std::string, double>> GpuOptEngine::PhaseSeconds() const {
   if (!trace_on_) return {};
-  static const char* const names[kNumKinds + 1] = {"qkv", "o_proj", "gate_up", "down", "lm_head", "attention"};
+  static const char* const names[kNumKinds + 2] = {"qkv", "o_proj", "gate_up", "down", "lm_head", "attention", "mlp"};
   std::vector<std::pair<std::string, double>> out;
-  for (int k = 0; k <= kNumKinds; ++k) {
+  for (int k = 0; k <= kNumKinds + 1; ++k) {
     const double* v = &trace_sum_[size_t(k) * kTraceSums];
     out.emplace_back(std::string(names[k]) + ".busy", v[0]);
     out.emplace_back(std::string(names[k]) + ".pre", v[1]);

@@ -356,8 +356,6 @@ void GpuOptEngine::ReadTileEnv() {
   if (mlp_fused_ && (act16_ != kAct16All || !norm_fold_))
     throw InputError("LAB_GPU_MLP=fused needs LAB_GPU_ACT16=all and LAB_GPU_NORM_FOLD=1: its input is the fp16 copy "
                      "of the residual stream, which it adds to, and it applies the norm as the RMS scale alone");
-  if (mlp_fused_ && trace_on_)
-    throw InputError("LAB_GPU_TRACE does not time LAB_GPU_MLP=fused (RingMlpKernel has no trace marks)");
   for (int k : {int(kGateUp), int(kDown)})  // (a register tile that fits every shape; never launched)
     for (int i = 0; mlp_fused_ && pinned_[k] < 0 && i < int(Configs().size()); ++i)
       if (std::strcmp(Configs()[i].name, "w8.u1.r4") == 0) pinned_[k] = i;

@@ -64,6 +64,7 @@ struct MlpParams {
   float* out;         // [K] fp32, += W_down h (W_down [K, H] row-major, read through the two maps, or:)
   const __half* Wdb;  // BLOCKED: W_down in column slices, block b's [K, nu] row-major at element K u0
   int only;           // diagnostics (timing only): 1, phase A alone (no W_down read); 2, phase B alone
+  unsigned long long* trace;  // nullptr, or this launch's TraceMarks slots (the engine's LAB_GPU_TRACE)
   int nu_lo;          // 8 floor(H / 8 / G): the narrower slice (map_lo's box width; map_hi's is nu_lo + 8)
 };
 
@@ -107,6 +108,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1)
   static_assert(SC % 32 == 0, "a piece is whole rounds of 32 chunks");
   extern __shared__ __align__(128) float4 ring_smem[];
   __shared__ uint64_t full[STAGES], empty[STAGES];
+  TraceMarks trace(p.trace);  // (thread 0, a consumer: the block's start, release, x staged, end)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int nch = p.K >> 3, P = (nch + SC - 1) / SC, ng = p.H >> 3;
   const int u0 = 8 * int(int64_t(ng) * blockIdx.x / gridDim.x);
@@ -161,6 +163,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1)
   // ---- consumers: x into shared memory ----
   const int tid = threadIdx.x, nthreads = CW * 32;
   PdlWait();
+  trace.Released();
   {
     const float4* x4 = reinterpret_cast<const float4*>(p.x);
     const uint4* x16 = reinterpret_cast<const uint4*>(p.x16);
@@ -181,6 +184,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1)
     }
   }
   RingConsumersSync(nthreads);
+  trace.Staged();
 
   // ---- consumers: phase A, gate/up ----
   // (RingMatvecKernel's stage loop, copied rather than shared: v10's loop is the engine's measured code, and

@@ -31,14 +31,36 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = ["qkv", "attention", "o_proj", "gate_up", "down", "lm_head"]
+# (mlp: LAB_GPU_MLP=fused's one kernel, in gate_up's and down's places; a step has one or the other)
+KINDS = ["qkv", "attention", "o_proj", "gate_up", "down", "mlp", "lm_head"]
 
 
 def bytes_per_step(cfg, context):
     """fp16 weights per product and the fp16 K/V rows attention reads at `context` positions."""
     from lab.bench.counting import kv_elements, product_elements
 
-    return dict({k: 2 * v for k, v in product_elements(cfg).items()}, attention=2 * kv_elements(cfg, context))
+    b = {k: 2 * v for k, v in product_elements(cfg).items()}
+    return dict(b, attention=2 * kv_elements(cfg, context), mlp=b["gate_up"] + b["down"])
+
+
+def rows_from(per, nbytes, ceiling):
+    """The table's rows from a step's sums per kind (`per`: phase_seconds() per step), for the kinds that
+    launched (a fused MLP's step has mlp where the split one has gate_up and down; an engine from before
+    session 24 reports no mlp)."""
+    rows = []
+    for k in KINDS:
+        n = per.get(f"{k}.launches", 0)
+        if not n:
+            continue
+        busy, drain, pre, staged, spread, tail = (
+            per[f"{k}.{x}"] for x in ("busy", "drain", "pre", "staged", "spread", "tail"))
+        sms = per.get(f"{k}.sms")  # (an engine from before session 21 does not mark its SMs)
+        ideal = nbytes[k] / (ceiling * 1e9)
+        rows.append({"kind": k, "launches": n, "MB": nbytes[k] / 1e6, "busy_us": busy * 1e6, "drain_us": drain * 1e6,
+                     "pre_us": pre * 1e6, "ideal_us": ideal * 1e6, "busy_gbps": nbytes[k] / busy / 1e9 if busy else 0,
+                     "staged_us": staged / n * 1e6, "spread_us": spread / n * 1e6, "tail_us": tail * 1e6,
+                     **({"sms": sms / n} if sms is not None else {})})
+    return rows
 
 
 def main():
@@ -82,17 +104,7 @@ def main():
     after = eng.phase_seconds()
     steps = after["steps"] - before["steps"]
     per = {k: (after[k] - before[k]) / steps for k in after if k != "steps"}
-    nbytes = bytes_per_step(cfg, a.context + a.tokens // 2)
-    rows = []
-    for k in KINDS:
-        busy, drain, pre, n, staged, spread, tail = (
-            per[f"{k}.{x}"] for x in ("busy", "drain", "pre", "launches", "staged", "spread", "tail"))
-        sms = per.get(f"{k}.sms")  # (an engine from before session 21 does not mark its SMs)
-        ideal = nbytes[k] / (ceiling * 1e9)
-        rows.append({"kind": k, "launches": n, "MB": nbytes[k] / 1e6, "busy_us": busy * 1e6, "drain_us": drain * 1e6,
-                     "pre_us": pre * 1e6, "ideal_us": ideal * 1e6, "busy_gbps": nbytes[k] / busy / 1e9 if busy else 0,
-                     "staged_us": staged / n * 1e6 if n else 0, "spread_us": spread / n * 1e6 if n else 0,
-                     "tail_us": tail * 1e6, **({"sms": sms / n if n else 0} if sms is not None else {})})
+    rows = rows_from(per, bytes_per_step(cfg, a.context + a.tokens // 2), ceiling)
     out.mkdir(parents=True, exist_ok=True)
     d = {"model_dir": a.model_dir, "context": a.context, "tokens": a.tokens, "max_context": eng.max_context,
          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "ceiling_gbps": ceiling, "ceiling_how": how,

@@ -28,7 +28,7 @@ MLP_MODELS = {
 def test_gpu_opt_mlp_fused_matches_reference(tmp_path, monkeypatch, model_name):
     """Fused, the decode logits (after the simple prefill and after the tensor-core one) are within the fp16
     bound of the fp32 torch reference and of the split kernels, gate_up and down are never launched (qkv
-    is), and generate() gives decode()'s argmax tokens. A slice of W_down that does not match its block's h,
+    is), generate() gives decode()'s argmax tokens, and the step trace times one mlp launch a layer. A slice of W_down that does not match its block's h,
     a wrong column offset or a lost partial sum moves the logits far past the bound."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
@@ -52,13 +52,22 @@ def test_gpu_opt_mlp_fused_matches_reference(tmp_path, monkeypatch, model_name):
     assert rel(got, ref) < tol, rel(got, ref)
     want = _greedy_by_decode(eng, tokens[:20], tokens[20], 6)
     assert eng.generate(int(tokens[20]), 6).tolist() == want
+    monkeypatch.setenv("LAB_GPU_TRACE", "1")  # the step trace times the fused kernel as one kind, mlp
+    eng = _engine.Engine("gpu_opt", str(d), 128)
+    eng.prefill(tokens[:20])
+    for t in tokens[20:24]:
+        eng.decode(int(t))
+    ph = eng.phase_seconds()
+    layers = cfg["num_hidden_layers"]
+    assert ph["steps"] >= 4 and ph["mlp.launches"] == ph["steps"] * layers and ph["qkv.launches"] == ph["mlp.launches"]
+    assert ph["gate_up.launches"] == 0 and ph["down.launches"] == 0 and ph["mlp.busy"] > 0 and ph["mlp.staged"] > 0
 
 
 @pytest.mark.gpu
 def test_gpu_opt_mlp_fused_refused(tmp_path, monkeypatch):
     """LAB_GPU_MLP=fused is refused, naming the need, before the engine allocates anything: without the fp16
-    residual copy it reads (ACT16) or the folded norm (NORM_FOLD), with the step trace, and on a width that
-    is not a multiple of 32 (1032); a bad value names the choices."""
+    residual copy it reads (ACT16) or the folded norm (NORM_FOLD), and on a width that is not a multiple of
+    32 (1032); a bad value names the choices."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     d = write_model(tmp_path / "m", ALL_CASES["gqa1_hd64_tied"], "fp16", seed=139)
@@ -71,10 +80,6 @@ def test_gpu_opt_mlp_fused_refused(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="LAB_GPU_MLP=fused needs LAB_GPU_ACT16=all and LAB_GPU_NORM_FOLD=1"):
             _engine.Engine("gpu_opt", str(d), 128)
         monkeypatch.delenv(knob)
-    monkeypatch.setenv("LAB_GPU_TRACE", "1")
-    with pytest.raises(ValueError, match="LAB_GPU_TRACE does not time LAB_GPU_MLP=fused"):
-        _engine.Engine("gpu_opt", str(d), 128)
-    monkeypatch.delenv("LAB_GPU_TRACE")
     wide = write_model(tmp_path / "w", RING_MODELS["width_1032_4104"], "fp16", seed=149)
     with pytest.raises(ValueError, match="LAB_GPU_MLP=fused: RingMlpKernel: H % 8 and K % 32 must be 0"):
         _engine.Engine("gpu_opt", str(wide), 128)

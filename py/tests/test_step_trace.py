@@ -62,6 +62,33 @@ def test_render_tables(st):
     assert "an engine of 2500 positions" in md and "(2026-11-28 18:56 UTC)" in md
 
 
+def test_rows_from_a_split_and_a_fused_step(st):
+    """The rows come from the kinds that launched: gate_up and down in a split step, mlp (their bytes together)
+    in a fused one (LAB_GPU_MLP=fused); per launch, the first phase and the spread are the sums over launches."""
+    cfg = {"dim": 64, "hidden_dim": 256, "head_dim": 16, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 100}
+    nbytes = st.bytes_per_step(cfg, 8)
+    assert nbytes["mlp"] == nbytes["gate_up"] + nbytes["down"] == 2 * 2 * 3 * 64 * 256
+
+    def per(kinds):
+        p = {}
+        for k in st.KINDS:
+            n = 2.0 if k in kinds else 0.0
+            p.update({f"{k}.{x}": n * 1e-6 for x in ("busy", "drain", "pre", "staged", "spread", "tail", "sms")})
+            p[f"{k}.launches"] = n
+        return p
+
+    split = st.rows_from(per({"qkv", "attention", "o_proj", "gate_up", "down", "lm_head"}), nbytes, 4000.0)
+    assert [r["kind"] for r in split] == ["qkv", "attention", "o_proj", "gate_up", "down", "lm_head"]
+    fused = st.rows_from(per({"qkv", "attention", "o_proj", "mlp", "lm_head"}), nbytes, 4000.0)
+    assert [r["kind"] for r in fused] == ["qkv", "attention", "o_proj", "mlp", "lm_head"]
+    mlp = fused[3]
+    assert mlp["MB"] == pytest.approx(nbytes["mlp"] / 1e6) and mlp["busy_us"] == pytest.approx(2.0)
+    assert mlp["staged_us"] == pytest.approx(1e-6 * 1e6) and mlp["ideal_us"] == pytest.approx(nbytes["mlp"] / 4e12 * 1e6)
+    old = {k: v for k, v in per({"qkv", "attention", "o_proj", "gate_up", "down", "lm_head"}).items()
+           if not k.startswith("mlp.")}  # an engine from before session 24
+    assert [r["kind"] for r in st.rows_from(old, nbytes, 4000.0)] == [r["kind"] for r in split]
+
+
 def test_from_json_on_the_command_line(tmp_path):
     d = trace([40, 30, 20, 100, 60, 10], [35, 5, 19, 90, 50, 9], [3, 2, 1, 4, 2, 1], step_us=273)
     src = tmp_path / "in.json"
