@@ -57,9 +57,9 @@ double RunChains(const cudaDeviceProp& prop, cudaStream_t s, const std::vector<S
   // launches; 2, a layer's four matrices as one launch (33); 3, gate/up + SiLU + down as v14's one kernel
   // (kernels_mlp.cuh: the real math, x for input, its sums added to y2), 97 launches; 4, v14 reading
   // W_down's bytes as its column slices (BLOCKED). (The whole step as one launch does not fit: the
-  // ring keeps each unit's partial sums in shared memory; the read ceiling is that bound.) No math of a real
-  // fused kernel (SiLU, down's products by column, the partial sums' reduction) and no attention: the
-  // rows bound what removing the boundaries could save, they are not a fused kernel.
+  // ring keeps each unit's partial sums in shared memory; the read ceiling is that bound.) Merges 1 and 2 do
+  // none of a fused kernel's math (SiLU, down's products by column, the partial sums' reduction), and no
+  // merge has attention: their rows bound what removing the boundaries could save.
   auto enqueue = [&](bool pdl, bool prefetch, int ring = 0, int merge = 0) {
     size_t off = 0;
     auto one = [&](int M, int K, const float* in, float* out) {

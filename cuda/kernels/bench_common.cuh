@@ -101,9 +101,9 @@ static void RunRing(const gpu::MatvecParams& p, cudaStream_t s, int sms, bool pd
                   pdl, "RingMatvecKernel", q);
 }
 
-// v14 (kernels_mlp.cuh): out += W_down SiLU-gated (W_gu x) in one launch of MlpGrid blocks; the two tensor
-// maps of Wd ([K, H] row-major) made here (BLOCKED: unused, W_down comes from q.Wdb in slices). Throws std::invalid_argument for a shape it cannot run (MlpUnfit)
-// and DeviceError if the launch fails.
+// v14 (kernels_mlp.cuh): out += W_down SiLU-gated (W_gu x) in one launch of MlpGrid blocks. Without BLOCKED
+// the two tensor maps of Wd ([K, H] row-major) are made here, per launch; BLOCKED reads q.Wdb's slices and
+// needs none. Throws std::invalid_argument for a shape it cannot run (MlpUnfit), DeviceError if the launch fails.
 template <int CW, int ST, int SC, bool BLOCKED = false>
 static void RunMlp(const gpu::MlpParams& q, const __half* Wd, cudaStream_t s, int sms, bool pdl = false) {
   auto fn = gpu::RingMlpKernel<CW, ST, SC, BLOCKED>;
@@ -117,8 +117,9 @@ static void RunMlp(const gpu::MlpParams& q, const __half* Wd, cudaStream_t s, in
   if (!unfit.empty()) throw std::invalid_argument(unfit);
   gpu::MlpParams p = q;
   p.nu_lo = gpu::MlpNarrow(q.H, grid);
-  CUtensorMap lo, hi;
-  if (!gpu::MakeMlpDownMap(&lo, Wd, q.K, q.H, p.nu_lo) || !gpu::MakeMlpDownMap(&hi, Wd, q.K, q.H, p.nu_lo + 8))
+  CUtensorMap lo = {}, hi = {};
+  if (!BLOCKED &&
+      (!gpu::MakeMlpDownMap(&lo, Wd, q.K, q.H, p.nu_lo) || !gpu::MakeMlpDownMap(&hi, Wd, q.K, q.H, p.nu_lo + 8)))
     throw std::invalid_argument("RingMlpKernel: cuTensorMapEncodeTiled failed");
   gpu_opt::Launch(fn, dim3(unsigned(grid)), dim3((CW + 1) * 32), gpu::MlpSmemBytes(p, ST, SC), s, pdl, "RingMlpKernel",
                   lo, hi, p);
