@@ -150,7 +150,7 @@ void GpuOptEngine::Init(const ModelFile& file) {
   }
   const uint64_t act_bytes = arena_.total() - weight_bytes - kv_bytes;
   arena_.Allocate("gpu_opt", "fp16 weights " + cuda::GiB(weight_bytes) +
-                                 (mlp_fused_ ? " (W_down twice: LAB_GPU_MLP=fused)" : "") +
+                                 (mlp_fused_ ? " (W_down twice: the fused MLP; LAB_GPU_MLP=split keeps one)" : "") +
                                  " + fp16 KV cache " + cuda::GiB(kv_bytes) +
                                  " at max_context " + std::to_string(T) + " + activations " + cuda::GiB(act_bytes) +
                                  (tc_prefill_ ? " (of which tensor-core prefill, chunk " + std::to_string(tc_chunk_) +
@@ -288,9 +288,9 @@ void GpuOptEngine::Init(const ModelFile& file) {
     throw ModelFormatError("gpu_opt: input length " + std::to_string(smem_max / 4) +
                            " needs more shared memory than the card's " +
                            std::to_string(prop_.sharedMemPerBlockOptin) + " bytes per block");
-  // (XB 2 kernels need 1.5x their input's fp32 staging; FnOf leaves them out where that does not fit. The
-  // kernels with a norm, whose input is dim long, keep its chunks' sums of squares too.)
-  const size_t smem_fn = std::min(std::max(smem_max, gpu::MatvecSmemBytes(int(dim), 2, true)),
+  // (XB 2 (3) kernels need 1.5x (2x) their input's fp32 staging; FnOf leaves them out where that does not fit.
+  // The kernels with a norm, whose input is dim long, keep its chunks' sums of squares too.)
+  const size_t smem_fn = std::min(std::max(smem_max, gpu::MatvecSmemBytes(int(dim), 3, true)),
                                   size_t(prop_.sharedMemPerBlockOptin));
   for (const MatvecConfig& mc : Configs())
     for (MatvecFn f : mc.fn) {

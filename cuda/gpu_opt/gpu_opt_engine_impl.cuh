@@ -54,13 +54,15 @@ inline bool EnvFlag(const char* name, bool dflt) {
 // is the overlap with the kernel before them, which a matvec timed alone does not have).
 using MatvecFn = void (*)(const MatvecParams);
 // MatvecConfig::fn's slots: the four epilogues (gpu::Epi), then each of them with x by one bulk copy at
-// kFnXB + epilogue (DecodeMatvecKernel's XB: 1 for the residual one, 2 for those with a norm).
-constexpr int kFnXB = 4;
-constexpr int XbOfFn(int fn) { return fn < kFnXB ? 0 : fn == kFnXB + gpu::kEpiResid ? 1 : 2; }
+// kFnXB + epilogue (DecodeMatvecKernel's XB: 1 for the residual one, 2 for those with a norm), and qkv with
+// its fp32 x by the copy at kFnX32 (XB 3: LAB_GPU_MLP=fused leaves no fp16 residual copy).
+constexpr int kFnXB = 4, kFnX32 = 8;
+constexpr int XbOfFn(int fn) { return fn < kFnXB ? 0 : fn == kFnX32 ? 3 : fn == kFnXB + gpu::kEpiResid ? 1 : 2; }
+constexpr int EpiOfFn(int fn) { return fn == kFnX32 ? gpu::kEpiQkv : fn % kFnXB; }  // the slot's epilogue
 struct MatvecConfig {
   const char* name;
   int warps, upw;
-  MatvecFn fn[8];  // by slot (above); a staged tile has no XB kernels (nullptr)
+  MatvecFn fn[9];  // by slot (above); a staged tile has no XB kernels, a ring tile only XB 1 (nullptr)
   bool staged;
   bool persist;    // a grid of a few blocks per SM looping over the warps' tasks (".b", balanced)
   // A weight-ring tile (v10, RingMatvecKernel; "ring." names): its ring's stages and chunks per row piece;
@@ -127,11 +129,13 @@ class GpuOptEngine : public Engine {
   // att16_, h16_); false for the prefill's last-row lm_head, which reads the fp32 x it is given.
   MatvecParams Params(Kind kind, const float* x, int64_t layer, const int* pos, bool step = true) const;
   // LAB_GPU_MLP=fused: the layer's gate/up, SiLU and down as one RingMlpKernel launch, and its setup at
-  // creation (gpu_opt_matvec.cu).
+  // creation (gpu_opt_matvec.cu): why it cannot run here ("" if it can; sets mlp_grid_), its shared memory.
   void Mlp(int64_t layer, bool pdl);
   void MlpSetup();
+  std::string MlpUnfit();
+  size_t MlpSmem() const;
   static int EpiOf(Kind k);
-  int FnOf(Kind k, const MatvecParams& p) const;  // EpiOf, or kFnXB + EpiOf where LAB_GPU_X_BULK applies
+  int FnOf(Kind k, const MatvecParams& p, bool step = true) const;  // EpiOf, or an XB slot where LAB_GPU_X_BULK applies
   // Launches mc's kernel for slot epi (an epilogue, or kFnXB + one); returns the path it took: the slot
   // launched and where its second batch went (gpu::SecondBatch).
   struct MatvecPath {
@@ -242,7 +246,7 @@ class GpuOptEngine : public Engine {
   bool attn_spread_set_ = false;             // LAB_GPU_ATTN_SPREAD was given (variant() names it)
   int attn_sync_acqrel_ = 1;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=fence: 0)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
-  bool mlp_fused_ = false;  // LAB_GPU_MLP=fused (ReadTileEnv): gate_up and down as one kernel, v14
+  bool mlp_fused_ = false;  // LAB_GPU_MLP=fused, or auto where it can run (ReadTileEnv): gate_up and down as one kernel, v14
   int mlp_grid_ = 0;        // its blocks (gpu::MlpGrid), fixed at load with W_down's slices
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1
   int o_stage_config_ = -1;    // LAB_GPU_O_STAGE: the staged tile o_proj uses (an index into Configs()), or -1

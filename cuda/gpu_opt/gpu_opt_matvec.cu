@@ -96,7 +96,7 @@ int GpuOptEngine::EpiOf(Kind k) {
 }
 
 GpuOptEngine::MatvecPath GpuOptEngine::LaunchMatvec(const MatvecConfig& mc, int epi, const MatvecParams& p, bool pdl) {
-  if (!mc.fn[epi]) epi -= kFnXB;  // staged tiles have no XB kernels, ring tiles only the residual one
+  if (!mc.fn[epi]) epi = EpiOfFn(epi);  // staged tiles have no XB kernels, ring tiles only the residual one
   if (mc.ring_stages) {  // one block per SM (at most one per unit), CW consumer warps and the producer
     // (Every kind's ring tile fits: the tuners skip those that do not, CheckTilesFit refuses pinned ones.)
     Launch(mc.fn[epi], dim3(unsigned(std::min(prop_.multiProcessorCount, p.n_units))), dim3((mc.warps + 1) * 32),
@@ -139,26 +139,33 @@ void GpuOptEngine::Count(Kind k, MatvecPath path) {
 void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step) {
   MatvecParams p = Params(kind, x, layer, pos, step);
   p.trace = TraceSlot(kind);
-  const MatvecPath path = LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p), p, pdl);
+  const MatvecPath path = LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p, step), p, pdl);
   if (step) Count(kind, path);  // (the prefill's lm_head is not a decode step's)
 }
 
 // One block per SM (at most H/8); W_down's column slices are cut for this grid at load. The shared-memory
 // attribute is set here, in the file that launches the kernel: each file compiled without relocatable device
 // code registers its own copy of a kernel, and the attribute is per copy (cuda/kernels/README.md, "v10").
-void GpuOptEngine::MlpSetup() {
+std::string GpuOptEngine::MlpUnfit() {
   const int K = int(cfg_.dim), H = int(cfg_.hidden_dim);
   mlp_grid_ = gpu::MlpGrid(prop_.multiProcessorCount, H);
   std::string unfit = mlp_grid_ > 0 ? gpu::MlpUnfit(K, H, mlp_grid_, 256) : "hidden_dim < 8";
-  gpu::MlpParams mp = {};
-  mp.K = K;
-  mp.nu_lo = mlp_grid_ > 0 ? gpu::MlpNarrow(H, mlp_grid_) : 0;
-  const size_t smem = gpu::MlpSmemBytes(mp, 16, 256);
-  if (unfit.empty() && smem + kRingStaticSmem > size_t(prop_.sharedMemPerBlockOptin))
+  if (unfit.empty() && MlpSmem() + kRingStaticSmem > size_t(prop_.sharedMemPerBlockOptin))
     unfit = "its ring and x need more shared memory than a block may have";
-  if (!unfit.empty()) throw InputError("LAB_GPU_MLP=fused: " + unfit);
+  return unfit;
+}
+
+size_t GpuOptEngine::MlpSmem() const {
+  gpu::MlpParams mp = {};
+  mp.K = int(cfg_.dim);
+  mp.nu_lo = mlp_grid_ > 0 ? gpu::MlpNarrow(int(cfg_.hidden_dim), mlp_grid_) : 0;
+  return gpu::MlpSmemBytes(mp, 16, 256);
+}
+
+void GpuOptEngine::MlpSetup() {
+  if (const std::string unfit = MlpUnfit(); !unfit.empty()) throw InputError("LAB_GPU_MLP=fused: " + unfit);
   LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::RingMlpKernel<8, 16, 256, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      int(smem)));
+                                      int(MlpSmem())));
 }
 
 void GpuOptEngine::Mlp(int64_t layer, bool pdl) {

@@ -21,12 +21,12 @@ namespace lab {
 namespace gpu_opt {
 namespace {
 
-template <int W, int U, int R, int EPI, int PRE, bool STAGE, bool PERSIST>
-MatvecFn WithXB() {  // the epilogue with x by bulk copy (XB 1 residual, XB 2 with a norm); none for staged tiles
-  if constexpr (STAGE) {
+template <int W, int U, int R, int EPI, int PRE, bool STAGE, bool PERSIST, int XB = 0>
+MatvecFn WithXB() {  // the epilogue with x by bulk copy (XB 1 residual, XB 2 with a norm, XB 3 qkv's fp32 x);
+  if constexpr (STAGE) {  // none for staged tiles
     return nullptr;
   } else {
-    return gpu::DecodeMatvecKernel<W, U, R, EPI, PRE, false, PERSIST, EPI == gpu::kEpiResid ? 1 : 2>;
+    return gpu::DecodeMatvecKernel<W, U, R, EPI, PRE, false, PERSIST, XB ? XB : EPI == gpu::kEpiResid ? 1 : 2>;
   }
 }
 
@@ -40,7 +40,8 @@ MatvecConfig MakeConfig(const char* name) {
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>,
            gpu::DecodeMatvecKernel<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>,
            WithXB<W, U, R, gpu::kEpiStore, PRE, STAGE, PERSIST>(), WithXB<W, U, R, gpu::kEpiResid, PRE, STAGE, PERSIST>(),
-           WithXB<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>(), WithXB<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>()},
+           WithXB<W, U, R, gpu::kEpiGateUp, PRE, STAGE, PERSIST>(), WithXB<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST>(),
+           WithXB<W, U, R, gpu::kEpiQkv, PRE, STAGE, PERSIST, 3>()},
           STAGE,
           PERSIST};
 }
@@ -56,7 +57,7 @@ MatvecConfig MakeRingConfig(const char* name) {
                     1,
                     {RingMatvecKernel<CW, ST, SC, gpu::kEpiStore>, RingMatvecKernel<CW, ST, SC, gpu::kEpiResid>,
                      RingMatvecKernel<CW, ST, SC, gpu::kEpiGateUp>, RingMatvecKernel<CW, ST, SC, gpu::kEpiQkv>, nullptr,
-                     RingMatvecKernel<CW, ST, SC, gpu::kEpiResid, 0, false, true>, nullptr, nullptr},
+                     RingMatvecKernel<CW, ST, SC, gpu::kEpiResid, 0, false, true>, nullptr, nullptr, nullptr},
                     false,
                     false};
   c.ring_stages = ST;
@@ -351,8 +352,10 @@ void GpuOptEngine::ReadTileEnv() {
   norm_fold_ = EnvFlag("LAB_GPU_NORM_FOLD", true);
   // LAB_GPU_MLP=fused: gate_up and down as one kernel (v14). It reads the residual's fp16 copy and adds into
   // the fp32 residual, and applies the norm as the RMS scale alone; gate_up's and down's tiles then go unused,
-  // so they are pinned to a register tile and left out of the tuning.
-  mlp_fused_ = EnvChoice("LAB_GPU_MLP", {"split", "fused"}) == 1;
+  // so they are pinned to a register tile and left out of the tuning. auto (the default since session 25):
+  // fused where it can run (these knobs, and a model and card it can cut), else split.
+  const int mlp = EnvChoice("LAB_GPU_MLP", {"auto", "split", "fused"});
+  mlp_fused_ = mlp == 2 || (mlp == 0 && act16_ == kAct16All && norm_fold_ && MlpUnfit().empty());
   if (mlp_fused_ && (act16_ != kAct16All || !norm_fold_))
     throw InputError("LAB_GPU_MLP=fused needs LAB_GPU_ACT16=all and LAB_GPU_NORM_FOLD=1: its input is the fp16 copy "
                      "of the residual stream, which it adds to, and it applies the norm as the RMS scale alone");
@@ -385,10 +388,13 @@ void GpuOptEngine::CheckTilesFit() const {
 
 // LAB_GPU_X_BULK: the kinds it names take their fp16 x by one bulk copy, where they have one (decode steps
 // with LAB_GPU_ACT16) and, for those with a norm (XB 2), where the fp32 staging and the copy fit in shared
-// memory together.
-int GpuOptEngine::FnOf(Kind k, const MatvecParams& p) const {
+// memory together. qkv behind the fused MLP (decode steps; no fp16 copy of x) takes its fp32 x so (XB 3).
+int GpuOptEngine::FnOf(Kind k, const MatvecParams& p, bool step) const {
   const bool want = x_bulk_ == kXBulkAll || (x_bulk_ >= kXBulkDown && k == kDown) ||
                     (x_bulk_ >= kXBulkResid && k == kO) || (x_bulk_ >= kXBulkGateUp && k == kGateUp);
+  if (want && step && k == kQkv && mlp_fused_ && !p.x16 &&
+      gpu::MatvecSmemBytes(p.K, 3, true) <= size_t(prop_.sharedMemPerBlockOptin))
+    return kFnX32;
   const int fn = kFnXB + EpiOf(k);
   const bool fits = gpu::MatvecSmemBytes(p.K, XbOfFn(fn), p.norm_w != nullptr) <= size_t(prop_.sharedMemPerBlockOptin);
   return want && p.x16 && !(p.norm_w && XbOfFn(fn) == 1) && fits ? fn : EpiOf(k);

@@ -1,6 +1,6 @@
 // Device helpers every stage-4 kernel uses: the PDL wait and trigger, the streaming weight load, fp16
-// unpacking and dot products, warp sums. The kernels: kernels.cuh (overview), kernels_matvec.cuh,
-// kernels_attention.cuh, kernels_prefill.cuh.
+// unpacking and dot products, warp sums; and the qkv epilogue (RoPE and the KV-cache write), which decode and
+// prefill share. The kernels: kernels.cuh (overview), kernels_matvec.cuh, kernels_attention.cuh, kernels_prefill.cuh.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -155,6 +155,70 @@ __device__ __forceinline__ float WarpSum(float v) {
 }
 
 __device__ __forceinline__ float Silu(float g) { return g / (1.f + expf(-g)); }
+
+// ---------------------------------------------------------------------------------------------
+// The qkv epilogue, shared by decode (fused into the matvec) and prefill (after the GEMM).
+// A "unit" is a pair of rows (j, j + hd/2) of one head of the concatenated [q; k; v] weight: the two
+// rows RoPE rotates together (Hugging Face's half-rotated layout).
+// ---------------------------------------------------------------------------------------------
+
+struct QkvOut {
+  float* q;                // [B, n_heads*hd] fp32, rotated and multiplied by q_scale
+  __half* k_cache;         // this layer's [max_ctx, kv_dim] fp16
+  __half* v_cache;
+  const float* rope_cos;   // [max_ctx, hd/2]
+  const float* rope_sin;
+  int hd, n_heads, n_kv;
+  float q_scale;           // log2(e) / sqrt(hd): scores come out in log2 units for exp2f
+};
+
+__device__ __forceinline__ void QkvUnitRows(int unit, int hd, int* r0, int* r1) {
+  const int half = hd >> 1;
+  const int hb = unit / half, j = unit - hb * half;
+  *r0 = hb * hd + j;
+  *r1 = *r0 + half;
+}
+
+// RoPE coefficients of a unit at position `pos` (1, 0 for v rows, which are not rotated).
+__device__ __forceinline__ void QkvRopeCoeffs(const QkvOut& o, int unit, int pos, float* c, float* s) {
+  const int half = o.hd >> 1;
+  const int hb = unit / half, j = unit - hb * half;
+  if (hb < o.n_heads + o.n_kv) {
+    *c = o.rope_cos[pos * half + j];
+    *s = o.rope_sin[pos * half + j];
+  } else {
+    *c = 1.f;
+    *s = 0.f;
+  }
+}
+
+// y0, y1: rows r0, r1 of token t at absolute position `pos`; c, s from QkvRopeCoeffs.
+__device__ __forceinline__ void QkvEpilogue(const QkvOut& o, int unit, float y0, float y1, int t, int pos, float c,
+                                            float s) {
+  const int hd = o.hd, half = hd >> 1;
+  const int hb = unit / half, j = unit - hb * half;
+  const int kv_dim = o.n_kv * hd;
+  if (hb < o.n_heads + o.n_kv) {  // q or k: rotate
+    // One fused multiply-add each, the other product rounded first (__fmul_rn is never fused): written as
+    // y0 * c - y1 * s the compiler chose which product to fuse per instantiation, so tiles of one and two
+    // units a warp rotated q and k 1 ulp apart (session 14: deterministic, and once fp16 K or the
+    // attention output rounded the other way, 5e-4 in the logits a few steps later).
+    const float a = fmaf(y0, c, -__fmul_rn(y1, s)), b = fmaf(y1, c, __fmul_rn(y0, s));
+    if (hb < o.n_heads) {
+      float* q = o.q + size_t(t) * o.n_heads * hd + hb * hd + j;
+      q[0] = a * o.q_scale;
+      q[half] = b * o.q_scale;
+    } else {
+      __half* k = o.k_cache + size_t(pos) * kv_dim + (hb - o.n_heads) * hd + j;
+      k[0] = __float2half_rn(a);
+      k[half] = __float2half_rn(b);
+    }
+  } else {
+    __half* v = o.v_cache + size_t(pos) * kv_dim + (hb - o.n_heads - o.n_kv) * hd + j;
+    v[0] = __float2half_rn(y0);
+    v[half] = __float2half_rn(y1);
+  }
+}
 
 }  // namespace gpu
 }  // namespace lab

@@ -12,70 +12,6 @@ namespace lab {
 namespace gpu {
 
 // ---------------------------------------------------------------------------------------------
-// The qkv epilogue, shared by decode (fused into the matvec) and prefill (after the GEMM).
-// A "unit" is a pair of rows (j, j + hd/2) of one head of the concatenated [q; k; v] weight: the two
-// rows RoPE rotates together (Hugging Face's half-rotated layout).
-// ---------------------------------------------------------------------------------------------
-
-struct QkvOut {
-  float* q;                // [B, n_heads*hd] fp32, rotated and multiplied by q_scale
-  __half* k_cache;         // this layer's [max_ctx, kv_dim] fp16
-  __half* v_cache;
-  const float* rope_cos;   // [max_ctx, hd/2]
-  const float* rope_sin;
-  int hd, n_heads, n_kv;
-  float q_scale;           // log2(e) / sqrt(hd): scores come out in log2 units for exp2f
-};
-
-__device__ __forceinline__ void QkvUnitRows(int unit, int hd, int* r0, int* r1) {
-  const int half = hd >> 1;
-  const int hb = unit / half, j = unit - hb * half;
-  *r0 = hb * hd + j;
-  *r1 = *r0 + half;
-}
-
-// RoPE coefficients of a unit at position `pos` (1, 0 for v rows, which are not rotated).
-__device__ __forceinline__ void QkvRopeCoeffs(const QkvOut& o, int unit, int pos, float* c, float* s) {
-  const int half = o.hd >> 1;
-  const int hb = unit / half, j = unit - hb * half;
-  if (hb < o.n_heads + o.n_kv) {
-    *c = o.rope_cos[pos * half + j];
-    *s = o.rope_sin[pos * half + j];
-  } else {
-    *c = 1.f;
-    *s = 0.f;
-  }
-}
-
-// y0, y1: rows r0, r1 of token t at absolute position `pos`; c, s from QkvRopeCoeffs.
-__device__ __forceinline__ void QkvEpilogue(const QkvOut& o, int unit, float y0, float y1, int t, int pos, float c,
-                                            float s) {
-  const int hd = o.hd, half = hd >> 1;
-  const int hb = unit / half, j = unit - hb * half;
-  const int kv_dim = o.n_kv * hd;
-  if (hb < o.n_heads + o.n_kv) {  // q or k: rotate
-    // One fused multiply-add each, the other product rounded first (__fmul_rn is never fused): written as
-    // y0 * c - y1 * s the compiler chose which product to fuse per instantiation, so tiles of one and two
-    // units a warp rotated q and k 1 ulp apart (session 14: deterministic, and once fp16 K or the
-    // attention output rounded the other way, 5e-4 in the logits a few steps later).
-    const float a = fmaf(y0, c, -__fmul_rn(y1, s)), b = fmaf(y1, c, __fmul_rn(y0, s));
-    if (hb < o.n_heads) {
-      float* q = o.q + size_t(t) * o.n_heads * hd + hb * hd + j;
-      q[0] = a * o.q_scale;
-      q[half] = b * o.q_scale;
-    } else {
-      __half* k = o.k_cache + size_t(pos) * kv_dim + (hb - o.n_heads) * hd + j;
-      k[0] = __float2half_rn(a);
-      k[half] = __float2half_rn(b);
-    }
-  } else {
-    __half* v = o.v_cache + size_t(pos) * kv_dim + (hb - o.n_heads - o.n_kv) * hd + j;
-    v[0] = __float2half_rn(y0);
-    v[half] = __float2half_rn(y1);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Decode matvec with fused prologue/epilogue.
 // ---------------------------------------------------------------------------------------------
 
@@ -188,11 +124,11 @@ __device__ __forceinline__ void UnitEpilogue(const MatvecParams& p, int unit, fl
 }
 
 // Dynamic shared memory a DecodeMatvecKernel needs for input length K; a STAGE kernel needs
-// MatvecStageBytes more. (XB 1 kernels hold x in fp16; XB 2 kernels the fp32 staging and, after it, the
-// fp16 copy it is made from; a kernel with a norm (norm: p.norm_w set) also each chunk's sum of squares,
-// last.)
+// MatvecStageBytes more. (XB 1 kernels hold x in fp16; XB 2 (3) kernels the fp32 staging and, after it, the
+// fp16 (fp32) copy it is made from; a kernel with a norm (p.norm_w set) also each chunk's sum of squares, last.)
 inline size_t MatvecSmemBytes(int K, int xb = 0, bool norm = false) {
-  const size_t x = size_t(K) * (xb == 1 ? sizeof(__half) : xb == 2 ? sizeof(float) + sizeof(__half) : sizeof(float));
+  const size_t copy = xb == 1 || xb == 2 ? sizeof(__half) : xb == 3 ? sizeof(float) : 0;
+  const size_t x = size_t(K) * ((xb == 1 ? 0 : sizeof(float)) + copy);
   return x + (norm ? (size_t(K / 8) * sizeof(float) + 15) / 16 * 16 : 0);
 }
 
@@ -263,6 +199,9 @@ inline int MatvecStageChunks(int warps, int upw, int K, int64_t budget) {
 //   main loop is the loop kernel's, bitwise. New against the first try at these kernels (session 13:
 //   x kept fp16 and each product multiplied by norm weights copied by a second bulk copy, 1-2% slower):
 //   nothing changes in the main loop, and no second copy.
+//   XB 3 (qkv under LAB_GPU_MLP=fused, which leaves no fp16 residual copy; MatvecSmemBytes(K, 3)): XB 2 with
+//   the fp32 x copied (K*4 bytes) instead of p.x16. New against the loop, which fused qkv took before: one
+//   L2 round trip for x. The same fp32 values staged, so bitwise the loop's result.
 // Blocks an SM a tile is compiled for: 2 persistent; the r2 tiles 768 threads' worth (80 registers), so that qkv's
 // 384 w8 / 768 w4 blocks (hidden 4096) stay one wave (at 82, session 22's fold made two waves: a 285 us tail a step).
 constexpr int MatvecMinBlocks(int w, int upw, int unroll, bool pers) { return pers ? 2 : upw * unroll == 2 ? 768 / (w * 32) : 1; }
@@ -272,7 +211,7 @@ __global__ void __launch_bounds__(WARPS * 32, MatvecMinBlocks(WARPS, UPW, UNROLL
   static_assert(!(STAGE && PERSIST), "a staged first batch covers one task per warp");
   static_assert(!(STAGE && XB), "the staged rows sit after a fp32 x");
   static_assert(XB != 1 || EPI == kEpiResid, "XB 1: the residual matvecs (no norm to apply)");
-  static_assert(XB >= 0 && XB <= 2, "XB: 0, 1 or 2");
+  static_assert(XB >= 0 && XB <= 3, "XB: 0, 1, 2 or 3");
   constexpr int ROWS = 2 * UPW;
   constexpr int R0 = STAGE ? 1 : UNROLL * PRE;  // chunks per row per lane in the register first batch
   TraceMarks trace(p.trace);
@@ -344,11 +283,12 @@ __global__ void __launch_bounds__(WARPS * 32, MatvecMinBlocks(WARPS, UPW, UNROLL
       if (lane == r) PrefetchL2(rows[r], unsigned(p.K) * 2u);
   }
 
+  const unsigned x_bytes = unsigned(nch) * (XB == 3 ? 32u : 16u);  // XB 3: the fp32 x, twice the bytes
   if (XB && threadIdx.x == 0) {  // x's copy must wait for the producer: issued after PdlWait
     MbarInit(&x_bar);
-    MbarArriveExpectTx(&x_bar, unsigned(nch) * 16u);
+    MbarArriveExpectTx(&x_bar, x_bytes);
   }
-  if (XB == 2) __syncthreads();  // the init visible to every thread before it waits (XB 1: the barrier below)
+  if (XB >= 2) __syncthreads();  // the init visible to every thread before it waits (XB 1: the barrier below)
 
   // The second batch (the register double buffer's other half): with kSecondBeforeWait it too goes out
   // before the wait, with kSecondAfterWait right after it, so that HBM keeps streaming while x is staged;
@@ -376,12 +316,13 @@ __global__ void __launch_bounds__(WARPS * 32, MatvecMinBlocks(WARPS, UPW, UNROLL
   PdlWait();
   trace.Released();
   PdlTrigger();
-  if (XB && threadIdx.x == 0) BulkCopyToShared(XB == 2 ? smem4 + 2 * nch : smem4, p.x16, unsigned(nch) * 16u, &x_bar);
+  if (XB && threadIdx.x == 0)
+    BulkCopyToShared(XB >= 2 ? smem4 + 2 * nch : smem4, XB == 3 ? static_cast<const void*>(p.x) : p.x16, x_bytes, &x_bar);
   // XB 2: this thread's first kXG chunks of norm weights, before the second batch's loads.
-  constexpr int kXG = XB == 2 ? 2 : 1;
+  constexpr int kXG = XB >= 2 ? 2 : 1;
   const float4* const gw4 = p.norm_unit ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
   float4 gxl[kXG] = {}, gxh[kXG] = {};
-  if (XB == 2 && gw4) {
+  if (XB >= 2 && gw4) {
 #pragma unroll
     for (int i = 0; i < kXG; ++i) {
       const int c = threadIdx.x + i * WARPS * 32;
@@ -430,14 +371,21 @@ __global__ void __launch_bounds__(WARPS * 32, MatvecMinBlocks(WARPS, UPW, UNROLL
   const bool norm = XB != 1 && p.norm_w;  // the RMS scale; g4: the norm weights to apply (none when folded)
   const float4* g4 = XB == 1 || p.norm_unit ? nullptr : reinterpret_cast<const float4*>(p.norm_w);
   // Norm: each chunk's sum of squares, after x (XB 2: after its copy; STAGE: after the staged rows).
-  float* const ssq = reinterpret_cast<float*>(smem4 + 2 * nch + (XB == 2 ? nch : 0) + (STAGE ? WARPS * ROWS * S : 0));
-  if constexpr (XB == 2) {  // x by the copy, then the loop's staging from shared memory
+  float* const ssq = reinterpret_cast<float*>(smem4 + 2 * nch + (XB == 2 ? nch : XB == 3 ? 2 * nch : 0) + (STAGE ? WARPS * ROWS * S : 0));
+  if constexpr (XB >= 2) {  // x by the copy, then the loop's staging from shared memory
     MbarWait(&x_bar, 0);
     const uint4* xc = reinterpret_cast<const uint4*>(smem4 + 2 * nch);
-    auto stage = [&](int c, float4 ga, float4 gb) {  // as the loop below, x16 read from shared memory
-      float f[8];
-      Unpack8(xc[c], f);
-      float4 a = make_float4(f[0], f[1], f[2], f[3]), b = make_float4(f[4], f[5], f[6], f[7]);
+    auto stage = [&](int c, float4 ga, float4 gb) {  // as the loop below, x (x16) read from shared memory
+      float4 a, b;
+      if constexpr (XB == 3) {
+        a = smem4[2 * nch + 2 * c];
+        b = smem4[2 * nch + 2 * c + 1];
+      } else {
+        float f[8];
+        Unpack8(xc[c], f);
+        a = make_float4(f[0], f[1], f[2], f[3]);
+        b = make_float4(f[4], f[5], f[6], f[7]);
+      }
       if (norm) ssq[c] = SumSq8(a, b);
       if (g4) {
         a = make_float4(a.x * ga.x, a.y * ga.y, a.z * ga.z, a.w * ga.w);

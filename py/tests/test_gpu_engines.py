@@ -158,11 +158,13 @@ def test_gpu_opt_step_trace(model, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("engine", GPU_ENGINES)
-def test_generate_equals_decode_argmax(model, engine):
+def test_generate_equals_decode_argmax(model, engine, monkeypatch):
     """generate(token, n): the tokens of n x decode + argmax, the same position and cache afterwards.
     21 steps cross gpu_opt's 8-step generation graphs twice and end with 5 single-step graphs. One engine
-    for both runs (reset between): two engines may pick different prefill GEMM tiles, which round differently."""
+    for both runs (reset between): two engines may pick different prefill GEMM tiles, which round differently.
+    The split MLP, whose sums are bitwise run to run (the fused one's generate(): test_gpu_opt_mlp.py)."""
     case, precision, d, tokens, _ = model
+    monkeypatch.setenv("LAB_GPU_MLP", "split")
     eng = _engine.Engine(engine, str(d), 128)
     eng.prefill(tokens[:N_PROMPT])
     first = int(tokens[N_PROMPT])
@@ -212,7 +214,8 @@ def test_long_context_chunked_prefill_and_decode(tmp_path, engine):
 
 @pytest.mark.gpu
 def test_gpu_opt_launch_paths_agree(tmp_path, monkeypatch):
-    """CUDA graph + PDL, graph without PDL, and plain launches give the same logits (same kernels)."""
+    """CUDA graph + PDL, graph without PDL, and plain launches give the same logits (same kernels; the split
+    MLP, bitwise run to run)."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = CASES["gqa4_hd64_ropeparams"]
@@ -220,7 +223,7 @@ def test_gpu_opt_launch_paths_agree(tmp_path, monkeypatch):
     tokens = np.random.default_rng(9).integers(0, cfg["vocab_size"], 60)
     results = {}
     for label, graph, pdl in (("graph+pdl", "1", "1"), ("graph", "1", "0"), ("plain", "0", "0")):
-        for k, v in (("LAB_GPU_GRAPH", graph), ("LAB_GPU_PDL", pdl), ("LAB_GPU_MATVEC_CONFIG", "1")):
+        for k, v in (("LAB_GPU_GRAPH", graph), ("LAB_GPU_PDL", pdl), ("LAB_GPU_MATVEC_CONFIG", "1"), ("LAB_GPU_MLP", "split")):
             monkeypatch.setenv(k, v)
         eng = _engine.Engine("gpu_opt", str(d), 128)
         eng.prefill(tokens[:20])

@@ -28,8 +28,10 @@ MLP_MODELS = {
 def test_gpu_opt_mlp_fused_matches_reference(tmp_path, monkeypatch, model_name):
     """Fused, the decode logits (after the simple prefill and after the tensor-core one) are within the fp16
     bound of the fp32 torch reference and of the split kernels, gate_up and down are never launched (qkv
-    is), generate() gives decode()'s argmax tokens, and the step trace times one mlp launch a layer. A slice of W_down that does not match its block's h,
-    a wrong column offset or a lost partial sum moves the logits far past the bound."""
+    is, taking its fp32 x by one bulk copy, XB 3, or by the loop with LAB_GPU_X_BULK=gate_up), generate()
+    gives decode()'s argmax tokens, and the step trace times one mlp launch a layer. A slice of W_down that
+    does not match its block's h, a wrong column offset, a lost partial sum or x copied to the wrong place
+    moves the logits far past the bound. Fused is the default (auto) here, and split where ACT16 is h."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = MLP_MODELS[model_name]
@@ -43,8 +45,16 @@ def test_gpu_opt_mlp_fused_matches_reference(tmp_path, monkeypatch, model_name):
     err, err_split = rel(fused, ref), rel(fused, split)
     print(f"{model_name} fused: vs torch {err:.2e}, vs split {err_split:.2e} (split vs torch {rel(split, ref):.2e})")
     assert err < tol and err_split < tol, (err, err_split)
-    assert n["gate_up"] == 0 and n["down"] == 0 and n["qkv"] > 0, n
-    assert "mlp fused (v14)" in _engine.Engine("gpu_opt", str(d), 128).variant
+    assert n["gate_up"] == 0 and n["down"] == 0 and n["qkv"] > 0 and n["qkv.x_bulk"] == n["qkv"], n
+    n_loop = {}
+    loop, _ = _decode_logits(d, tokens, {"LAB_GPU_MLP": "fused", "LAB_GPU_X_BULK": "gate_up"}, monkeypatch, n_loop)
+    assert rel(loop, ref) < tol and n_loop["qkv.x_bulk"] == 0 and n_loop["qkv"] == n["qkv"], (rel(loop, ref), n_loop)
+    monkeypatch.delenv("LAB_GPU_MLP")
+    monkeypatch.delenv("LAB_GPU_X_BULK")
+    assert "mlp fused (v14)" in _engine.Engine("gpu_opt", str(d), 128).variant  # auto, the default
+    monkeypatch.setenv("LAB_GPU_ACT16", "h")  # auto falls back to split where fused cannot run
+    assert "mlp fused" not in _engine.Engine("gpu_opt", str(d), 128).variant
+    monkeypatch.delenv("LAB_GPU_ACT16")
     monkeypatch.setenv("LAB_GPU_PREFILL", "tc")  # the prefill reads W_down's first copy
     eng = _engine.Engine("gpu_opt", str(d), 128)
     eng.prefill(tokens[:20])
@@ -67,7 +77,7 @@ def test_gpu_opt_mlp_fused_matches_reference(tmp_path, monkeypatch, model_name):
 def test_gpu_opt_mlp_fused_refused(tmp_path, monkeypatch):
     """LAB_GPU_MLP=fused is refused, naming the need, before the engine allocates anything: without the fp16
     residual copy it reads (ACT16) or the folded norm (NORM_FOLD), and on a width that is not a multiple of
-    32 (1032); a bad value names the choices."""
+    32 (1032), where auto (the default) runs split; a bad value names the choices."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     d = write_model(tmp_path / "m", ALL_CASES["gqa1_hd64_tied"], "fp16", seed=139)
@@ -83,3 +93,5 @@ def test_gpu_opt_mlp_fused_refused(tmp_path, monkeypatch):
     wide = write_model(tmp_path / "w", RING_MODELS["width_1032_4104"], "fp16", seed=149)
     with pytest.raises(ValueError, match="LAB_GPU_MLP=fused: RingMlpKernel: H % 8 and K % 32 must be 0"):
         _engine.Engine("gpu_opt", str(wide), 128)
+    monkeypatch.setenv("LAB_GPU_MLP", "auto")  # the default: split where fused cannot cut the widths
+    assert "mlp fused" not in _engine.Engine("gpu_opt", str(wide), 128).variant

@@ -3,7 +3,9 @@ kernels_matvec_ring.cuh): every register tile bitwise equal to the others (width
 several chunks of x, staged and persistent tiles, the second weight batch, x by bulk copy); the weight-ring
 tiles, which add by pieces, within the fp16 bound of the torch reference and of a register tile; the
 tiles the variant names, the pins of LAB_GPU_TILES, and the refusal of bad knob values. All marked `gpu`;
-they skip without a CUDA GPU. The engines against torch are test_gpu_engines.py.
+they skip without a CUDA GPU. The engines against torch are test_gpu_engines.py. Every test here runs the
+split MLP (gate_up and down, whose tiles they compare): the fused one, the default where it can run, is one
+kernel with no tile to choose, and adds its partial sums in the order they land, so not bitwise run to run.
 """
 
 import numpy as np
@@ -14,6 +16,11 @@ from engine_cases import ALL_CASES, CASES, ref_device, write_model
 from lab import _engine, tolerances
 from lab.reference import load_reference, reference_logits
 from lab.tolerances import rel_error as rel
+
+
+@pytest.fixture(autouse=True)
+def _split_mlp(monkeypatch):
+    monkeypatch.setenv("LAB_GPU_MLP", "split")
 
 
 @pytest.mark.gpu
