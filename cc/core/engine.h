@@ -20,7 +20,8 @@
 namespace lab {
 
 struct EngineStats {
-  uint64_t weight_bytes = 0;      // weights as held by the engine (host or device)
+  uint64_t weight_bytes = 0;      // weights as held by the engine (host or device), each once
+  uint64_t weight_copy_bytes = 0; // second copies in a kernel's layout (gpu_opt's fused MLP: W_down's slices)
   uint64_t kv_cache_bytes = 0;    // KV cache allocation at max_context
   uint64_t activation_bytes = 0;  // other per-sequence buffers
   double last_prefill_s = 0, last_decode_s = 0;

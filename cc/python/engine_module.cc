@@ -165,6 +165,7 @@ PYBIND11_MODULE(_engine, m) {
         const lab::EngineStats s = e.stats();
         py::dict d;
         d["weight_bytes"] = s.weight_bytes;
+        d["weight_copy_bytes"] = s.weight_copy_bytes;
         d["kv_cache_bytes"] = s.kv_cache_bytes;
         d["activation_bytes"] = s.activation_bytes;
         d["last_prefill_s"] = s.last_prefill_s;

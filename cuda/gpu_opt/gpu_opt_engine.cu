@@ -310,7 +310,8 @@ void GpuOptEngine::Init(const ModelFile& file) {
     GraphTune();
   if (tc_prefill_) PlanTcPrefill();
 
-  stats_.weight_bytes = weight_bytes;
+  stats_.weight_copy_bytes = mlp_fused_ ? uint64_t(c.n_layers) * dim * H * 2 : 0;  // W_down's slices
+  stats_.weight_bytes = weight_bytes - stats_.weight_copy_bytes;
   stats_.kv_cache_bytes = kv_bytes;
   stats_.activation_bytes = act_bytes;
 }

@@ -281,8 +281,12 @@ def test_gpu_stats_and_memory_error(tmp_path):
     d = write_model(tmp_path / "m", cfg, "fp32", seed=2)
     naive = _engine.Engine("gpu_naive", str(d), 64)
     opt = _engine.Engine("gpu_opt", str(d), 64)
-    # fp32 vs fp16 weights on the device (tied: embedding counted once).
+    # fp32 vs fp16 weights on the device (tied: embedding counted once); the fused MLP's second copy of
+    # W_down (column slices) is counted apart, as weight_copy_bytes.
     assert naive.stats()["weight_bytes"] > 1.9 * opt.stats()["weight_bytes"]
+    down = cfg["num_hidden_layers"] * cfg["hidden_size"] * cfg["intermediate_size"] * 2
+    assert "mlp fused" in opt.variant and opt.stats()["weight_copy_bytes"] == down, opt.variant
+    assert naive.stats()["weight_copy_bytes"] == 0
     # A KV cache bigger than the card: a DeviceError naming what is needed and what is free.
     free = torch.cuda.mem_get_info()[0]
     big = dict(cfg, max_position_embeddings=1 << 30)
