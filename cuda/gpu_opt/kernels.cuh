@@ -42,7 +42,7 @@
 //                          shared memory (kernel lab v10; README "The weight ring")
 //   kernels_attention.cuh  AttentionKernel
 //   kernels_mlp.cuh        RingMlpKernel: gate/up, SiLU and down as one kernel, down split by columns (kernel lab
-//                          v14; LAB_GPU_MLP=fused)
+//                          v14; LAB_GPU_MLP=auto|fused, the default since session 25)
 #pragma once
 #include "cuda/gpu_opt/kernels_attention.cuh"
 #include "cuda/gpu_opt/kernels_common.cuh"

@@ -38,7 +38,8 @@
 // of both matrices' bytes. The 2-D boxes (208 or 224 bytes a row, from rows 28 KB apart) read 7% slower:
 // 87.4 us. The producer's two loops are part of the speed: one loop over both phases, with a branch per
 // stage, streamed phase A 7% slower (59.6-60.7 us alone, against 55.4-56.6 with two loops or no phase B).
-// In the engine (LAB_GPU_MLP=fused, session 24's A/B): +0.7% a step at 512 and 2048.
+// In the engine (LAB_GPU_MLP=fused, session 24's A/B): +0.7% a step at 512 and 2048; the default (auto) since
+// session 25, with qkv's fp32 x by one bulk copy behind it: +1.4% at 512 over split (cuda/gpu_opt/README.md).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
