@@ -52,13 +52,21 @@ size_t DeviceArena::Plan(size_t bytes) {
   return off;
 }
 
+// Room Allocate() leaves for the CUDA context, graphs and library workspaces.
+constexpr size_t kArenaSpare = size_t(256) << 20;
+
+bool DeviceArena::Fits(size_t extra) const {
+  size_t free_b = 0, total_b = 0;
+  LAB_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return total_ + extra + kArenaSpare <= free_b;
+}
+
 void DeviceArena::Allocate(const char* engine_name, const std::string& breakdown) {
   size_t free_b = 0, total_b = 0;
   LAB_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   const std::string need = std::string(engine_name) + ": model needs " + GiB(total_) + ", card has " + GiB(free_b) +
                            " free of " + GiB(total_b) + " (" + breakdown + ")";
-  // Leave a little room for the CUDA context, graphs and library workspaces.
-  if (total_ + (size_t(256) << 20) > free_b)
+  if (total_ + kArenaSpare > free_b)
     throw DeviceError(need + ": not enough device memory; use a smaller max_context, an fp16 engine, or a larger card");
   cudaError_t e = cudaMalloc(&base_, total_);
   if (e != cudaSuccess) {

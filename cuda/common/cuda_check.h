@@ -56,6 +56,8 @@ class DeviceArena {
 
   // Reserves `bytes` and returns the offset; resolve with Get<T>(offset) after Allocate().
   size_t Plan(size_t bytes);
+  // Whether the plan and `extra` bytes more would pass Allocate()'s check on the card's free memory now.
+  bool Fits(size_t extra) const;
   void Allocate(const char* engine_name, const std::string& breakdown);
   template <typename T>
   T* Get(size_t offset) const {

@@ -118,7 +118,6 @@ void GpuOptEngine::Init(const ModelFile& file) {
     L.o = h16(dim * q_dim);
     L.gu = h16(2 * H * dim);
     L.down = h16(dim * H);
-    L.down_sliced = mlp_fused_ ? h16(dim * H) : 0;  // a second copy: the prefill's GEMMs read the first
   }
   const uint64_t weight_bytes = arena_.total();
   const size_t o_kc = h16(c.n_layers * T * kv_dim), o_vc = h16(c.n_layers * T * kv_dim);
@@ -149,8 +148,15 @@ void GpuOptEngine::Init(const ModelFile& file) {
     tc_bytes = arena_.total() - before;
   }
   const uint64_t act_bytes = arena_.total() - weight_bytes - kv_bytes;
+  // The fused MLP's second copy of W_down (its column slices; the prefill's GEMMs read the first), planned
+  // last: with LAB_GPU_MLP=auto a card that cannot hold it beside the rest runs the split MLP instead.
+  const uint64_t slices_bytes = uint64_t(c.n_layers) * dim * H * 2;
+  if (mlp_fused_ && mlp_auto_ && !arena_.Fits(slices_bytes + size_t(c.n_layers) * 256)) DropFusedMlp();
+  for (auto& L : lo) L.down_sliced = mlp_fused_ ? h16(dim * H) : 0;
   arena_.Allocate("gpu_opt", "fp16 weights " + cuda::GiB(weight_bytes) +
-                                 (mlp_fused_ ? " (W_down twice: the fused MLP; LAB_GPU_MLP=split keeps one)" : "") +
+                                 (mlp_fused_ ? " + W_down's column slices for the fused MLP " + cuda::GiB(slices_bytes) +
+                                                   " (LAB_GPU_MLP=split keeps one copy)"
+                                             : std::string()) +
                                  " + fp16 KV cache " + cuda::GiB(kv_bytes) +
                                  " at max_context " + std::to_string(T) + " + activations " + cuda::GiB(act_bytes) +
                                  (tc_prefill_ ? " (of which tensor-core prefill, chunk " + std::to_string(tc_chunk_) +
@@ -310,8 +316,8 @@ void GpuOptEngine::Init(const ModelFile& file) {
     GraphTune();
   if (tc_prefill_) PlanTcPrefill();
 
-  stats_.weight_copy_bytes = mlp_fused_ ? uint64_t(c.n_layers) * dim * H * 2 : 0;  // W_down's slices
-  stats_.weight_bytes = weight_bytes - stats_.weight_copy_bytes;
+  stats_.weight_copy_bytes = mlp_fused_ ? slices_bytes : 0;  // W_down's column slices
+  stats_.weight_bytes = weight_bytes;
   stats_.kv_cache_bytes = kv_bytes;
   stats_.activation_bytes = act_bytes;
 }

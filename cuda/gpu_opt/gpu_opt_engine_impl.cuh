@@ -132,6 +132,7 @@ class GpuOptEngine : public Engine {
   // creation (gpu_opt_matvec.cu): why it cannot run here ("" if it can; sets mlp_grid_), its shared memory.
   void Mlp(int64_t layer, bool pdl);
   void MlpSetup();
+  void DropFusedMlp();  // auto's fallback to split (gate_up's and down's tiles back to the tuners)
   std::string MlpUnfit();
   size_t MlpSmem() const;
   static int EpiOf(Kind k);
@@ -247,6 +248,8 @@ class GpuOptEngine : public Engine {
   int attn_sync_acqrel_ = 1;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=fence: 0)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   bool mlp_fused_ = false;  // LAB_GPU_MLP=fused, or auto where it can run (ReadTileEnv): gate_up and down as one kernel, v14
+  bool mlp_auto_ = false;   // LAB_GPU_MLP=auto (the default)
+  int mlp_pins_ = 0;        // the kinds (bits) ReadTileEnv pinned for the fused MLP, not the user
   int mlp_grid_ = 0;        // its blocks (gpu::MlpGrid), fixed at load with W_down's slices
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1
   int o_stage_config_ = -1;    // LAB_GPU_O_STAGE: the staged tile o_proj uses (an index into Configs()), or -1

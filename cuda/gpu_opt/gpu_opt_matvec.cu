@@ -168,6 +168,13 @@ void GpuOptEngine::MlpSetup() {
                                       int(MlpSmem())));
 }
 
+void GpuOptEngine::DropFusedMlp() {
+  mlp_fused_ = false;
+  for (int k : {int(kGateUp), int(kDown)})
+    if (mlp_pins_ >> k & 1) pinned_[k] = -1;
+  mlp_pins_ = 0;
+}
+
 void GpuOptEngine::Mlp(int64_t layer, bool pdl) {
   gpu::MlpParams p = {};
   p.Wgu = layers_[layer].wgu;

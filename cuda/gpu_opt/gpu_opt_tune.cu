@@ -355,13 +355,17 @@ void GpuOptEngine::ReadTileEnv() {
   // so they are pinned to a register tile and left out of the tuning. auto (the default since session 25):
   // fused where it can run (these knobs, and a model and card it can cut), else split.
   const int mlp = EnvChoice("LAB_GPU_MLP", {"auto", "split", "fused"});
-  mlp_fused_ = mlp == 2 || (mlp == 0 && act16_ == kAct16All && norm_fold_ && MlpUnfit().empty());
+  mlp_auto_ = mlp == 0;  // (Init also drops it where W_down's second copy does not fit the card: DropFusedMlp)
+  mlp_fused_ = mlp == 2 || (mlp_auto_ && act16_ == kAct16All && norm_fold_ && MlpUnfit().empty());
   if (mlp_fused_ && (act16_ != kAct16All || !norm_fold_))
     throw InputError("LAB_GPU_MLP=fused needs LAB_GPU_ACT16=all and LAB_GPU_NORM_FOLD=1: its input is the fp16 copy "
                      "of the residual stream, which it adds to, and it applies the norm as the RMS scale alone");
   for (int k : {int(kGateUp), int(kDown)})  // (a register tile that fits every shape; never launched)
     for (int i = 0; mlp_fused_ && pinned_[k] < 0 && i < int(Configs().size()); ++i)
-      if (std::strcmp(Configs()[i].name, "w8.u1.r4") == 0) pinned_[k] = i;
+      if (std::strcmp(Configs()[i].name, "w8.u1.r4") == 0) {
+        pinned_[k] = i;
+        mlp_pins_ |= 1 << k;
+      }
   if (const char* v = std::getenv("LAB_GPU_CARVEOUT"); v && *v)  // unset: max with staging, else auto
     carveout_max_ = EnvChoice("LAB_GPU_CARVEOUT", {"max", "auto"}) == 0;
 }

@@ -95,3 +95,53 @@ def test_gpu_opt_mlp_fused_refused(tmp_path, monkeypatch):
         _engine.Engine("gpu_opt", str(wide), 128)
     monkeypatch.setenv("LAB_GPU_MLP", "auto")  # the default: split where fused cannot cut the widths
     assert "mlp fused" not in _engine.Engine("gpu_opt", str(wide), 128).variant
+
+
+@pytest.mark.gpu
+def test_gpu_opt_mlp_auto_falls_back_where_the_copy_does_not_fit(tmp_path, monkeypatch):
+    """auto plans W_down's second copy (the fused MLP's column slices) last, and where the card cannot hold it
+    beside the rest it runs the split MLP: one copy, decode still within the fp16 bound; fused, asked for, is
+    refused naming the copy. A torch tensor narrows the card's free memory to half the copy's size past what
+    the split engine needs (the arena's 256 MB spare included)."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    import gc
+
+    import torch
+
+    # Llama-3.1-8B's MLP widths (slices of 104-112 columns) on 6 layers: W_down 352 MB a copy
+    cfg = dict(ALL_CASES["gqa1_hd64_tied"], hidden_size=2048, intermediate_size=14336, num_hidden_layers=6,
+               num_attention_heads=32, num_key_value_heads=8)
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=157)
+    tokens = np.random.default_rng(163).integers(0, cfg["vocab_size"], 24)
+    ref = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)[20:]
+    monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+    monkeypatch.setenv("LAB_GPU_MLP", "split")
+    eng = _engine.Engine("gpu_opt", str(d), 128)
+    s = eng.stats()
+    need = s["weight_bytes"] + s["kv_cache_bytes"] + s["activation_bytes"]
+    copy = cfg["num_hidden_layers"] * cfg["hidden_size"] * cfg["intermediate_size"] * 2
+    del eng
+    gc.collect()
+    torch.cuda.empty_cache()  # (the reference's memory back to the card)
+    hold = torch.cuda.mem_get_info()[0] - (need + (256 << 20) + copy // 2)
+    assert hold > 0
+    block = torch.empty(hold, dtype=torch.uint8, device="cuda")
+    try:
+        monkeypatch.setenv("LAB_GPU_MLP", "auto")
+        eng = _engine.Engine("gpu_opt", str(d), 128)
+        assert "mlp fused" not in eng.variant and eng.stats()["weight_copy_bytes"] == 0, eng.variant
+        eng.prefill(tokens[:20])
+        got = np.stack([eng.decode(int(t)) for t in tokens[20:]])
+        assert rel(got, ref) < tolerances.logits_rel("gpu_opt"), rel(got, ref)
+        assert eng.launch_counts()["gate_up"] > 0
+        del eng
+        gc.collect()
+        monkeypatch.setenv("LAB_GPU_MLP", "fused")
+        with pytest.raises(_engine.DeviceError, match="W_down's column slices for the fused MLP .*LAB_GPU_MLP=split"):
+            _engine.Engine("gpu_opt", str(d), 128)
+    finally:
+        del block
+        torch.cuda.empty_cache()
+    monkeypatch.setenv("LAB_GPU_MLP", "auto")  # with the memory back, auto runs fused again
+    assert "mlp fused (v14)" in _engine.Engine("gpu_opt", str(d), 128).variant
