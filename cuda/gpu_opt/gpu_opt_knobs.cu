@@ -67,8 +67,8 @@
 // matrix they feed, Wqkv and Wgate_up, at load, and set to ones; the register tiles then skip them),
 // LAB_GPU_MLP=auto|split|fused (fused: each layer's gate/up, SiLU and down as one kernel, RingMlpKernel, down
 // split by columns over a second copy of W_down cut at load; needs ACT16=all and NORM_FOLD=1; README "Session
-// 24"; auto, the default since session 25: fused where it can run, else split; its qkv takes the fp32 x by one
-// bulk copy, XB 3),
+// 24"; auto, the default since session 25: fused where it can run and the card holds W_down's second copy,
+// else split; its qkv takes the fp32 x by one bulk copy, XB 3),
 // LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
 // kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_TUNE_POS=<position> (the step GraphTune
 // times: default 1024, or the context's last if that is lower), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight

@@ -116,6 +116,7 @@ def test_gpu_opt_mlp_auto_falls_back_where_the_copy_does_not_fit(tmp_path, monke
     tokens = np.random.default_rng(163).integers(0, cfg["vocab_size"], 24)
     ref = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)[20:]
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+    monkeypatch.setenv("LAB_GPU_TUNE", "kernel")  # (no graph tuning: three engines of 1.2 GB)
     monkeypatch.setenv("LAB_GPU_MLP", "split")
     eng = _engine.Engine("gpu_opt", str(d), 128)
     s = eng.stats()
