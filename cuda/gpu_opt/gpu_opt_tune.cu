@@ -396,12 +396,10 @@ void GpuOptEngine::CheckTilesFit() const {
 int GpuOptEngine::FnOf(Kind k, const MatvecParams& p, bool step) const {
   const bool want = x_bulk_ == kXBulkAll || (x_bulk_ >= kXBulkDown && k == kDown) ||
                     (x_bulk_ >= kXBulkResid && k == kO) || (x_bulk_ >= kXBulkGateUp && k == kGateUp);
-  if (want && step && k == kQkv && mlp_fused_ && !p.x16 &&
-      gpu::MatvecSmemBytes(p.K, 3, true) <= size_t(prop_.sharedMemPerBlockOptin))
-    return kFnX32;
-  const int fn = kFnXB + EpiOf(k);
+  const bool x32 = step && k == kQkv && mlp_fused_ && !p.x16;  // qkv behind the fused MLP: its fp32 x (XB 3)
+  const int fn = x32 ? kFnX32 : kFnXB + EpiOf(k);
   const bool fits = gpu::MatvecSmemBytes(p.K, XbOfFn(fn), p.norm_w != nullptr) <= size_t(prop_.sharedMemPerBlockOptin);
-  return want && p.x16 && !(p.norm_w && XbOfFn(fn) == 1) && fits ? fn : EpiOf(k);
+  return want && (p.x16 || x32) && !(p.norm_w && XbOfFn(fn) == 1) && fits ? fn : EpiOf(k);
 }
 
 std::string GpuOptEngine::variant() const {
