@@ -131,6 +131,8 @@ class GpuOptEngine : public Engine {
   // LAB_GPU_MLP=fused: the layer's gate/up, SiLU and down as one RingMlpKernel launch, and its setup at
   // creation (gpu_opt_matvec.cu): why it cannot run here ("" if it can; sets mlp_grid_), its shared memory.
   void Mlp(int64_t layer, bool pdl);
+  // LAB_GPU_O_HEAD=1: the layer's o_proj by kv heads (OHeadKernel), released per head by attention's counters.
+  void OHead(int64_t layer, bool pdl, const int* pos);
   void MlpSetup();
   void DropFusedMlp();  // auto's fallback to split (gate_up's and down's tiles back to the tuners)
   std::string MlpUnfit();
@@ -249,8 +251,12 @@ class GpuOptEngine : public Engine {
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   bool mlp_fused_ = false;  // LAB_GPU_MLP=fused, or auto where it can run (ReadTileEnv): gate_up and down as one kernel, v14
   bool mlp_auto_ = false;   // LAB_GPU_MLP=auto (the default)
-  int mlp_pins_ = 0;        // the kinds (bits) ReadTileEnv pinned for the fused MLP, not the user
+  int mlp_pins_ = 0;        // the kinds (bits) ReadTileEnv pinned for the fused MLP (and o_proj by heads), not the user
   int mlp_grid_ = 0;        // its blocks (gpu::MlpGrid), fixed at load with W_down's slices
+  // LAB_GPU_O_HEAD=1 (ReadTileEnv; behind the fused MLP only): o_proj by kv heads; qkv copies the residual to
+  // mlp_in_, o_proj adds to both, the fused MLP reads mlp_in_ and adds to x_. o_proj's tile is pinned, unused.
+  bool o_head_ = false;
+  float* mlp_in_ = nullptr;
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1
   int o_stage_config_ = -1;    // LAB_GPU_O_STAGE: the staged tile o_proj uses (an index into Configs()), or -1
   size_t stage_budget_ = 0;    // bytes of staged weight rows per block of a staged tile (SetupStaging)
@@ -301,7 +307,7 @@ class GpuOptEngine : public Engine {
   float *x_, *xb_, *qkv_, *q_, *att_, *gu_, *h_, *logits_, *part_acc_, *scratch_, *rope_cos_, *rope_sin_;
   __half *x16_ = nullptr, *att16_ = nullptr, *h16_ = nullptr;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   float2* part_ml_;
-  unsigned* counters_;
+  unsigned* counters_;  // attention's per (token, kv head[, rank]); OHeadKernel's `done` are the last n_kv
   int* ints_;  // [0] = position, [1..] = tokens
 
   // ---- state: prefill (gpu_opt_prefill.cu; the tensor-core buffers are planned and allocated by Init) ----

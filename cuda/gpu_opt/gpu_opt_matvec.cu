@@ -38,6 +38,7 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.norm_w = L->attn_norm;
       p.qkv = QkvOutFor(layer);
       if (all16 && !mlp_fused_) p.x16 = x16_;  // (the fused MLP leaves the residual's fp16 copy behind it)
+      if (step && o_head_) p.x_copy = mlp_in_;  // (OHeadKernel adds to it as to x_: the fused MLP's input)
       break;
     case kO:
       p.W = L->wo;
@@ -170,7 +171,8 @@ void GpuOptEngine::MlpSetup() {
 
 void GpuOptEngine::DropFusedMlp() {
   mlp_fused_ = false;
-  for (int k : {int(kGateUp), int(kDown)})
+  o_head_ = false;  // (it adds to the fused MLP's input copy)
+  for (int k : {int(kO), int(kGateUp), int(kDown)})
     if (mlp_pins_ >> k & 1) pinned_[k] = -1;
   mlp_pins_ = 0;
 }
@@ -179,7 +181,8 @@ void GpuOptEngine::Mlp(int64_t layer, bool pdl) {
   gpu::MlpParams p = {};
   p.Wgu = layers_[layer].wgu;
   p.Wdb = layers_[layer].wdown_sliced;
-  p.x16 = x16_;  // the residual's fp16 copy (o_proj's epilogue wrote it); the sums go into the fp32 residual
+  p.x16 = o_head_ ? nullptr : x16_;  // the residual's fp16 copy (o_proj's epilogue wrote it), or
+  p.x = o_head_ ? mlp_in_ : nullptr;  // (LAB_GPU_O_HEAD) its fp32 copy; the sums go into the fp32 residual
   p.K = int(cfg_.dim);
   p.H = int(cfg_.hidden_dim);
   p.rms = 1;  // the norm's weights are folded into Wgu (LAB_GPU_NORM_FOLD)
@@ -190,6 +193,27 @@ void GpuOptEngine::Mlp(int64_t layer, bool pdl) {
   const CUtensorMap none = {};  // (the sliced layout reads W_down by 1-D copies: no maps)
   Launch(gpu::RingMlpKernel<8, 16, 256, true>, dim3(unsigned(mlp_grid_)), dim3(9 * 32), gpu::MlpSmemBytes(p, 16, 256),
          stream_, pdl, "RingMlpKernel", none, none, p);
+}
+
+void GpuOptEngine::OHead(int64_t layer, bool pdl, const int* pos) {
+  const ModelConfig& c = cfg_;
+  gpu::OHeadParams p = {};
+  p.W = layers_[layer].wo;
+  p.M = int(c.dim);
+  p.q_dim = int(c.q_dim());
+  p.part_acc = part_acc_;
+  p.part_ml = part_ml_;
+  p.ready = counters_;  // attention's, token 0
+  p.done = counters_ + (size_t(kPrefillChunk) * gpu::kAttnCluster - 1) * c.n_kv_heads;
+  p.pos = pos;
+  p.S = attn_[attn_sel_].splits;
+  p.min_chunk = attn_[attn_sel_].min_chunk;
+  p.out = x_;
+  p.out2 = mlp_in_;
+  p.trace = TraceSlot(kO);
+  const int R = std::max(1, prop_.multiProcessorCount / int(c.n_kv_heads));  // blocks a head: one wave
+  Launch(gpu::OHeadKernelFor(int(c.group_size()), int(c.head_dim)), dim3(unsigned(R), unsigned(c.n_kv_heads)),
+         dim3(gpu::kOHeadWarps * 32), 0, stream_, pdl, "OHeadKernel", p);
 }
 
 gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {

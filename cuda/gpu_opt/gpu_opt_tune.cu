@@ -360,8 +360,15 @@ void GpuOptEngine::ReadTileEnv() {
   if (mlp_fused_ && (act16_ != kAct16All || !norm_fold_))
     throw InputError("LAB_GPU_MLP=fused needs LAB_GPU_ACT16=all and LAB_GPU_NORM_FOLD=1: its input is the fp16 copy "
                      "of the residual stream, which it adds to, and it applies the norm as the RMS scale alone");
-  for (int k : {int(kGateUp), int(kDown)})  // (a register tile that fits every shape; never launched)
-    for (int i = 0; mlp_fused_ && pinned_[k] < 0 && i < int(Configs().size()); ++i)
+  // LAB_GPU_O_HEAD=1: o_proj by kv heads (OHeadKernel) behind attention V2's per-head release; it adds to the
+  // fused MLP's fp32 input copy, so it needs that MLP. Its matvec tile is then pinned like gate_up's and down's.
+  o_head_ = EnvFlag("LAB_GPU_O_HEAD", false);
+  if (o_head_ && (!mlp_fused_ || !decode_attn_v2_ || attn_cluster_))
+    throw InputError("LAB_GPU_O_HEAD=1 needs the fused MLP (LAB_GPU_MLP=auto where it runs, or fused) and decode "
+                     "attention v2 without clusters: o_proj adds to the fused MLP's input copy, and waits for "
+                     "v2's per-head counters");
+  for (int k : {int(kO), int(kGateUp), int(kDown)})  // (a register tile that fits every shape; never launched)
+    for (int i = 0; (k == kO ? o_head_ : mlp_fused_) && pinned_[k] < 0 && i < int(Configs().size()); ++i)
       if (std::strcmp(Configs()[i].name, "w8.u1.r4") == 0) {
         pinned_[k] = i;
         mlp_pins_ |= 1 << k;
@@ -375,6 +382,7 @@ size_t GpuOptEngine::RingSmem(const MatvecConfig& mc, const MatvecParams& p) con
 }
 
 bool GpuOptEngine::TileFits(const MatvecConfig& mc, Kind kind) const {
+  if (o_head_ && kind == kQkv && mc.ring_stages) return false;  // (LAB_GPU_O_HEAD: qkv writes x_copy, a register tile's)
   if (!mc.ring_stages) return true;
   const MatvecParams p = Params(kind, x_, kind == kLm ? -1 : 0, ints_);
   return RingSmem(mc, p) + kRingStaticSmem <= size_t(prop_.sharedMemPerBlockOptin);
@@ -407,6 +415,7 @@ std::string GpuOptEngine::variant() const {
   for (int k = 0; k < kNumKinds; ++k) {
     if (mlp_fused_ && k == kDown) continue;  // (LAB_GPU_MLP=fused: one kernel in gate_up's place)
     const std::string tile = mlp_fused_ && k == kGateUp ? std::string("mlp fused (v14)")
+                             : o_head_ && k == kO       ? std::string("o_proj by heads")
                                                         : std::string(kKindNames[k]) + " " + Configs()[config_[k]].name;
     s += (k ? ", " : "") + tile;
   }
