@@ -111,6 +111,7 @@ void GpuOptEngine::Init(const ModelFile& file) {
   struct LayerOff { size_t an, fn, qkv, o, gu, down, down_sliced; };
   std::vector<LayerOff> lo(c.n_layers);
   if (mlp_fused_) MlpSetup();  // LAB_GPU_MLP=fused: its grid (W_down's slices are cut for it), or a clear refusal
+  if (o_head_) OHeadSetup();
   for (auto& L : lo) {
     L.an = f32(dim);
     L.fn = f32(dim);

@@ -133,6 +133,7 @@ class GpuOptEngine : public Engine {
   void Mlp(int64_t layer, bool pdl);
   // LAB_GPU_O_HEAD=1: the layer's o_proj by kv heads (OHeadKernel), released per head by attention's counters.
   void OHead(int64_t layer, bool pdl, const int* pos);
+  void OHeadSetup();  // its shared-memory attribute (gpu_opt_matvec.cu, the file that launches it)
   void MlpSetup();
   void DropFusedMlp();  // auto's fallback to split (gate_up's and down's tiles back to the tuners)
   std::string MlpUnfit();
@@ -256,6 +257,8 @@ class GpuOptEngine : public Engine {
   // LAB_GPU_O_HEAD=1 (ReadTileEnv; behind the fused MLP only): o_proj by kv heads; qkv copies the residual to
   // mlp_in_, o_proj adds to both, the fused MLP reads mlp_in_ and adds to x_. o_proj's tile is pinned, unused.
   bool o_head_ = false;
+  int o_head_grid_ = 0;     // LAB_GPU_O_HEAD_GRID: blocks a kv head (0: SMs / kv heads)
+  size_t o_head_smem_ = 0;  // LAB_GPU_O_HEAD_SMEM: dynamic shared memory a block asks, unused: caps blocks an SM
   float* mlp_in_ = nullptr;
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1
   int o_stage_config_ = -1;    // LAB_GPU_O_STAGE: the staged tile o_proj uses (an index into Configs()), or -1

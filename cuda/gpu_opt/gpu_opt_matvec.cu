@@ -211,9 +211,15 @@ void GpuOptEngine::OHead(int64_t layer, bool pdl, const int* pos) {
   p.out = x_;
   p.out2 = mlp_in_;
   p.trace = TraceSlot(kO);
-  const int R = std::max(1, prop_.multiProcessorCount / int(c.n_kv_heads));  // blocks a head: one wave
+  const int R = o_head_grid_ > 0 ? o_head_grid_ : std::max(1, prop_.multiProcessorCount / int(c.n_kv_heads));
   Launch(gpu::OHeadKernelFor(int(c.group_size()), int(c.head_dim)), dim3(unsigned(R), unsigned(c.n_kv_heads)),
-         dim3(gpu::kOHeadWarps * 32), 0, stream_, pdl, "OHeadKernel", p);
+         dim3(gpu::kOHeadWarps * 32), o_head_smem_, stream_, pdl, "OHeadKernel", p);
+}
+
+void GpuOptEngine::OHeadSetup() {
+  if (o_head_smem_ > 48 * 1024)
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::OHeadKernelFor(int(cfg_.group_size()), int(cfg_.head_dim)),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(o_head_smem_)));
 }
 
 gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {

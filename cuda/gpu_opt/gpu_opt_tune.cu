@@ -363,6 +363,8 @@ void GpuOptEngine::ReadTileEnv() {
   // LAB_GPU_O_HEAD=1: o_proj by kv heads (OHeadKernel) behind attention V2's per-head release; it adds to the
   // fused MLP's fp32 input copy, so it needs that MLP. Its matvec tile is then pinned like gate_up's and down's.
   o_head_ = EnvFlag("LAB_GPU_O_HEAD", false);
+  o_head_grid_ = int(EnvInt("LAB_GPU_O_HEAD_GRID", 1, 4096, 0));  // blocks a kv head (0: SMs / kv heads)
+  o_head_smem_ = size_t(EnvInt("LAB_GPU_O_HEAD_SMEM", 1, 200, 0)) * 1024;  // KB asked a block (fewer blocks an SM)
   if (o_head_ && (!mlp_fused_ || !decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_O_HEAD=1 needs the fused MLP (LAB_GPU_MLP=auto where it runs, or fused) and decode "
                      "attention v2 without clusters: o_proj adds to the fused MLP's input copy, and waits for "
@@ -433,6 +435,8 @@ std::string GpuOptEngine::variant() const {
   if (attn_cluster_) s += ", attention v3 (clusters of " + std::to_string(attn_cluster_) + ")";
   if (attn_[0].warps != gpu::kAttnWarps) s += ", attention " + std::to_string(attn_[0].warps) + " warps";
   if (!attn_sync_acqrel_) s += ", attention merge fences";
+  if (o_head_ && o_head_grid_) s += ", o_proj " + std::to_string(o_head_grid_) + " blocks a head";
+  if (o_head_ && o_head_smem_) s += ", o_proj asks " + std::to_string(o_head_smem_ / 1024) + " KB";
   if (attn_softmax_set_) s += attn_round_softmax_ ? ", attention softmax per round" : ", attention softmax per step";
   if (attn_[0].min_chunk != kAttnMinChunk) s += ", splits of " + std::to_string(attn_[0].min_chunk) + "+ keys";
   // The split count when LAB_GPU_ATTN_SPLITS set it (the default follows the card: not named).
