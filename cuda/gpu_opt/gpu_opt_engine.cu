@@ -422,8 +422,10 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
   for (int64_t l = 0; l < c.n_layers; ++l) {
     Matvec(kQkv, x_, pdl, l, pos);
     Attention(1, attn_[attn_sel_].splits, l, pdl, pos);
-    if (o_head_)
-      OHead(l, pdl, pos);  // LAB_GPU_O_HEAD=1: o_proj by kv heads, each released by its head's splits
+    if (o_head_ == kOHeadCols)
+      OHead(l, pdl, pos);  // LAB_GPU_O_HEAD=cols: o_proj by kv heads, each released by its head's splits
+    else if (o_head_ == kOHeadRows)
+      ORows(l, pdl);  // LAB_GPU_O_HEAD=rows: o_proj by rows, x staged a head at a time as each is written
     else
       Matvec(kO, att_, pdl, l, pos);
     if (mlp_fused_) {
@@ -515,7 +517,8 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   a.n_kv = int(c.n_kv_heads);
   a.skip_idle = attn_skip_idle_;
   a.sync_acqrel = attn_sync_acqrel_;
-  a.publish = o_head_ && !prefill;  // OHeadKernel merges the splits
+  a.publish = o_head_ == kOHeadCols && !prefill;  // OHeadKernel merges the splits
+  a.head_ready = o_head_ == kOHeadRows && !prefill ? counters_ + OHeadFlagsAt() : nullptr;  // ORowsKernel waits on them
   const AttnLayout& lay = attn_[attn_sel_];
   a.min_chunk = prefill ? 32 : lay.min_chunk;
   a.trace = prefill ? nullptr : TraceSlot(kNumKinds);

@@ -132,8 +132,12 @@ class GpuOptEngine : public Engine {
   // creation (gpu_opt_matvec.cu): why it cannot run here ("" if it can; sets mlp_grid_), its shared memory.
   void Mlp(int64_t layer, bool pdl);
   // LAB_GPU_O_HEAD=1: the layer's o_proj by kv heads (OHeadKernel), released per head by attention's counters.
-  void OHead(int64_t layer, bool pdl, const int* pos);
-  void OHeadSetup();  // its shared-memory attribute (gpu_opt_matvec.cu, the file that launches it)
+  void OHead(int64_t layer, bool pdl, const int* pos);  // cols
+  void ORows(int64_t layer, bool pdl);                   // rows
+  void OHeadSetup();  // their shared-memory attributes (gpu_opt_matvec.cu, the file that launches them)
+  // Where in counters_ their flags sit: 2 n_kv words at the end, past what attention's merges use. cols: `done`
+  // (its `ready` are attention's own counters); rows: `ready`, then `done`.
+  size_t OHeadFlagsAt() const { return (size_t(kPrefillChunk) * gpu::kAttnCluster - 2) * size_t(cfg_.n_kv_heads); }
   void MlpSetup();
   void DropFusedMlp();  // auto's fallback to split (gate_up's and down's tiles back to the tuners)
   std::string MlpUnfit();
@@ -254,9 +258,11 @@ class GpuOptEngine : public Engine {
   bool mlp_auto_ = false;   // LAB_GPU_MLP=auto (the default)
   int mlp_pins_ = 0;        // the kinds (bits) ReadTileEnv pinned for the fused MLP (and o_proj by heads), not the user
   int mlp_grid_ = 0;        // its blocks (gpu::MlpGrid), fixed at load with W_down's slices
-  // LAB_GPU_O_HEAD=1 (ReadTileEnv; behind the fused MLP only): o_proj by kv heads; qkv copies the residual to
-  // mlp_in_, o_proj adds to both, the fused MLP reads mlp_in_ and adds to x_. o_proj's tile is pinned, unused.
-  bool o_head_ = false;
+  // LAB_GPU_O_HEAD (ReadTileEnv): o_proj released per kv head, its matvec tile then pinned and unused. cols (v1,
+  // OHeadKernel, behind the fused MLP only): o_proj split by kv heads; qkv copies the residual to mlp_in_, o_proj
+  // adds to both, the fused MLP reads mlp_in_ and adds to x_. rows (v2, ORowsKernel): o_proj by rows, x staged a
+  // head at a time as attention raises each head's flag.
+  enum OHeadMode { kOHeadOff, kOHeadCols, kOHeadRows } o_head_ = kOHeadOff;
   int o_head_grid_ = 0;     // LAB_GPU_O_HEAD_GRID: blocks a kv head (0: SMs / kv heads)
   size_t o_head_smem_ = 0;  // LAB_GPU_O_HEAD_SMEM: dynamic shared memory a block asks, unused: caps blocks an SM
   float* mlp_in_ = nullptr;

@@ -327,7 +327,10 @@ __global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : WARPS >= 8 ? 2 : 1) 
     ClusterMerge<HD, G, WARPS, CL>(p, cl_acc, cl_ml, t, kvh, s, n_splits, q_dim);
     return;
   }
-  if (n_splits == 1 && !(V2 && p.publish)) return;
+  if (n_splits == 1 && !(V2 && p.publish)) {
+    if (V2 && p.head_ready) RaiseFlag(p.head_ready + kvh);
+    return;
+  }
 
   unsigned* const counter = p.counters + size_t(t) * p.n_kv + kvh;
   const size_t slot0 = (size_t(t) * p.n_kv + kvh) * S;
@@ -344,6 +347,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : WARPS >= 8 ? 2 : 1) 
                 MergeSplits4<G, HD>(p.part_acc, p.part_ml, slot0, g, d4, n_splits));
     }
     if (threadIdx.x == 0) *counter = 0;  // ready for the next launch
+    if (p.head_ready) RaiseFlag(p.head_ready + kvh);
     return;
   }
 

@@ -42,7 +42,15 @@ struct AttnParams {
   int publish;           // V2 only (LAB_GPU_O_HEAD): every working split writes its partial (one split too) and
                          // releases it with its counter increment; no block merges. The consumer (OHeadKernel)
                          // merges each kv head's splits and resets the counter.
+  unsigned* head_ready;  // V2, or nullptr (LAB_GPU_O_HEAD=rows): [n_kv], raised (a release) by the block that
+                         // writes a head's output (its only split, or the merging block); ORowsKernel resets it
 };
+
+// head_ready's raise: every thread's stores of the block before thread 0's release (through the barrier).
+__device__ __forceinline__ void RaiseFlag(unsigned* flag) {
+  __syncthreads();
+  if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(flag) : "memory");
+}
 
 // Keys per split for n_keys keys over at most S splits, at least mc (0: 32) and a multiple of it: the one
 // rule AttentionKernel and OHeadKernel (which counts the splits it waits for) share.

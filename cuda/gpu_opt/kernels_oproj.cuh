@@ -134,6 +134,124 @@ __global__ void __launch_bounds__(WARPS * 32, 2) OHeadKernel(const OHeadParams p
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// v2, o_proj by rows with x by heads (ORowsKernel; LAB_GPU_O_HEAD=rows). OHeadKernel (v1, LAB_GPU_O_HEAD=cols,
+// above) gave attention back 40-70 us a step at context 512 but streamed o_proj's weights at ~2.9 TB/s
+// instead of ~4.4 (session 26, calls 2-3: its heads' blocks start at different times and each streams a
+// fixed share, so the last head's blocks end alone; and every block merges its head's partials again).
+// v2 keeps the register tile's row split (every block all columns of its rows, all blocks released together
+// in effect, no atomics) and takes only the per-head release: x is staged a head at a time, as the chunk
+// loop reaches that head's columns, each head waited for by its own flag. Attention still merges its splits
+// (the merging block, or a head's only split, raises the head's flag after writing its output).
+//
+// Contract:
+//   grid = ceil(ceil(M / 2) / WARPS) blocks of WARPS * 32 threads (a warp: rows 2 w', 2 w' + 1 of the block's
+//   units, as DecodeMatvecKernel's w8.u1 tiles), dynamic smem K * 4 bytes (x in the split fp32 layout).
+//   Lane l reads chunks l + 32 u of each row, UNROLL a batch, two batches issued before the first wait.
+//   x: attention's output, fp16 (x16) or fp32 (x); head h's chunks [h C/8, (h+1) C/8) are staged once
+//   ready[h] is non-zero (thread 0's acquire, then a barrier), the first time the loop needs one of them.
+//   ready[n_kv] is set by attention (AttnParams::head_ready); done is zero at launch; the last block past its
+//   last head resets both. out[r] (the residual) is read after the first head's acquire and written with
+//   out16[r] as kEpiResid does. The chunks of a row are added in the register tiles' order, from the same
+//   fp16 x, so the sums are bitwise those of w8.u1.r4.
+//   Not waited for by griddepcontrol.wait (see OHeadKernel): launched behind AttentionKernel V2, whose
+//   blocks are all resident before any of these waits.
+struct ORowsParams {
+  const __half* W;          // W_o [M, K] row-major fp16
+  int M, K;                 // K = n_kv * C
+  int C;                    // columns a kv head's group writes (G * HD)
+  const __half* x16;        // attention's output in fp16 [K], or (nullptr)
+  const float* x;           // in fp32
+  unsigned* ready;          // [n_kv] non-zero once the head's output is written
+  unsigned* done;           // zero at launch: blocks past their last head
+  float* out;               // [M] the residual stream: out[r] += W_o[r] . x
+  __half* out16;            // or nullptr: its fp16 copy
+  unsigned long long* trace;  // TraceMarks slots (released: the first head seen; staged: the last head staged)
+};
+
+template <int WARPS = 8, int UNROLL = 4>
+__global__ void __launch_bounds__(WARPS * 32, 2) ORowsKernel(const ORowsParams p) {
+  extern __shared__ __align__(16) float4 xs4[];  // [nch] lo halves, then [nch] hi halves
+  TraceMarks trace(p.trace);
+  PdlTrigger();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nch = p.K >> 3, chc = p.C >> 3;
+  float4* const xlo = xs4;
+  float4* const xhi = xs4 + nch;
+  const int unit = min(int(blockIdx.x) * WARPS + warp, (p.M + 1) / 2 - 1);  // past the end: re-read the last unit
+  const int r0 = 2 * unit, r1 = min(2 * unit + 1, p.M - 1);
+  const uint4* const w0 = reinterpret_cast<const uint4*>(p.W + size_t(r0) * p.K);
+  const uint4* const w1 = reinterpret_cast<const uint4*>(p.W + size_t(r1) * p.K);
+  constexpr int B = 32 * UNROLL;  // chunks a batch
+  uint4 a0[UNROLL], a1[UNROLL], b0[UNROLL], b1[UNROLL];
+  auto load = [&](int base, uint4* d0, uint4* d1) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int c = base + lane + 32 * u;
+      d0[u] = c < nch ? LdStream(w0 + c) : make_uint4(0, 0, 0, 0);
+      d1[u] = c < nch ? LdStream(w1 + c) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  load(0, a0, a1);  // two batches before the first wait: weights depend on nothing
+  load(B, b0, b1);
+  float acc0 = 0.f, acc1 = 0.f, e0 = 0.f, e1 = 0.f;
+  int staged = 0;  // chunks of x staged (whole heads)
+  for (int base = 0; base < nch; base += B) {  // block-uniform
+    const int need = min(nch, base + B);
+    while (staged < need) {  // block-uniform: the next head, waited for and staged
+      const int h = staged / chc;
+      if (threadIdx.x == 0)
+        while (LdAcquireGpu(p.ready + h) == 0) __nanosleep(20);
+      __syncthreads();  // thread 0's acquire reaches every thread's loads below through the barrier
+      if (h == 0) {
+        trace.Released();
+        if (lane == 0) {  // the residual, now ordered after the previous layer's writes
+          e0 = __ldcg(p.out + r0);
+          e1 = __ldcg(p.out + r1);
+        }
+      }
+      for (int c = staged + threadIdx.x; c < staged + chc; c += WARPS * 32) {
+        if (p.x16) {
+          float f[8];
+          Unpack8(__ldcg(reinterpret_cast<const uint4*>(p.x16) + c), f);
+          xlo[c] = make_float4(f[0], f[1], f[2], f[3]);
+          xhi[c] = make_float4(f[4], f[5], f[6], f[7]);
+        } else {
+          xlo[c] = __ldcg(reinterpret_cast<const float4*>(p.x) + 2 * c);
+          xhi[c] = __ldcg(reinterpret_cast<const float4*>(p.x) + 2 * c + 1);
+        }
+      }
+      __syncthreads();
+      staged += chc;
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {  // batch `base` in a*, the next in b*: use a, then a <- b, b <- the one after
+      const int c = base + lane + 32 * u;
+      if (c < nch) {
+        acc0 = Dot8(a0[u], xlo[c], xhi[c], acc0);
+        acc1 = Dot8(a1[u], xlo[c], xhi[c], acc1);
+      }
+      a0[u] = b0[u];
+      a1[u] = b1[u];
+    }
+    if (base + 2 * B < nch) load(base + 2 * B, b0, b1);
+  }
+  trace.Staged();
+  if (threadIdx.x == 0 && atomicAdd(p.done, 1u) == gridDim.x - 1) {  // the last block past its last head
+    for (int h = 0; h < p.K / p.C; ++h) p.ready[h] = 0;
+    *p.done = 0;
+  }
+  acc0 = WarpSum(acc0);
+  acc1 = WarpSum(acc1);
+  if (lane == 0 && int(blockIdx.x) * WARPS + warp < (p.M + 1) / 2) {
+    p.out[r0] = e0 + acc0;
+    if (p.out16) p.out16[r0] = __float2half_rn(e0 + acc0);
+    if (r1 != r0) {
+      p.out[r1] = e1 + acc1;
+      if (p.out16) p.out16[r1] = __float2half_rn(e1 + acc1);
+    }
+  }
+}
+
 using OHeadFn = void (*)(const OHeadParams);
 // The instantiation for a model's group size G (1..8) and head_dim (64, 128), or nullptr.
 inline OHeadFn OHeadKernelFor(int G, int HD) {
