@@ -263,6 +263,7 @@ class GpuOptEngine : public Engine {
   // adds to both, the fused MLP reads mlp_in_ and adds to x_. rows (v2, ORowsKernel): o_proj by rows, x staged a
   // head at a time as attention raises each head's flag.
   enum OHeadMode { kOHeadOff, kOHeadCols, kOHeadRows } o_head_ = kOHeadOff;
+  bool o_rows_all_ = false;  // LAB_GPU_O_HEAD=rows_all: rows, its first wait for every head (ORowsParams::wait_all)
   int o_head_grid_ = 0;     // LAB_GPU_O_HEAD_GRID: blocks a kv head (0: SMs / kv heads)
   size_t o_head_smem_ = 0;  // LAB_GPU_O_HEAD_SMEM: dynamic shared memory a block asks, unused: caps blocks an SM
   float* mlp_in_ = nullptr;

@@ -234,6 +234,7 @@ void GpuOptEngine::ORows(int64_t layer, bool pdl) {
   p.out = x_;
   p.out16 = all16 ? x16_ : nullptr;
   p.trace = TraceSlot(kO);
+  p.wait_all = o_rows_all_;
   const int units = (p.M + 1) / 2, blocks = (units + gpu::kOHeadWarps - 1) / gpu::kOHeadWarps;
   Launch(gpu::ORowsKernel<gpu::kOHeadWarps, 4>, dim3(unsigned(blocks)), dim3(gpu::kOHeadWarps * 32), size_t(p.K) * 4,
          stream_, pdl, "ORowsKernel", p);

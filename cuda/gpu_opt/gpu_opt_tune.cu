@@ -362,8 +362,10 @@ void GpuOptEngine::ReadTileEnv() {
                      "of the residual stream, which it adds to, and it applies the norm as the RMS scale alone");
   // LAB_GPU_O_HEAD=cols|rows: o_proj released per kv head by attention V2 (kernels_oproj.cuh). cols adds to the
   // fused MLP's fp32 input copy, so it needs that MLP. o_proj's matvec tile is then pinned like gate_up's and down's.
-  static const OHeadMode kOHeadOfChoice[] = {kOHeadOff, kOHeadCols, kOHeadRows};
-  o_head_ = kOHeadOfChoice[EnvChoice("LAB_GPU_O_HEAD", {"off", "cols", "rows"})];
+  static const OHeadMode kOHeadOfChoice[] = {kOHeadOff, kOHeadCols, kOHeadRows, kOHeadRows};
+  const int o_head = EnvChoice("LAB_GPU_O_HEAD", {"off", "cols", "rows", "rows_all"});
+  o_head_ = kOHeadOfChoice[o_head];
+  o_rows_all_ = o_head == 3;
   o_head_grid_ = int(EnvInt("LAB_GPU_O_HEAD_GRID", 1, 4096, 0));  // blocks a kv head (0: SMs / kv heads)
   o_head_smem_ = size_t(EnvInt("LAB_GPU_O_HEAD_SMEM", 1, 200, 0)) * 1024;  // KB asked a block (fewer blocks an SM)
   if (o_head_ == kOHeadCols && !mlp_fused_)
@@ -417,11 +419,13 @@ int GpuOptEngine::FnOf(Kind k, const MatvecParams& p, bool step) const {
 
 std::string GpuOptEngine::variant() const {
   std::string s;
+  const char* const o_head_name = o_head_ == kOHeadCols ? "o_proj by heads (cols)"
+                                  : o_rows_all_         ? "o_proj by rows, after every head"
+                                                        : "o_proj by rows, x by heads";
   for (int k = 0; k < kNumKinds; ++k) {
     if (mlp_fused_ && k == kDown) continue;  // (LAB_GPU_MLP=fused: one kernel in gate_up's place)
     const std::string tile = mlp_fused_ && k == kGateUp ? std::string("mlp fused (v14)")
-                             : o_head_ && k == kO       ? std::string(o_head_ == kOHeadCols ? "o_proj by heads (cols)"
-                                                                                                : "o_proj by rows, x by heads")
+                             : o_head_ && k == kO       ? std::string(o_head_name)
                                                         : std::string(kKindNames[k]) + " " + Configs()[config_[k]].name;
     s += (k ? ", " : "") + tile;
   }

@@ -167,6 +167,8 @@ struct ORowsParams {
   float* out;               // [M] the residual stream: out[r] += W_o[r] . x
   __half* out16;            // or nullptr: its fp16 copy
   unsigned long long* trace;  // TraceMarks slots (released: the first head seen; staged: the last head staged)
+  int wait_all;             // 1 (LAB_GPU_O_HEAD=rows_all): the first wait is for every head's flag, so that no
+                            // weight batch past the first two is issued while attention runs
 };
 
 template <int WARPS = 8, int UNROLL = 4>
@@ -200,7 +202,8 @@ __global__ void __launch_bounds__(WARPS * 32, 2) ORowsKernel(const ORowsParams p
     while (staged < need) {  // block-uniform: the next head, waited for and staged
       const int h = staged / chc;
       if (threadIdx.x == 0)
-        while (LdAcquireGpu(p.ready + h) == 0) __nanosleep(20);
+        for (int hh = h; hh <= (p.wait_all && h == 0 ? p.K / p.C - 1 : h); ++hh)
+          while (LdAcquireGpu(p.ready + hh) == 0) __nanosleep(20);
       __syncthreads();  // thread 0's acquire reaches every thread's loads below through the barrier
       if (h == 0) {
         trace.Released();

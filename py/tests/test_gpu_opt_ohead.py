@@ -40,7 +40,7 @@ def test_gpu_opt_o_head_cols_matches_reference(tmp_path, monkeypatch, model_name
     ref_all = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)
     ref = ref_all[20:]
     tol = tolerances.logits_rel("gpu_opt")
-    base, _ = _decode_logits(d, tokens, {"LAB_GPU_MLP": "fused"}, monkeypatch)
+    base, _ = _decode_logits(d, tokens, {"LAB_GPU_MLP": "fused", "LAB_GPU_O_HEAD": "off"}, monkeypatch)
     n = {}
     head, gen = _decode_logits(d, tokens, {"LAB_GPU_MLP": "fused", "LAB_GPU_O_HEAD": "cols"}, monkeypatch, n)
     err, err_base = rel(head, ref), rel(head, base)
@@ -117,7 +117,7 @@ def test_gpu_opt_o_head_refused_where_it_cannot_run(tmp_path, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("model_name", OHEAD_MODELS)
 def test_gpu_opt_o_head_rows_bitwise(tmp_path, monkeypatch, model_name):
-    """With LAB_GPU_O_HEAD=rows and the split MLP, the decode logits and generate()'s tokens are bitwise those of
+    """With LAB_GPU_O_HEAD=rows (and rows_all) and the split MLP, the decode logits and generate()'s tokens are bitwise those of
     the register tiles' o_proj, with attention's output in fp16 and (LAB_GPU_ACT16=h) in fp32: the same chunks
     added in the same order, x staged a head at a time. A head staged before its flag, from the wrong offset, or
     twice, changes them. One split a head (4 prompt tokens) and the fused MLP stay within the fp16 bound of the
@@ -130,12 +130,16 @@ def test_gpu_opt_o_head_rows_bitwise(tmp_path, monkeypatch, model_name):
     ref_all = reference_logits(load_reference(d, dtype="float32", device=ref_device()), tokens)
     tol = tolerances.logits_rel("gpu_opt")
     for act16 in ("all", "h"):
-        base, base_gen = _decode_logits(d, tokens, {"LAB_GPU_MLP": "split", "LAB_GPU_ACT16": act16}, monkeypatch)
-        rows, rows_gen = _decode_logits(
-            d, tokens, {"LAB_GPU_MLP": "split", "LAB_GPU_ACT16": act16, "LAB_GPU_O_HEAD": "rows"}, monkeypatch
+        base, base_gen = _decode_logits(
+            d, tokens, {"LAB_GPU_MLP": "split", "LAB_GPU_ACT16": act16, "LAB_GPU_O_HEAD": "off"}, monkeypatch
         )
-        assert np.array_equal(rows, base), (act16, rel(rows, base))
-        assert rows_gen.tolist() == base_gen.tolist(), act16
+        for mode in ("rows", "rows_all"):
+            rows, rows_gen = _decode_logits(
+                d, tokens, {"LAB_GPU_MLP": "split", "LAB_GPU_ACT16": act16, "LAB_GPU_O_HEAD": mode}, monkeypatch
+            )
+            assert np.array_equal(rows, base), (act16, mode, rel(rows, base))
+            assert rows_gen.tolist() == base_gen.tolist(), (act16, mode)
+    monkeypatch.setenv("LAB_GPU_O_HEAD", "rows")
     monkeypatch.delenv("LAB_GPU_MLP")
     monkeypatch.delenv("LAB_GPU_ACT16")
     eng = _engine.Engine("gpu_opt", str(d), 128)  # rows behind the default MLP (fused where it runs)
