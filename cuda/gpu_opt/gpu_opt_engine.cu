@@ -111,7 +111,6 @@ void GpuOptEngine::Init(const ModelFile& file) {
   struct LayerOff { size_t an, fn, qkv, o, gu, down, down_sliced; };
   std::vector<LayerOff> lo(c.n_layers);
   if (mlp_fused_) MlpSetup();  // LAB_GPU_MLP=fused: its grid (W_down's slices are cut for it), or a clear refusal
-  if (o_head_) OHeadSetup();
   for (auto& L : lo) {
     L.an = f32(dim);
     L.fn = f32(dim);
@@ -124,8 +123,7 @@ void GpuOptEngine::Init(const ModelFile& file) {
   const size_t o_kc = h16(c.n_layers * T * kv_dim), o_vc = h16(c.n_layers * T * kv_dim);
   const uint64_t kv_bytes = arena_.total() - weight_bytes;
   const int64_t slots = std::max<int64_t>(gpu::kAttnMaxSplitsV2 * c.n_kv_heads, P * c.n_kv_heads * kPrefillSplits);
-  // (o_xin: LAB_GPU_O_HEAD's copy of the residual, the fused MLP's input; inside FillPatternKernel's range)
-  const size_t o_x = f32(P * dim), o_xin = f32(dim), o_xb = f32(P * dim), o_qkv = f32(P * n_qkv), o_q = f32(P * q_dim),
+  const size_t o_x = f32(P * dim), o_xb = f32(P * dim), o_qkv = f32(P * n_qkv), o_q = f32(P * q_dim),
                o_att = f32(P * q_dim), o_gu = f32(P * 2 * H), o_h = f32(P * H), o_logits = f32(P * c.vocab_size),
                o_cos = f32(T * hd / 2), o_sin = f32(T * hd / 2), o_pacc = f32(slots * c.group_size() * hd),
                o_pml = f32(2 * slots * c.group_size()), o_cnt = arena_.Plan(P * c.n_kv_heads * gpu::kAttnCluster * sizeof(unsigned)),
@@ -231,7 +229,6 @@ void GpuOptEngine::Init(const ModelFile& file) {
   ints_ = arena_.Get<int>(o_ints);  // [0] = position, [1..] = tokens
   scratch_ = arena_.Get<float>(o_scratch);
   x16_ = arena_.Get<__half>(o_x16);
-  mlp_in_ = arena_.Get<float>(o_xin);
   att16_ = arena_.Get<__half>(o_att16);
   h16_ = arena_.Get<__half>(o_h16);
   rope_cos_ = arena_.Get<float>(o_cos);
@@ -422,12 +419,7 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
   for (int64_t l = 0; l < c.n_layers; ++l) {
     Matvec(kQkv, x_, pdl, l, pos);
     Attention(1, attn_[attn_sel_].splits, l, pdl, pos);
-    if (o_head_ == kOHeadCols)
-      OHead(l, pdl, pos);  // LAB_GPU_O_HEAD=cols: o_proj by kv heads, each released by its head's splits
-    else if (o_head_ == kOHeadRows)
-      ORows(l, pdl);  // LAB_GPU_O_HEAD=rows: o_proj by rows, x staged a head at a time as each is written
-    else
-      Matvec(kO, att_, pdl, l, pos);
+    Matvec(kO, att_, pdl, l, pos);
     if (mlp_fused_) {
       Mlp(l, pdl);  // LAB_GPU_MLP=fused: gate/up, SiLU and down as one kernel (v14)
     } else {
@@ -517,8 +509,6 @@ void GpuOptEngine::Attention(int B, int splits, int64_t layer, bool pdl, const i
   a.n_kv = int(c.n_kv_heads);
   a.skip_idle = attn_skip_idle_;
   a.sync_acqrel = attn_sync_acqrel_;
-  a.publish = o_head_ == kOHeadCols && !prefill;  // OHeadKernel merges the splits
-  a.head_ready = o_head_ == kOHeadRows && !prefill ? counters_ + OHeadFlagsAt() : nullptr;  // ORowsKernel waits on them
   const AttnLayout& lay = attn_[attn_sel_];
   a.min_chunk = prefill ? 32 : lay.min_chunk;
   a.trace = prefill ? nullptr : TraceSlot(kNumKinds);

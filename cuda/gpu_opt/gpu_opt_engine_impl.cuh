@@ -131,13 +131,6 @@ class GpuOptEngine : public Engine {
   // LAB_GPU_MLP=fused: the layer's gate/up, SiLU and down as one RingMlpKernel launch, and its setup at
   // creation (gpu_opt_matvec.cu): why it cannot run here ("" if it can; sets mlp_grid_), its shared memory.
   void Mlp(int64_t layer, bool pdl);
-  // LAB_GPU_O_HEAD=1: the layer's o_proj by kv heads (OHeadKernel), released per head by attention's counters.
-  void OHead(int64_t layer, bool pdl, const int* pos);  // cols
-  void ORows(int64_t layer, bool pdl);                   // rows
-  void OHeadSetup();  // their shared-memory attributes (gpu_opt_matvec.cu, the file that launches them)
-  // Where in counters_ their flags sit: 2 n_kv words at the end, past what attention's merges use. cols: `done`
-  // (its `ready` are attention's own counters); rows: `ready`, then `done`.
-  size_t OHeadFlagsAt() const { return (size_t(kPrefillChunk) * gpu::kAttnCluster - 2) * size_t(cfg_.n_kv_heads); }
   void MlpSetup();
   void DropFusedMlp();  // auto's fallback to split (gate_up's and down's tiles back to the tuners)
   std::string MlpUnfit();
@@ -256,17 +249,8 @@ class GpuOptEngine : public Engine {
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
   bool mlp_fused_ = false;  // LAB_GPU_MLP=fused, or auto where it can run (ReadTileEnv): gate_up and down as one kernel, v14
   bool mlp_auto_ = false;   // LAB_GPU_MLP=auto (the default)
-  int mlp_pins_ = 0;        // the kinds (bits) ReadTileEnv pinned for the fused MLP (and o_proj by heads), not the user
+  int mlp_pins_ = 0;        // the kinds (bits) ReadTileEnv pinned for the fused MLP, not the user
   int mlp_grid_ = 0;        // its blocks (gpu::MlpGrid), fixed at load with W_down's slices
-  // LAB_GPU_O_HEAD (ReadTileEnv): o_proj released per kv head, its matvec tile then pinned and unused. cols (v1,
-  // OHeadKernel, behind the fused MLP only): o_proj split by kv heads; qkv copies the residual to mlp_in_, o_proj
-  // adds to both, the fused MLP reads mlp_in_ and adds to x_. rows (v2, ORowsKernel): o_proj by rows, x staged a
-  // head at a time as attention raises each head's flag.
-  enum OHeadMode { kOHeadOff, kOHeadCols, kOHeadRows } o_head_ = kOHeadOff;
-  bool o_rows_all_ = false;  // LAB_GPU_O_HEAD=rows_all: rows, its first wait for every head (ORowsParams::wait_all)
-  int o_head_grid_ = 0;     // LAB_GPU_O_HEAD_GRID: blocks a kv head (0: SMs / kv heads)
-  size_t o_head_smem_ = 0;  // LAB_GPU_O_HEAD_SMEM: dynamic shared memory a block asks, unused: caps blocks an SM
-  float* mlp_in_ = nullptr;
   std::array<int, kNumKinds> pinned_ = {-1, -1, -1, -1, -1};  // LAB_GPU_TILES: a kind's tile fixed by hand, or -1
   int o_stage_config_ = -1;    // LAB_GPU_O_STAGE: the staged tile o_proj uses (an index into Configs()), or -1
   size_t stage_budget_ = 0;    // bytes of staged weight rows per block of a staged tile (SetupStaging)
@@ -317,7 +301,7 @@ class GpuOptEngine : public Engine {
   float *x_, *xb_, *qkv_, *q_, *att_, *gu_, *h_, *logits_, *part_acc_, *scratch_, *rope_cos_, *rope_sin_;
   __half *x16_ = nullptr, *att16_ = nullptr, *h16_ = nullptr;  // LAB_GPU_ACT16: decode's fp16 matvec inputs
   float2* part_ml_;
-  unsigned* counters_;  // attention's per (token, kv head[, rank]); OHeadKernel's `done` are the last n_kv
+  unsigned* counters_;
   int* ints_;  // [0] = position, [1..] = tokens
 
   // ---- state: prefill (gpu_opt_prefill.cu; the tensor-core buffers are planned and allocated by Init) ----

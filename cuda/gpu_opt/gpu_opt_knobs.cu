@@ -69,11 +69,6 @@
 // split by columns over a second copy of W_down cut at load; needs ACT16=all and NORM_FOLD=1; README "Session
 // 24"; auto, the default since session 25: fused where it can run and the card holds W_down's second copy,
 // else split; its qkv takes the fp32 x by one bulk copy, XB 3),
-// LAB_GPU_O_HEAD=off|cols|rows|rows_all (session 26, README "o_proj by heads"; attention V2 without clusters): cols, o_proj
-// split by kv heads (OHeadKernel), each head's columns added into the residual once attention has written that
-// head's splits (needs the fused MLP), with LAB_GPU_O_HEAD_GRID=<blocks a head> and LAB_GPU_O_HEAD_SMEM=<KB a block
-// asks>; rows, o_proj by rows (ORowsKernel) with x staged a head at a time as attention raises each head's flag;
-// rows_all, the same kernel waiting for every head's flag at once),
 // LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
 // kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_TUNE_POS=<position> (the step GraphTune
 // times: default 1024, or the context's last if that is lower), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight

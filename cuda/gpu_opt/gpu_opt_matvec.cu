@@ -38,7 +38,6 @@ MatvecParams GpuOptEngine::Params(Kind kind, const float* x, int64_t layer, cons
       p.norm_w = L->attn_norm;
       p.qkv = QkvOutFor(layer);
       if (all16 && !mlp_fused_) p.x16 = x16_;  // (the fused MLP leaves the residual's fp16 copy behind it)
-      if (step && o_head_ == kOHeadCols) p.x_copy = mlp_in_;  // (OHeadKernel adds to it as to x_: the fused MLP's input)
       break;
     case kO:
       p.W = L->wo;
@@ -171,21 +170,16 @@ void GpuOptEngine::MlpSetup() {
 
 void GpuOptEngine::DropFusedMlp() {
   mlp_fused_ = false;
-  if (o_head_ == kOHeadCols) o_head_ = kOHeadOff;  // (it adds to the fused MLP's input copy)
-  for (int k : {int(kO), int(kGateUp), int(kDown)})
-    if (mlp_pins_ >> k & 1 && (k != kO || !o_head_)) {
-      pinned_[k] = -1;
-      mlp_pins_ &= ~(1 << k);
-    }
+  for (int k : {int(kGateUp), int(kDown)})
+    if (mlp_pins_ >> k & 1) pinned_[k] = -1;
+  mlp_pins_ = 0;
 }
 
 void GpuOptEngine::Mlp(int64_t layer, bool pdl) {
   gpu::MlpParams p = {};
   p.Wgu = layers_[layer].wgu;
   p.Wdb = layers_[layer].wdown_sliced;
-  const bool cols = o_head_ == kOHeadCols;
-  p.x16 = cols ? nullptr : x16_;  // the residual's fp16 copy (o_proj's epilogue wrote it), or
-  p.x = cols ? mlp_in_ : nullptr;  // (LAB_GPU_O_HEAD=cols) its fp32 copy; the sums go into the fp32 residual
+  p.x16 = x16_;  // the residual's fp16 copy (o_proj's epilogue wrote it); the sums go into the fp32 residual
   p.K = int(cfg_.dim);
   p.H = int(cfg_.hidden_dim);
   p.rms = 1;  // the norm's weights are folded into Wgu (LAB_GPU_NORM_FOLD)
@@ -196,57 +190,6 @@ void GpuOptEngine::Mlp(int64_t layer, bool pdl) {
   const CUtensorMap none = {};  // (the sliced layout reads W_down by 1-D copies: no maps)
   Launch(gpu::RingMlpKernel<8, 16, 256, true>, dim3(unsigned(mlp_grid_)), dim3(9 * 32), gpu::MlpSmemBytes(p, 16, 256),
          stream_, pdl, "RingMlpKernel", none, none, p);
-}
-
-void GpuOptEngine::OHead(int64_t layer, bool pdl, const int* pos) {
-  const ModelConfig& c = cfg_;
-  gpu::OHeadParams p = {};
-  p.W = layers_[layer].wo;
-  p.M = int(c.dim);
-  p.q_dim = int(c.q_dim());
-  p.part_acc = part_acc_;
-  p.part_ml = part_ml_;
-  p.ready = counters_;  // attention's, token 0
-  p.done = counters_ + OHeadFlagsAt();
-  p.pos = pos;
-  p.S = attn_[attn_sel_].splits;
-  p.min_chunk = attn_[attn_sel_].min_chunk;
-  p.out = x_;
-  p.out2 = mlp_in_;
-  p.trace = TraceSlot(kO);
-  const int R = o_head_grid_ > 0 ? o_head_grid_ : std::max(1, prop_.multiProcessorCount / int(c.n_kv_heads));
-  Launch(gpu::OHeadKernelFor(int(c.group_size()), int(c.head_dim)), dim3(unsigned(R), unsigned(c.n_kv_heads)),
-         dim3(gpu::kOHeadWarps * 32), o_head_smem_, stream_, pdl, "OHeadKernel", p);
-}
-
-void GpuOptEngine::ORows(int64_t layer, bool pdl) {
-  const ModelConfig& c = cfg_;
-  gpu::ORowsParams p = {};
-  p.W = layers_[layer].wo;
-  p.M = int(c.dim);
-  p.K = int(c.q_dim());
-  p.C = int(c.group_size() * c.head_dim);
-  const bool all16 = act16_ == kAct16All;
-  p.x16 = all16 ? att16_ : nullptr;  // attention's output, as the matvec tile reads it
-  p.x = att_;
-  p.ready = counters_ + OHeadFlagsAt();  // (Attention's head_ready)
-  p.done = p.ready + c.n_kv_heads;
-  p.out = x_;
-  p.out16 = all16 ? x16_ : nullptr;
-  p.trace = TraceSlot(kO);
-  p.wait_all = o_rows_all_;
-  const int units = (p.M + 1) / 2, blocks = (units + gpu::kOHeadWarps - 1) / gpu::kOHeadWarps;
-  Launch(gpu::ORowsKernel<gpu::kOHeadWarps, 4>, dim3(unsigned(blocks)), dim3(gpu::kOHeadWarps * 32), size_t(p.K) * 4,
-         stream_, pdl, "ORowsKernel", p);
-}
-
-void GpuOptEngine::OHeadSetup() {
-  if (o_head_ == kOHeadCols && o_head_smem_ > 48 * 1024)
-    LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::OHeadKernelFor(int(cfg_.group_size()), int(cfg_.head_dim)),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(o_head_smem_)));
-  if (o_head_ == kOHeadRows && cfg_.q_dim() * 4 > 48 * 1024)
-    LAB_CUDA_CHECK(cudaFuncSetAttribute(gpu::ORowsKernel<gpu::kOHeadWarps, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        int(cfg_.q_dim() * 4)));
 }
 
 gpu::QkvOut GpuOptEngine::QkvOutFor(int64_t layer) const {

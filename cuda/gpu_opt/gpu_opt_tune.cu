@@ -360,22 +360,8 @@ void GpuOptEngine::ReadTileEnv() {
   if (mlp_fused_ && (act16_ != kAct16All || !norm_fold_))
     throw InputError("LAB_GPU_MLP=fused needs LAB_GPU_ACT16=all and LAB_GPU_NORM_FOLD=1: its input is the fp16 copy "
                      "of the residual stream, which it adds to, and it applies the norm as the RMS scale alone");
-  // LAB_GPU_O_HEAD=cols|rows: o_proj released per kv head by attention V2 (kernels_oproj.cuh). cols adds to the
-  // fused MLP's fp32 input copy, so it needs that MLP. o_proj's matvec tile is then pinned like gate_up's and down's.
-  static const OHeadMode kOHeadOfChoice[] = {kOHeadOff, kOHeadCols, kOHeadRows, kOHeadRows};
-  const int o_head = EnvChoice("LAB_GPU_O_HEAD", {"off", "cols", "rows", "rows_all"});
-  o_head_ = kOHeadOfChoice[o_head];
-  o_rows_all_ = o_head == 3;
-  o_head_grid_ = int(EnvInt("LAB_GPU_O_HEAD_GRID", 1, 4096, 0));  // blocks a kv head (0: SMs / kv heads)
-  o_head_smem_ = size_t(EnvInt("LAB_GPU_O_HEAD_SMEM", 1, 200, 0)) * 1024;  // KB asked a block (fewer blocks an SM)
-  if (o_head_ == kOHeadCols && !mlp_fused_)
-    throw InputError("LAB_GPU_O_HEAD=cols needs the fused MLP (LAB_GPU_MLP=auto where it runs, or fused): o_proj "
-                     "adds to the fused MLP's input copy");
-  if (o_head_ && (!decode_attn_v2_ || attn_cluster_))
-    throw InputError("LAB_GPU_O_HEAD needs decode attention v2 without clusters: o_proj waits for v2's per-head "
-                     "counters");
-  for (int k : {int(kO), int(kGateUp), int(kDown)})  // (a register tile that fits every shape; never launched)
-    for (int i = 0; (k == kO ? o_head_ : mlp_fused_) && pinned_[k] < 0 && i < int(Configs().size()); ++i)
+  for (int k : {int(kGateUp), int(kDown)})  // (a register tile that fits every shape; never launched)
+    for (int i = 0; mlp_fused_ && pinned_[k] < 0 && i < int(Configs().size()); ++i)
       if (std::strcmp(Configs()[i].name, "w8.u1.r4") == 0) {
         pinned_[k] = i;
         mlp_pins_ |= 1 << k;
@@ -389,7 +375,6 @@ size_t GpuOptEngine::RingSmem(const MatvecConfig& mc, const MatvecParams& p) con
 }
 
 bool GpuOptEngine::TileFits(const MatvecConfig& mc, Kind kind) const {
-  if (o_head_ == kOHeadCols && kind == kQkv && mc.ring_stages) return false;  // (qkv writes x_copy: a register tile's)
   if (!mc.ring_stages) return true;
   const MatvecParams p = Params(kind, x_, kind == kLm ? -1 : 0, ints_);
   return RingSmem(mc, p) + kRingStaticSmem <= size_t(prop_.sharedMemPerBlockOptin);
@@ -419,13 +404,9 @@ int GpuOptEngine::FnOf(Kind k, const MatvecParams& p, bool step) const {
 
 std::string GpuOptEngine::variant() const {
   std::string s;
-  const char* const o_head_name = o_head_ == kOHeadCols ? "o_proj by heads (cols)"
-                                  : o_rows_all_         ? "o_proj by rows, after every head"
-                                                        : "o_proj by rows, x by heads";
   for (int k = 0; k < kNumKinds; ++k) {
     if (mlp_fused_ && k == kDown) continue;  // (LAB_GPU_MLP=fused: one kernel in gate_up's place)
     const std::string tile = mlp_fused_ && k == kGateUp ? std::string("mlp fused (v14)")
-                             : o_head_ && k == kO       ? std::string(o_head_name)
                                                         : std::string(kKindNames[k]) + " " + Configs()[config_[k]].name;
     s += (k ? ", " : "") + tile;
   }
@@ -443,8 +424,6 @@ std::string GpuOptEngine::variant() const {
   if (attn_cluster_) s += ", attention v3 (clusters of " + std::to_string(attn_cluster_) + ")";
   if (attn_[0].warps != gpu::kAttnWarps) s += ", attention " + std::to_string(attn_[0].warps) + " warps";
   if (!attn_sync_acqrel_) s += ", attention merge fences";
-  if (o_head_ == kOHeadCols && o_head_grid_) s += ", o_proj " + std::to_string(o_head_grid_) + " blocks a head";
-  if (o_head_ == kOHeadCols && o_head_smem_) s += ", o_proj asks " + std::to_string(o_head_smem_ / 1024) + " KB";
   if (attn_softmax_set_) s += attn_round_softmax_ ? ", attention softmax per round" : ", attention softmax per step";
   if (attn_[0].min_chunk != kAttnMinChunk) s += ", splits of " + std::to_string(attn_[0].min_chunk) + "+ keys";
   // The split count when LAB_GPU_ATTN_SPLITS set it (the default follows the card: not named).

@@ -43,11 +43,8 @@
 //   kernels_attention.cuh  AttentionKernel
 //   kernels_mlp.cuh        RingMlpKernel: gate/up, SiLU and down as one kernel, down split by columns (kernel lab
 //                          v14; LAB_GPU_MLP=auto|fused, the default since session 25)
-//   kernels_attention_merge.cuh  attention's parameters, its split rule and the merges of its splits
-//   kernels_oproj.cuh      OHeadKernel: o_proj by kv heads, each released by its head's splits (LAB_GPU_O_HEAD)
 #pragma once
 #include "cuda/gpu_opt/kernels_attention.cuh"
-#include "cuda/gpu_opt/kernels_oproj.cuh"
 #include "cuda/gpu_opt/kernels_common.cuh"
 #include "cuda/gpu_opt/kernels_matvec.cuh"
 #include "cuda/gpu_opt/kernels_matvec_ring.cuh"

@@ -54,8 +54,6 @@ struct MatvecParams {
                                // DecodeMatvecKernel (XB 0, 2), 2 asks for its lines in L1 before the wait
   int norm_unit;               // with norm_w: it holds ones, g folded into W (LAB_GPU_NORM_FOLD); DecodeMatvecKernel
                                // computes the RMS scale but neither loads nor multiplies norm_w
-  float* x_copy;               // or nullptr (DecodeMatvecKernel with an fp32 x: qkv under LAB_GPU_O_HEAD): [K] x as read,
-                               // before the norm, written here, chunk c by block c % gridDim.x (OHeadKernel's out2)
 };
 
 // Greedy generation on the device: the argmax of the logits as one 64-bit atomicMax. The key orders by
@@ -382,10 +380,6 @@ __global__ void __launch_bounds__(WARPS * 32, MatvecMinBlocks(WARPS, UPW, UNROLL
       if constexpr (XB == 3) {
         a = smem4[2 * nch + 2 * c];
         b = smem4[2 * nch + 2 * c + 1];
-        if (p.x_copy && c % gridDim.x == blockIdx.x) {
-          reinterpret_cast<float4*>(p.x_copy)[2 * c] = a;
-          reinterpret_cast<float4*>(p.x_copy)[2 * c + 1] = b;
-        }
       } else {
         float f[8];
         Unpack8(xc[c], f);
@@ -421,10 +415,6 @@ __global__ void __launch_bounds__(WARPS * 32, MatvecMinBlocks(WARPS, UPW, UNROLL
     } else {
       a = __ldcg(x4 + 2 * c);
       b = __ldcg(x4 + 2 * c + 1);
-      if (p.x_copy && c % gridDim.x == blockIdx.x) {
-        reinterpret_cast<float4*>(p.x_copy)[2 * c] = a;
-        reinterpret_cast<float4*>(p.x_copy)[2 * c + 1] = b;
-      }
     }
     if (norm) ssq[c] = SumSq8(a, b);
     if (g4) {
