@@ -41,10 +41,14 @@
 //   kernels_matvec_ring.cuh  RingMatvecKernel: the same epilogues, the weights by bulk copies through a ring in
 //                          shared memory (kernel lab v10; README "The weight ring")
 //   kernels_attention.cuh  AttentionKernel
+//   kernels_attention_mma.cuh  AttentionMmaKernel: the short layout's scores and sums over keys on the tensor
+//                          cores (v4; LAB_GPU_ATTN_MMA=1)
+//   kernels_attention_merge.cuh  what both share: AttnParams, the output store, the split merge
 //   kernels_mlp.cuh        RingMlpKernel: gate/up, SiLU and down as one kernel, down split by columns (kernel lab
 //                          v14; LAB_GPU_MLP=auto|fused, the default since session 25)
 #pragma once
 #include "cuda/gpu_opt/kernels_attention.cuh"
+#include "cuda/gpu_opt/kernels_attention_mma.cuh"
 #include "cuda/gpu_opt/kernels_common.cuh"
 #include "cuda/gpu_opt/kernels_matvec.cuh"
 #include "cuda/gpu_opt/kernels_matvec_ring.cuh"

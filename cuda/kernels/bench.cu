@@ -376,6 +376,7 @@ int main(int argc, char** argv) {
       std::vector<Run> runs = {{"gpu_opt", "gpu_opt", {}, ctxs},
                                {"gpu_opt", "gpu_opt, o_proj staged (v8)", {{"LAB_GPU_O_STAGE", "w8.u2.r2.s"}}, ctxs},
                                {"gpu_opt", "gpu_opt, attention v3 (clusters)", {{"LAB_GPU_DECODE_ATTN", "v3"}}, ctxs},
+                               {"gpu_opt", "gpu_opt, attention v4 (tensor cores)", {{"LAB_GPU_ATTN_MMA", "1"}}, ctxs},
                                {"gpu_opt", "gpu_opt, no persistent tiles", {{"LAB_GPU_PERSIST", "0"}}, ctxs},
                                {"gpu_opt", "gpu_opt, second batch after the wait", {{"LAB_GPU_EARLY", "off"}}, ctxs},
                                {"gpu_opt", "gpu_opt, L2 prefetch o_proj", {{"LAB_GPU_L2_PREFETCH", "o"}}, {ctxs[0]}},

@@ -110,6 +110,60 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
         assert got[1].tolist() == want[1].tolist(), f"{case} {layout}"
 
 
+# The short layout on the tensor cores (LAB_GPU_ATTN_MMA=1, AttentionMmaKernel): its knobs beside the one that
+# selects it, and what the variant must name.
+MMA_LAYOUTS = {
+    "mma": (lambda n: {}, "attention short on the tensor cores"),
+    # two blocks an SM instead of one (not spread)
+    "mma_not_spread": (lambda n: {"LAB_GPU_ATTN_SPREAD": "0"}, "attention short not spread"),
+    # 5 splits: at 2,100 keys 448 keys a split, 7 rounds of a block's 64 keys and a last split of 308 (a partial round)
+    "mma_splits5": (lambda n: {"LAB_GPU_ATTN_SPLITS": "5"}, "attention splits 5"),
+    # from the tensor-core short layout to the 4-warp one partway through decode() and generate()
+    "mma_cross": (lambda n: {"LAB_GPU_ATTN_SHORT": str(n + 12)}, "attention short up to"),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["gqa1_hd64_tied", "gqa3_hd128_llama3", "gqa8_hd128", "long_gqa4_hd128"])
+def test_gpu_opt_attention_mma_matches_v2(tmp_path, monkeypatch, case):
+    """The short layout's tensor-core kernel (AttentionMmaKernel, kernel version v4) against v2 with one layout (4
+    warps, 16-key splits, CUDA cores): spread one block an SM (the default placement) or two, with 5 splits of
+    many keys (rounds of 64 keys, a partial last round), and crossing to the 4-warp layout partway through decode()
+    and generate(); at a short context and past 2,100 positions, GQA groups 1, 3, 4 and 8, head_dim 64 and 128.
+    It rounds q and the softmax weights to fp16 where v2 keeps them in fp32, so the bound is
+    tolerances.ATTN_FP16_REL, not the merge order's; a wrong fragment mapping (a dim or key paired with another's)
+    moves the logits by far more. Greedy tokens of 12-step generations agree. The variant names the kernel."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = ALL_CASES[case]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=31)
+    n_prompt = 2100 if case.startswith("long") else 20
+    tokens = np.random.default_rng(37).integers(0, cfg["vocab_size"], n_prompt + 6)
+    monkeypatch.setenv("LAB_GPU_ACT16", "off")
+    monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+
+    def run(env, *names):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        eng = _engine.Engine("gpu_opt", str(d), n_prompt + 64)
+        for k in env:
+            monkeypatch.delenv(k)
+        for name in names:
+            assert name in eng.variant, (name, eng.variant)
+        assert ("tensor cores" in eng.variant) == ("LAB_GPU_ATTN_MMA" in env), eng.variant
+        eng.prefill(tokens[:n_prompt])
+        dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
+        return dec, eng.generate(int(tokens[-1]), 12)
+
+    want = run({"LAB_GPU_ATTN_SHORT": "0"}, "attention short off")
+    for layout, (env, name) in MMA_LAYOUTS.items():
+        got = run(dict(env(n_prompt), LAB_GPU_ATTN_MMA="1"), name, "attention short on the tensor cores")
+        err = tolerances.rel_error(got[0], want[0])
+        print(f"{case} {layout}: relative error {err:.2e} against v2")
+        assert err < tolerances.ATTN_FP16_REL, f"{case} {layout}: relative error {err:.2e} against v2"
+        assert got[1].tolist() == want[1].tolist(), f"{case} {layout}"
+
+
 @pytest.mark.gpu
 def test_gpu_opt_attention_splits_fit_one_wave(tmp_path, monkeypatch, capfd):
     """Decode attention's splits per kv head default to what the SMs hold in one wave (README "One wave of
@@ -178,7 +232,10 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
                      ({"LAB_GPU_ATTN_SPLITS": "65"}, "LAB_GPU_ATTN_SPLITS must be 1..64 with decode attention v2"),
                      ({"LAB_GPU_ATTN_SPLITS": "0"}, "LAB_GPU_ATTN_SPLITS must be 1..64"),
                      ({"LAB_GPU_DECODE_ATTN": "v1", "LAB_GPU_ATTN_SPLITS": "33"}, "must be 1..32 with decode attention v1"),
-                     ({"LAB_GPU_DECODE_ATTN": "v1", "LAB_GPU_ATTN_SHORT": "512"}, "SHORT needs the v2 decode attention")):
+                     ({"LAB_GPU_DECODE_ATTN": "v1", "LAB_GPU_ATTN_SHORT": "512"}, "SHORT needs the v2 decode attention"),
+                     ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_WARPS": "8"}, "ATTN_MMA=1 needs the short layout"),
+                     ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_Q": "regs"}, "ATTN_MMA=1 needs the short layout"),
+                     ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_SHORT": "0"}, "ATTN_MMA=1 needs the short layout")):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         with pytest.raises(ValueError, match=msg):
