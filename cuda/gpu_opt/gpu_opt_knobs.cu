@@ -37,9 +37,9 @@
 // LAB_GPU_ATTN_Q=shared|regs (the short layout's q read from shared memory at every score, so that its 128
 // registers do not spill, the default for 4 or more query heads a kv head; or held in registers, as before
 // and the default below 4),
-// LAB_GPU_ATTN_MMA=0|1 (1: the short layout's kernel is AttentionMmaKernel, 4 warps whose scores and sums over
-// keys run on the tensor cores in fp16, instead of AttentionKernel's 8 warps on the CUDA cores in fp32; off by
-// default; README "Session 27"),
+// LAB_GPU_ATTN_MMA=0|1|4|8 (1 or 4: the short layout's kernel is AttentionMmaKernel, 4 warps whose scores and sums
+// over keys run on the tensor cores in fp16, instead of AttentionKernel's 8 warps on the CUDA cores in fp32; 8: its
+// 8 warps over 128-key splits; off by default; README "Session 27"),
 // LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
@@ -130,21 +130,24 @@ AttnFn AttnKernelFor(int hd, int G, bool v2, int warps = gpu::kAttnWarps, int u 
   return v2 ? AttnFor<128, true>(G) : AttnFor<128, false>(G);
 }
 
-// The short layout's tensor-core kernel (LAB_GPU_ATTN_MMA=1), 4 warps.
-constexpr int kAttnMmaWarps = 4;
-template <int HD>
+// The short layout's tensor-core kernel (LAB_GPU_ATTN_MMA=1|4|8): W warps of 16 keys, splits of 16 W keys.
+template <int HD, int W>
 AttnFn AttnMmaFor(int G) {
   switch (G) {
-    case 1: return gpu::AttentionMmaKernel<HD, 1, kAttnMmaWarps>;
-    case 2: return gpu::AttentionMmaKernel<HD, 2, kAttnMmaWarps>;
-    case 3: return gpu::AttentionMmaKernel<HD, 3, kAttnMmaWarps>;
-    case 4: return gpu::AttentionMmaKernel<HD, 4, kAttnMmaWarps>;
-    case 5: return gpu::AttentionMmaKernel<HD, 5, kAttnMmaWarps>;
-    case 6: return gpu::AttentionMmaKernel<HD, 6, kAttnMmaWarps>;
-    case 7: return gpu::AttentionMmaKernel<HD, 7, kAttnMmaWarps>;
-    case 8: return gpu::AttentionMmaKernel<HD, 8, kAttnMmaWarps>;
+    case 1: return gpu::AttentionMmaKernel<HD, 1, W>;
+    case 2: return gpu::AttentionMmaKernel<HD, 2, W>;
+    case 3: return gpu::AttentionMmaKernel<HD, 3, W>;
+    case 4: return gpu::AttentionMmaKernel<HD, 4, W>;
+    case 5: return gpu::AttentionMmaKernel<HD, 5, W>;
+    case 6: return gpu::AttentionMmaKernel<HD, 6, W>;
+    case 7: return gpu::AttentionMmaKernel<HD, 7, W>;
+    case 8: return gpu::AttentionMmaKernel<HD, 8, W>;
   }
   return nullptr;
+}
+AttnFn AttnMmaKernelFor(int hd, int G, int warps) {
+  if (warps == 8) return hd == 64 ? AttnMmaFor<64, 8>(G) : AttnMmaFor<128, 8>(G);
+  return hd == 64 ? AttnMmaFor<64, 4>(G) : AttnMmaFor<128, 4>(G);
 }
 
 }  // namespace
@@ -271,31 +274,35 @@ void GpuOptEngine::ReadDecodeEnv() {
   if (attn_q_set_ && q_shared && !q_fits)
     throw InputError("LAB_GPU_ATTN_Q=shared needs the short layout (v2, no layout knob) with the round softmax, 2 blocks per SM");
   attn_q_shared_ = q_shared && q_fits;
-  // The tensor-core kernel for the short layout (LAB_GPU_ATTN_MMA=1; README "Session 27"): 4 warps of 16 keys, the
-  // same 64-key splits and merge; it has no register or q knobs.
-  attn_mma_ = EnvFlag("LAB_GPU_ATTN_MMA", false);
+  // The tensor-core kernel for the short layout (LAB_GPU_ATTN_MMA=1 or 4: 4 warps of 16 keys, the same 64-key splits
+  // and merge; 8: 8 warps over 128-key splits, half the partials; README "Session 27"); no register or q knobs.
+  {
+    const int mma = EnvChoice("LAB_GPU_ATTN_MMA", {"0", "1", "4", "8"});
+    attn_mma_ = mma == 0 ? 0 : mma == 3 ? 8 : 4;
+  }
   if (attn_mma_ && (pinned || attn_short_blocks_set_ || attn_q_set_ || prop_.major < 8))
-    throw InputError("LAB_GPU_ATTN_MMA=1 needs the short layout (v2, no layout knob), no LAB_GPU_ATTN_SHORT_BLOCKS or "
+    throw InputError("LAB_GPU_ATTN_MMA needs the short layout (v2, no layout knob), no LAB_GPU_ATTN_SHORT_BLOCKS or "
                      "LAB_GPU_ATTN_Q, and compute capability 8.0 or newer");
   if (attn_mma_) attn_q_shared_ = false;
-  const int short_warps = attn_mma_ ? kAttnMmaWarps : 8;
-  const AttnFn short_fn = attn_mma_ ? (hd == 64 ? AttnMmaFor<64>(int(c.group_size())) : AttnMmaFor<128>(int(c.group_size())))
+  const int short_warps = attn_mma_ ? attn_mma_ : 8;
+  const int short_chunk = attn_mma_ ? 16 * attn_mma_ : kAttnShortChunk;  // keys a block covers in one round
+  const AttnFn short_fn = attn_mma_ ? AttnMmaKernelFor(int(hd), int(c.group_size()), attn_mma_)
                                     : AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4, 0, attn_round_softmax_,
                                                     short_blocks == 1 ? 1 : 0, attn_q_shared_);
   attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20,
-                                pinned ? 0 : kAttnShortChunk * std::min(gpu::kAttnMaxSplitsV2, WaveSplits(short_fn, short_warps))));
+                                pinned ? 0 : short_chunk * std::min(gpu::kAttnMaxSplitsV2, WaveSplits(short_fn, short_warps))));
   if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
   if (attn_short_keys_ == 0 && (short_blocks == 1 || (attn_q_set_ && q_shared)))
     throw InputError("LAB_GPU_ATTN_SHORT_BLOCKS=1 and LAB_GPU_ATTN_Q=shared need the short layout (LAB_GPU_ATTN_SHORT not 0)");
   if (attn_short_keys_ == 0) attn_q_shared_ = false;  // no short layout: nothing staged (variant() agrees)
   if (attn_short_keys_ == 0 && attn_mma_)
-    throw InputError("LAB_GPU_ATTN_MMA=1 needs the short layout (LAB_GPU_ATTN_SHORT not 0)");
+    throw InputError("LAB_GPU_ATTN_MMA needs the short layout (LAB_GPU_ATTN_SHORT not 0)");
   // Its steps use at most one wave of splits by the bound's definition; the grid keeps 64 (the blocks past
   // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given. At 512 keys 64 and 49 measured
   // the same in one call and 0.3% apart in another (README "One wave of splits"); the bench ran with 64.
   if (attn_short_keys_ > 0)
-    attn_[1] = {short_fn, short_warps, kAttnShortChunk, attn_splits_set_ ? a0.splits : gpu::kAttnMaxSplitsV2};
+    attn_[1] = {short_fn, short_warps, short_chunk, attn_splits_set_ ? a0.splits : gpu::kAttnMaxSplitsV2};
   // The short layout spread one block an SM (LAB_GPU_ATTN_SPREAD, on by default since session 21; README
   // "Session 21"): the same kernel, its launches asking for unused dynamic shared memory, half an SM's, for
   // steps whose working blocks fit the SMs one each (1,024 keys at 8 kv heads on 132 SMs). A grid launched
@@ -314,8 +321,8 @@ void GpuOptEngine::ReadDecodeEnv() {
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(pad)));
     int wave = std::min(gpu::kAttnMaxSplitsV2, WaveSplits(short_fn, short_warps, pad));
     if (attn_splits_set_) wave = std::min(wave, a0.splits);
-    attn_spread_keys_ = int(EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, std::min(attn_short_keys_, kAttnShortChunk * wave)));
-    attn_[2] = {short_fn, short_warps, kAttnShortChunk, wave, pad};
+    attn_spread_keys_ = int(EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, std::min(attn_short_keys_, short_chunk * wave)));
+    attn_[2] = {short_fn, short_warps, short_chunk, wave, pad};
   } else if (attn_spread_set_ && EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, 0) > 0) {
     throw InputError("LAB_GPU_ATTN_SPREAD needs the short layout (v2, no layout knob, LAB_GPU_ATTN_SHORT not 0)");
   }

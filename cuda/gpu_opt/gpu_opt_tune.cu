@@ -432,7 +432,7 @@ std::string GpuOptEngine::variant() const {
   if (attn_short_set_)
     s += attn_short_keys_ ? ", attention short up to " + std::to_string(attn_short_keys_) + " keys" : ", attention short off";
   if (attn_short_blocks_set_) s += ", attention short " + std::to_string(attn_short_blocks_) + " block(s) per SM";
-  if (attn_mma_) s += ", attention short on the tensor cores";
+  if (attn_mma_) s += ", attention short on the tensor cores" + std::string(attn_mma_ == 8 ? " (8 warps, 128-key splits)" : "");
   if (attn_q_set_) s += attn_q_shared_ ? ", attention short q in shared" : ", attention short q in registers";
   if (attn_spread_set_) s += attn_spread_keys_ ? ", attention short spread up to " + std::to_string(attn_spread_keys_) + " keys"
                                               : ", attention short not spread";

@@ -120,6 +120,9 @@ MMA_LAYOUTS = {
     "mma_splits5": (lambda n: {"LAB_GPU_ATTN_SPLITS": "5"}, "attention splits 5"),
     # from the tensor-core short layout to the 4-warp one partway through decode() and generate()
     "mma_cross": (lambda n: {"LAB_GPU_ATTN_SHORT": str(n + 12)}, "attention short up to"),
+    # 8 warps over 128-key splits; with 5 splits, 4 rounds of 128 keys a block and a partial last round
+    "mma8": (lambda n: {"LAB_GPU_ATTN_MMA": "8"}, "(8 warps, 128-key splits)"),
+    "mma8_splits5": (lambda n: {"LAB_GPU_ATTN_MMA": "8", "LAB_GPU_ATTN_SPLITS": "5"}, "attention splits 5"),
 }
 
 
@@ -157,7 +160,7 @@ def test_gpu_opt_attention_mma_matches_v2(tmp_path, monkeypatch, case):
 
     want = run({"LAB_GPU_ATTN_SHORT": "0"}, "attention short off")
     for layout, (env, name) in MMA_LAYOUTS.items():
-        got = run(dict(env(n_prompt), LAB_GPU_ATTN_MMA="1"), name, "attention short on the tensor cores")
+        got = run({"LAB_GPU_ATTN_MMA": "1", **env(n_prompt)}, name, "attention short on the tensor cores")
         err = tolerances.rel_error(got[0], want[0])
         print(f"{case} {layout}: relative error {err:.2e} against v2")
         assert err < tolerances.ATTN_FP16_REL, f"{case} {layout}: relative error {err:.2e} against v2"
@@ -233,9 +236,10 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
                      ({"LAB_GPU_ATTN_SPLITS": "0"}, "LAB_GPU_ATTN_SPLITS must be 1..64"),
                      ({"LAB_GPU_DECODE_ATTN": "v1", "LAB_GPU_ATTN_SPLITS": "33"}, "must be 1..32 with decode attention v1"),
                      ({"LAB_GPU_DECODE_ATTN": "v1", "LAB_GPU_ATTN_SHORT": "512"}, "SHORT needs the v2 decode attention"),
-                     ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_WARPS": "8"}, "ATTN_MMA=1 needs the short layout"),
-                     ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_Q": "regs"}, "ATTN_MMA=1 needs the short layout"),
-                     ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_SHORT": "0"}, "ATTN_MMA=1 needs the short layout")):
+                     ({"LAB_GPU_ATTN_MMA": "2"}, "LAB_GPU_ATTN_MMA must be"),
+                     ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_WARPS": "8"}, "ATTN_MMA needs the short layout"),
+                     ({"LAB_GPU_ATTN_MMA": "8", "LAB_GPU_ATTN_Q": "regs"}, "ATTN_MMA needs the short layout"),
+                     ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_SHORT": "0"}, "ATTN_MMA needs the short layout")):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         with pytest.raises(ValueError, match=msg):
