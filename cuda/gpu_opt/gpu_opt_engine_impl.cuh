@@ -245,6 +245,7 @@ class GpuOptEngine : public Engine {
   bool attn_q_shared_ = true;                // the short layout's q in shared memory (LAB_GPU_ATTN_Q; default from G = 4)
   bool attn_q_set_ = false;                  // LAB_GPU_ATTN_Q was given (variant() names it)
   int attn_mma_ = 0;                         // the short layout on the tensor cores, AttentionMmaKernel: its warps (LAB_GPU_ATTN_MMA), 0 off
+  bool attn_mma_set_ = false;                // LAB_GPU_ATTN_MMA was given (variant() names it)
   bool attn_spread_set_ = false;             // LAB_GPU_ATTN_SPREAD was given (variant() names it)
   int attn_sync_acqrel_ = 1;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=fence: 0)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())

@@ -37,9 +37,10 @@
 // LAB_GPU_ATTN_Q=shared|regs (the short layout's q read from shared memory at every score, so that its 128
 // registers do not spill, the default for 4 or more query heads a kv head; or held in registers, as before
 // and the default below 4),
-// LAB_GPU_ATTN_MMA=0|1|4|8 (1 or 4: the short layout's kernel is AttentionMmaKernel, 4 warps whose scores and sums
-// over keys run on the tensor cores in fp16, instead of AttentionKernel's 8 warps on the CUDA cores in fp32; 8: its
-// 8 warps over 128-key splits; off by default; README "Session 27"),
+// LAB_GPU_ATTN_MMA=auto|0|1|4|8 (1 or 4: the short layout's kernel is AttentionMmaKernel, 4 warps whose scores and
+// sums over keys run on the tensor cores in fp16; 0: AttentionKernel's 8 warps on the CUDA cores in fp32, the
+// default before session 27; 8: the tensor-core kernel's 8 warps over 128-key splits; auto, the default: 4 unless
+// a knob of the CUDA-core kernel is given; README "Session 27"),
 // LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
@@ -276,13 +277,18 @@ void GpuOptEngine::ReadDecodeEnv() {
   attn_q_shared_ = q_shared && q_fits;
   // The tensor-core kernel for the short layout (LAB_GPU_ATTN_MMA=1 or 4: 4 warps of 16 keys, the same 64-key splits
   // and merge; 8: 8 warps over 128-key splits, half the partials; README "Session 27"); no register or q knobs.
+  // auto, the default since session 27 (+0.55% decode tok/s at 512, 2048 unchanged, tiles pinned): the 4-warp
+  // tensor-core kernel wherever the short layout runs, unless a knob of the CUDA-core kernel is given
+  // (LAB_GPU_ATTN_SHORT_BLOCKS, LAB_GPU_ATTN_Q, LAB_GPU_ATTN_SOFTMAX) or the card predates mma.sync.
+  attn_mma_set_ = EnvGiven("LAB_GPU_ATTN_MMA");
   {
-    const int mma = EnvChoice("LAB_GPU_ATTN_MMA", {"0", "1", "4", "8"});
-    attn_mma_ = mma == 0 ? 0 : mma == 3 ? 8 : 4;
+    const int mma = EnvChoice("LAB_GPU_ATTN_MMA", {"auto", "0", "1", "4", "8"});
+    const bool cuda_core_knob = attn_short_blocks_set_ || attn_q_set_ || attn_softmax_set_;
+    attn_mma_ = mma == 1 ? 0 : mma == 4 ? 8 : mma >= 2 ? 4 : pinned || cuda_core_knob || prop_.major < 8 ? 0 : 4;
+    if (attn_mma_ && attn_mma_set_ && (pinned || cuda_core_knob || prop_.major < 8))
+      throw InputError("LAB_GPU_ATTN_MMA needs the short layout (v2, no layout knob), none of LAB_GPU_ATTN_SHORT_BLOCKS, "
+                       "LAB_GPU_ATTN_Q and LAB_GPU_ATTN_SOFTMAX, and compute capability 8.0 or newer");
   }
-  if (attn_mma_ && (pinned || attn_short_blocks_set_ || attn_q_set_ || prop_.major < 8))
-    throw InputError("LAB_GPU_ATTN_MMA needs the short layout (v2, no layout knob), no LAB_GPU_ATTN_SHORT_BLOCKS or "
-                     "LAB_GPU_ATTN_Q, and compute capability 8.0 or newer");
   if (attn_mma_) attn_q_shared_ = false;
   const int short_warps = attn_mma_ ? attn_mma_ : 8;
   const int short_chunk = attn_mma_ ? 16 * attn_mma_ : kAttnShortChunk;  // keys a block covers in one round
@@ -296,8 +302,9 @@ void GpuOptEngine::ReadDecodeEnv() {
   if (attn_short_keys_ == 0 && (short_blocks == 1 || (attn_q_set_ && q_shared)))
     throw InputError("LAB_GPU_ATTN_SHORT_BLOCKS=1 and LAB_GPU_ATTN_Q=shared need the short layout (LAB_GPU_ATTN_SHORT not 0)");
   if (attn_short_keys_ == 0) attn_q_shared_ = false;  // no short layout: nothing staged (variant() agrees)
-  if (attn_short_keys_ == 0 && attn_mma_)
+  if (attn_short_keys_ == 0 && attn_mma_ && attn_mma_set_)
     throw InputError("LAB_GPU_ATTN_MMA needs the short layout (LAB_GPU_ATTN_SHORT not 0)");
+  if (attn_short_keys_ == 0) attn_mma_ = 0;  // no short layout: no tensor-core kernel (variant() agrees)
   // Its steps use at most one wave of splits by the bound's definition; the grid keeps 64 (the blocks past
   // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given. At 512 keys 64 and 49 measured
   // the same in one call and 0.3% apart in another (README "One wave of splits"); the bench ran with 64.

@@ -432,7 +432,10 @@ std::string GpuOptEngine::variant() const {
   if (attn_short_set_)
     s += attn_short_keys_ ? ", attention short up to " + std::to_string(attn_short_keys_) + " keys" : ", attention short off";
   if (attn_short_blocks_set_) s += ", attention short " + std::to_string(attn_short_blocks_) + " block(s) per SM";
-  if (attn_mma_) s += ", attention short on the tensor cores" + std::string(attn_mma_ == 8 ? " (8 warps, 128-key splits)" : "");
+  // The short layout's kernel when LAB_GPU_ATTN_MMA chose it (auto, the default: not named).
+  if (attn_mma_set_ && attn_short_keys_ > 0)
+    s += attn_mma_ ? ", attention short on the tensor cores" + std::string(attn_mma_ == 8 ? " (8 warps, 128-key splits)" : "")
+                   : ", attention short on the CUDA cores";
   if (attn_q_set_) s += attn_q_shared_ ? ", attention short q in shared" : ", attention short q in registers";
   if (attn_spread_set_) s += attn_spread_keys_ ? ", attention short spread up to " + std::to_string(attn_spread_keys_) + " keys"
                                               : ", attention short not spread";

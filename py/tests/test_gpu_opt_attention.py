@@ -21,9 +21,11 @@ ATTN_LAYOUTS = {
     "v3": (lambda n: {"LAB_GPU_DECODE_ATTN": "v3"}, "attention v3"),
     "w8": (lambda n: {"LAB_GPU_ATTN_WARPS": "8", "LAB_GPU_ATTN_MIN_CHUNK": "64"}, "attention 8 warps, splits of 64+ keys"),
     "w2": (lambda n: {"LAB_GPU_ATTN_WARPS": "2"}, "attention 2 warps"),
-    # the default: the short-context layout (8 warps, 64-key splits) spread one block an SM up to 64 x (SMs /
-    # kv heads) keys, which covers every step here (these models have 1 or 2 kv heads)
-    "default": (lambda n: {}, ""),
+    # the short-context layout (8 warps, 64-key splits) spread one block an SM up to 64 x (SMs / kv heads) keys,
+    # which covers every step here (these models have 1 or 2 kv heads): the default until session 27, now on the
+    # CUDA cores only by LAB_GPU_ATTN_MMA=0, which this test sets for every layout (test_gpu_opt_attention_mma_matches_v2
+    # checks the tensor-core kernel, the default since)
+    "cuda_cores": (lambda n: {}, "attention short on the CUDA cores"),
     # the short layout for the first 2 decode() steps, then the 4-warp one: two decode graphs
     "cross_decode": (lambda n: {"LAB_GPU_ATTN_SHORT": str(n + 2)}, "attention short up to"),
     # decode() steps and generate()'s first 8-step graph short, its single steps after 2 keys more long
@@ -63,8 +65,8 @@ ATTN_LAYOUTS = {
 def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     """Decode attention's layouts against v2 with one layout (4 warps, 16-key splits merged through global
     memory): v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab version),
-    8-warp blocks over splits of 64+ keys, 2-warp blocks, the default (8 warps over 64-key splits at short
-    contexts), the default's switch from its short-context graphs to the 4-warp ones partway through
+    8-warp blocks over splits of 64+ keys, 2-warp blocks, the short layout on the CUDA cores (8 warps over 64-key
+    splits at short contexts, the default until session 27), the default's switch from its short-context graphs to the 4-warp ones partway through
     decode() and generate(), 5 splits of many keys in either layout, the split merge synchronized by fences
     instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
     layouts, the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step),
@@ -87,6 +89,7 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     # differences flip an attention output's fp16 rounding now and then (6e-5 to 2.4e-4 here on the H200).
     monkeypatch.setenv("LAB_GPU_ACT16", "off")
     monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+    monkeypatch.setenv("LAB_GPU_ATTN_MMA", "0")  # the short layout's CUDA-core kernel, where a layout has it
 
     def run(env, name):
         for k, v in env.items():
@@ -110,8 +113,8 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
         assert got[1].tolist() == want[1].tolist(), f"{case} {layout}"
 
 
-# The short layout on the tensor cores (LAB_GPU_ATTN_MMA=1, AttentionMmaKernel): its knobs beside the one that
-# selects it, and what the variant must name.
+# The short layout on the tensor cores (AttentionMmaKernel; the default since session 27, LAB_GPU_ATTN_MMA=auto, and
+# named when LAB_GPU_ATTN_MMA=1 asks for it): its knobs beside that one, and what the variant must name.
 MMA_LAYOUTS = {
     "mma": (lambda n: {}, "attention short on the tensor cores"),
     # two blocks an SM instead of one (not spread)
@@ -135,7 +138,9 @@ def test_gpu_opt_attention_mma_matches_v2(tmp_path, monkeypatch, case):
     and generate(); at a short context and past 2,100 positions, GQA groups 1, 3, 4 and 8, head_dim 64 and 128.
     It rounds q and the softmax weights to fp16 where v2 keeps them in fp32, so the bound is
     tolerances.ATTN_FP16_REL, not the merge order's; a wrong fragment mapping (a dim or key paired with another's)
-    moves the logits by far more. Greedy tokens of 12-step generations agree. The variant names the kernel."""
+    moves the logits by far more. Greedy tokens of 12-step generations agree. The variant names the kernel when the
+    knob asks for it; the default (auto) runs the same kernel unnamed: its logits within the merge order's bound of
+    LAB_GPU_ATTN_MMA=1's, so far from v2's."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = ALL_CASES[case]
@@ -156,11 +161,16 @@ def test_gpu_opt_attention_mma_matches_v2(tmp_path, monkeypatch, case):
         assert ("tensor cores" in eng.variant) == ("LAB_GPU_ATTN_MMA" in env), eng.variant
         eng.prefill(tokens[:n_prompt])
         dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
-        return dec, eng.generate(int(tokens[-1]), 12)
+        return dec, eng.generate(int(tokens[-1]), 12), eng.variant
 
     want = run({"LAB_GPU_ATTN_SHORT": "0"}, "attention short off")
+    dflt = run({})  # auto: the 4-warp tensor-core kernel, not named
+    assert "attention" not in dflt[2], dflt[2]
     for layout, (env, name) in MMA_LAYOUTS.items():
         got = run({"LAB_GPU_ATTN_MMA": "1", **env(n_prompt)}, name, "attention short on the tensor cores")
+        if layout == "mma":  # the default is this kernel: the same numerics to the matvecs' order
+            assert tolerances.rel_error(dflt[0], got[0]) < tolerances.REORDER_REL, case
+            assert dflt[1].tolist() == got[1].tolist(), case
         err = tolerances.rel_error(got[0], want[0])
         print(f"{case} {layout}: relative error {err:.2e} against v2")
         assert err < tolerances.ATTN_FP16_REL, f"{case} {layout}: relative error {err:.2e} against v2"
@@ -239,6 +249,7 @@ def test_gpu_opt_attention_knobs_refused(tmp_path, monkeypatch):
                      ({"LAB_GPU_ATTN_MMA": "2"}, "LAB_GPU_ATTN_MMA must be"),
                      ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_WARPS": "8"}, "ATTN_MMA needs the short layout"),
                      ({"LAB_GPU_ATTN_MMA": "8", "LAB_GPU_ATTN_Q": "regs"}, "ATTN_MMA needs the short layout"),
+                     ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_SOFTMAX": "step"}, "ATTN_MMA needs the short layout"),
                      ({"LAB_GPU_ATTN_MMA": "1", "LAB_GPU_ATTN_SHORT": "0"}, "ATTN_MMA needs the short layout")):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
