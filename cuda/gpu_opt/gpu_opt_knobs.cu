@@ -277,9 +277,12 @@ void GpuOptEngine::ReadDecodeEnv() {
   attn_q_shared_ = q_shared && q_fits;
   // The tensor-core kernel for the short layout (LAB_GPU_ATTN_MMA=1 or 4: 4 warps of 16 keys, the same 64-key splits
   // and merge; 8: 8 warps over 128-key splits, half the partials; README "Session 27"); no register or q knobs.
-  // auto, the default since session 27 (+0.55% decode tok/s at 512, 2048 unchanged, tiles pinned): the 4-warp
-  // tensor-core kernel wherever the short layout runs, unless a knob of the CUDA-core kernel is given
-  // (LAB_GPU_ATTN_SHORT_BLOCKS, LAB_GPU_ATTN_Q, LAB_GPU_ATTN_SOFTMAX) or the card predates mma.sync.
+  // auto, the default since session 27: the 4-warp tensor-core kernel for the spread layout's steps (at most 1,024
+  // keys for Llama-3.1-8B on 132 SMs), the CUDA-core kernel for the other short steps, unless a knob of the
+  // CUDA-core kernel is given (LAB_GPU_ATTN_SHORT_BLOCKS, LAB_GPU_ATTN_Q, LAB_GPU_ATTN_SOFTMAX) or the card predates
+  // mma.sync. With tiles pinned the tensor cores read +0.55% at 512 and the same at 2048; but with them in every short
+  // step the graph tuner, which times position 1,024 (a short step past the spread bound), picked tiles 0.4% slower
+  // at 512 and 1% at 2048 (README "Session 27"). An explicit 1, 4 or 8 runs them in both short layouts.
   attn_mma_set_ = EnvGiven("LAB_GPU_ATTN_MMA");
   {
     const int mma = EnvChoice("LAB_GPU_ATTN_MMA", {"auto", "0", "1", "4", "8"});
@@ -289,10 +292,12 @@ void GpuOptEngine::ReadDecodeEnv() {
       throw InputError("LAB_GPU_ATTN_MMA needs the short layout (v2, no layout knob), none of LAB_GPU_ATTN_SHORT_BLOCKS, "
                        "LAB_GPU_ATTN_Q and LAB_GPU_ATTN_SOFTMAX, and compute capability 8.0 or newer");
   }
-  if (attn_mma_) attn_q_shared_ = false;
-  const int short_warps = attn_mma_ ? attn_mma_ : 8;
-  const int short_chunk = attn_mma_ ? 16 * attn_mma_ : kAttnShortChunk;  // keys a block covers in one round
-  const AttnFn short_fn = attn_mma_ ? AttnMmaKernelFor(int(hd), int(c.group_size()), attn_mma_)
+  const bool mma_short = attn_mma_ && attn_mma_set_;  // the tensor cores in the short layout too, not only spread
+  if (mma_short) attn_q_shared_ = false;
+  const int short_warps = mma_short ? attn_mma_ : 8;
+  const int short_chunk = mma_short ? 16 * attn_mma_ : kAttnShortChunk;  // keys a block covers in one round
+  const AttnFn mma_fn = attn_mma_ ? AttnMmaKernelFor(int(hd), int(c.group_size()), attn_mma_) : nullptr;
+  const AttnFn short_fn = mma_short ? mma_fn
                                     : AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4, 0, attn_round_softmax_,
                                                     short_blocks == 1 ? 1 : 0, attn_q_shared_);
   attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20,
@@ -324,12 +329,14 @@ void GpuOptEngine::ReadDecodeEnv() {
   attn_spread_keys_ = 0;
   if (attn_short_keys_ > 0) {
     const size_t pad = prop_.sharedMemPerMultiprocessor / 2;
-    LAB_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(short_fn),
+    const AttnFn spread_fn = attn_mma_ ? mma_fn : short_fn;
+    const int spread_warps = attn_mma_ ? attn_mma_ : short_warps, spread_chunk = attn_mma_ ? 16 * attn_mma_ : short_chunk;
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(spread_fn),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(pad)));
-    int wave = std::min(gpu::kAttnMaxSplitsV2, WaveSplits(short_fn, short_warps, pad));
+    int wave = std::min(gpu::kAttnMaxSplitsV2, WaveSplits(spread_fn, spread_warps, pad));
     if (attn_splits_set_) wave = std::min(wave, a0.splits);
-    attn_spread_keys_ = int(EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, std::min(attn_short_keys_, short_chunk * wave)));
-    attn_[2] = {short_fn, short_warps, short_chunk, wave, pad};
+    attn_spread_keys_ = int(EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, std::min(attn_short_keys_, spread_chunk * wave)));
+    attn_[2] = {spread_fn, spread_warps, spread_chunk, wave, pad};
   } else if (attn_spread_set_ && EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, 0) > 0) {
     throw InputError("LAB_GPU_ATTN_SPREAD needs the short layout (v2, no layout knob, LAB_GPU_ATTN_SHORT not 0)");
   }

@@ -139,8 +139,9 @@ def test_gpu_opt_attention_mma_matches_v2(tmp_path, monkeypatch, case):
     It rounds q and the softmax weights to fp16 where v2 keeps them in fp32, so the bound is
     tolerances.ATTN_FP16_REL, not the merge order's; a wrong fragment mapping (a dim or key paired with another's)
     moves the logits by far more. Greedy tokens of 12-step generations agree. The variant names the kernel when the
-    knob asks for it; the default (auto) runs the same kernel unnamed: its logits within the merge order's bound of
-    LAB_GPU_ATTN_MMA=1's, so far from v2's."""
+    knob asks for it; the default (auto) runs the same kernel unnamed in the spread layout (its logits within the merge
+    order's bound of LAB_GPU_ATTN_MMA=1's) and the CUDA-core one in the short layout past it (within that bound of
+    v2's)."""
     if not gpu_present():
         pytest.skip("GPU test: no CUDA GPU on this machine")
     cfg = ALL_CASES[case]
@@ -164,8 +165,11 @@ def test_gpu_opt_attention_mma_matches_v2(tmp_path, monkeypatch, case):
         return dec, eng.generate(int(tokens[-1]), 12), eng.variant
 
     want = run({"LAB_GPU_ATTN_SHORT": "0"}, "attention short off")
-    dflt = run({})  # auto: the 4-warp tensor-core kernel, not named
+    dflt = run({})  # auto: the 4-warp tensor-core kernel in the spread layout (every step here), not named
     assert "attention" not in dflt[2], dflt[2]
+    # auto, the spread layout off: the short layout keeps the CUDA-core kernel, so v2's numerics to the merge order
+    nosp = run({"LAB_GPU_ATTN_SPREAD": "0"}, "attention short not spread")
+    assert tolerances.rel_error(nosp[0], want[0]) < tolerances.REORDER_REL, case
     for layout, (env, name) in MMA_LAYOUTS.items():
         got = run({"LAB_GPU_ATTN_MMA": "1", **env(n_prompt)}, name, "attention short on the tensor cores")
         if layout == "mma":  # the default is this kernel: the same numerics to the matvecs' order
