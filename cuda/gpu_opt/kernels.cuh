@@ -42,7 +42,7 @@
 //                          shared memory (kernel lab v10; README "The weight ring")
 //   kernels_attention.cuh  AttentionKernel
 //   kernels_attention_mma.cuh  AttentionMmaKernel: the short layout's scores and sums over keys on the tensor
-//                          cores (v4; LAB_GPU_ATTN_MMA=1)
+//                          cores (v4; the spread steps' default since session 27, LAB_GPU_ATTN_MMA)
 //   kernels_attention_merge.cuh  what both share: AttnParams, the output store, the split merge
 //   kernels_mlp.cuh        RingMlpKernel: gate/up, SiLU and down as one kernel, down split by columns (kernel lab
 //                          v14; LAB_GPU_MLP=auto|fused, the default since session 25)

@@ -210,14 +210,8 @@ __global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : WARPS >= 8 ? 2 : 1) 
   constexpr int STRIDE = WARPS * KPW * U;  // keys per block per round of loads
   const int kvh = blockIdx.x, s = blockIdx.y, t = blockIdx.z, S = gridDim.y;
   const int kv_dim = p.n_kv * HD, q_dim = p.n_heads * HD;
-  // The position comes from a host copy made before this step's kernels, not from the kernel this one
-  // waits for, so the key range is known before the PDL wait.
-  const int pos0 = __ldcg(p.pos);
-  const int n_keys = pos0 + t + 1;
-  int chunk = (n_keys + S - 1) / S;
-  const int mc = p.min_chunk > 0 ? p.min_chunk : 32;
-  chunk = max(mc, (chunk + mc - 1) / mc * mc);
-  const int n_splits = (n_keys + chunk - 1) / chunk;
+  const DecodeSplit sp = SplitKeys(p, t, S);  // known before the PDL wait
+  const int pos0 = sp.pos0, chunk = sp.chunk, n_splits = sp.n_splits, n_keys = sp.n_keys;
   constexpr int kCl = CL > 0 ? CL : 1;
   if (s / kCl * kCl >= n_splits) return;  // CL = 0: an idle split; CL > 0: a whole idle cluster (none of its blocks syncs)
   const bool idle = s >= n_splits;                 // CL > 0: an idle member of a working cluster
@@ -409,16 +403,8 @@ __global__ void __launch_bounds__(WARPS * 32, MINB ? MINB : WARPS >= 8 ? 2 : 1) 
   __shared__ float2 cl_ml[CL ? G : 1];
   for (int idx = threadIdx.x; idx < G * HD; idx += WARPS * 32) {
     const int g = idx / HD, d = idx % HD;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm_m[w][g]);
-    float L = 0.f, A = 0.f;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) {
-      const float c = sm_m[w][g] == -INFINITY ? 0.f : exp2f(sm_m[w][g] - M);
-      L += sm_l[w][g] * c;
-      A += sm_acc[w][g][d] * c;
-    }
+    float M, L, A;
+    MergeWarps<WARPS>(&sm_m[0][g], &sm_l[0][g], &sm_acc[0][g][d], G, G * HD, M, L, A);
     if (CL > 0) {
       cl_acc[idx] = A;
       if (d == 0) cl_ml[g] = make_float2(M, L);

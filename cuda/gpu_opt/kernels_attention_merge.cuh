@@ -80,6 +80,41 @@ __device__ __forceinline__ bool LastToArrive(unsigned* counter, unsigned n, int 
   return true;
 }
 
+// The key splits of token t's step: keys 0..n_keys-1 (n_keys = *pos + t + 1) in n_splits splits of chunk keys,
+// chunk = max(mc, round_up(ceil(n_keys / S), mc)) (mc = p.min_chunk, 32 if 0). The position comes from a host copy
+// made before the step's kernels, not from the kernel a launch waits for, so it is known before the PDL wait.
+struct DecodeSplit {
+  int pos0, n_keys, chunk, n_splits;
+};
+__device__ __forceinline__ DecodeSplit SplitKeys(const AttnParams& p, int t, int S) {
+  DecodeSplit r;
+  r.pos0 = __ldcg(p.pos);
+  r.n_keys = r.pos0 + t + 1;
+  const int mc = p.min_chunk > 0 ? p.min_chunk : 32;
+  r.chunk = max(mc, ((r.n_keys + S - 1) / S + mc - 1) / mc * mc);
+  r.n_splits = (r.n_keys + r.chunk - 1) / r.chunk;
+  return r;
+}
+
+// A block's state for one query head and dim from its WARPS warps' states in shared memory: warp w's max m[w ms], sum
+// l[w ms] and unnormalized output acc[w as] (m = -inf: a warp that saw no key, adding nothing). Both decode kernels
+// merge their warps with it.
+template <int WARPS>
+__device__ __forceinline__ void MergeWarps(const float* m, const float* l, const float* acc, int ms, int as, float& M,
+                                           float& L, float& A) {
+  M = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < WARPS; ++w) M = fmaxf(M, m[w * ms]);
+  L = 0.f;
+  A = 0.f;
+#pragma unroll
+  for (int w = 0; w < WARPS; ++w) {
+    const float c = m[w * ms] == -INFINITY ? 0.f : exp2f(m[w * ms] - M);
+    L += l[w * ms] * c;
+    A += acc[w * as] * c;
+  }
+}
+
 // V2's split merge (also AttentionMmaKernel's), called by every thread of a block whose partial (slot) is
 // written: the last of the n_splits blocks of (token t, kv head kvh) to arrive merges every split's partial
 // into the output and resets the counter; the others return.

@@ -1,5 +1,6 @@
-// Decode attention on the tensor cores (AttentionMmaKernel, kernel version v4; the engine's LAB_GPU_ATTN_MMA=1,
-// the short-context layout's kernel instead of AttentionKernel's 8-warp one). Overview in kernels.cuh.
+// Decode attention on the tensor cores (AttentionMmaKernel, kernel version v4): the short-context layout's kernel in
+// the engine's spread steps (LAB_GPU_ATTN_MMA=auto, the default since session 27; 1, 4 or 8 in every short step)
+// instead of AttentionKernel's 8-warp one. Overview in kernels.cuh.
 //
 // Why: at short contexts a block of the short layout holds its split's 64 keys in registers before the PDL
 // wait, so what follows the wait is a chain of arithmetic and shuffles: per key and query head 8 FMAs and a
@@ -95,6 +96,9 @@ __device__ __forceinline__ void MmaLoadKV(uint4 (&kr)[2][HD / 32], uint4 (&vr)[4
 // keeps q and P in fp32, so the two differ by that rounding, not by the merge order alone (tolerances.py).
 // New against AttentionKernel (v2, its 8-warp short layout): the dot products and the sums over keys on the tensor
 // cores, no butterfly per key and head, no shuffle merge of key groups; 4 warps of 16 keys instead of 8 of 8.
+// Measured (H200, session 27, cuda/gpu_opt/README.md "Session 27"): release to partial 3.49 -> 2.86 us a launch at
+// context 512, attention 197.5 -> 180.4 us a step; +0.55% decode tok/s at 512 with the tiles pinned, the same at 2048.
+// 8 warps over 128-key splits (half the partials) became resident late (198 registers a thread) and gained nothing.
 template <int HD, int G, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32) AttentionMmaKernel(const AttnParams p) {
   static_assert(HD == 64 || HD == 128, "head_dim 64 or 128");
@@ -110,12 +114,8 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionMmaKernel(const AttnParam
 
   const int kvh = blockIdx.x, s = blockIdx.y, t = blockIdx.z, S = gridDim.y;
   const int kv_dim = p.n_kv * HD, q_dim = p.n_heads * HD;
-  const int pos0 = __ldcg(p.pos);
-  const int n_keys = pos0 + t + 1;
-  int chunk = (n_keys + S - 1) / S;
-  const int mc = p.min_chunk > 0 ? p.min_chunk : 32;
-  chunk = max(mc, (chunk + mc - 1) / mc * mc);
-  const int n_splits = (n_keys + chunk - 1) / chunk;
+  const DecodeSplit sp = SplitKeys(p, t, S);
+  const int pos0 = sp.pos0, chunk = sp.chunk, n_splits = sp.n_splits, n_keys = sp.n_keys;
   if (s >= n_splits) return;  // an idle split
   const int k_begin = s * chunk, k_end = min(n_keys, k_begin + chunk);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, qd = lane & 3;
@@ -201,16 +201,8 @@ __global__ void __launch_bounds__(WARPS * 32) AttentionMmaKernel(const AttnParam
   const size_t slot0 = (size_t(t) * p.n_kv + kvh) * S, slot = slot0 + s;
   for (int idx = threadIdx.x; idx < G * HD; idx += WARPS * 32) {
     const int hg = idx / HD, d = idx % HD;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm_m[w][hg]);
-    float L = 0.f, A = 0.f;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) {
-      const float c = sm_m[w][hg] == -INFINITY ? 0.f : exp2f(sm_m[w][hg] - M);
-      L = fmaf(sm_l[w][hg], c, L);
-      A = fmaf(sm_acc[w][hg][pad(d)], c, A);
-    }
+    float M, L, A;
+    MergeWarps<WARPS>(&sm_m[0][hg], &sm_l[0][hg], &sm_acc[0][hg][pad(d)], G, G * RS, M, L, A);
     if (n_splits == 1) {
       StoreOut(p, size_t(t) * q_dim + (kvh * G + hg) * HD + d, A / L);
     } else {

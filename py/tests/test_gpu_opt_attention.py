@@ -60,6 +60,37 @@ ATTN_LAYOUTS = {
 }
 
 
+def layout_case(tmp_path, monkeypatch, case):
+    """The layout tests' model (engine_cases' case, seed 31), its tokens and prompt length (2,100 for the long case),
+    with the simple prefill and fp32 matvec inputs: with the default fp16 ones (LAB_GPU_ACT16=all) two merge orders'
+    last-bit differences flip an attention output's fp16 rounding now and then (6e-5 to 2.4e-4 on the H200).
+    Skips without a GPU."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    cfg = ALL_CASES[case]
+    d = write_model(tmp_path / "m", cfg, "fp16", seed=31)
+    n_prompt = 2100 if case.startswith("long") else 20
+    tokens = np.random.default_rng(37).integers(0, cfg["vocab_size"], n_prompt + 6)
+    monkeypatch.setenv("LAB_GPU_ACT16", "off")
+    monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+    return d, tokens, n_prompt
+
+
+def run_decode(monkeypatch, d, tokens, n_prompt, env, *names):
+    """A gpu_opt engine on model d with env set for its creation, whose variant must name each of names: its decode()
+    logits over tokens[n_prompt:] after a prefill of the rest, a 12-step generate()'s tokens, and its variant."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    eng = _engine.Engine("gpu_opt", str(d), n_prompt + 64)
+    for k in env:
+        monkeypatch.delenv(k)
+    for name in names:
+        assert name in eng.variant, (name, eng.variant)
+    eng.prefill(tokens[:n_prompt])
+    dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
+    return dec, eng.generate(int(tokens[-1]), 12), eng.variant
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["gqa1_hd64_tied", "gqa3_hd128_llama3", "gqa8_hd128", "long_gqa4_hd128"])
 def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
@@ -79,31 +110,11 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     12-step generations agree. The
     engine's variant names the layout, so a knob that fell back to another would fail here rather than
     compare a layout with itself."""
-    if not gpu_present():
-        pytest.skip("GPU test: no CUDA GPU on this machine")
-    cfg = ALL_CASES[case]
-    d = write_model(tmp_path / "m", cfg, "fp16", seed=31)
-    n_prompt = 2100 if case.startswith("long") else 20
-    tokens = np.random.default_rng(37).integers(0, cfg["vocab_size"], n_prompt + 6)
-    # fp32 matvec inputs: with the default fp16 ones (LAB_GPU_ACT16=all) the two merge orders' last-bit
-    # differences flip an attention output's fp16 rounding now and then (6e-5 to 2.4e-4 here on the H200).
-    monkeypatch.setenv("LAB_GPU_ACT16", "off")
-    monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+    d, tokens, n_prompt = layout_case(tmp_path, monkeypatch, case)
     monkeypatch.setenv("LAB_GPU_ATTN_MMA", "0")  # the short layout's CUDA-core kernel, where a layout has it
 
     def run(env, name):
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        eng = _engine.Engine("gpu_opt", str(d), n_prompt + 64)
-        for k in env:
-            monkeypatch.delenv(k)
-        if name:
-            assert name in eng.variant, (name, eng.variant)
-        else:
-            assert "attention" not in eng.variant and "splits" not in eng.variant, eng.variant
-        eng.prefill(tokens[:n_prompt])
-        dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
-        return dec, eng.generate(int(tokens[-1]), 12)
+        return run_decode(monkeypatch, d, tokens, n_prompt, env, name)
 
     want = run({"LAB_GPU_ATTN_SHORT": "0"}, "attention short off")
     for layout, (env, name) in ATTN_LAYOUTS.items():
@@ -142,27 +153,12 @@ def test_gpu_opt_attention_mma_matches_v2(tmp_path, monkeypatch, case):
     knob asks for it; the default (auto) runs the same kernel unnamed in the spread layout (its logits within the merge
     order's bound of LAB_GPU_ATTN_MMA=1's) and the CUDA-core one in the short layout past it (within that bound of
     v2's)."""
-    if not gpu_present():
-        pytest.skip("GPU test: no CUDA GPU on this machine")
-    cfg = ALL_CASES[case]
-    d = write_model(tmp_path / "m", cfg, "fp16", seed=31)
-    n_prompt = 2100 if case.startswith("long") else 20
-    tokens = np.random.default_rng(37).integers(0, cfg["vocab_size"], n_prompt + 6)
-    monkeypatch.setenv("LAB_GPU_ACT16", "off")
-    monkeypatch.setenv("LAB_GPU_PREFILL", "simple")
+    d, tokens, n_prompt = layout_case(tmp_path, monkeypatch, case)
 
     def run(env, *names):
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        eng = _engine.Engine("gpu_opt", str(d), n_prompt + 64)
-        for k in env:
-            monkeypatch.delenv(k)
-        for name in names:
-            assert name in eng.variant, (name, eng.variant)
-        assert ("tensor cores" in eng.variant) == ("LAB_GPU_ATTN_MMA" in env), eng.variant
-        eng.prefill(tokens[:n_prompt])
-        dec = np.stack([eng.decode(int(t)) for t in tokens[n_prompt:]])
-        return dec, eng.generate(int(tokens[-1]), 12), eng.variant
+        got = run_decode(monkeypatch, d, tokens, n_prompt, env, *names)
+        assert ("tensor cores" in got[2]) == ("LAB_GPU_ATTN_MMA" in env), got[2]
+        return got
 
     want = run({"LAB_GPU_ATTN_SHORT": "0"}, "attention short off")
     dflt = run({})  # auto: the 4-warp tensor-core kernel in the spread layout (every step here), not named
