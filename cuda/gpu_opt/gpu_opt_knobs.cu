@@ -39,8 +39,9 @@
 // and the default below 4),
 // LAB_GPU_ATTN_MMA=auto|0|1|4|8 (1 or 4: the short layout's kernel is AttentionMmaKernel, 4 warps whose scores and
 // sums over keys run on the tensor cores in fp16; 0: AttentionKernel's 8 warps on the CUDA cores in fp32, the
-// default before session 27; 8: the tensor-core kernel's 8 warps over 128-key splits; auto, the default: 4 unless
-// a knob of the CUDA-core kernel is given; README "Session 27"),
+// default before session 27; 8: the tensor-core kernel's 8 warps over 128-key splits; auto, the default: 4 warps in
+// the spread layout's steps, the CUDA-core kernel in the other short ones, and no tensor cores where a knob of the
+// CUDA-core kernel is given; README "Session 27"),
 // LAB_GPU_O_STAGE=off|<staged tile> (o_proj's first batch copied into shared memory while attention
 // runs: gpu_opt_tune.cu, SetupStaging), LAB_GPU_O_STAGE_KB=<KB> (its budget per block instead of what
 // fits beside attention), LAB_GPU_CARVEOUT=max|auto (the decode kernels' L1/shared split: max, the
