@@ -97,8 +97,8 @@ def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     """Decode attention's layouts against v2 with one layout (4 warps, 16-key splits merged through global
     memory): v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab version),
     8-warp blocks over splits of 64+ keys, 2-warp blocks, the short layout on the CUDA cores (8 warps over 64-key
-    splits at short contexts, the default until session 27), the default's switch from its short-context graphs to the 4-warp ones partway through
-    decode() and generate(), 5 splits of many keys in either layout, the split merge synchronized by fences
+    splits at short contexts, the default until session 27; LAB_GPU_ATTN_MMA=0 throughout), its switch from the
+    short-context graphs to the 4-warp ones partway through decode() and generate(), 5 splits of many keys in either layout, the split merge synchronized by fences
     instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
     layouts, the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step),
     and the short layout's kernel compiled for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in
