@@ -96,20 +96,19 @@ def run_decode(monkeypatch, d, tokens, n_prompt, env, *names):
 def test_gpu_opt_attention_layouts_match_v2(tmp_path, monkeypatch, case):
     """Decode attention's layouts against v2 with one layout (4 warps, 16-key splits merged through global
     memory): v3 (the splits of a kv head merged in a thread-block cluster through DSMEM, a lab version),
-    8-warp blocks over splits of 64+ keys, 2-warp blocks, the short layout on the CUDA cores (8 warps over 64-key
-    splits at short contexts, the default until session 27; LAB_GPU_ATTN_MMA=0 throughout), its switch from the
-    short-context graphs to the 4-warp ones partway through decode() and generate(), 5 splits of many keys in either layout, the split merge synchronized by fences
-    instead of the default's acquire-release atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster
-    layouts, the softmax after every step instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step),
-    and the short layout's kernel compiled for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in
-    registers or in shared memory whatever the group (LAB_GPU_ATTN_Q), and launched two blocks an SM instead of
-    the default's one at the shortest contexts (LAB_GPU_ATTN_SPREAD=0) or crossing from one to two to the 4-warp
-    layout. The same logits to fp32 rounding (the
-    merge order differs), at a short context (one cluster, one split of 64) and, for the long model, past
+    8-warp blocks over splits of 64+ keys, 2-warp blocks, the short layout on the CUDA cores (8 warps over
+    64-key splits at short contexts, the default until session 27; LAB_GPU_ATTN_MMA=0 throughout), its switch
+    from the short-context graphs to the 4-warp ones partway through decode() and generate(), 5 splits of many
+    keys in either layout, the split merge synchronized by fences instead of the default's acquire-release
+    atomic (LAB_GPU_ATTN_SYNC=fence) in the short, 4-warp and cluster layouts, the softmax after every step
+    instead of the default's once per round (LAB_GPU_ATTN_SOFTMAX=step), and the short layout's kernel compiled
+    for one block per SM (LAB_GPU_ATTN_SHORT_BLOCKS=1) or with q in registers or in shared memory whatever the
+    group (LAB_GPU_ATTN_Q), and launched two blocks an SM instead of one at the shortest contexts
+    (LAB_GPU_ATTN_SPREAD=0) or crossing from one to two to the 4-warp layout. The same logits to fp32 rounding
+    (the merge order differs), at a short context (one cluster, one split of 64) and, for the long model, past
     2,100 positions (6 clusters per kv head, 33 splits of 64), with fp32 matvec inputs; greedy tokens of
-    12-step generations agree. The
-    engine's variant names the layout, so a knob that fell back to another would fail here rather than
-    compare a layout with itself."""
+    12-step generations agree. The engine's variant names the layout, so a knob that fell back to another
+    would fail here rather than compare a layout with itself."""
     d, tokens, n_prompt = layout_case(tmp_path, monkeypatch, case)
     monkeypatch.setenv("LAB_GPU_ATTN_MMA", "0")  # the short layout's CUDA-core kernel, where a layout has it
 
