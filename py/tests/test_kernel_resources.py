@@ -18,24 +18,32 @@ REGS_PER_SM = 65536  # every sm_80 / sm_90 SM
 EPI = {0: "lm_head (store)", 1: "residual", 2: "gate_up", 3: "qkv"}  # kernels_matvec.cuh's epilogues
 
 
-def _kernels(text):
-    """{(WARPS, UPW, UNROLL, EPI, PRE, STAGE, PERSIST, XB): (registers, spill store bytes, spill load bytes)}
-    for every DecodeMatvecKernel instantiation in the report (template arguments read off the mangled name)."""
-    out, key, spill = {}, None, (0, 0)
+def _entries(text):
+    """{mangled entry name: (registers, spill store bytes, spill load bytes)} for every kernel in a ptxas report."""
+    out, name, spill = {}, None, (0, 0)
     for line in text.splitlines():
         m = re.search(r"Compiling entry function '(\w+)'", line)
         if m:
-            t = re.search(r"DecodeMatvecKernelI((?:L[ib]\d+E)+)E", m.group(1))
-            key = tuple(int(v) for v in re.findall(r"L[ib](\d+)E", t.group(1))) if t else None
-            spill = (0, 0)
+            name, spill = m.group(1), (0, 0)
             continue
         m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
         if m:
             spill = (int(m.group(1)), int(m.group(2)))
         m = re.search(r"Used (\d+) registers", line)
-        if m and key:
-            out[key] = (int(m.group(1)), *spill)
-            key = None
+        if m and name:
+            out[name] = (int(m.group(1)), *spill)
+            name = None
+    return out
+
+
+def _kernels(text):
+    """{(WARPS, UPW, UNROLL, EPI, PRE, STAGE, PERSIST, XB): (registers, spill store bytes, spill load bytes)}
+    for every DecodeMatvecKernel instantiation in the report (template arguments read off the mangled name)."""
+    out = {}
+    for name, v in _entries(text).items():
+        t = re.search(r"DecodeMatvecKernelI((?:L[ib]\d+E)+)E", name)
+        if t:
+            out[tuple(int(x) for x in re.findall(r"L[ib](\d+)E", t.group(1)))] = v
     return out
 
 
@@ -94,24 +102,6 @@ ptxas info    : Used 128 registers, used 1 barriers
 
 # The decode attention kernels of the short layout, from gpu_opt_knobs.cu's report (the file that instantiates them).
 KNOBS_REPORT = REPORT.with_name("gpu_opt_knobs.ptxas.txt")
-
-
-def _entries(text):
-    """{mangled entry name: (registers, spill store bytes, spill load bytes)} for every kernel in a ptxas report."""
-    out, name, spill = {}, None, (0, 0)
-    for line in text.splitlines():
-        m = re.search(r"Compiling entry function '(\w+)'", line)
-        if m:
-            name, spill = m.group(1), (0, 0)
-            continue
-        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
-        if m:
-            spill = (int(m.group(1)), int(m.group(2)))
-        m = re.search(r"Used (\d+) registers", line)
-        if m and name:
-            out[name] = (int(m.group(1)), *spill)
-            name = None
-    return out
 
 
 @pytest.fixture(scope="module")
