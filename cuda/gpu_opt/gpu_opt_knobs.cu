@@ -286,23 +286,26 @@ void GpuOptEngine::ReadDecodeEnv() {
   // at 512 and 1% at 2048 (README "Session 27"). An explicit 1, 4 or 8 runs them in both short layouts.
   attn_mma_set_ = EnvGiven("LAB_GPU_ATTN_MMA");
   {
-    const int mma = EnvChoice("LAB_GPU_ATTN_MMA", {"auto", "0", "1", "4", "8"});
+    static constexpr int kWarps[] = {-1, 0, 4, 4, 8};  // the choices' warps; auto (-1) decides below
+    const int warps = kWarps[EnvChoice("LAB_GPU_ATTN_MMA", {"auto", "0", "1", "4", "8"})];
     const bool cuda_core_knob = attn_short_blocks_set_ || attn_q_set_ || attn_softmax_set_;
-    attn_mma_ = mma == 1 ? 0 : mma == 4 ? 8 : mma >= 2 ? 4 : pinned || cuda_core_knob || prop_.major < 8 ? 0 : 4;
+    attn_mma_ = warps >= 0 ? warps : pinned || cuda_core_knob || prop_.major < 8 ? 0 : 4;
     if (attn_mma_ && attn_mma_set_ && (pinned || cuda_core_knob || prop_.major < 8))
       throw InputError("LAB_GPU_ATTN_MMA needs the short layout (v2, no layout knob), none of LAB_GPU_ATTN_SHORT_BLOCKS, "
                        "LAB_GPU_ATTN_Q and LAB_GPU_ATTN_SOFTMAX, and compute capability 8.0 or newer");
   }
   const bool mma_short = attn_mma_ && attn_mma_set_;  // the tensor cores in the short layout too, not only spread
   if (mma_short) attn_q_shared_ = false;
-  const int short_warps = mma_short ? attn_mma_ : 8;
-  const int short_chunk = mma_short ? 16 * attn_mma_ : kAttnShortChunk;  // keys a block covers in one round
-  const AttnFn mma_fn = attn_mma_ ? AttnMmaKernelFor(int(hd), int(c.group_size()), attn_mma_) : nullptr;
-  const AttnFn short_fn = mma_short ? mma_fn
-                                    : AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4, 0, attn_round_softmax_,
-                                                    short_blocks == 1 ? 1 : 0, attn_q_shared_);
+  // The two kernels a short step may run: kernel, warps, keys a block covers in one round (the split unit).
+  const AttnLayout mma_lay = {attn_mma_ ? AttnMmaKernelFor(int(hd), int(c.group_size()), attn_mma_) : nullptr,
+                              attn_mma_, 16 * attn_mma_};
+  const AttnLayout cuda_lay = {AttnKernelFor(int(hd), int(c.group_size()), true, 8, 4, 0, attn_round_softmax_,
+                                             short_blocks == 1 ? 1 : 0, attn_q_shared_),
+                               8, kAttnShortChunk};
+  const AttnLayout& short_lay = mma_short ? mma_lay : cuda_lay;
   attn_short_keys_ = int(EnvInt("LAB_GPU_ATTN_SHORT", 0, 1 << 20,
-                                pinned ? 0 : short_chunk * std::min(gpu::kAttnMaxSplitsV2, WaveSplits(short_fn, short_warps))));
+                                pinned ? 0 : short_lay.min_chunk * std::min(gpu::kAttnMaxSplitsV2,
+                                                                            WaveSplits(short_lay.fn, short_lay.warps))));
   if (attn_short_keys_ > 0 && (!decode_attn_v2_ || attn_cluster_))
     throw InputError("LAB_GPU_ATTN_SHORT needs the v2 decode attention (LAB_GPU_DECODE_ATTN=v2)");
   if (attn_short_keys_ == 0 && (short_blocks == 1 || (attn_q_set_ && q_shared)))
@@ -315,7 +318,7 @@ void GpuOptEngine::ReadDecodeEnv() {
   // a step's splits exit at once) unless LAB_GPU_ATTN_SPLITS is given. At 512 keys 64 and 49 measured
   // the same in one call and 0.3% apart in another (README "One wave of splits"); the bench ran with 64.
   if (attn_short_keys_ > 0)
-    attn_[1] = {short_fn, short_warps, short_chunk, attn_splits_set_ ? a0.splits : gpu::kAttnMaxSplitsV2};
+    attn_[1] = {short_lay.fn, short_lay.warps, short_lay.min_chunk, attn_splits_set_ ? a0.splits : gpu::kAttnMaxSplitsV2};
   // The short layout spread one block an SM (LAB_GPU_ATTN_SPREAD, on by default since session 21; README
   // "Session 21"): the same kernel, its launches asking for unused dynamic shared memory, half an SM's, for
   // steps whose working blocks fit the SMs one each (1,024 keys at 8 kv heads on 132 SMs). A grid launched
@@ -330,14 +333,13 @@ void GpuOptEngine::ReadDecodeEnv() {
   attn_spread_keys_ = 0;
   if (attn_short_keys_ > 0) {
     const size_t pad = prop_.sharedMemPerMultiprocessor / 2;
-    const AttnFn spread_fn = attn_mma_ ? mma_fn : short_fn;
-    const int spread_warps = attn_mma_ ? attn_mma_ : short_warps, spread_chunk = attn_mma_ ? 16 * attn_mma_ : short_chunk;
-    LAB_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(spread_fn),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(pad)));
-    int wave = std::min(gpu::kAttnMaxSplitsV2, WaveSplits(spread_fn, spread_warps, pad));
+    const AttnLayout& sp = attn_mma_ ? mma_lay : short_lay;  // auto: the tensor cores here only
+    LAB_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(sp.fn), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(pad)));
+    int wave = std::min(gpu::kAttnMaxSplitsV2, WaveSplits(sp.fn, sp.warps, pad));
     if (attn_splits_set_) wave = std::min(wave, a0.splits);
-    attn_spread_keys_ = int(EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, std::min(attn_short_keys_, spread_chunk * wave)));
-    attn_[2] = {spread_fn, spread_warps, spread_chunk, wave, pad};
+    attn_spread_keys_ = int(EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, std::min(attn_short_keys_, sp.min_chunk * wave)));
+    attn_[2] = {sp.fn, sp.warps, sp.min_chunk, wave, pad};
   } else if (attn_spread_set_ && EnvInt("LAB_GPU_ATTN_SPREAD", 0, 1 << 20, 0) > 0) {
     throw InputError("LAB_GPU_ATTN_SPREAD needs the short layout (v2, no layout knob, LAB_GPU_ATTN_SHORT not 0)");
   }
