@@ -312,6 +312,7 @@ void GpuOptEngine::Init(const ModelFile& file) {
 
   AutoTune();
   SetupStaging();
+  PinSpreadTiles();
   if (graph_tune_ && use_graph_ && !std::getenv("LAB_GPU_MATVEC_CONFIG") && weight_bytes >= kGraphTuneMinBytes)
     GraphTune();
   if (tc_prefill_) PlanTcPrefill();
@@ -435,7 +436,7 @@ void GpuOptEngine::EnqueueDecode(bool pdl, int gen_step) {
     lm.out_host = 1;
   }
   lm.trace = TraceSlot(kLm);
-  Count(kLm, LaunchMatvec(Configs()[config_[kLm]], FnOf(kLm, lm), lm, pdl));
+  Count(kLm, LaunchMatvec(Configs()[StepTiles()[kLm]], FnOf(kLm, lm), lm, pdl));
   trace_capture_ = false;
 }
 

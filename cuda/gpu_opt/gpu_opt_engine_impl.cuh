@@ -123,6 +123,10 @@ class GpuOptEngine : public Engine {
   cudaGraphExec_t BuildGraph(bool pdl, cudaError_t* why, int gen_steps = 0);
   void CaptureGraphs();  // graph_exec_[layout] of every layout in use
   void GraphTune();  // gpu_opt_tune.cu
+  // GraphTune's search and playoff at step position `pos`, over `tiles` (config_ or spread_config_) with the
+  // kinds `pins` names fixed; the step it times launches StepTiles(), which must be `tiles` at that position.
+  void TuneTiles(int pos, std::array<int, kNumKinds>* tiles, const std::array<int, kNumKinds>& pins);
+  void PinSpreadTiles();  // spread_config_ = config_ with LAB_GPU_TILES_SPREAD's kinds; spread_tiles_ if any
   void AutoTune();   // gpu_opt_tune.cu
   // `pos`: the device int the kernels read the token's position from (ints_, or a generation slot).
   // `step`: a decode step's launch, whose inputs with LAB_GPU_ACT16 are the step's fp16 copies (x16_,
@@ -146,7 +150,9 @@ class GpuOptEngine : public Engine {
   // Whether mc can run `kind` on this model and card: a ring tile's shared memory grows with the input
   // length (x staged whole beside the ring); the tuners skip a tile that does not fit. gpu_opt_tune.cu.
   bool TileFits(const MatvecConfig& mc, Kind kind) const;
-  void CheckTilesFit() const;  // every kind's chosen tile fits, else InputError naming the tile and kind
+  // Every kind's chosen tile (config_, and spread_config_ where it is in use) fits, else InputError naming the
+  // tile and kind.
+  void CheckTilesFit() const;
   size_t RingSmem(const MatvecConfig& mc, const MatvecParams& p) const;
   void Count(Kind k, MatvecPath path);  // launches_
   // Staged tiles: the shared-memory budget (ReadStaging, after AutoTune) and the chunks per row it holds.
@@ -249,6 +255,18 @@ class GpuOptEngine : public Engine {
   bool attn_spread_set_ = false;             // LAB_GPU_ATTN_SPREAD was given (variant() names it)
   int attn_sync_acqrel_ = 1;                 // AttnParams::sync_acqrel (LAB_GPU_ATTN_SYNC=fence: 0)
   std::array<int, kNumKinds> config_ = {};   // the matvec tile per kind (an index into Configs())
+  // The spread layout's steps (attn_[2]) with tiles of their own (spread_tiles_; session 28): GraphTune times
+  // a spread step at spread_tune_pos_ (LAB_GPU_TUNE_SPREAD_POS; 0: those steps keep config_), and
+  // LAB_GPU_TILES_SPREAD pins kinds by hand. StepTiles(): the tiles of the step being enqueued or captured.
+  static constexpr int kSpreadTunePosHalf = -1;  // spread_tune_pos_'s default: half the spread layout's keys
+  std::array<int, kNumKinds> spread_config_ = {};
+  std::array<int, kNumKinds> spread_pinned_ = {-1, -1, -1, -1, -1};
+  bool spread_tiles_ = false;
+  int spread_tune_pos_ = kSpreadTunePosHalf;  // LAB_GPU_TUNE_SPREAD_POS
+  bool spread_tune_pos_set_ = false;          // LAB_GPU_TUNE_SPREAD_POS was given (variant() names it)
+  const std::array<int, kNumKinds>& StepTiles() const {
+    return spread_tiles_ && attn_sel_ == 2 ? spread_config_ : config_;
+  }
   bool mlp_fused_ = false;  // LAB_GPU_MLP=fused, or auto where it can run (ReadTileEnv): gate_up and down as one kernel, v14
   bool mlp_auto_ = false;   // LAB_GPU_MLP=auto (the default)
   int mlp_pins_ = 0;        // the kinds (bits) ReadTileEnv pinned for the fused MLP, not the user

@@ -76,7 +76,10 @@
 // else split; its qkv takes the fp32 x by one bulk copy, XB 3),
 // LAB_GPU_TRACE=1 (each decode() step's launches timed inside the graph with %globaltimer, summed per
 // kind: phase_seconds(), cuda/gpu_opt/step_trace.py), LAB_GPU_TUNE_POS=<position> (the step GraphTune
-// times: default 1024, or the context's last if that is lower), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
+// times: default 1024, or the context's last if that is lower), LAB_GPU_TUNE_SPREAD_POS=<position> (where the
+// spread layout is in use and GraphTune's position is past it, its steps get tiles of their own, tuned at a
+// step of this position: default half the layout's keys; 0: they keep the main tiles; session 28),
+// LAB_GPU_TILES_SPREAD=<kind>=<tile>,... (the spread steps' tiles of those kinds fixed), LAB_GPU_LOGITS=mapped|copy (mapped, the default: the decode step's lm_head writes the logits straight
 // into mapped pinned host memory; copy: into device memory, then a device-to-host copy after the step),
 // LAB_GPU_VERBOSE=1 (print the tuning tables and the prefill plan to stderr).
 #include <algorithm>
@@ -197,6 +200,9 @@ void GpuOptEngine::ReadDecodeEnv() {
   // faster tiles for context 512; its A/B found no difference (README "The bench's tiles are tuned at 1024").
   graph_tune_pos_set_ = EnvGiven("LAB_GPU_TUNE_POS");
   graph_tune_pos_ = int(EnvInt("LAB_GPU_TUNE_POS", 0, 1 << 20, kGraphTunePos));
+  // The spread layout's steps tuned apart at this position (GraphTune; 0: they keep the main tiles).
+  spread_tune_pos_set_ = EnvGiven("LAB_GPU_TUNE_SPREAD_POS");
+  spread_tune_pos_ = int(EnvInt("LAB_GPU_TUNE_SPREAD_POS", 0, 1 << 20, kSpreadTunePosHalf));
   // Decode attention: V2 by default (LAB_GPU_DECODE_ATTN=v1 for the earlier kernel); the simple
   // prefill keeps V1 (launched without PDL, it gains nothing from V2's early trigger).
   AttnLayout& a0 = attn_[0];

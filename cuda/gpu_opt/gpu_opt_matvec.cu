@@ -139,7 +139,7 @@ void GpuOptEngine::Count(Kind k, MatvecPath path) {
 void GpuOptEngine::Matvec(Kind kind, const float* x, bool pdl, int64_t layer, const int* pos, bool step) {
   MatvecParams p = Params(kind, x, layer, pos, step);
   p.trace = TraceSlot(kind);
-  const MatvecPath path = LaunchMatvec(Configs()[config_[kind]], FnOf(kind, p, step), p, pdl);
+  const MatvecPath path = LaunchMatvec(Configs()[(step ? StepTiles() : config_)[kind]], FnOf(kind, p, step), p, pdl);
   if (step) Count(kind, path);  // (the prefill's lm_head is not a decode step's)
 }
 

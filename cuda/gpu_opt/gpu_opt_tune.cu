@@ -72,6 +72,26 @@ bool Tunable(const MatvecConfig& mc, int kind, bool persist_ok) {
   return !mc.staged && !(mc.persist && (kind == kLm || !persist_ok));
 }
 
+// Pins the kinds `knob` names (<kind>=<tile>,...) in *pins; InputError on an unknown kind or tile.
+void ParseTiles(const char* knob, std::array<int, kNumKinds>* pins) {
+  const char* v = std::getenv(knob);
+  for (std::string rest = v ? v : ""; !rest.empty();) {
+    const size_t comma = rest.find(',');
+    const std::string item = rest.substr(0, comma);
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    const size_t eq = item.find('=');
+    int k = -1, ci = -1;
+    for (int i = 0; i < kNumKinds && eq != std::string::npos; ++i)
+      if (item.compare(0, eq, kKindNames[i]) == 0 && eq == std::strlen(kKindNames[i])) k = i;
+    for (size_t i = 0; i < Configs().size() && eq != std::string::npos; ++i)
+      if (item.substr(eq + 1) == Configs()[i].name && Tunable(Configs()[i], k, true)) ci = int(i);
+    if (k < 0 || ci < 0)
+      throw InputError(std::string(knob) + ": '" + item + "' is not <qkv|o_proj|gate_up|down|lm_head>=<a tile> (staged " +
+                       "tiles are LAB_GPU_O_STAGE's; lm_head takes no persistent tile)");
+    (*pins)[k] = ci;
+  }
+}
+
 }  // namespace
 
 // 0..5: the kernel lab's v5 tiles; 6..11: v7, a longer first batch before the PDL wait (".pN": N batches)
@@ -116,8 +136,38 @@ const std::vector<MatvecConfig>& Configs() {
 // H200's other traces.)
 // The replays write that position's K/V rows; a later step at position p reads only rows 0..p, all
 // written by the prefill and decode steps before it, so nothing the replays leave is ever read.
+// The spread layout's steps (at most 1,024 keys for Llama-3.1-8B on 132 SMs) run another attention grid,
+// one block an SM and, by default, on the tensor cores; a step at kGraphTunePos runs the short layout, so
+// its tiles were picked beside that one (session 27 found tiles tuned at a spread step faster there and
+// slower at 2048). Where the spread layout is in use and the main position is past it, its steps get a
+// search of their own at spread_tune_pos_ (half the layout's keys unless given), starting from the main
+// choice, LAB_GPU_TILES and LAB_GPU_TILES_SPREAD pinning as they say.
 void GpuOptEngine::GraphTune() {
   const int tune_pos = int(std::min<int64_t>(max_context_ - 1, graph_tune_pos_));
+  spread_tiles_ = false;  // (the main search times config_ even where its position is a spread step)
+  TuneTiles(tune_pos, &config_, pinned_);
+  PinSpreadTiles();
+  if (spread_tune_pos_ == 0 || attn_spread_keys_ <= 0 || AttnLayoutFor(tune_pos + 1) == 2) return;
+  const int pos = spread_tune_pos_ < 0 ? attn_spread_keys_ / 2 : std::min(spread_tune_pos_, attn_spread_keys_ - 1);
+  std::array<int, kNumKinds> pins = pinned_;
+  for (int k = 0; k < kNumKinds; ++k)
+    if (spread_pinned_[k] >= 0) pins[k] = spread_pinned_[k];
+  spread_tiles_ = true;  // (StepTiles() at a spread step: spread_config_, the tiles being tuned)
+  TuneTiles(pos, &spread_config_, pins);
+}
+
+void GpuOptEngine::PinSpreadTiles() {
+  spread_config_ = config_;
+  spread_tiles_ = false;
+  for (int k = 0; k < kNumKinds; ++k)
+    if (spread_pinned_[k] >= 0 && attn_spread_keys_ > 0) {  // (no spread layout: no spread steps to pin)
+      spread_config_[k] = spread_pinned_[k];
+      spread_tiles_ = true;
+    }
+  CheckTilesFit();
+}
+
+void GpuOptEngine::TuneTiles(int tune_pos, std::array<int, kNumKinds>* tiles, const std::array<int, kNumKinds>& pins) {
   int* hi = h_ints_.as<int>();
   hi[0] = tune_pos;
   hi[1] = 0;
@@ -152,13 +202,13 @@ void GpuOptEngine::GraphTune() {
   for (int k = 0; k < kNumKinds; ++k) {
     const MatvecParams p = Params(Kind(k), xb_, k == kLm ? -1 : 0, ints_);
     bytes[k] = double(p.M) * p.K * (k == kLm ? 1 : cfg_.n_layers);
-    if (pinned_[k] >= 0) continue;
+    if (pins[k] >= 0) continue;
     order.push_back(k);
     for (int ci = 0; ci < int(cfgs.size()); ++ci)
       if (Tunable(cfgs[ci], k, persist_ok_) && TileFits(cfgs[ci], Kind(k))) cands[k].push_back(ci);
   }
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return bytes[a] > bytes[b]; });
-  std::vector<int> start(config_.begin(), config_.end());
+  std::vector<int> start(tiles->begin(), tiles->end());
   std::string line;  // verbose: one line per kind and pass, the candidates it timed
   int line_pass = 0, line_kind = -1;
   auto flush = [&]() {
@@ -170,7 +220,7 @@ void GpuOptEngine::GraphTune() {
   const TileSearchResult r = CoordinateSearch(
       start, order, cands,
       [&](const std::vector<int>& choice) -> double {
-        std::copy(choice.begin(), choice.end(), config_.begin());
+        std::copy(choice.begin(), choice.end(), tiles->begin());
         return double(time_step());
       },
       kGraphTunePasses, kGraphTunePrune, /*pair_step=*/true, [&](const TileTrial& t) {
@@ -182,14 +232,14 @@ void GpuOptEngine::GraphTune() {
         line += buf;
       });
   flush();
-  std::copy(r.choice.begin(), r.choice.end(), config_.begin());
+  std::copy(r.choice.begin(), r.choice.end(), tiles->begin());
   if (r.cost < 0) return;  // no graph: the plain launches keep AutoTune's choices
   // The playoff: the cheapest distinct tile sets the search timed, each captured once, replayed in
   // alternation (PickByRounds), the lowest median kept.
   const std::vector<std::vector<int>> top = TopChoices(r, kGraphTuneFinalists);
   std::vector<cudaGraphExec_t> execs;
   for (const std::vector<int>& choice : top) {
-    std::copy(choice.begin(), choice.end(), config_.begin());
+    std::copy(choice.begin(), choice.end(), tiles->begin());
     execs.push_back(BuildGraph(use_pdl_, nullptr));
   }
   cudaError_t err = cudaSuccess;
@@ -207,17 +257,17 @@ void GpuOptEngine::GraphTune() {
   for (cudaGraphExec_t e : execs)
     if (e) cudaGraphExecDestroy(e);
   cuda::Check(err, "decode graph replay (tuning playoff)", __FILE__, __LINE__);
-  std::copy(top[win < 0 ? 0 : win].begin(), top[win < 0 ? 0 : win].end(), config_.begin());
+  std::copy(top[win < 0 ? 0 : win].begin(), top[win < 0 ? 0 : win].end(), tiles->begin());
   if (verbose_) {
     auto names = [&](const std::vector<int>& choice) {
       std::string t;
       for (int k = 0; k < kNumKinds; ++k) t += std::string(" ") + kKindNames[k] + "=" + cfgs[choice[k]].name;
       return t;
     };
-    std::fprintf(stderr, "gpu_opt: graph tune at position %d: AutoTune's choices %.4f ms per step; the search's %.4f "
-                 "(%d trials, %d passes%s); playoff of %d, %d rounds of 4 replays (median ms):\n", tune_pos,
-                 r.timed.front().second,
-                 r.cost, r.trials, r.passes, r.converged ? ", converged" : "", int(top.size()), kGraphTuneRounds);
+    std::fprintf(stderr, "gpu_opt: graph tune at position %d (attention layout %d): the start's choices %.4f ms per "
+                 "step; the search's %.4f (%d trials, %d passes%s); playoff of %d, %d rounds of 4 replays (median ms):\n",
+                 tune_pos, attn_sel_, r.timed.front().second, r.cost, r.trials, r.passes, r.converged ? ", converged" : "",
+                 int(top.size()), kGraphTuneRounds);
     for (size_t i = 0; i < top.size(); ++i)
       std::fprintf(stderr, "  %s %.4f%s\n", int(i) == win ? "*" : " ", medians[i], names(top[i]).c_str());
   }
@@ -311,25 +361,11 @@ void GpuOptEngine::ReadTileEnv() {
   carveout_max_ = o_stage_config_ >= 0;
   persist_ok_ = EnvFlag("LAB_GPU_PERSIST", true);
   // LAB_GPU_TILES=qkv=w8.u2.r2,o_proj=w8.u1.r4,...: those kinds skip the auto-tuner (for A/B runs, whose
-  // processes would otherwise each tune, and may pick other tiles where two are within the noise).
-  if (const char* v = std::getenv("LAB_GPU_TILES"); v && *v) {
-    std::string rest = v;
-    while (!rest.empty()) {
-      const size_t comma = rest.find(',');
-      const std::string item = rest.substr(0, comma);
-      rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
-      const size_t eq = item.find('=');
-      int k = -1, ci = -1;
-      for (int i = 0; i < kNumKinds && eq != std::string::npos; ++i)
-        if (item.compare(0, eq, kKindNames[i]) == 0 && eq == std::strlen(kKindNames[i])) k = i;
-      for (size_t i = 0; i < Configs().size() && eq != std::string::npos; ++i)
-        if (item.substr(eq + 1) == Configs()[i].name && Tunable(Configs()[i], k, true)) ci = int(i);
-      if (k < 0 || ci < 0)
-        throw InputError("LAB_GPU_TILES: '" + item + "' is not <qkv|o_proj|gate_up|down|lm_head>=<a tile> (staged tiles " +
-                         "are LAB_GPU_O_STAGE's; lm_head takes no persistent tile)");
-      pinned_[k] = ci;
-    }
-  }
+  // processes would otherwise each tune, and may pick other tiles where two are within the noise);
+  // LAB_GPU_TILES_SPREAD the same for the spread layout's steps (GraphTune), whose other kinds follow
+  // LAB_GPU_TILES or their own search.
+  ParseTiles("LAB_GPU_TILES", &pinned_);
+  ParseTiles("LAB_GPU_TILES_SPREAD", &spread_pinned_);
   // (EarlyBatch's order; unset: qkv, hence the explicit check before EnvChoice, whose default is the first.)
   if (const char* v = std::getenv("LAB_GPU_EARLY"); v && *v)
     early_ = EarlyBatch(EnvChoice("LAB_GPU_EARLY", {"all", "not_o", "qkv", "off"}));
@@ -381,8 +417,9 @@ bool GpuOptEngine::TileFits(const MatvecConfig& mc, Kind kind) const {
 }
 
 void GpuOptEngine::CheckTilesFit() const {
-  for (int k = 0; k < kNumKinds; ++k) {
-    const MatvecConfig& mc = Configs()[config_[k]];
+  for (int i = 0; i < kNumKinds * (spread_tiles_ ? 2 : 1); ++i) {
+    const int k = i % kNumKinds;
+    const MatvecConfig& mc = Configs()[(i < kNumKinds ? config_ : spread_config_)[k]];
     if (!TileFits(mc, Kind(k)))
       throw InputError(std::string("gpu_opt: tile ") + mc.name + " does not fit " + kKindNames[k] +
                        " on this card: its ring and x need more shared memory than the " +
@@ -410,6 +447,12 @@ std::string GpuOptEngine::variant() const {
                                                         : std::string(kKindNames[k]) + " " + Configs()[config_[k]].name;
     s += (k ? ", " : "") + tile;
   }
+  // The spread layout's steps' tiles where they differ (kinds joined by '+', so a ", " still ends a part).
+  std::string spread;
+  for (int k = 0; k < kNumKinds && spread_tiles_; ++k)
+    if (spread_config_[k] != config_[k] && !(mlp_fused_ && (k == kDown || k == kGateUp)))
+      spread += std::string(spread.empty() ? "" : " + ") + kKindNames[k] + " " + Configs()[spread_config_[k]].name;
+  if (!spread.empty()) s += ", spread steps " + spread;
   static const char* const kEarly[] = {"all", "not_o", "qkv", "off"};  // EarlyBatch's order
   if (early_ != kEarlyQkv) s += std::string(", early ") + kEarly[early_];
   if (second_ != kSecondAtWaitXB)  // (xb, the default: not named)
@@ -440,6 +483,8 @@ std::string GpuOptEngine::variant() const {
   if (attn_spread_set_) s += attn_spread_keys_ ? ", attention short spread up to " + std::to_string(attn_spread_keys_) + " keys"
                                               : ", attention short not spread";
   if (graph_tune_pos_set_) s += ", tuned at position " + std::to_string(graph_tune_pos_);
+  if (spread_tune_pos_set_)
+    s += spread_tune_pos_ ? ", spread steps tuned at position " + std::to_string(spread_tune_pos_) : ", spread steps not tuned apart";
   if (ring_pre_) s += ", ring " + std::to_string(ring_pre_) + " stages before the wait";
   if (norm_early_ == 0) s += ", ring norm weights after the wait";
   if (norm_early_ == 2) s += ", norm weights into L1 before the wait";

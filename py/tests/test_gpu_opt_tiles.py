@@ -433,6 +433,43 @@ def test_gpu_opt_variant_names_the_tiles(tmp_path, monkeypatch):
 
 
 @pytest.mark.gpu
+def test_gpu_opt_spread_steps_take_their_own_tiles(tmp_path, monkeypatch):
+    """LAB_GPU_TILES_SPREAD gives the spread attention layout's steps tiles of their own (session 28; the graph
+    tuner's second search fills them on large models): here the steps of at most 24 keys (LAB_GPU_ATTN_SPREAD),
+    the first 4 of the 10 decoded after a 20-token prefill. qkv on a ring tile, which has no bulk-copy kernel for
+    qkv, in those steps and on w8.u1.r4, which takes x by one, in the others: the launch counts show both ran
+    (the logits alone could not tell), the decode() and generate() paths give the logits and tokens of the
+    register tile within the fp16 bound, the variant names the spread tiles, and a pin for a layout that is off
+    (LAB_GPU_ATTN_SPREAD=0) changes no launch."""
+    if not gpu_present():
+        pytest.skip("GPU test: no CUDA GPU on this machine")
+    d, tokens = _tile_model(tmp_path, 31, 37)
+    base = {"LAB_GPU_ATTN_SPREAD": "24", "LAB_GPU_TILES": "qkv=w8.u1.r4"}
+    tol = tolerances.logits_rel("gpu_opt")
+    runs = {}
+    for name, env in (("register", base), ("ring", dict(base, LAB_GPU_TILES="qkv=ring.c8.s16.k256")),
+                      ("mixed", dict(base, LAB_GPU_TILES_SPREAD="qkv=ring.c8.s16.k256")),
+                      ("off", dict(base, LAB_GPU_TILES_SPREAD="qkv=ring.c8.s16.k256", LAB_GPU_ATTN_SPREAD="0"))):
+        n = {}
+        logits, gen = _decode_logits(d, tokens, env, monkeypatch, n)
+        runs[name] = (logits, gen, n["qkv"], n["qkv.x_bulk"], _engine.Engine("gpu_opt", str(d), 128).variant)
+        monkeypatch.delenv("LAB_GPU_TILES_SPREAD", raising=False)
+    want, want_gen, _, _, _ = runs["register"]
+    for name, (logits, gen, launches, x_bulk, variant) in runs.items():
+        assert launches > 0, (name, launches)
+        assert rel(logits, want) < tol, f"{name}: {rel(logits, want):.2e} against w8.u1.r4 everywhere"
+        assert gen.tolist() == want_gen.tolist(), name
+        spread_named = "spread steps qkv ring.c8.s16.k256" in variant
+        assert spread_named == (name == "mixed"), (name, variant)
+        if name in ("register", "off"):
+            assert x_bulk == launches, (name, x_bulk, launches)
+        elif name == "ring":
+            assert x_bulk == 0, (name, x_bulk, launches)
+        else:  # the spread steps' qkv on the ring tile, the others' on the register tile
+            assert 0 < x_bulk < launches, (name, x_bulk, launches)
+
+
+@pytest.mark.gpu
 def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
     """Unknown tile-knob values are refused, naming what would work, before the engine allocates anything."""
     if not gpu_present():
@@ -443,7 +480,9 @@ def test_gpu_opt_tile_knobs_refused(tmp_path, monkeypatch):
                            ("LAB_GPU_PERSIST_GRID", "0", "1..65535"), ("LAB_GPU_EARLY", "on", "all, not_o, qkv or off"),
                            ("LAB_GPU_SECOND", "before", "xb, after_x or after_wait"), ("LAB_GPU_ACT16", "1", "all, h or off"),
                            ("LAB_GPU_TILES", "qkv=w9", "not <qkv"), ("LAB_GPU_TILES", "lm_head=w8.u1.r4.b", "persistent"),
-                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_X_BULK", "on", "all, resid, down, off or gate_up")):
+                           ("LAB_GPU_TILES_SPREAD", "o_proj=ring.c9", "not <qkv"),
+                           ("LAB_GPU_TUNE_POS", "-1", "0..1048576"), ("LAB_GPU_TUNE_SPREAD_POS", "x", "0..1048576"),
+                           ("LAB_GPU_X_BULK", "on", "all, resid, down, off or gate_up")):
         monkeypatch.setenv(knob, bad)
         with pytest.raises(ValueError, match=f"{knob}( must be|:) .*{msg}"):
             _engine.Engine("gpu_opt", str(d), 128)
