@@ -558,3 +558,11 @@ def test_bench_commit_is_the_bundles(tmp_path, monkeypatch):
     info = tmp_path / "BUILD_INFO"
     info.write_text("python=3.12\ncuda_archs=sm_90a\ncommit=e97c8e3\n")
     assert report._git_commit(info) == ("e97c8e3 (bundle)", None)
+
+
+def test_table_names_the_commit_whole():
+    """The table's head cuts a full hash to 12 digits and keeps a bundle's short commit and its marks whole
+    (a cut at 18 characters once printed '71839b1+dirty (bun')."""
+    assert report._short_commit("71839b1+dirty (bundle)") == "71839b1+dirty (bundle)"
+    assert report._short_commit("0123456789abcdef0123456789abcdef01234567") == "0123456789ab"
+    assert report._short_commit("e97c8e3 (bundle)") == "e97c8e3 (bundle)"

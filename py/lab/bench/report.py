@@ -257,10 +257,16 @@ def _static_cache_note(results) -> str:
             "(its attention reads every slot of the cache): its numbers there are below its best.")
 
 
+def _short_commit(commit) -> str:
+    """The commit as a table names it: a full hash cut to 12 digits, whatever follows it ('+dirty', ' (bundle)')
+    kept whole (cutting the whole string at 18 characters once left 'e97c8e3+dirty (bun')."""
+    return re.sub(r"^([0-9a-f]{12})[0-9a-f]{28}", r"\1", str(commit))
+
+
 def markdown(results: dict) -> str:
     m, mod, st = results["machine"], results["model"], results["settings"]
     head = (f"Model `{mod['name']}` ({mod['num_params'] / 1e6:,.0f}M parameters), {m['date'][:10]}, "
-            f"commit {str(m.get('git_commit'))[:18]}{' (dirty)' if m.get('git_dirty') else ''}. "
+            f"commit {_short_commit(m.get('git_commit'))}{' (dirty)' if m.get('git_dirty') else ''}. "
             f"Median of {st['repeats']} repeats (min–max) after {st['warmup']} warm-up; decode timed over "
             f"{st['decode_tokens']} tokens per repeat{_modes_note(st)}. GB/s = bytes each decoded token must read (weights + KV "
             f"cache) x tok/s; % of roof: decode vs the measured read bandwidth, TTFT vs the measured compute "
