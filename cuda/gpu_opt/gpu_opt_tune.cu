@@ -141,7 +141,9 @@ const std::vector<MatvecConfig>& Configs() {
 // its tiles were picked beside that one (session 27 found tiles tuned at a spread step faster there and
 // slower at 2048). Where the spread layout is in use and the main position is past it, its steps get a
 // search of their own at spread_tune_pos_ (half the layout's keys unless given), starting from the main
-// choice, LAB_GPU_TILES and LAB_GPU_TILES_SPREAD pinning as they say.
+// choice, LAB_GPU_TILES and LAB_GPU_TILES_SPREAD pinning as they say. Measured (session 28, H200): +0.35% at 512
+// in 3 of 3 pairs, nothing at 2048; the second search put o_proj on a ring tile, whose blocks do not fit beside
+// a spread attention block, so attention runs with nothing of o_proj loading beside it (JOURNAL "Session 28").
 void GpuOptEngine::GraphTune() {
   const int tune_pos = int(std::min<int64_t>(max_context_ - 1, graph_tune_pos_));
   spread_tiles_ = false;  // (the main search times config_ even where its position is a spread step)
