@@ -96,13 +96,11 @@ void ParseTiles(const char* knob, std::array<int, kNumKinds>* pins) {
 
 // 0..5: the kernel lab's v5 tiles; 6..11: v7, a longer first batch before the PDL wait (".pN": N batches)
 // and two lighter tiles (fewer registers, so more blocks fit beside the neighbouring kernels); 12..14: v8,
-// the first batch staged in shared memory (".s", LAB_GPU_O_STAGE; not auto-tuned); 15..18: v9, persistent
+// the first batch staged in shared memory (".s", LAB_GPU_O_STAGE; not auto-tuned); 15..: v9, persistent
 // (".b": a grid of the blocks that fit per SM loops over the warps' tasks, so every SM gets the same
 // share of the rows to within one task; the one-task grids leave e.g. qkv's 192 blocks of 32 rows on 132
 // SMs, 60 of them with two blocks); 19..21: v10, the weight ring ("ring.": one block per SM, the weights
-// by bulk copies into a ring of shared memory; README "The weight ring"); 22: w8.u1.r2 persistent (session 28:
-// qkv's 384 one-task blocks of w8.u1.r2 fill 128 SMs three apiece and leave 4 idle; its persistent grid spreads
-// the 3,072 tasks over all 132).
+// by bulk copies into a ring of shared memory; README "The weight ring").
 const std::vector<MatvecConfig>& Configs() {
   static const std::vector<MatvecConfig> c = {
       MakeConfig<4, 1, 4>("w4.u1.r4"),        MakeConfig<4, 1, 8>("w4.u1.r8"),
@@ -117,7 +115,6 @@ const std::vector<MatvecConfig>& Configs() {
       MakeConfig<4, 1, 4, 1, false, true>("w4.u1.r4.b"), MakeConfig<4, 2, 4, 1, false, true>("w4.u2.r4.b"),
       MakeRingConfig<8, 16, 256>("ring.c8.s16.k256"), MakeRingConfig<8, 8, 512>("ring.c8.s8.k512"),
       MakeRingConfig<16, 16, 256>("ring.c16.s16.k256"),
-      MakeConfig<8, 1, 2, 1, false, true>("w8.u1.r2.b"),
   };
   return c;
 }
