@@ -312,6 +312,8 @@ void GpuOptEngine::Init(const ModelFile& file) {
 
   AutoTune();
   SetupStaging();
+  // The spread steps' pinned tiles now, so that one that does not fit is refused before any tuning and the pins
+  // hold where GraphTune does not run; GraphTune pins them again onto its own choice.
   PinSpreadTiles();
   if (graph_tune_ && use_graph_ && !std::getenv("LAB_GPU_MATVEC_CONFIG") && weight_bytes >= kGraphTuneMinBytes)
     GraphTune();
